@@ -88,7 +88,7 @@ def js_number(value: float | int) -> str:
         return "0"  # JavaScript prints -0 as 0
     if value < 0:
         return "-" + js_number(-value)
-    sign, digits_tuple, exponent = Decimal(repr(value)).as_tuple()
+    _sign, digits_tuple, exponent = Decimal(repr(value)).as_tuple()
     assert isinstance(exponent, int)  # finite, checked above
     digits = "".join(map(str, digits_tuple)).rstrip("0")
     exponent += len(digits_tuple) - len(digits)
@@ -196,7 +196,7 @@ def _qs_pairs(raw_query: str) -> list[tuple[str, str]]:
 
 @dataclass
 class _QsValue:
-    """One top-level value of an Express ``req.query`` object, as JavaScript's ``String()`` sees it."""
+    """One top-level value of Express's ``req.query``, as JavaScript's ``String()`` sees it."""
 
     scalars: list[str] = field(default_factory=list)
     is_object: bool = False
@@ -333,8 +333,10 @@ def sign_api_request(private_key: ec.EllipticCurvePrivateKey, payload: str) -> s
     return base64.b64encode(der).decode("ascii")
 
 
-def verify_api_signature(public_key: ec.EllipticCurvePublicKey, payload: str, signature: str) -> bool:
-    """Whether ``signature`` verifies over ``payload``, as the guard's ``createVerify`` checks it."""
+def verify_api_signature(
+    public_key: ec.EllipticCurvePublicKey, payload: str, signature: str
+) -> bool:
+    """Whether ``signature`` verifies over ``payload``, as the guard's ``createVerify`` does."""
     try:
         der = base64.b64decode(signature, validate=False)
         public_key.verify(der, payload.encode("utf-8", "surrogatepass"), ec.ECDSA(hashes.SHA256()))

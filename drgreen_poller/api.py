@@ -1,0 +1,406 @@
+"""The signed Dr Green API client: one instance per holder, over a shared aiohttp session.
+
+Owns the request path: build the canonical string once, sign it (``RequestSigner``, the only
+part that knows the crypto), send exactly those bytes, wait on the holder's token bucket, read the
+envelope, and parse ``data`` into ``models``. Translates aiohttp and timeout errors into
+``errors.Upstream*`` in one place (``_send``). It does **not** retry: the next scheduled poll is
+the retry. Medical data is dropped before anything leaves this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from drgreen_poller import __version__
+from drgreen_poller.clock import Clock
+from drgreen_poller.envelope import interpret_response
+from drgreen_poller.errors import (
+    UpstreamClientBug,
+    UpstreamMalformed,
+    UpstreamNotFound,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from drgreen_poller.models import (
+    ApprovalSummary,
+    Client,
+    Commission,
+    CommissionSummary,
+    Json,
+    Order,
+    Page,
+    Strain,
+    parse_approval_summary,
+    parse_client,
+    parse_commission,
+    parse_commission_summary,
+    parse_order,
+    parse_page_meta,
+    parse_strain,
+    strip_medical,
+)
+from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.signing import (
+    ApiCredentials,
+    QueryPairs,
+    canonical_json,
+    canonical_payload,
+    canonical_query,
+    load_private_key,
+    sign_api_request,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+USER_AGENT = f"drgreen-poller/{__version__}"
+DEFAULT_TAKE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """How to reach Dr Green and how politely.
+
+    Args:
+        base_url: e.g. ``https://api.drgreennft.com/api/v1`` (a trailing slash is ignored).
+        timeout_s: total time allowed for one request, response body included.
+        requests_per_second: sustained rate of the holder's token bucket.
+        burst: requests the bucket lets through at once after a quiet period.
+    """
+
+    base_url: str
+    timeout_s: float = 15.0
+    requests_per_second: float = 1.0
+    burst: int = 3
+
+
+class RequestSigner:
+    """The authentication hook: turns a canonical string into Dr Green's two auth headers."""
+
+    def __init__(self, credentials: ApiCredentials) -> None:
+        self._api_key = credentials.api_key
+        self._private_key = load_private_key(credentials.secret_key)
+
+    def headers(self, payload: str) -> dict[str, str]:
+        return {
+            "x-auth-apikey": self._api_key,
+            "x-auth-signature": sign_api_request(self._private_key, payload),
+        }
+
+
+def json_array(values: Sequence[str]) -> str:
+    """A list-valued filter as Dr Green wants it: one parameter holding a JSON array."""
+    return canonical_json(list(values))
+
+
+def _pairs(**filters: str | None) -> list[tuple[str, str]]:
+    """Query pairs in the given order, leaving out filters with no value."""
+    return [(key, value) for key, value in filters.items() if value not in (None, "")]
+
+
+class ApiClient:
+    """Dr Green's DAPP API for one holder.
+
+    Args:
+        session: the aiohttp session (shared by all holders; the caller closes it).
+        settings: base URL, timeout and politeness budget.
+        credentials: the holder's key pair.
+        clock: the time source (token bucket, ``Retry-After`` dates).
+        bucket: the holder's token bucket; one is made from ``settings`` when not given.
+        holder: the holder's name, for logs.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: ApiSettings,
+        credentials: ApiCredentials,
+        clock: Clock,
+        *,
+        bucket: TokenBucket | None = None,
+        holder: str = "",
+    ) -> None:
+        self._session = session
+        self._base = settings.base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self._signer = RequestSigner(credentials)
+        self._clock = clock
+        self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
+        self.holder = holder
+
+    # --- transport ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        route: str,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        query: QueryPairs = (),
+        body: Json = None,
+    ) -> Json:
+        """Send one signed request and return the envelope's ``data``, medical data removed.
+
+        Args:
+            method: HTTP method.
+            route: the route template under the base URL, e.g. ``/dapp/orders/{orderId}``.
+            path_params: values for the template, in route order (a GET without query signs them).
+            query: query pairs, signed and sent in this order.
+            body: the JSON body of a POST/PATCH/DELETE.
+
+        Raises:
+            UpstreamError: the subclass that fits the failure.
+        """
+        params = dict(path_params or {})
+        path = route.format(**{k: quote(v, safe="") for k, v in params.items()})
+        payload = canonical_payload(method, query=query, path_params=params, body=body)
+        query_string = canonical_query(query)
+        url = URL(self._base + path + (f"?{query_string}" if query_string else ""), encoded=True)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            **self._signer.headers(payload),
+        }
+        data = None if method.upper() == "GET" else payload.encode("utf-8")
+        return strip_medical(await self._send(method, url, headers, data, f"{method} {route}"))
+
+    async def _send(
+        self, method: str, url: URL, headers: dict[str, str], data: bytes | None, endpoint: str
+    ) -> Json:
+        await self.bucket.acquire()
+        started = self._clock.monotonic()
+        try:
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                status, retry_after = response.status, response.headers.get("Retry-After")
+                location = response.headers.get("Location", "")
+        except TimeoutError as exc:
+            raise UpstreamTimeout("no response within the timeout", endpoint=endpoint) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(type(exc).__name__, endpoint=endpoint) from exc
+        duration_ms = round((self._clock.monotonic() - started) * 1000, 1)
+        log.debug(
+            "upstream_request_finished",
+            holder=self.holder,
+            endpoint=endpoint,
+            status=status,
+            duration_ms=duration_ms,
+        )
+        if 300 <= status < 400:
+            raise UpstreamClientBug(
+                f"redirected to {location or 'nowhere'}; check the base URL",
+                status=status,
+                endpoint=endpoint,
+            )
+        return interpret_response(
+            status, body, retry_after=retry_after, now=self._clock.now(), endpoint=endpoint
+        )
+
+    async def health(self) -> bool:
+        """Whether ``GET /public/healthStatus`` (unsigned) answers with success."""
+        url = URL(self._base + "/public/healthStatus")
+        data = await self._send("GET", url, {"User-Agent": USER_AGENT}, None, "GET /public/health")
+        return data is not None
+
+    # --- pagination -------------------------------------------------------------------------
+
+    async def page(
+        self,
+        route: str,
+        key: str,
+        parse: Callable[[Json], T],
+        *,
+        page: int = 1,
+        take: int = DEFAULT_TAKE,
+        order_by: str | None = "desc",
+        query: QueryPairs = (),
+    ) -> Page[T]:
+        """One page of a list endpoint: ``data[key]`` parsed item by item, and its ``pageMetaDto``.
+
+        ``orderBy`` is always sent (the server's default is ascending) unless ``order_by`` is
+        ``None``, for the endpoints that ignore it.
+        """
+        paging = [("take", str(take)), ("page", str(page))]
+        if order_by is not None:
+            paging.insert(0, ("orderBy", order_by))
+        data = await self.request("GET", route, query=[*query, *paging])
+        items = data.get(key) if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise UpstreamMalformed(f"response has no {key!r} list", endpoint=f"GET {route}")
+        meta = parse_page_meta(data.get("pageMetaDto"), page=page, take=take, items=len(items))
+        return Page([parse(item) for item in items], meta)
+
+    async def pages(
+        self,
+        route: str,
+        key: str,
+        parse: Callable[[Json], T],
+        *,
+        take: int = DEFAULT_TAKE,
+        order_by: str | None = "desc",
+        query: QueryPairs = (),
+        first_page: int = 1,
+    ) -> AsyncIterator[Page[T]]:
+        """Pages from ``first_page`` on until the server says there is no next page.
+
+        The caller stops early by breaking out of the loop; no request is made for a page it
+        does not ask for.
+        """
+        number = first_page
+        while True:
+            result = await self.page(
+                route, key, parse, page=number, take=take, order_by=order_by, query=query
+            )
+            yield result
+            if not result.meta.has_next_page or not result.items:
+                return
+            number += 1
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def order_pages(
+        self,
+        *,
+        take: int = DEFAULT_TAKE,
+        status: str | None = None,
+        payment_status: str | None = None,
+        admin_approval: str | None = None,
+        client_ids: Sequence[str] = (),
+    ) -> AsyncIterator[Page[Order]]:
+        """``GET /dapp/orders``, newest first (list items carry all three status fields)."""
+        query = _pairs(
+            status=status,
+            paymentStatus=payment_status,
+            adminApproval=admin_approval,
+            clientIds=json_array(client_ids) if client_ids else None,
+        )
+        return self.pages("/dapp/orders", "orders", parse_order, take=take, query=query)
+
+    async def recent_orders(self, *, take: int = 20, page: int = 1) -> Page[Order]:
+        """``GET /dapp/orders/recent``: newest orders with ``updatedAt`` (no ``adminApproval``)."""
+        return await self.page(
+            "/dapp/orders/recent", "recentOrders", parse_order, page=page, take=take, order_by=None
+        )
+
+    async def orders_summary(self) -> ApprovalSummary:
+        """``GET /dapp/orders/summary``: order counts by ``adminApproval``."""
+        return parse_approval_summary(await self.request("GET", "/dapp/orders/summary"))
+
+    async def order(self, order_id: str) -> Order:
+        """``GET /dapp/orders/{orderId}`` (line items, ``deliveryFee``, ``updatedAt``).
+
+        Raises:
+            UpstreamNotFound: the server answered ``orderDetails: null`` (or 404).
+        """
+        route = "/dapp/orders/{orderId}"
+        data = await self.request("GET", route, path_params={"orderId": order_id})
+        details = data.get("orderDetails") if isinstance(data, Mapping) else None
+        if details is None:
+            raise UpstreamNotFound(f"order {order_id} not found", endpoint=f"GET {route}")
+        return parse_order(details)
+
+    async def create_order(self, client_id: str) -> Order:
+        """``POST /dapp/orders``: an order from the client's server-side cart. Not idempotent."""
+        return parse_order(await self.request("POST", "/dapp/orders", body={"clientId": client_id}))
+
+    # --- clients ---------------------------------------------------------------------------
+
+    def client_pages(
+        self,
+        *,
+        take: int = DEFAULT_TAKE,
+        admin_approval: str | None = None,
+        is_verified: bool | None = None,
+    ) -> AsyncIterator[Page[Client]]:
+        """``GET /dapp/clients``, newest first: KYC fields for many clients, no medical data."""
+        query = _pairs(
+            adminApproval=admin_approval,
+            isVerified=None if is_verified is None else str(is_verified).lower(),
+        )
+        return self.pages("/dapp/clients", "clients", parse_client, take=take, query=query)
+
+    async def clients_summary(self) -> ApprovalSummary:
+        """``GET /dapp/clients/summary``: client counts by ``adminApproval``."""
+        return parse_approval_summary(await self.request("GET", "/dapp/clients/summary"))
+
+    async def client(self, client_id: str) -> Client:
+        """``GET /dapp/clients/{clientId}``; the medical record it carries is dropped unread."""
+        route = "/dapp/clients/{clientId}"
+        return parse_client(await self.request("GET", route, path_params={"clientId": client_id}))
+
+    async def create_client(self, body: Mapping[str, Json]) -> str:
+        """``POST /dapp/clients``; returns the new client's id, whichever response shape came."""
+        data = await self.request("POST", "/dapp/clients", body=dict(body))
+        for candidate in _client_id_candidates(data):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+        raise UpstreamMalformed(
+            "client created but no id in the response", endpoint="POST /dapp/clients"
+        )
+
+    async def add_to_cart(self, cart_id: str, items: Sequence[tuple[str, float]]) -> None:
+        """``POST /dapp/carts``: add ``(strainId, quantity)`` items; quantities add up."""
+        body = {
+            "items": [{"strainId": strain, "quantity": qty} for strain, qty in items],
+            "clientCartId": cart_id,
+        }
+        await self.request("POST", "/dapp/carts", body=body)
+
+    # --- commissions and strains ----------------------------------------------------------
+
+    async def commissions_summary(self) -> CommissionSummary:
+        """``GET /dapp/commissions/summary`` (compare the USD amounts)."""
+        return parse_commission_summary(await self.request("GET", "/dapp/commissions/summary"))
+
+    def commission_pages(
+        self, *, take: int = DEFAULT_TAKE, payment_status: str | None = None
+    ) -> AsyncIterator[Page[Commission]]:
+        """``GET /dapp/commissions``, newest first."""
+        query = _pairs(paymentStatus=payment_status)
+        return self.pages(
+            "/dapp/commissions", "commissions", parse_commission, take=take, query=query
+        )
+
+    def strain_pages(
+        self, country_code: str, *, take: int = DEFAULT_TAKE
+    ) -> AsyncIterator[Page[Strain]]:
+        """``GET /dapp/strains`` for one country (ISO alpha-3): what is on sale there."""
+        query = [("countryCode", country_code)]
+        return self.pages("/dapp/strains", "strains", parse_strain, take=take, query=query)
+
+    async def strain(self, strain_id: str, country_code: str | None = None) -> Strain:
+        """``GET /dapp/strains/{strainId}``, with availability and stock for ``country_code``."""
+        query = [("countryCode", country_code)] if country_code else []
+        data = await self.request(
+            "GET", "/dapp/strains/{strainId}", path_params={"strainId": strain_id}, query=query
+        )
+        return parse_strain(data)
+
+
+def _client_id_candidates(data: Json) -> list[Json]:
+    """Where the new client's id may be: ``clientId``, ``data.clientId``, ``client.id``, ``id``."""
+    if not isinstance(data, Mapping):
+        return []
+    nested, client = data.get("data"), data.get("client")
+    return [
+        data.get("clientId"),
+        nested.get("clientId") if isinstance(nested, Mapping) else None,
+        client.get("id") if isinstance(client, Mapping) else None,
+        data.get("id"),
+    ]

@@ -1,0 +1,275 @@
+"""Typed views of Dr Green records, parsed at the API boundary.
+
+Each model keeps the few fields the poller reasons about, typed, plus ``raw``: the record as
+received minus anything medical. A field the response did not carry is ``None`` ("unknown"),
+never a default value, so change detection cannot mistake an absent field for a change. Enum
+values stay raw strings: an unknown value passes through. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from drgreen_poller.errors import UpstreamMalformed
+
+T = TypeVar("T")
+
+Json = Any
+JsonObject = Mapping[str, Any]
+
+# Keys that carry a customer's medical data; they never leave the API boundary.
+MEDICAL_KEYS = frozenset({"medicalRecord"})
+
+# Legacy stores hold "APPROVED" where Dr Green says "VERIFIED".
+_APPROVAL_ALIASES = {"APPROVED": "VERIFIED"}
+
+
+def strip_medical(value: Json) -> Json:
+    """A copy of ``value`` with every medical key removed, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: strip_medical(v) for k, v in value.items() if k not in MEDICAL_KEYS}
+    if isinstance(value, list):
+        return [strip_medical(v) for v in value]
+    return value
+
+
+def _obj(value: Json, what: str) -> JsonObject:
+    if not isinstance(value, Mapping):
+        raise UpstreamMalformed(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _id(record: JsonObject, what: str) -> str:
+    value = record.get("id")
+    if not isinstance(value, str) or not value:
+        raise UpstreamMalformed(f"{what} has no string id")
+    return value
+
+
+def _str(record: JsonObject, key: str) -> str | None:
+    value = record.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _bool(record: JsonObject, key: str) -> bool | None:
+    value = record.get(key)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    return None
+
+
+def _number(value: Json) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _int(value: Json) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _approval(record: JsonObject) -> str | None:
+    value = _str(record, "adminApproval")
+    return _APPROVAL_ALIASES.get(value, value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PageMeta:
+    """``pageMetaDto``, with the string-or-number fields coerced to numbers."""
+
+    page: int
+    take: int
+    item_count: int | None
+    page_count: int | None
+    has_next_page: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list endpoint."""
+
+    items: list[T]
+    meta: PageMeta
+
+
+def parse_page_meta(value: Json, *, page: int, take: int, items: int) -> PageMeta:
+    """Parse ``pageMetaDto``; without one, a full page is taken to mean there may be more."""
+    if not isinstance(value, Mapping):
+        return PageMeta(page, take, None, None, has_next_page=items >= take)
+    has_next = value.get("hasNextPage")
+    page_count = _int(value.get("pageCount"))
+    if not isinstance(has_next, bool):
+        has_next = page_count is not None and page < page_count
+    return PageMeta(
+        page=_int(value.get("page")) or page,
+        take=_int(value.get("take")) or take,
+        item_count=_int(value.get("itemCount")),
+        page_count=page_count,
+        has_next_page=has_next,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as one endpoint showed it; ``None`` means that endpoint did not say."""
+
+    id: str
+    order_status: str | None
+    admin_approval: str | None
+    payment_status: str | None
+    created_at: str | None
+    updated_at: str | None
+    raw: JsonObject
+
+
+def parse_order(value: Json) -> Order:
+    record = _obj(strip_medical(value), "order")
+    return Order(
+        id=_id(record, "order"),
+        order_status=_str(record, "orderStatus"),
+        admin_approval=_approval(record),
+        payment_status=_str(record, "paymentStatus"),
+        created_at=_str(record, "createdAt"),
+        updated_at=_str(record, "updatedAt"),
+        raw=record,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A client (customer) without any medical data; ``None`` means the endpoint did not say."""
+
+    id: str
+    is_kyc_verified: bool | None
+    admin_approval: str | None
+    is_active: bool | None
+    verified_at: str | None
+    created_at: str | None
+    updated_at: str | None
+    raw: JsonObject
+
+
+def parse_client(value: Json) -> Client:
+    record = _obj(strip_medical(value), "client")
+    return Client(
+        id=_id(record, "client"),
+        is_kyc_verified=_bool(record, "isKYCVerified"),
+        admin_approval=_approval(record),
+        is_active=_bool(record, "isActive"),
+        verified_at=_str(record, "verifiedAt"),
+        created_at=_str(record, "createdAt"),
+        updated_at=_str(record, "updatedAt"),
+        raw=record,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSummary:
+    """Counts by ``adminApproval`` from ``/orders/summary`` or ``/clients/summary``."""
+
+    pending: int | None
+    verified: int | None
+    rejected: int | None
+    total: int | None
+    raw: JsonObject
+
+
+def parse_approval_summary(value: Json) -> ApprovalSummary:
+    record = _obj(_obj(value, "summary response").get("summary"), "summary")
+    return ApprovalSummary(
+        pending=_int(record.get("PENDING")),
+        verified=_int(record.get("VERIFIED")),
+        rejected=_int(record.get("REJECTED")),
+        total=_int(record.get("totalCount")),
+        raw=record,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionSummary:
+    """The holder's commission totals; compare the USD figures (ETH drifts with the price)."""
+
+    pending_usd: float | None
+    paid_usd: float | None
+    total_usd: float | None
+    raw: JsonObject
+
+
+def parse_commission_summary(value: Json) -> CommissionSummary:
+    record = _obj(_obj(value, "commission response").get("commissionSummary"), "commissionSummary")
+
+    def usd(status: str) -> float | None:
+        bucket = record.get(status)
+        return _number(bucket.get("amountInDollar")) if isinstance(bucket, Mapping) else None
+
+    return CommissionSummary(
+        pending_usd=usd("PENDING"),
+        paid_usd=usd("PAID"),
+        total_usd=_number(record.get("totalInDollar")),
+        raw=record,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Commission:
+    """One commission row."""
+
+    id: str
+    amount_usd: float | None
+    payment_status: str | None
+    raw: JsonObject
+
+
+def parse_commission(value: Json) -> Commission:
+    record = _obj(strip_medical(value), "commission")
+    return Commission(
+        id=_id(record, "commission"),
+        amount_usd=_number(record.get("amountInDollar")),
+        payment_status=_str(record, "paymentStatus"),
+        raw=record,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Strain:
+    """A strain of the catalogue as seen for one country."""
+
+    id: str
+    name: str | None
+    retail_price: float | None
+    stock_quantity: float | None
+    is_available: bool | None
+    is_active: bool | None
+    raw: JsonObject
+
+
+def _location_stock(record: JsonObject) -> float | None:
+    locations = record.get("strainLocations")
+    if isinstance(locations, list) and locations and isinstance(locations[0], Mapping):
+        return _number(locations[0].get("stockQuantity"))
+    return _number(record.get("stockQuantity"))
+
+
+def parse_strain(value: Json) -> Strain:
+    record = _obj(value, "strain")
+    return Strain(
+        id=_id(record, "strain"),
+        name=_str(record, "name"),
+        retail_price=_number(record.get("retailPrice")),
+        stock_quantity=_location_stock(record),
+        is_available=_bool(record, "isAvailable"),
+        is_active=_bool(record, "isActive"),
+        raw=record,
+    )

@@ -1,0 +1,69 @@
+"""Shared fixtures: real loopback servers, an aiohttp session, and API client factories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.signing import ApiCredentials, generate_credentials
+from tests.fakes import ScriptedApi, start
+
+ClientFactory = Callable[..., ApiClient]
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def credentials() -> ApiCredentials:
+    """One key pair for the session (key generation is the slow part of signing tests)."""
+    return generate_credentials()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[ScriptedApi, str]]:
+    """A scripted Dr Green stand-in and its base URL."""
+    api = ScriptedApi()
+    server = await start(api.app)
+    try:
+        yield api, str(server.make_url("/api/v1"))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def make_client(
+    session: aiohttp.ClientSession, credentials: ApiCredentials
+) -> Callable[..., ApiClient]:
+    """Build an ``ApiClient`` for a base URL; generous budget unless the test sets one."""
+
+    def build(
+        base_url: str,
+        *,
+        creds: ApiCredentials | None = None,
+        clock: Clock | None = None,
+        timeout_s: float = 5.0,
+        rate: float = 1000.0,
+        burst: int = 1000,
+        holder: str = "test",
+    ) -> ApiClient:
+        settings = ApiSettings(
+            base_url=base_url, timeout_s=timeout_s, requests_per_second=rate, burst=burst
+        )
+        return ApiClient(
+            session, settings, creds or credentials, clock or SystemClock(), holder=holder
+        )
+
+    return build

@@ -1,0 +1,93 @@
+"""Test doubles that are real servers: a scripted Dr Green stand-in that records what it receives.
+
+``ScriptedApi`` answers each request with the next scripted response (or a success envelope) and
+records the request exactly as it arrived, so tests can check signatures with our own signing
+code or with Node. It runs on 127.0.0.1 through aiohttp's ``TestServer``; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from drgreen_poller.signing import load_public_key, rebuild_canonical, verify_api_signature
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """One response to serve: status, body bytes and headers."""
+
+    status: int = 200
+    body: bytes = b'{"success":true,"statusCode":200,"message":"Success","data":{}}'
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # never answer (until the server closes): for client timeouts
+
+    @classmethod
+    def data(cls, data: Any, status: int = 200) -> Scripted:
+        """A success envelope around ``data``."""
+        envelope = {"success": True, "statusCode": status, "message": "Success", "data": data}
+        return cls(status, json.dumps(envelope).encode())
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    raw_query: str
+    body: bytes
+    headers: dict[str, str]
+
+    def verifies(self, path_params: dict[str, str] | None = None) -> bool:
+        """Whether the signature verifies over the canonical string the real guard would build."""
+        body: Any = json.loads(self.body) if self.body else {}
+        canonical = rebuild_canonical(
+            self.method, raw_query=self.raw_query, path_params=path_params or {}, json_body=body
+        )
+        key = load_public_key(self.headers["x-auth-apikey"])
+        return verify_api_signature(key, canonical, self.headers["x-auth-signature"])
+
+
+class ScriptedApi:
+    """An aiohttp app that serves scripted responses and records every request."""
+
+    def __init__(self) -> None:
+        self.script: deque[Scripted] = deque()
+        self.received: list[Received] = []
+        self._never = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    def then(self, *responses: Scripted) -> ScriptedApi:
+        """Queue responses, served in order; once they run out, a success envelope."""
+        self.script.extend(responses)
+        return self
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.received.append(
+            Received(
+                method=request.method,
+                path=request.path,
+                raw_query=request.rel_url.raw_query_string,
+                body=await request.read(),
+                headers={k.lower(): v for k, v in request.headers.items()},
+            )
+        )
+        response = self.script.popleft() if self.script else Scripted()
+        if response.hang:
+            await self._never.wait()
+        return web.Response(status=response.status, body=response.body, headers=response.headers)
+
+
+async def start(app: web.Application) -> TestServer:
+    """Serve ``app`` on 127.0.0.1 on a free port."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
