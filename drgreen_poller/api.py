@@ -135,6 +135,7 @@ class ApiClient:
         self._clock = clock
         self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
         self.holder = holder
+        self.requests_sent = 0  # every request that left, for the canonical poll log line
 
     # --- transport ------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class ApiClient:
         self, method: str, url: URL, headers: dict[str, str], data: bytes | None, endpoint: str
     ) -> Json:
         await self.bucket.acquire()
+        self.requests_sent += 1
         started = self._clock.monotonic()
         try:
             async with self._session.request(

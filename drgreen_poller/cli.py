@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-format",
-        choices=("auto", "json", "console"),
+        choices=logs.LOG_FORMATS,
         default="auto",
         help="auto: console on a terminal, JSON otherwise (default: auto)",
     )

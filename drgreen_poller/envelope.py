@@ -61,8 +61,10 @@ def _message(document: Any) -> str:
     message = document.get("message")
     if isinstance(message, list):
         message = ", ".join(str(m) for m in message)
-    if not message and isinstance(document.get("data"), list):
-        message = ", ".join(str(m) for m in document["data"])
+    details = document.get("data")
+    if isinstance(details, list) and details:  # the docs' shape: messages in data
+        listed = ", ".join(str(m) for m in details)
+        message = f"{message}: {listed}" if message else listed
     return str(message or document.get("error") or "")[:_MESSAGE_MAX]
 
 

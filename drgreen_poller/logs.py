@@ -14,6 +14,7 @@ from typing import Literal, TextIO
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
 LEVELS = ("debug", "info", "warning", "error")
 
 

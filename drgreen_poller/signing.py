@@ -3,14 +3,18 @@
 Owns both halves of ``drgreen-api.md`` §1.4: the client's canonical string (built once, then
 signed *and* sent), and the server guard's rebuild of that string from a received request (which
 the sandbox uses, mimicking Express's ``qs`` parser, ``URLSearchParams`` and ``JSON.stringify``).
-Pure functions only: no I/O, no clock; keys are generated with the OS random source.
+Also the Standard Webhooks signatures of our own deliveries. Pure functions only: no I/O, no
+clock (timestamps are arguments); keys and secrets are generated with the OS random source.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -343,3 +347,69 @@ def verify_api_signature(
     except (InvalidSignature, ValueError, binascii.Error):
         return False
     return True
+
+
+# --- webhooks (Standard Webhooks) ---------------------------------------------------------------
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+# Receivers reject a webhook-timestamp further than this from their clock (Standard Webhooks).
+WEBHOOK_TOLERANCE_S = 5 * 60
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret: the Base64 text after the prefix, decoded.
+
+    Raises:
+        SigningError: the secret is not ``whsec_`` + Base64.
+    """
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise SigningError("a webhook secret starts with whsec_")
+    try:
+        return base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SigningError("a webhook secret is whsec_ followed by Base64") from exc
+
+
+def generate_webhook_secret(size: int = 32) -> str:
+    """A new ``whsec_`` secret of ``size`` random bytes (24 to 64)."""
+    if not 24 <= size <= 64:
+        raise SigningError("a webhook secret holds 24 to 64 random bytes")
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(size)).decode("ascii")
+
+
+def sign_webhook(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: one ``v1,<base64>`` per secret, single spaces.
+
+    The HMAC-SHA256 covers ``{msg_id}.{timestamp}.{body}`` with the exact body bytes sent.
+    """
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(webhook_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in secrets
+    )
+
+
+def sign_hex(secret: str, body: bytes) -> str:
+    """The ``X-Signature`` of the simple scheme: ``sha256=<hex HMAC-SHA256 of the raw body>``.
+
+    The key is the secret's text as configured (UTF-8), as simple receivers use it.
+    """
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_webhook(
+    secrets: Sequence[str],
+    *,
+    msg_id: str,
+    timestamp: str,
+    signature_header: str,
+    body: bytes,
+    now_s: float,
+    tolerance_s: float = WEBHOOK_TOLERANCE_S,
+) -> bool:
+    """Whether a Standard Webhooks request verifies with any of ``secrets`` and is fresh."""
+    if not timestamp.isdigit() or abs(now_s - int(timestamp)) > tolerance_s:
+        return False
+    expected = {entry for entry in sign_webhook(secrets, msg_id, int(timestamp), body).split(" ")}
+    offered = [entry for entry in signature_header.split(" ") if entry.startswith("v1,")]
+    return any(hmac.compare_digest(candidate, entry) for candidate in offered for entry in expected)

@@ -91,7 +91,7 @@ class TestErrors:
                     "data": ["email must be a valid email"],
                 },
                 UpstreamClientBug,
-                "Validation failed",
+                "Validation failed: email must be a valid email",
             ),
             (
                 400,

@@ -1,0 +1,95 @@
+"""The command line as a user runs it: real processes, real ports, exit codes and messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from asyncio.subprocess import PIPE
+from typing import Any
+
+import pytest
+
+from drgreen_poller import __version__
+from drgreen_poller.signing import ApiCredentials
+from tests.conftest import ClientFactory
+
+CLI = (sys.executable, "-m", "drgreen_poller")
+
+
+async def _run(*args: str, timeout_s: float = 20) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+class TestBasics:
+    async def test_version(self) -> None:
+        """--version prints the version and exits 0."""
+        code, out, _ = await _run("--version")
+        assert (code, out.strip()) == (0, f"drgreen-poller {__version__}")
+
+    @pytest.mark.parametrize("command", ["sandbox", "demo"])
+    async def test_help(self, command: str) -> None:
+        """Every subcommand has --help."""
+        code, out, _ = await _run(command, "--help")
+        assert code == 0
+        assert f"drgreen-poller {command}" in out
+
+    async def test_usage_error_is_exit_2(self) -> None:
+        """A bad argument is a usage error: exit 2, a message, no traceback."""
+        code, _, err = await _run("sandbox", "--port", "99999")
+        assert code == 2
+        assert "99999 is not between 0 and 65535" in err
+        assert "Traceback" not in err
+
+
+class TestSandboxCommand:
+    async def test_first_line_is_a_usable_holder(self, make_client: ClientFactory) -> None:
+        """The first stdout line is JSON with a working base URL and key pair; SIGTERM stops it."""
+        process = await asyncio.create_subprocess_exec(
+            *CLI, "sandbox", "--port", "0", stdout=PIPE, stderr=PIPE
+        )
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 10)
+            ready: dict[str, Any] = json.loads(line)
+            assert set(ready) >= {"base_url", "api_key", "secret_key"}
+            assert ready["base_url"].startswith("http://127.0.0.1:")
+            assert ready["base_url"].endswith("/api/v1")
+            creds = ApiCredentials(ready["api_key"], ready["secret_key"])
+            summary = await make_client(ready["base_url"], creds=creds).orders_summary()
+            assert summary.total
+            assert summary.total > 0
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0
+        assert b"Traceback" not in stderr
+
+    async def test_port_in_use(self) -> None:
+        """A port already taken is one clear error line and exit 1."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            code, _, err = await _run("sandbox", "--port", str(port))
+        assert code == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in err
+        assert "Traceback" not in err
+
+
+class TestDemo:
+    @pytest.mark.timeout(60)
+    async def test_demo_tells_the_whole_story(self) -> None:
+        """The demo runs on its own and shows each lifecycle step and failure class."""
+        code, out, err = await _run("demo", timeout_s=50)
+        assert code == 0, err
+        assert "medical record dropped at the API boundary: True" in out
+        assert "adminApproval=VERIFIED paymentStatus=PAID orderStatus=DELIVERED" in out
+        assert "UpstreamRateLimited, retry after 2 s" in out
+        assert "revoked key:           UpstreamUnauthorized" in out
+        assert "Traceback" not in err
