@@ -1,0 +1,156 @@
+"""Tests of the SQLite state: file safety, migrations, the transactional outbox, the lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from drgreen_poller.changes import Change
+from drgreen_poller.errors import StoreError
+from drgreen_poller.events import Resource, event_id
+from drgreen_poller.store import MIGRATIONS, Observation, SinkRoute, StateLock, Store
+
+NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
+SINKS = [
+    SinkRoute("store", ("order.*",)),
+    SinkRoute("audit", ("*",)),
+    SinkRoute("kyc", ("client.*",)),
+]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state.db", sinks=SINKS)
+    yield opened
+    await opened.close()
+
+
+def _approved(snapshot_status: str = "VERIFIED") -> Observation:
+    return Observation(
+        ORDER,
+        {"adminApproval": snapshot_status},
+        "active_orders",
+        obj={"id": ORDER.id},
+        changes=[Change("order.approved", {"adminApproval": "PENDING"})],
+    )
+
+
+class TestFile:
+    async def test_created_private_with_wal(self, tmp_path: Path) -> None:
+        """The database is created 0600, in WAL mode, at the newest schema version."""
+        path = tmp_path / "sub" / "state.db"
+        opened = await Store.open(path)
+        await opened.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+    async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A database from a newer drgreen-poller is refused with a clear message."""
+        path = tmp_path / "state.db"
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+        with pytest.raises(StoreError, match="newer than this drgreen-poller"):
+            await Store.open(path)
+
+    async def test_unopenable_path(self, tmp_path: Path) -> None:
+        """A path that cannot hold a database gives a StoreError naming it."""
+        (tmp_path / "dir.db").mkdir()
+        with pytest.raises(StoreError, match=r"dir\.db"):
+            await Store.open(tmp_path / "dir.db")
+
+    def test_second_lock_refused(self, tmp_path: Path) -> None:
+        """A second daemon on the same database is refused while the first holds the lock."""
+        path = tmp_path / "state.db"
+        with StateLock(path), pytest.raises(StoreError, match="already running"):
+            StateLock(path).acquire()
+        with StateLock(path):
+            pass  # released by the first: free again
+
+
+class TestOutbox:
+    async def test_commit_writes_events_and_matching_deliveries(self, store: Store) -> None:
+        """One commit stores the snapshot, the event and one pending row per matching sink."""
+        result = await store.commit_poll(
+            "main", "active_orders", [_approved()], now=NOW, next_due_at=0
+        )
+        assert [e["type"] for e in result.events] == ["order.approved"]
+        assert result.deliveries == 2
+        assert await store.backlog() == {"store": {"pending": 1}, "audit": {"pending": 1}}
+        [entity] = await store.entities("main", kind="order")
+        assert entity.snapshot == {"adminApproval": "VERIFIED"}
+        assert entity.sequence == 1
+
+    async def test_sequences_rise_and_ids_are_deterministic(self, store: Store) -> None:
+        """Each event of a resource takes the next sequence; its id derives from it."""
+        await store.commit_poll("main", "active_orders", [_approved()], now=NOW, next_due_at=0)
+        second = await store.commit_poll(
+            "main", "active_orders", [_approved()], now=NOW, next_due_at=0
+        )
+        event = second.events[0]
+        assert event["sequence"] == 2
+        assert event["id"] == event_id("main", ORDER, 2)
+        assert event["resource"] == {"type": "order", "id": ORDER.id}
+        assert event["observed_at"] == "2026-11-23T10:00:00.000Z"
+
+    async def test_preview_matches_commit_and_writes_nothing(self, store: Store) -> None:
+        """A dry run shows the events a commit would write, with the same ids, writing nothing."""
+        previewed = await store.preview("main", [_approved()], now=NOW)
+        assert await store.events() == []
+        committed = await store.commit_poll(
+            "main", "active_orders", [_approved()], now=NOW, next_due_at=0
+        )
+        assert previewed == committed.events
+
+    async def test_failed_commit_writes_nothing(self, store: Store) -> None:
+        """If any part of a commit fails, none of it is written."""
+        bad = Observation(ORDER, {"x": {1, 2}}, "active_orders", changes=[Change("order.paid", {})])
+        with pytest.raises(TypeError):
+            await store.commit_poll(
+                "main", "active_orders", [_approved(), bad], now=NOW, next_due_at=0
+            )
+        assert await store.events() == []
+        assert await store.entities("main") == []
+        assert await store.backlog() == {}
+
+    async def test_run_state_success_and_failure(self, store: Store) -> None:
+        """Failures count up; a success resets them and records the first sync once."""
+        assert (
+            await store.record_failure("main", "commissions", now=NOW, error="boom", next_due_at=5)
+            == 1
+        )
+        assert (
+            await store.record_failure("main", "commissions", now=NOW, error="boom", next_due_at=9)
+            == 2
+        )
+        await store.commit_poll("main", "commissions", [], now=NOW, next_due_at=60)
+        [run] = await store.tier_runs("main")
+        assert (run.consecutive_failures, run.last_error, run.next_due_at) == (0, None, 60)
+        assert run.seeded_at == "2026-11-23T10:00:00.000Z"
+
+    async def test_events_filter(self, store: Store) -> None:
+        """The event log filters by glob and time."""
+        client = Observation(
+            Resource("client", "c"), {}, None, changes=[Change("client.created", {})]
+        )
+        await store.commit_poll(
+            "main", "active_orders", [_approved(), client], now=NOW, next_due_at=0
+        )
+        assert [e["type"] for e in await store.events(patterns=["client.*"])] == ["client.created"]
+        later = datetime(2026, 11, 24, tzinfo=UTC)
+        assert await store.events(since=later) == []
+
+    async def test_unauthorized_flag(self, store: Store) -> None:
+        """A holder's unauthorized mark is set and cleared."""
+        await store.ensure_holders(["main"], NOW)
+        await store.set_unauthorized("main", NOW)
+        assert await store.unauthorized_holders() == {"main": "2026-11-23T10:00:00.000Z"}
+        await store.set_unauthorized("main", None)
+        assert await store.unauthorized_holders() == {}
