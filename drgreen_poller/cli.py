@@ -2,19 +2,24 @@
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error. Every anticipated failure becomes
 one ``error: ...`` line on stderr; a traceback reaching the user is a bug. The work itself lives
-in the modules the subcommands call.
+in ``daemon`` (run, poll-once), ``admin`` (status, events, track, online checks), ``sandbox``
+and ``demo``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from drgreen_poller import __version__, logs
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.config import Config, config_path, load_config
 from drgreen_poller.errors import ConfigError, DrGreenError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -31,6 +36,12 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drgreen-poller",
@@ -38,16 +49,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--log-level", choices=logs.LEVELS, default="info", help="log verbosity (default: info)"
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="the TOML configuration (default: $DRGREEN_POLLER_CONFIG, then "
+        "/etc/drgreen-poller/config.toml)",
     )
+    parser.add_argument("--log-level", choices=logs.LEVELS, help="override [daemon] log_level")
     parser.add_argument(
-        "--log-format",
-        choices=logs.LOG_FORMATS,
-        default="auto",
-        help="auto: console on a terminal, JSON otherwise (default: auto)",
+        "--log-format", choices=logs.LOG_FORMATS, help="override [daemon] log_format"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _daemon_commands(commands)
+    _operator_commands(commands)
+    _tool_commands(commands)
+    return parser
 
+
+def _daemon_commands(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the daemon",
+        description="Poll every holder's tiers on schedule and record events until stopped "
+        "(SIGINT/SIGTERM). A second run on the same state database refuses to start.",
+    )
+    run.set_defaults(handler=_cmd_run)
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration",
+        description="Load and validate the configuration; with --online, make one signed call "
+        "per holder and explain a refusal.",
+    )
+    check.add_argument("--online", action="store_true", help="also try each holder's key")
+    check.set_defaults(handler=_cmd_check_config)
+    once = commands.add_parser(
+        "poll-once",
+        help="one pass of every tier, printing the events",
+        description="Poll every tier of every holder once and print the events as JSON lines. "
+        "They are recorded (and queued for the sinks) unless --dry-run is given.",
+    )
+    once.add_argument("--dry-run", action="store_true", help="write nothing, only show")
+    once.set_defaults(handler=_cmd_poll_once)
+
+
+def _operator_commands(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="active sets, polls, failures and delivery backlog",
+        description="Per holder: active set size per tier, last and next poll, failures; "
+        "delivery backlog per sink. Safe while the daemon runs.",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_cmd_status)
+    events = commands.add_parser("events", help="the event log", description="The event log.")
+    events_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    listing = events_commands.add_parser(
+        "list", help="list logged events", description="List logged events, oldest first."
+    )
+    listing.add_argument(
+        "--type", action="append", metavar="GLOB", help="event types, e.g. 'order.*' (repeatable)"
+    )
+    listing.add_argument("--since", metavar="T", help="an ISO-8601 time or a duration ago (2h)")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many, newest (default 100)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON event per line")
+    listing.set_defaults(handler=_cmd_events_list)
+    track = commands.add_parser(
+        "track",
+        help="watch an order or client from now on",
+        description="Add an order or client to the active set, e.g. right after the store "
+        "created it, so its first events are not left to discovery.",
+    )
+    track.add_argument("kind", choices=("order", "client"))
+    track.add_argument("id", help="the Dr Green id (a UUID)")
+    track.add_argument("--holder", metavar="NAME", help="needed when several holders exist")
+    track.set_defaults(handler=_cmd_track)
+
+
+def _tool_commands(commands: Any) -> None:
     sandbox = commands.add_parser(
         "sandbox",
         help="run the local Dr Green sandbox",
@@ -57,17 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
             "with base_url, api_key and secret_key of a seeded holder."
         ),
     )
-    sandbox.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
-    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     sandbox.add_argument(
         "--port",
         type=_port,
         default=DEFAULT_SANDBOX_PORT,
-        help=f"port to listen on, 0 for any free port (default: {DEFAULT_SANDBOX_PORT})",
+        help=f"port, 0 for any free one (default: {DEFAULT_SANDBOX_PORT})",
     )
     sandbox.set_defaults(handler=_cmd_sandbox)
-
     demo = commands.add_parser(
         "demo",
         help="a scripted tour on an in-process sandbox",
@@ -77,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.set_defaults(handler=_cmd_demo)
-    return parser
+
+
+# --- running ------------------------------------------------------------------------------------
 
 
 def _run_until_signalled(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -99,17 +178,148 @@ def _run_until_signalled(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return asyncio.run(runner())
 
 
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(config_path(args.config, os.environ))
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def _configure_logs(args: argparse.Namespace, config: Config | None, stream: Any) -> None:
+    level = args.log_level or (config.daemon.log_level if config else "info")
+    fmt = args.log_format or (config.daemon.log_format if config else "auto")
+    logs.configure(level, fmt, stream=stream)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from drgreen_poller.daemon import run_daemon
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stdout)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_daemon(config, SystemClock(), stop)
+        return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    names = ", ".join(h.name for h in config.holders)
+    print(
+        f"{config.path}: ok ({len(config.holders)} holder(s): {names}; {len(config.sinks)} sink(s))"
+    )
+    if not args.online:
+        return EXIT_OK
+    from drgreen_poller.admin import check_online
+
+    results = asyncio.run(check_online(config, SystemClock()))
+    for result in results:
+        print(f"{result.holder}: {'ok' if result.ok else 'FAILED'}: {result.message}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def _cmd_poll_once(args: argparse.Namespace) -> int:
+    from drgreen_poller.daemon import poll_once
+    from drgreen_poller.events import encode
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    results, failures = asyncio.run(poll_once(config, SystemClock(), dry_run=args.dry_run))
+    events = [event for result in results for event in result.events]
+    for event in events:
+        print(encode(event))
+    for result in results:
+        if result.first_sync and result.observed and not result.events:
+            print(
+                f"{result.holder}/{result.tier}: first sync, {result.observed} record(s) taken "
+                'as they are, without events (first_sync = "seed"); later changes are events',
+                file=sys.stderr,
+            )
+    requests = sum(r.requests for r in results)
+    verb = "would be recorded (dry run: nothing written)" if args.dry_run else "recorded"
+    print(f"{len(events)} event(s) {verb}; {requests} request(s)", file=sys.stderr)
+    for holder, tier, error in failures:
+        print(f"error: {holder}/{tier}: {error}", file=sys.stderr)
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import status_report
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    report = asyncio.run(status_report(config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"state: {report['state_path']}")
+    for holder in report["holders"]:
+        paused = holder["unauthorized_since"]
+        print(f"holder {holder['name']}" + (f"  UNAUTHORIZED since {paused}" if paused else ""))
+        for tier in holder["tiers"]:
+            size = "" if tier["active"] is None else f"{tier['active']:>6} tracked"
+            failures = tier["consecutive_failures"]
+            trouble = f"  {failures} failure(s): {tier['last_error']}" if failures else ""
+            print(
+                f"  {tier['tier']:14}{size:>15}  last ok {tier['last_success_at'] or 'never':24}"
+                f"  next {tier['next_due_at'] or '-'}{trouble}"
+            )
+    for sink, states in report["deliveries"].items():
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
+        print(f"sink {sink}: {shown}")
+    return EXIT_OK
+
+
+def _cmd_events_list(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import event_patterns, list_events, parse_since
+    from drgreen_poller.events import encode
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    patterns = event_patterns(args.type)
+    since = parse_since(args.since, SystemClock().now()) if args.since else None
+    events = asyncio.run(list_events(config, patterns=patterns, since=since, limit=args.limit))
+    for event in events:
+        if args.json:
+            print(encode(event))
+        else:
+            resource = event["resource"]
+            flag = " (inferred)" if event["inferred"] else ""
+            print(
+                f"{event['observed_at']}  {event['holder']:10} {event['type']:32}"
+                f" {resource['type']} {resource['id']} #{event['sequence']}{flag}"
+            )
+    return EXIT_OK
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import track
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    print(asyncio.run(track(config, args.kind, args.id, args.holder, SystemClock().now())))
+    return EXIT_OK
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from drgreen_poller.sandbox import run_sandbox
+
+    # stdout is a data channel (the ready line, read by scripts that may stop reading after
+    # it), so the sandbox logs to stderr.
+    _configure_logs(args, None, sys.stderr)
 
     async def main() -> int:
         try:
             await run_sandbox(args.host, args.port, out=sys.stdout)
         except OSError as exc:
-            print(
-                f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-                file=sys.stderr,
-            )
+            print(f"error: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILURE
         return EXIT_OK
 
@@ -118,6 +328,8 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from drgreen_poller.demo import run_demo
+
+    _configure_logs(args, None, sys.stderr)
 
     async def main() -> int:
         await run_demo(out=sys.stdout)
@@ -128,12 +340,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``drgreen-poller`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # The sandbox's stdout is a data channel (its ready line, read by scripts that may stop
-    # reading after it), so its logs go to stderr; everything else logs to stdout.
-    log_stream = sys.stderr if args.command == "sandbox" else sys.stdout
-    logs.configure(args.log_level, args.log_format, stream=log_stream)
+    args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -144,3 +351,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrGreenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.sandbox import HolderInfo
 from drgreen_poller.signing import ApiCredentials, generate_credentials
 from tests.fakes import ScriptedApi, start
 
@@ -67,3 +69,47 @@ def make_client(
         )
 
     return build
+
+
+def write_config(
+    directory: Path,
+    base_url: str,
+    holder: HolderInfo,
+    *,
+    first_sync: str = "seed",
+    interval: str = "0.2s",
+    extra: str = "",
+) -> Path:
+    """A config file for the daemon against a sandbox holder, with tiny intervals."""
+    (directory / "shop.api_key").write_text(holder.credentials.api_key)
+    (directory / "shop.secret_key").write_text(holder.credentials.secret_key)
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_path = "state.db"
+http_listen = ""
+first_sync = "{first_sync}"
+
+[api]
+base_url = "{base_url}"
+requests_per_second = 200
+burst = 20
+
+[[holders]]
+name = "{holder.name}"
+api_key_file = "shop.api_key"
+secret_key_file = "shop.secret_key"
+strain_countries = ["GBR"]
+
+[schedule]
+active_orders = "{interval}"
+stale_orders = "{interval}"
+pending_kyc = "{interval}"
+commissions = "{interval}"
+strains = "{interval}"
+jitter = 0
+{extra}
+"""
+    )
+    return path

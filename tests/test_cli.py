@@ -32,12 +32,22 @@ class TestBasics:
         code, out, _ = await _run("--version")
         assert (code, out.strip()) == (0, f"drgreen-poller {__version__}")
 
-    @pytest.mark.parametrize("command", ["sandbox", "demo"])
-    async def test_help(self, command: str) -> None:
+    @pytest.mark.timeout(60)
+    async def test_help(self) -> None:
         """Every subcommand has --help."""
-        code, out, _ = await _run(command, "--help")
-        assert code == 0
-        assert f"drgreen-poller {command}" in out
+        for command in (
+            ["run"],
+            ["check-config"],
+            ["poll-once"],
+            ["status"],
+            ["events", "list"],
+            ["track"],
+            ["sandbox"],
+            ["demo"],
+        ):
+            code, out, _ = await _run(*command, "--help")
+            assert code == 0
+            assert f"drgreen-poller {' '.join(command)}" in out
 
     async def test_usage_error_is_exit_2(self) -> None:
         """A bad argument is a usage error: exit 2, a message, no traceback."""

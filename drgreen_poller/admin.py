@@ -1,0 +1,202 @@
+"""Operator commands over the state database: status, the event log, tracking, online checks.
+
+Owns what ``status``, ``events list``, ``track`` and ``check-config --online`` compute; they may
+run while the daemon runs (SQLite in WAL mode). Printing and exit codes belong to the CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from drgreen_poller.api import ApiClient
+from drgreen_poller.clock import Clock
+from drgreen_poller.config import Config, duration
+from drgreen_poller.daemon import api_settings
+from drgreen_poller.errors import ConfigError, UpstreamError, UpstreamUnauthorized
+from drgreen_poller.events import Resource, iso_ms
+from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS, TRACKED_MARK
+from drgreen_poller.scheduler import UNAUTHORIZED_HINT
+from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.store import Observation, Store
+
+TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: an ISO-8601 time (``2026-11-23T10:00Z``) or a duration ago (``2h``, ``7d``).
+
+    Raises:
+        ConfigError: neither form.
+    """
+    try:
+        return now - timedelta(seconds=duration(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: use a time like 2026-11-23T10:00:00Z or a duration like 2h"
+        ) from None
+    if moment.tzinfo is None:
+        raise ConfigError(f"--since {text!r}: add a timezone, e.g. {text}Z for UTC")
+    return moment
+
+
+@dataclass
+class TierStatus:
+    tier: str
+    active: int | None
+    last_success_at: str | None
+    next_due_at: str | None
+    consecutive_failures: int
+    last_error: str | None
+
+
+@dataclass
+class HolderStatus:
+    name: str
+    unauthorized_since: str | None
+    tiers: list[TierStatus] = field(default_factory=list)
+
+
+async def status_report(config: Config) -> dict[str, Any]:
+    """Per holder: active set sizes, last and next poll, failures; delivery backlog per sink."""
+    store = await Store.open(config.daemon.state_path)
+    try:
+        runs = {(r.holder, r.tier): r for r in await store.tier_runs()}
+        sizes = await store.tier_sizes()
+        unauthorized = await store.unauthorized_holders()
+        backlog = await store.backlog()
+    finally:
+        await store.close()
+    holders = []
+    for holder in config.holders:
+        status = HolderStatus(holder.name, unauthorized.get(holder.name))
+        for tier in TIERS:
+            run = runs.get((holder.name, tier))
+            status.tiers.append(
+                TierStatus(
+                    tier=tier,
+                    active=sizes.get((holder.name, tier), 0) if tier in _SET_TIERS else None,
+                    last_success_at=run.last_success_at if run else None,
+                    next_due_at=_when(run.next_due_at) if run and run.next_due_at else None,
+                    consecutive_failures=run.consecutive_failures if run else 0,
+                    last_error=run.last_error if run else None,
+                )
+            )
+        holders.append(status)
+    sinks = {s.name: backlog.get(s.name, {}) for s in config.sinks}
+    return {
+        "state_path": str(config.daemon.state_path),
+        "holders": [_holder_json(h) for h in holders],
+        "deliveries": sinks,
+    }
+
+
+_SET_TIERS = ("active_orders", "stale_orders", "pending_kyc")
+
+
+def _when(timestamp: float) -> str:
+    return iso_ms(datetime.fromtimestamp(timestamp).astimezone())
+
+
+def _holder_json(status: HolderStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "unauthorized_since": status.unauthorized_since,
+        "tiers": [vars(t) for t in status.tiers],
+    }
+
+
+async def list_events(
+    config: Config, *, patterns: Sequence[str], since: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    store = await Store.open(config.daemon.state_path)
+    try:
+        return await store.events(patterns=patterns, since=since, limit=limit)
+    finally:
+        await store.close()
+
+
+async def track(
+    config: Config, kind: str, entity_id: str, holder: str | None, now: datetime
+) -> str:
+    """Put an order or client into the active set; returns what was done, in words.
+
+    Raises:
+        ConfigError: an unknown holder, an ambiguous one, or an id that is not a UUID.
+    """
+    name = _holder_name(config, holder)
+    try:
+        uuid.UUID(entity_id)
+    except ValueError:
+        raise ConfigError(f"{entity_id!r} is not a Dr Green id (a UUID)") from None
+    resource, tier = Resource(kind, entity_id.lower()), TRACK_TIERS[kind]
+    store = await Store.open(config.daemon.state_path)
+    try:
+        await store.ensure_holders([name], now)
+        if await store.set_tier(name, resource, tier, now):
+            return f"{kind} {resource.id} of {name} is now in the {tier} tier"
+        marker = Observation(resource, {TRACKED_MARK: True}, tier)
+        await store.commit_events(name, [marker], now=now)
+    finally:
+        await store.close()
+    return f"{kind} {resource.id} of {name} will be watched from the next {tier} poll"
+
+
+def _holder_name(config: Config, holder: str | None) -> str:
+    names = [h.name for h in config.holders]
+    if holder is None:
+        if len(names) > 1:
+            raise ConfigError(f"several holders are configured; pass --holder ({', '.join(names)})")
+        return names[0]
+    if holder not in names:
+        raise ConfigError(f"--holder {holder!r}: no such holder (configured: {', '.join(names)})")
+    return holder
+
+
+@dataclass
+class OnlineCheck:
+    holder: str
+    ok: bool
+    message: str
+
+
+async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
+    """One signed call per holder (``GET /dapp/orders/summary``), each failure explained."""
+    results = []
+    async with aiohttp.ClientSession() as session:
+        for holder in config.holders:
+            credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
+            api = ApiClient(session, api_settings(config), credentials, clock, holder=holder.name)
+            try:
+                summary = await api.orders_summary()
+            except UpstreamUnauthorized as exc:
+                results.append(OnlineCheck(holder.name, False, f"{exc}. {UNAUTHORIZED_HINT}"))
+            except UpstreamError as exc:
+                results.append(OnlineCheck(holder.name, False, str(exc)))
+            else:
+                results.append(
+                    OnlineCheck(holder.name, True, f"signed call accepted ({summary.total} orders)")
+                )
+    return results
+
+
+_GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")
+
+
+def event_patterns(values: Sequence[str] | None) -> list[str]:
+    """``--type`` values as glob patterns (default: everything)."""
+    patterns = list(values or ["*"])
+    for pattern in patterns:
+        if not _GLOB_RE.match(pattern):
+            raise ConfigError(f"--type {pattern!r} is not an event pattern such as 'order.*'")
+    return patterns

@@ -1,0 +1,188 @@
+"""The composition root: builds every part from the configuration and runs the daemon.
+
+The only module that knows every part. ``run_daemon`` holds the state lock, opens the store and
+the HTTP session, starts the scheduler, tells systemd it is ready, and on stop lets running
+polls finish within a grace period before closing the session and the database last.
+``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.clock import Clock
+from drgreen_poller.config import Config
+from drgreen_poller.errors import UpstreamError
+from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
+from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
+from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.store import SinkRoute, StateLock, Store
+from drgreen_poller.systemd import Notifier
+
+log = structlog.get_logger(__name__)
+
+# Running polls get this long to finish on stop before they are cancelled.
+STOP_GRACE_S = 20.0
+# A poll running longer than this is stuck: the watchdog stops vouching for the daemon.
+STUCK_RUN_S = 600.0
+
+
+def api_settings(config: Config) -> ApiSettings:
+    api = config.api
+    return ApiSettings(api.base_url, api.timeout_s, api.requests_per_second, api.burst)
+
+
+def poll_settings(config: Config) -> PollSettings:
+    return PollSettings(
+        first_sync=config.daemon.first_sync, stale_after_s=config.schedule.stale_after_s
+    )
+
+
+def timings(config: Config) -> dict[str, Timing]:
+    s = config.schedule
+    intervals = {
+        "active_orders": s.active_orders_s,
+        "stale_orders": s.stale_orders_s,
+        "pending_kyc": s.pending_kyc_s,
+        "commissions": s.commissions_s,
+        "strains": s.strains_s,
+    }
+    return {
+        tier: Timing(interval, s.jitter, s.backoff_base_s, s.backoff_max_s)
+        for tier, interval in intervals.items()
+    }
+
+
+def sink_routes(config: Config) -> list[SinkRoute]:
+    return [SinkRoute(sink.name, sink.events) for sink in config.sinks]
+
+
+@dataclass
+class Runtime:
+    """The parts shared by ``run`` and ``poll-once``."""
+
+    config: Config
+    clock: Clock
+    store: Store
+    session: aiohttp.ClientSession
+    pollers: dict[str, HolderPoller]
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, clock: Clock) -> AsyncIterator[Runtime]:
+    """Open the store and the HTTP session and build one poller per holder; close them last."""
+    store = await Store.open(config.daemon.state_path, sinks=sink_routes(config))
+    try:
+        await store.ensure_holders([h.name for h in config.holders], clock.now())
+        async with aiohttp.ClientSession() as session:
+            pollers = {}
+            for holder in config.holders:
+                credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
+                api = ApiClient(
+                    session, api_settings(config), credentials, clock, holder=holder.name
+                )
+                pollers[holder.name] = HolderPoller(
+                    holder.name, holder.strain_countries, api, store, clock, poll_settings(config)
+                )
+            yield Runtime(config, clock, store, session, pollers)
+    finally:
+        await store.close()
+
+
+async def poll_once(
+    config: Config, clock: Clock, *, dry_run: bool
+) -> tuple[list[PollResult], list[tuple[str, str, UpstreamError]]]:
+    """One pass of every tier of every holder; failures are collected, not raised."""
+    results: list[PollResult] = []
+    failures: list[tuple[str, str, UpstreamError]] = []
+    tier_timing = timings(config)
+    async with open_runtime(config, clock) as runtime:
+        for name, poller in runtime.pollers.items():
+            for tier in TIERS:
+                next_due = clock.now().timestamp() + tier_timing[tier].interval_s
+                try:
+                    results.append(
+                        await poller.poll_tier(tier, next_due_at=next_due, dry_run=dry_run)
+                    )
+                except UpstreamError as exc:
+                    log.warning("poll_failed", holder=name, tier=tier, error=str(exc))
+                    failures.append((name, tier, exc))
+    return results, failures
+
+
+async def run_daemon(config: Config, clock: Clock, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set.
+
+    Raises:
+        StoreError: another daemon holds the database, or it cannot be opened.
+    """
+    lock = StateLock(config.daemon.state_path)
+    lock.acquire()
+    try:
+        async with open_runtime(config, clock) as runtime:
+            await _serve(runtime, stop)
+    finally:
+        lock.release()
+
+
+async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
+    config, clock, store = runtime.config, runtime.clock, runtime.store
+    notifier = Notifier()
+    rng = random.Random()
+    tier_timing = timings(config)
+    runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng)
+    scheduler = TierScheduler(runner.run)
+    runner.reschedule = scheduler.schedule
+    stored = {(r.holder, r.tier): r.next_due_at for r in await store.tier_runs()}
+    now = clock.now().timestamp()
+    names = list(runtime.pollers)
+    due = {
+        (holder, tier): initial_due(
+            stored.get((holder, tier)),
+            now=now,
+            timing=tier_timing[tier],
+            slot=index,
+            slots=len(names),
+            rng=rng,
+        )
+        for index, holder in enumerate(names)
+        for tier in TIERS
+    }
+    scheduler.start(due)
+    log.info("daemon_started", holders=len(names), sinks=len(config.sinks))
+    notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s)")
+    watchdog = asyncio.create_task(_watchdog(notifier, runner, scheduler, clock, stop))
+    try:
+        await stop.wait()
+    finally:
+        notifier.notify("STOPPING=1")
+        log.info("daemon_stopping", grace_s=STOP_GRACE_S)
+        scheduler.pause()
+        await runner.wait_idle(STOP_GRACE_S)
+        scheduler.shutdown()
+        watchdog.cancel()
+        log.info("daemon_stopped")
+
+
+async def _watchdog(
+    notifier: Notifier,
+    runner: TierRunner,
+    scheduler: TierScheduler,
+    clock: Clock,
+    stop: asyncio.Event,
+) -> None:
+    """``WATCHDOG=1`` at half the watchdog interval, only while no poll is stuck."""
+    if notifier.watchdog_s is None:
+        return
+    while not stop.is_set():
+        if scheduler.running and runner.longest_run_s() < STUCK_RUN_S:
+            notifier.notify("WATCHDOG=1")
+        await clock.sleep(notifier.watchdog_s / 2)

@@ -1,0 +1,379 @@
+"""One tier run for one holder: fetch → detect → store, then one canonical log line.
+
+Owns the polling strategy of design §3.3: newest-first list sweeps that stop once every tracked
+id is seen (page 1 also discovers new orders and clients), per-status filtered sweeps for the
+stale tier, order detail only as a fallback, and the active-set rules of §3.4/§3.5. It never
+fetches client detail (the medical record) and never retries: the scheduler decides when to
+run again. Upstream errors propagate to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from drgreen_poller.api import ApiClient
+from drgreen_poller.changes import (
+    ORDER_TERMINAL_STATUSES,
+    Detection,
+    Snapshot,
+    client_is_terminal,
+    detect_client,
+    detect_commissions,
+    detect_order,
+    detect_strain,
+    order_is_terminal,
+    strain_removed,
+)
+from drgreen_poller.clock import Clock
+from drgreen_poller.errors import UpstreamNotFound
+from drgreen_poller.events import Resource
+from drgreen_poller.models import Order, Page
+from drgreen_poller.store import Entity, Observation, Store
+
+log = structlog.get_logger(__name__)
+
+ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC = "active_orders", "stale_orders", "pending_kyc"
+COMMISSIONS, STRAINS = "commissions", "strains"
+TIERS = (ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC, COMMISSIONS, STRAINS)
+# An entity tracked by id (``drgreen-poller track``) before any poll saw it: its snapshot holds
+# only this mark, and its first observation counts as first seen (``*.created`` and so on).
+TRACKED_MARK = "_tracked"
+
+
+def _previous(stored: Entity | None) -> Snapshot | None:
+    """The snapshot to compare with: none for an unknown or merely tracked entity."""
+    if stored is None or TRACKED_MARK in stored.snapshot:
+        return None
+    return stored.snapshot
+
+
+class Record(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """How a holder is polled (from ``[daemon]`` and ``[schedule]``)."""
+
+    first_sync: str = "seed"
+    stale_after_s: float = 7 * 86400.0
+    order_terminal_statuses: frozenset[str] = ORDER_TERMINAL_STATUSES
+    take: int = 100
+    max_detail_fallbacks: int = 50
+
+
+@dataclass(slots=True)
+class PollResult:
+    """What one tier run did."""
+
+    holder: str
+    tier: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    observed: int = 0
+    first_sync: bool = False
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+class HolderPoller:
+    """Runs the tiers of one holder.
+
+    Args:
+        holder: the holder's name.
+        countries: strain catalogue countries (alpha-3) to watch.
+        api: the holder's API client.
+        store: the state database.
+        clock: the time source.
+        settings: polling rules.
+    """
+
+    def __init__(
+        self,
+        holder: str,
+        countries: Iterable[str],
+        api: ApiClient,
+        store: Store,
+        clock: Clock,
+        settings: PollSettings,
+    ) -> None:
+        self.holder = holder
+        self.countries = tuple(countries)
+        self.api = api
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+
+    async def poll_tier(
+        self, tier: str, *, next_due_at: float, dry_run: bool = False
+    ) -> PollResult:
+        """Run ``tier`` once: fetch, detect, and commit in one transaction (unless ``dry_run``).
+
+        Raises:
+            UpstreamError: the API failed; nothing was written.
+        """
+        runs = await self.store.tier_runs(self.holder)
+        first_sync = not any(r.tier == tier and r.seeded_at for r in runs)
+        requests_before, started = self.api.requests_sent, self.clock.monotonic()
+        observations = await self.observe(tier, first_sync=first_sync)
+        now = self.clock.now()
+        if dry_run:
+            events = await self.store.preview(self.holder, observations, now=now)
+        else:
+            committed = await self.store.commit_poll(
+                self.holder, tier, observations, now=now, next_due_at=next_due_at
+            )
+            events = committed.events
+        result = PollResult(
+            self.holder,
+            tier,
+            events,
+            requests=self.api.requests_sent - requests_before,
+            observed=len(observations),
+            first_sync=first_sync,
+        )
+        log.info(
+            "poll_finished",
+            holder=self.holder,
+            tier=tier,
+            events=len(events),
+            requests=result.requests,
+            changed=result.observed,
+            first_sync=first_sync,
+            dry_run=dry_run,
+            duration_ms=round((self.clock.monotonic() - started) * 1000, 1),
+        )
+        return result
+
+    async def observe(self, tier: str, *, first_sync: bool) -> list[Observation]:
+        """Fetch and detect for ``tier``; nothing is written."""
+        handlers: dict[str, Callable[[bool], Any]] = {
+            ACTIVE_ORDERS: self._active_orders,
+            STALE_ORDERS: self._stale_orders,
+            PENDING_KYC: self._pending_kyc,
+            COMMISSIONS: self._commissions,
+            STRAINS: self._strains,
+        }
+        observations: list[Observation] = await handlers[tier](first_sync)
+        return observations
+
+    # --- orders ------------------------------------------------------------------------------
+
+    def _order_tier(self, snapshot: Snapshot, created_at: str | None) -> str | None:
+        if order_is_terminal(snapshot, self.settings.order_terminal_statuses):
+            return None
+        if snapshot.get("orderStatus") == "SHIPPED":
+            return STALE_ORDERS  # kept, slowly, until delivered
+        created = _parse_time(created_at)
+        cutoff = self.clock.now() - timedelta(seconds=self.settings.stale_after_s)
+        return STALE_ORDERS if created is not None and created < cutoff else ACTIVE_ORDERS
+
+    def _order_observation(
+        self, order: Order, stored: Entity | None, *, silent: bool
+    ) -> Observation | None:
+        detection = detect_order(_previous(stored), order)
+        created_at = order.created_at or (stored.created_at if stored else None)
+        tier = self._order_tier(detection.snapshot, created_at)
+        obj = dict(order.raw)
+        obj.setdefault("adminApproval", detection.snapshot.get("adminApproval"))
+        return _observation(
+            Resource("order", order.id), detection, stored, tier, obj, created_at, silent=silent
+        )
+
+    async def _active_orders(self, first_sync: bool) -> list[Observation]:
+        tracked = {
+            e.resource.id: e
+            for e in await self.store.entities(self.holder, kind="order", tier=ACTIVE_ORDERS)
+        }
+        pages = self.api.order_pages(take=self.settings.take)
+        seen, stored = await self._sweep(
+            pages, "order", set(tracked), discover=True, full=first_sync
+        )
+        silent = first_sync and self.settings.first_sync == "seed"
+        observations = [
+            o
+            for order in seen.values()
+            if (
+                o := self._order_observation(
+                    order, stored.get(order.id), silent=silent and order.id not in stored
+                )
+            )
+        ]
+        missing = [tracked[i] for i in tracked if i not in seen]
+        return observations + await self._order_fallbacks(missing)
+
+    async def _stale_orders(self, first_sync: bool) -> list[Observation]:
+        tracked = await self.store.entities(self.holder, kind="order", tier=STALE_ORDERS)
+        by_status: dict[str, dict[str, Entity]] = {}
+        for entity in tracked:
+            status = str(entity.snapshot.get("orderStatus") or "PENDING")
+            by_status.setdefault(status, {})[entity.resource.id] = entity
+        observations: list[Observation] = []
+        missing: list[Entity] = []
+        for status, entities in sorted(by_status.items()):
+            pages = self.api.order_pages(take=self.settings.take, status=status)
+            seen, _ = await self._sweep(pages, "order", set(entities), discover=False, full=False)
+            for order_id, entity in entities.items():
+                if order_id in seen:
+                    if o := self._order_observation(seen[order_id], entity, silent=False):
+                        observations.append(o)
+                else:
+                    missing.append(entity)  # left its status bucket: ask for it directly
+        return observations + await self._order_fallbacks(missing)
+
+    async def _order_fallbacks(self, missing: list[Entity]) -> list[Observation]:
+        """Order detail for tracked orders a sweep did not reach (detail lacks adminApproval)."""
+        observations = []
+        for entity in missing[: self.settings.max_detail_fallbacks]:
+            try:
+                order = await self.api.order(entity.resource.id)
+            except UpstreamNotFound:
+                log.warning("order_vanished", holder=self.holder, order_id=entity.resource.id)
+                observations.append(
+                    Observation(
+                        entity.resource, entity.snapshot, tier=None, created_at=entity.created_at
+                    )
+                )
+                continue
+            if o := self._order_observation(order, entity, silent=False):
+                observations.append(o)
+        return observations
+
+    # --- clients -----------------------------------------------------------------------------
+
+    async def _pending_kyc(self, first_sync: bool) -> list[Observation]:
+        tracked = {
+            e.resource.id
+            for e in await self.store.entities(self.holder, kind="client", tier=PENDING_KYC)
+        }
+        pages = self.api.client_pages(take=self.settings.take)
+        seen, stored = await self._sweep(pages, "client", tracked, discover=True, full=first_sync)
+        silent = first_sync and self.settings.first_sync == "seed"
+        observations = []
+        for client in seen.values():
+            entity = stored.get(client.id)
+            detection = detect_client(_previous(entity), client)
+            tier = None if client_is_terminal(detection.snapshot) else PENDING_KYC
+            o = _observation(
+                Resource("client", client.id),
+                detection,
+                entity,
+                tier,
+                dict(client.raw),
+                client.created_at,
+                silent=silent and entity is None,
+            )
+            if o:
+                observations.append(o)
+        return observations
+
+    # --- sweeps ------------------------------------------------------------------------------
+
+    async def _sweep(
+        self,
+        pages: AsyncIterator[Page[R]],
+        kind: str,
+        wanted: set[str],
+        *,
+        discover: bool,
+        full: bool,
+    ) -> tuple[dict[str, R], dict[str, Entity]]:
+        """Read pages newest first until every wanted id is seen (and, when discovering, until
+        a page holds something already known: new records sit above known ones).
+
+        Returns the records seen (deduplicated by id: offset pages can shift) and the stored
+        entities among them.
+        """
+        seen: dict[str, R] = {}
+        stored: dict[str, Entity] = {}
+        async for page in pages:
+            ids = [item.id for item in page.items]
+            known = await self.store.entities_by_key(self.holder, (f"{kind}:{i}" for i in ids))
+            stored.update({e.resource.id: e for e in known.values()})
+            for item in page.items:
+                seen.setdefault(item.id, item)
+            all_new = bool(ids) and not known
+            if not full and wanted <= seen.keys() and not (discover and all_new):
+                break
+        return seen, stored
+
+    # --- commissions and strains ---------------------------------------------------------------
+
+    async def _commissions(self, first_sync: bool) -> list[Observation]:
+        resource = Resource("commission", "summary")
+        stored = await self.store.entities_by_key(self.holder, [resource.key])
+        entity = stored.get(resource.key)
+        summary = await self.api.commissions_summary()
+        detection = detect_commissions(entity.snapshot if entity else None, summary)
+        o = _observation(resource, detection, entity, None, dict(summary.raw), None, silent=False)
+        return [o] if o else []
+
+    async def _strains(self, first_sync: bool) -> list[Observation]:
+        silent = first_sync and self.settings.first_sync == "seed"
+        stored = await self.store.entities(self.holder, kind="strain")
+        observations: list[Observation] = []
+        for country in self.countries:
+            previous = {e.resource.id: e for e in stored if e.resource.country == country}
+            seen: dict[str, Any] = {}
+            async for page in self.api.strain_pages(country, take=self.settings.take):
+                seen.update({s.id: s for s in page.items if s.id not in seen})
+            for strain in seen.values():
+                entity = previous.get(strain.id)
+                present = entity if entity and not entity.snapshot.get("removed") else None
+                detection = detect_strain(present.snapshot if present else None, strain)
+                o = _observation(
+                    Resource("strain", strain.id, country),
+                    detection,
+                    entity,
+                    None,
+                    dict(strain.raw),
+                    None,
+                    silent=silent and entity is None,
+                )
+                if o:
+                    observations.append(o)
+            for strain_id, entity in previous.items():
+                if strain_id not in seen and not entity.snapshot.get("removed"):
+                    observations.append(
+                        Observation(
+                            entity.resource,
+                            {**entity.snapshot, "removed": True},
+                            tier=None,
+                            changes=[strain_removed(entity.snapshot)],
+                        )
+                    )
+        return observations
+
+
+def _observation(
+    resource: Resource,
+    detection: Detection,
+    stored: Entity | None,
+    tier: str | None,
+    obj: Mapping[str, Any],
+    created_at: str | None,
+    *,
+    silent: bool,
+) -> Observation | None:
+    """The observation to store, or None when nothing about the entity changed."""
+    changes = [] if silent else detection.changes
+    if stored and not changes and stored.snapshot == detection.snapshot and stored.tier == tier:
+        return None
+    return Observation(resource, detection.snapshot, tier, obj, created_at, changes)

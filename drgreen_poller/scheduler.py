@@ -1,0 +1,302 @@
+"""When each holder × tier polls: pure timing rules, and their wiring to APScheduler.
+
+Owns jitter, exponential backoff, ``Retry-After``, the unauthorized pause, staggering of holders
+and the spreading of overdue work after a restart, all as pure functions of an explicit ``now``
+and an injected ``random.Random``. ``TierScheduler`` only hands one-shot date jobs to
+APScheduler's asyncio scheduler; the state that matters (next due, failures) lives in SQLite.
+APScheduler owns neither retries nor persistence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import Clock
+from drgreen_poller.errors import StoreError, UpstreamError, UpstreamTransient, UpstreamUnauthorized
+from drgreen_poller.events import Resource
+from drgreen_poller.poller import HolderPoller
+from drgreen_poller.store import Observation, Store
+
+log = structlog.get_logger(__name__)
+
+# A revoked or wrong key is not fixed by hammering: wait this long before trying again.
+UNAUTHORIZED_PAUSE_S = 15 * 60.0
+# Backoff never exceeds this many tier intervals (nor the configured backoff_max).
+BACKOFF_INTERVALS_CAP = 8
+# A Retry-After beyond this is treated as this (a bogus header must not park a tier for days).
+RETRY_AFTER_CAP_S = 3600.0
+# A tier seen for the first time starts within this window (staggered), not a full interval later.
+FIRST_RUN_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The timing rules of one tier."""
+
+    interval_s: float
+    jitter: float = 0.10
+    backoff_base_s: float = 5.0
+    backoff_max_s: float = 1800.0
+
+
+def jittered(seconds: float, jitter: float, rng: random.Random) -> float:
+    """``seconds`` scaled by a uniform factor in [1 - jitter, 1 + jitter]."""
+    return seconds * rng.uniform(1 - jitter, 1 + jitter)
+
+
+def backoff_delay(failures: int, timing: Timing, rng: random.Random) -> float:
+    """Delay after the ``failures``-th consecutive failure: doubling from the base, capped."""
+    cap = min(timing.backoff_max_s, timing.interval_s * BACKOFF_INTERVALS_CAP)
+    raw = timing.backoff_base_s * 2 ** max(0, failures - 1)
+    return jittered(min(raw, cap), timing.jitter, rng)
+
+
+def delay_after_failure(
+    error: Exception, failures: int, timing: Timing, rng: random.Random
+) -> float:
+    """Seconds until the next attempt after a failed run.
+
+    ``Retry-After`` (capped at an hour) is a floor under the backoff, never a shortcut.
+    """
+    delay = backoff_delay(failures, timing, rng)
+    if isinstance(error, UpstreamTransient) and error.retry_after_s is not None:
+        delay = max(delay, min(error.retry_after_s, RETRY_AFTER_CAP_S))
+    return delay
+
+
+def initial_due(
+    stored_due: float | None,
+    *,
+    now: float,
+    timing: Timing,
+    slot: int,
+    slots: int,
+    rng: random.Random,
+) -> float:
+    """When a holder × tier first runs after start-up.
+
+    Work that is not yet due keeps its stored time (but no later than one interval from now,
+    should the interval have been shortened). Overdue work runs first, but spread over a
+    jitter-sized window rather than all at once. Work never run before is staggered across
+    the first minute by ``slot`` of ``slots`` (holders never fire together).
+    """
+    if stored_due is not None and stored_due > now:
+        return min(stored_due, now + timing.interval_s)
+    if stored_due is not None:
+        return now + rng.uniform(0, min(timing.interval_s * timing.jitter, FIRST_RUN_WINDOW_S))
+    window = min(timing.interval_s, FIRST_RUN_WINDOW_S)
+    return now + window * slot / max(1, slots) + rng.uniform(0, window / max(1, slots))
+
+
+Job = Callable[[str, str], Awaitable[object]]
+
+
+class TierScheduler:
+    """APScheduler, asyncio flavour, running one-shot jobs: each run schedules the next.
+
+    Args:
+        job: the coroutine function run as ``job(holder, tier)``.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self, due: Mapping[tuple[str, str], float]) -> None:
+        """Start with a first due time (Unix seconds) for every holder × tier."""
+        for (holder, tier), when in due.items():
+            self.schedule(holder, tier, when)
+        self._scheduler.start()
+
+    def schedule(self, holder: str, tier: str, when: float) -> None:
+        """(Re)schedule the one run of ``holder``/``tier`` at ``when`` (Unix seconds)."""
+        self._scheduler.add_job(
+            self._job,
+            "date",
+            run_date=datetime.fromtimestamp(when, UTC),
+            args=(holder, tier),
+            id=f"{holder}/{tier}",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+
+    def next_run(self, holder: str, tier: str) -> float | None:
+        job = self._scheduler.get_job(f"{holder}/{tier}")
+        return job.next_run_time.timestamp() if job and job.next_run_time else None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def pause(self) -> None:
+        """Start no new job (running ones go on)."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+
+class TierRunner:
+    """Runs one holder × tier and decides when it runs next (the job ``TierScheduler`` calls).
+
+    Success: next run after the jittered interval. Failure: exponential backoff (``Retry-After``
+    as a floor). 401/403: every tier of the holder pauses for ``UNAUTHORIZED_PAUSE_S`` and
+    ``poller.holder_unauthorized`` is emitted once; the next success emits
+    ``poller.holder_recovered``. Runs of one holder never overlap (a lock per holder).
+
+    Args:
+        pollers: the ``HolderPoller`` of each holder, by name.
+        store: the state database.
+        clock: the time source.
+        timings: the ``Timing`` of each tier.
+        rng: randomness for jitter.
+        on_events: called after a run committed events (to wake the delivery worker).
+    """
+
+    def __init__(
+        self,
+        pollers: Mapping[str, HolderPoller],
+        store: Store,
+        clock: Clock,
+        timings: Mapping[str, Timing],
+        rng: random.Random,
+        on_events: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.pollers = dict(pollers)
+        self.store = store
+        self.clock = clock
+        self.timings = dict(timings)
+        self.rng = rng
+        self.on_events = on_events
+        self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
+        self._locks = {name: asyncio.Lock() for name in self.pollers}
+        self._running: dict[tuple[str, str], float] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self, holder: str, tier: str) -> float:
+        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds."""
+        self._running[(holder, tier)] = self.clock.monotonic()
+        self._idle.clear()
+        try:
+            async with self._locks[holder]:
+                when = await self._run_locked(holder, tier)
+        finally:
+            del self._running[(holder, tier)]
+            if not self._running:
+                self._idle.set()
+        self.reschedule(holder, tier, when)
+        return when
+
+    def longest_run_s(self) -> float:
+        """How long the oldest run in progress has been going (0 when idle)."""
+        now = self.clock.monotonic()
+        return max((now - started for started in self._running.values()), default=0.0)
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no run is in progress, at most ``timeout_s``; True if idle."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run_locked(self, holder: str, tier: str) -> float:
+        timing = self.timings[tier]
+        now = self.clock.now().timestamp()
+        next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
+        try:
+            result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
+        except UpstreamUnauthorized as exc:
+            return await self._unauthorized(holder, tier, exc)
+        except UpstreamError as exc:
+            return await self._failed(holder, tier, exc, timing)
+        except StoreError:
+            raise  # the database is gone: the daemon must stop, not spin
+        except Exception as exc:  # loop-level boundary: log, back off, carry on
+            log.exception("poll_crashed", holder=holder, tier=tier)
+            return await self._failed(holder, tier, exc, timing)
+        if result.events:
+            self.on_events()
+        if holder in await self.store.unauthorized_holders():
+            await self._holder_event(holder, "poller.holder_recovered", {})
+            await self.store.set_unauthorized(holder, None)
+            log.info("holder_recovered", holder=holder)
+        return next_due
+
+    async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:
+        now = self.clock.now().timestamp()
+        runs = await self.store.tier_runs(holder)
+        failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
+        next_due = now + delay_after_failure(exc, failures, timing, self.rng)
+        await self.store.record_failure(
+            holder, tier, now=self.clock.now(), error=_describe(exc), next_due_at=next_due
+        )
+        log.warning(
+            "poll_failed",
+            holder=holder,
+            tier=tier,
+            error=_describe(exc),
+            error_class=type(exc).__name__,
+            consecutive_failures=failures,
+            retry_in_s=round(next_due - now, 1),
+        )
+        return next_due
+
+    async def _unauthorized(self, holder: str, tier: str, exc: UpstreamUnauthorized) -> float:
+        now = self.clock.now()
+        next_due = now.timestamp() + UNAUTHORIZED_PAUSE_S
+        await self.store.record_failure(
+            holder, tier, now=now, error=_describe(exc), next_due_at=next_due
+        )
+        log.error(
+            "holder_unauthorized",
+            holder=holder,
+            tier=tier,
+            status=exc.status,
+            error=exc.message,
+            hint=UNAUTHORIZED_HINT,
+            retry_in_s=UNAUTHORIZED_PAUSE_S,
+        )
+        if holder not in await self.store.unauthorized_holders():
+            await self.store.set_unauthorized(holder, now)
+            details = {"status": exc.status, "message": exc.message, "tier": tier}
+            await self._holder_event(holder, "poller.holder_unauthorized", details)
+        for other in self.timings:  # the whole holder pauses, not just this tier
+            if other != tier:
+                self.reschedule(holder, other, next_due)
+        return next_due
+
+    async def _holder_event(self, holder: str, kind: str, details: Mapping[str, object]) -> None:
+        observation = Observation(
+            Resource("holder", holder),
+            snapshot={"event": kind},
+            tier=None,
+            obj={"name": holder},
+            changes=[Change(kind, {}, extra=dict(details))],
+        )
+        await self.store.commit_events(holder, [observation], now=self.clock.now())
+        self.on_events()
+
+
+UNAUTHORIZED_HINT = (
+    "Dr Green refused the key: check that api_key and secret_key are this holder's current pair "
+    "(a deleted key stays refused), that the holder has a primary NFT, and that base_url is right"
+)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,137 @@
+"""The real daemon on tiny intervals against the sandbox: lifecycles, a restart, the lock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.config import Config, load_config
+from drgreen_poller.daemon import poll_once, run_daemon
+from drgreen_poller.errors import StoreError
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.store import Store
+from tests.conftest import write_config
+
+CLOCK = SystemClock()
+
+
+async def _until(
+    check: Callable[[], Awaitable[bool]], daemon: Daemon, timeout_s: float = 5.0
+) -> None:
+    """Wait (polling every 20 ms of real time) until ``check`` holds; a daemon crash fails fast."""
+    deadline = CLOCK.monotonic() + timeout_s
+    while not await check():
+        if daemon.task is not None and daemon.task.done():
+            daemon.task.result()
+            raise AssertionError("the daemon stopped on its own")
+        if CLOCK.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await CLOCK.sleep(0.02)
+
+
+class Daemon:
+    """``run_daemon`` as a task that a test can start and stop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_daemon(self.config, CLOCK, self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+    async def event_types(self, pattern: str = "*") -> list[str]:
+        store = await Store.open(self.config.daemon.state_path)
+        try:
+            return [e["type"] for e in await store.events(patterns=[pattern], limit=0)]
+        finally:
+            await store.close()
+
+    async def first_synced(self) -> bool:
+        store = await Store.open(self.config.daemon.state_path)
+        try:
+            runs = await store.tier_runs()
+        finally:
+            await store.close()
+        return {r.tier for r in runs if r.seeded_at} >= {"active_orders", "pending_kyc"}
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[LocalSandbox]:
+    async with LocalSandbox(SandboxState(CLOCK)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def shop(box: LocalSandbox) -> HolderInfo:
+    return box.state.create_holder("shop")
+
+
+class TestDaemon:
+    @pytest.mark.timeout(30)
+    async def test_lifecycle_across_a_restart(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """Changes made while the daemon is down are found after restart; nothing twice."""
+        order = box.state.create_order("shop")
+        daemon = Daemon(load_config(write_config(tmp_path, box.base_url, shop), {}))
+        daemon.start()
+        await _until(daemon.first_synced, daemon)
+        box.state.approve_order(order.id)
+        await _until(lambda: _has(daemon, "order.approved"), daemon)
+        await daemon.halt()
+
+        box.state.pay_order(order.id)  # while the daemon is down
+        box.state.ship_order(order.id)
+        daemon.start()
+        await _until(lambda: _has(daemon, "order.shipped"), daemon)
+        box.state.deliver_order(order.id)
+        await _until(lambda: _has(daemon, "order.delivered"), daemon)
+        await _until(lambda: _has(daemon, "commission.accrued"), daemon)  # paying accrues
+        await daemon.halt()
+        assert await daemon.event_types("order.*") == [
+            "order.approved",
+            "order.paid",
+            "order.shipped",
+            "order.delivered",
+        ]
+        assert await daemon.event_types("commission.*") == ["commission.accrued"]
+
+    async def test_second_daemon_refuses(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A second daemon on the same database refuses to start, naming the reason."""
+        config = load_config(write_config(tmp_path, box.base_url, shop), {})
+        first = Daemon(config)
+        first.start()
+        await _until(first.first_synced, first)
+        with pytest.raises(StoreError, match="already running"):
+            await run_daemon(config, CLOCK, asyncio.Event())
+        await first.halt()
+
+    async def test_poll_once_dry_run_writes_nothing(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """poll-once --dry-run shows the events a pass would record and writes none of them."""
+        config = load_config(write_config(tmp_path, box.base_url, shop, first_sync="emit"), {})
+        box.state.create_order("shop")
+        results, failures = await poll_once(config, CLOCK, dry_run=True)
+        assert failures == []
+        assert "order.created" in [e["type"] for r in results for e in r.events]
+        assert await Daemon(config).event_types() == []
+        results, _ = await poll_once(config, CLOCK, dry_run=False)
+        assert "order.created" in await Daemon(config).event_types()
+
+
+async def _has(daemon: Daemon, event_type: str) -> bool:
+    return event_type in await daemon.event_types()

@@ -1,0 +1,310 @@
+"""Tier runs against the sandbox: lifecycles become exactly the expected events, cheaply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.clock import FakeClock
+from drgreen_poller.demo import NEW_CUSTOMER
+from drgreen_poller.poller import (
+    ACTIVE_ORDERS,
+    COMMISSIONS,
+    PENDING_KYC,
+    STALE_ORDERS,
+    STRAINS,
+    TIERS,
+    HolderPoller,
+    PollSettings,
+)
+from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.store import SinkRoute, Store
+
+
+@dataclass
+class World:
+    """A sandbox, a holder in it, and a poller for that holder over a real SQLite file."""
+
+    box: LocalSandbox
+    holder: HolderInfo
+    clock: FakeClock
+    store: Store
+    poller: HolderPoller
+    api: ApiClient
+
+    @property
+    def state(self) -> SandboxState:
+        return self.box.state
+
+    async def poll(self, tier: str) -> list[str]:
+        """Run one tier; the types of the events it committed."""
+        result = await self.poller.poll_tier(tier, next_due_at=0)
+        return [e["type"] for e in result.events]
+
+    async def types(self, pattern: str = "*") -> list[str]:
+        return [e["type"] for e in await self.store.events(patterns=[pattern], limit=0)]
+
+
+@pytest.fixture
+async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Build ``World``s; everything is closed at the end of the test."""
+    closers: list[Any] = []
+
+    async def build(first_sync: str = "seed", countries: tuple[str, ...] = ("GBR",)) -> World:
+        clock = FakeClock()
+        box = LocalSandbox(SandboxState(clock))
+        await box.__aenter__()
+        closers.append(box)
+        holder = box.state.create_holder("shop")
+        store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        closers.append(store)
+        session = aiohttp.ClientSession()
+        closers.append(session)
+        settings = ApiSettings(box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
+        # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
+        bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
+        api = ApiClient(session, settings, holder.credentials, clock, bucket=bucket, holder="shop")
+        poll_settings = PollSettings(first_sync=first_sync)
+        poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
+        return World(box, holder, clock, store, poller, api)
+
+    yield build
+    for closer in reversed(closers):
+        if isinstance(closer, LocalSandbox):
+            await closer.__aexit__(None, None, None)
+        else:
+            await closer.close()
+
+
+class TestLifecycles:
+    async def test_customer_and_order_through_their_lifecycles(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """KYC and create→approve→pay→ship→deliver give exactly the expected events, in order."""
+        world: World = await make_world()
+        assert await world.poll(PENDING_KYC) == []
+        assert await world.poll(ACTIVE_ORDERS) == []
+
+        client_id = await world.api.create_client(NEW_CUSTOMER)
+        assert await world.poll(PENDING_KYC) == ["client.created"]
+        world.state.verify_client_kyc(client_id)
+        assert await world.poll(PENDING_KYC) == ["client.kyc.verified"]
+        world.state.approve_client(client_id)
+        assert await world.poll(PENDING_KYC) == [
+            "client.kyc.approved",
+            "client.kyc.completed",
+            "client.activated",
+        ]
+        assert await world.store.entities("shop", tier=PENDING_KYC) == []
+
+        strain = world.state.catalogue()[0] if world.state.catalogue() else None
+        if strain is None:
+            strain = world.state.create_strain("Blue Dream", locations={"GBR": 100})
+        await world.api.add_to_cart(world.state.client(client_id).cart_id, [(strain.id, 2)])
+        order = await world.api.create_order(client_id)
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        for step, expected in (
+            (world.state.approve_order, "order.approved"),
+            (world.state.pay_order, "order.paid"),
+            (world.state.ship_order, "order.shipped"),
+        ):
+            step(order.id)
+            assert await world.poll(ACTIVE_ORDERS) == [expected]
+        [shipped] = await world.store.entities("shop", kind="order")
+        assert shipped.tier == STALE_ORDERS  # kept, slowly, until delivered
+        world.state.deliver_order(order.id)
+        assert await world.poll(STALE_ORDERS) == ["order.delivered"]
+        [done] = await world.store.entities("shop", kind="order")
+        assert done.tier is None
+        events = await world.store.events(patterns=["order.*"], limit=0)
+        assert [e["sequence"] for e in events] == [1, 2, 3, 4, 5]
+        assert len({e["id"] for e in events}) == 5
+
+    async def test_rejected_order_leaves_the_active_set(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A rejected order emits order.rejected once and is no longer polled."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.create_order("shop")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        world.state.reject_order(order.id, "no prescription")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.rejected"]
+        tracked = {e.resource.id for e in await world.store.entities("shop", tier=ACTIVE_ORDERS)}
+        assert order.id not in tracked
+        assert await world.poll(ACTIVE_ORDERS) == []
+
+    async def test_jump_and_flip_flop(self, make_world: Callable[..., Any]) -> None:
+        """An order seen pending then delivered gets every step; payment flip-flops are kept."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.approve_order(order.id)
+        world.state.pay_order(order.id)
+        world.state.unpay_order(order.id)
+        world.state.pay_order(order.id)
+        world.state.deliver_order(order.id)
+        events = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        assert [(e["type"], e["inferred"]) for e in events.events] == [
+            ("order.approved", False),
+            ("order.paid", False),
+            ("order.shipped", True),
+            ("order.delivered", False),
+        ]
+
+    async def test_unknown_payment_value(self, make_world: Callable[..., Any]) -> None:
+        """An enum value Dr Green never documented becomes a *_changed event, never a crash."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.patch_order(order.id, {"paymentStatus": "ON_HOLD"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
+
+
+class TestFirstSync:
+    async def test_seed_emits_nothing_for_500_existing_orders(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """First start on a store with 500 orders records them all and emits nothing."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 500, spacing_s=60)
+        for _ in range(40):
+            world.state.create_client("shop")
+        for tier in TIERS:
+            assert await world.poll(tier) == []
+        assert len(await world.store.entities("shop", kind="order")) == 500
+        assert await world.poll(ACTIVE_ORDERS) == []  # and the next run is quiet too
+
+    async def test_emit_sends_created_for_everything(self, make_world: Callable[..., Any]) -> None:
+        """first_sync = "emit" announces every existing order and client."""
+        world: World = await make_world(first_sync="emit")
+        world.state.create_orders("shop", 3)
+        world.state.create_client("shop")
+        assert (await world.poll(ACTIVE_ORDERS)).count("order.created") == 3
+        assert "client.created" in await world.poll(PENDING_KYC)
+
+
+class TestCost:
+    async def test_thousand_active_orders_within_the_budget(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """1,000 active orders stay fresh with ~11 requests a minute (budget: 60)."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 1000, spacing_s=1)
+        world.state.create_orders("shop", 2000, spacing_s=1, order_status="DELIVERED",
+                                  admin_approval="VERIFIED", payment_status="PAID")  # fmt: skip
+        await world.poll(ACTIVE_ORDERS)
+        first_active = world.state.holder_orders("shop")[0]
+        world.state.approve_order(first_active.id)  # the oldest active order changes
+        world.state.reset_request_counts()
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        counts = world.state.request_counts("shop")
+        assert counts["total"] <= 60
+        assert counts["by_endpoint"] == {"GET /dapp/orders": counts["total"]}
+        assert len(await world.store.entities("shop", tier=ACTIVE_ORDERS)) == 1000
+
+
+class TestStaleTier:
+    async def test_old_orders_are_swept_by_status(self, make_world: Callable[..., Any]) -> None:
+        """Orders older than stale_after live in the stale tier, swept with a status filter."""
+        world: World = await make_world()
+        old = world.clock.now() - timedelta(days=10)
+        order = world.state.create_order("shop", created_at=old)
+        world.state.create_orders("shop", 30)
+        await world.poll(ACTIVE_ORDERS)
+        [entity] = [
+            e for e in await world.store.entities("shop", kind="order") if e.resource.id == order.id
+        ]
+        assert entity.tier == STALE_ORDERS
+        world.state.approve_order(order.id)
+        world.state.reset_request_counts()
+        assert await world.poll(STALE_ORDERS) == ["order.approved"]
+        log = world.state.request_counts("shop")["log"]
+        assert [entry["endpoint"] for entry in log] == ["GET /dapp/orders"]
+
+    async def test_order_leaving_its_bucket_is_fetched_by_id(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A stale order whose status changed is read from detail, its approval inferred."""
+        world: World = await make_world()
+        order = world.state.create_order("shop", created_at=world.clock.now() - timedelta(days=9))
+        await world.poll(ACTIVE_ORDERS)
+        world.state.approve_order(order.id)
+        world.state.ship_order(order.id)
+        types = await world.poller.poll_tier(STALE_ORDERS, next_due_at=0)
+        assert [(e["type"], e["inferred"]) for e in types.events] == [
+            ("order.approved", True),
+            ("order.shipped", False),
+        ]
+        endpoints = [e["endpoint"] for e in world.state.request_counts("shop")["log"]]
+        assert "GET /dapp/orders/{orderId}" in endpoints
+
+
+class TestCommissionsAndStrains:
+    async def test_commission_accrual(self, make_world: Callable[..., Any]) -> None:
+        """The first summary is a baseline; a rise in USD is commission.accrued."""
+        world: World = await make_world()
+        assert await world.poll(COMMISSIONS) == []
+        world.state.accrue_commission("shop", 4.5)
+        world.state.set_eth_rate(0.001)  # ETH drift alone is not an event
+        assert await world.poll(COMMISSIONS) == ["commission.accrued"]
+        [event] = await world.store.events(patterns=["commission.*"])
+        assert event["data"]["amounts"]["delta"] == 4.5
+
+    async def test_catalogue_changes(self, make_world: Callable[..., Any]) -> None:
+        """Strains appearing, changing price and disappearing are events per country."""
+        world: World = await make_world(countries=("GBR",))
+        kept = world.state.create_strain("Blue Dream", locations={"GBR": 100})
+        gone = world.state.create_strain("Northern Lights", locations={"GBR": 50})
+        assert await world.poll(STRAINS) == []
+        world.state.create_strain("Durban Poison", locations={"GBR": 10})
+        world.state.update_strain(kept.id, {"retailPrice": 14})
+        world.state.remove_strain(gone.id)
+        assert sorted(await world.poll(STRAINS)) == [
+            "strain.created",
+            "strain.removed",
+            "strain.updated",
+        ]
+
+
+class TestTracking:
+    async def test_tracked_order_gets_its_created_event(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """An order tracked by id before discovery is announced as created when first seen."""
+        from drgreen_poller.events import Resource
+        from drgreen_poller.poller import TRACKED_MARK
+        from drgreen_poller.store import Observation
+
+        world: World = await make_world()
+        await world.poll(ACTIVE_ORDERS)
+        order = world.state.create_order("shop")
+        marker = Observation(Resource("order", order.id), {TRACKED_MARK: True}, ACTIVE_ORDERS)
+        await world.store.commit_events("shop", [marker], now=world.clock.now())
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+
+
+class TestCrashSafety:
+    async def test_repeated_poll_after_a_lost_commit_has_the_same_ids(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A poll whose commit was lost (a crash) is redone with exactly the same event ids."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.approve_order(order.id)
+        world.state.pay_order(order.id)
+        lost = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        redone = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
+        assert [e["type"] for e in redone.events] == ["order.approved", "order.paid"]
+        assert await world.poll(ACTIVE_ORDERS) == []
