@@ -9,6 +9,7 @@ the retry. Medical data is dropped before anything leaves this module.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -136,6 +137,8 @@ class ApiClient:
         self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
         self.holder = holder
         self.requests_sent = 0  # every request that left, for the canonical poll log line
+        # (endpoint, HTTP status or error class) → count, for /metrics
+        self.stats: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # --- transport ------------------------------------------------------------------------
 
@@ -193,9 +196,12 @@ class ApiClient:
                 status, retry_after = response.status, response.headers.get("Retry-After")
                 location = response.headers.get("Location", "")
         except TimeoutError as exc:
+            self.stats[(endpoint, "timeout")] += 1
             raise UpstreamTimeout("no response within the timeout", endpoint=endpoint) from exc
         except aiohttp.ClientError as exc:
+            self.stats[(endpoint, type(exc).__name__)] += 1
             raise UpstreamUnavailable(type(exc).__name__, endpoint=endpoint) from exc
+        self.stats[(endpoint, str(status))] += 1
         duration_ms = round((self._clock.monotonic() - started) * 1000, 1)
         log.debug(
             "upstream_request_finished",

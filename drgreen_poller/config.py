@@ -89,6 +89,8 @@ class ScheduleConfig:
     jitter: float = 0.10
     backoff_base_s: float = 5.0
     backoff_max_s: float = 1800.0
+    # orderStatus values at which an order leaves the active set (REJECTED approval always does)
+    terminal_order_statuses: tuple[str, ...] = ("DELIVERED", "CANCELLED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,12 @@ def _string_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]
         return tuple(item(v) for v in value)
 
     return convert
+
+
+def _order_status(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Z_]+", value):
+        raise ValueError(f'{value!r} is not an orderStatus value such as "DELIVERED"')
+    return value
 
 
 def _country(value: Any) -> str:
@@ -548,14 +556,25 @@ def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
         "backoff_base",
         "backoff_max",
     )
-    with r.table("schedule", value, {*names, "jitter"}) as t:
+    with r.table("schedule", value, {*names, "jitter", "terminal_order_statuses"}) as t:
         seconds = {
             n: r.get(t, "schedule", n, positive_duration, getattr(d, f"{n}_s")) for n in names
         }
         jitter = float(r.get(t, "schedule", "jitter", _number(0, 0.5), d.jitter))
+        terminal = r.get(
+            t,
+            "schedule",
+            "terminal_order_statuses",
+            _string_list(_order_status),
+            d.terminal_order_statuses,
+        )
         if seconds["backoff_max"] < seconds["backoff_base"]:
             r.problem("schedule.backoff_max", "must not be less than schedule.backoff_base")
-        return ScheduleConfig(**{f"{n}_s": float(v) for n, v in seconds.items()}, jitter=jitter)
+        return ScheduleConfig(
+            **{f"{n}_s": float(v) for n, v in seconds.items()},
+            jitter=jitter,
+            terminal_order_statuses=terminal,
+        )
 
 
 def _delivery(r: _Reader, value: Any) -> DeliveryConfig:

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
+from aiohttp import web
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
-from drgreen_poller.errors import UpstreamError
+from drgreen_poller.errors import DrGreenError, UpstreamError
+from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
 from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
 from drgreen_poller.signing import ApiCredentials
@@ -42,7 +44,9 @@ def api_settings(config: Config) -> ApiSettings:
 
 def poll_settings(config: Config) -> PollSettings:
     return PollSettings(
-        first_sync=config.daemon.first_sync, stale_after_s=config.schedule.stale_after_s
+        first_sync=config.daemon.first_sync,
+        stale_after_s=config.schedule.stale_after_s,
+        order_terminal_statuses=frozenset(config.schedule.terminal_order_statuses),
     )
 
 
@@ -138,7 +142,10 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     notifier = Notifier()
     rng = random.Random()
     tier_timing = timings(config)
-    runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng)
+    metrics = Metrics()
+    runner = TierRunner(
+        runtime.pollers, store, clock, tier_timing, rng, on_result=metrics.poll_finished
+    )
     scheduler = TierScheduler(runner.run)
     runner.reschedule = scheduler.schedule
     stored = {(r.holder, r.tier): r.next_due_at for r in await store.tier_runs()}
@@ -156,6 +163,11 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         for index, holder in enumerate(names)
         for tier in TIERS
     }
+    inputs = HealthInputs(names, tier_timing, started_at=now)
+    clients = {name: poller.api for name, poller in runtime.pollers.items()}
+    listener = await _listen(
+        config.daemon.http_listen, build_app(store, metrics, clients, inputs, clock)
+    )
     scheduler.start(due)
     log.info("daemon_started", holders=len(names), sinks=len(config.sinks))
     notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s)")
@@ -169,7 +181,27 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         await runner.wait_idle(STOP_GRACE_S)
         scheduler.shutdown()
         watchdog.cancel()
+        if listener is not None:
+            await listener.cleanup()
         log.info("daemon_stopped")
+
+
+async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
+    """Serve ``/healthz`` and ``/metrics`` on ``HOST:PORT`` (nothing when ``address`` is "")."""
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise DrGreenError(
+            f"daemon.http_listen: cannot listen on {address}: {exc.strerror or exc}"
+        ) from exc
+    log.info("http_listening", address=address, paths=["/healthz", "/metrics"])
+    return runner
 
 
 async def _watchdog(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -97,6 +98,7 @@ def initial_due(
 
 
 Job = Callable[[str, str], Awaitable[object]]
+ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]]], None]
 
 
 class TierScheduler:
@@ -162,7 +164,8 @@ class TierRunner:
         clock: the time source.
         timings: the ``Timing`` of each tier.
         rng: randomness for jitter.
-        on_events: called after a run committed events (to wake the delivery worker).
+        on_result: told ``(holder, tier, outcome, events)`` after every run, outcome being
+            ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery worker).
     """
 
     def __init__(
@@ -172,14 +175,14 @@ class TierRunner:
         clock: Clock,
         timings: Mapping[str, Timing],
         rng: random.Random,
-        on_events: Callable[[], None] = lambda: None,
+        on_result: ResultHook = lambda holder, tier, outcome, events: None,
     ) -> None:
         self.pollers = dict(pollers)
         self.store = store
         self.clock = clock
         self.timings = dict(timings)
         self.rng = rng
-        self.on_events = on_events
+        self.on_result = on_result
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._running: dict[tuple[str, str], float] = {}
@@ -221,16 +224,18 @@ class TierRunner:
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
+            self.on_result(holder, tier, "unauthorized", [])
             return await self._unauthorized(holder, tier, exc)
         except UpstreamError as exc:
+            self.on_result(holder, tier, "failed", [])
             return await self._failed(holder, tier, exc, timing)
         except StoreError:
             raise  # the database is gone: the daemon must stop, not spin
         except Exception as exc:  # loop-level boundary: log, back off, carry on
             log.exception("poll_crashed", holder=holder, tier=tier)
+            self.on_result(holder, tier, "failed", [])
             return await self._failed(holder, tier, exc, timing)
-        if result.events:
-            self.on_events()
+        self.on_result(holder, tier, "ok", result.events)
         if holder in await self.store.unauthorized_holders():
             await self._holder_event(holder, "poller.holder_recovered", {})
             await self.store.set_unauthorized(holder, None)
@@ -288,8 +293,8 @@ class TierRunner:
             obj={"name": holder},
             changes=[Change(kind, {}, extra=dict(details))],
         )
-        await self.store.commit_events(holder, [observation], now=self.clock.now())
-        self.on_events()
+        committed = await self.store.commit_events(holder, [observation], now=self.clock.now())
+        self.on_result(holder, "holder", "event", committed.events)
 
 
 UNAUTHORIZED_HINT = (

@@ -78,6 +78,7 @@ def write_config(
     *,
     first_sync: str = "seed",
     interval: str = "0.2s",
+    http_listen: str = "",
     extra: str = "",
 ) -> Path:
     """A config file for the daemon against a sandbox holder, with tiny intervals."""
@@ -88,7 +89,7 @@ def write_config(
         f"""
 [daemon]
 state_path = "state.db"
-http_listen = ""
+http_listen = "{http_listen}"
 first_sync = "{first_sync}"
 
 [api]

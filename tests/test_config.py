@@ -71,6 +71,7 @@ class TestExample:
         )
         assert config.schedule.active_orders_s == 60
         assert config.schedule.stale_after_s == 7 * 86400
+        assert config.schedule.terminal_order_statuses == ("DELIVERED", "CANCELLED")
         assert config.delivery.retry_schedule_s == (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
         assert [s.kind for s in config.sinks] == ["webhook", "file"]
         assert config.sinks[0].secrets[0].value == WHSEC

@@ -58,7 +58,11 @@ async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Build ``World``s; everything is closed at the end of the test."""
     closers: list[Any] = []
 
-    async def build(first_sync: str = "seed", countries: tuple[str, ...] = ("GBR",)) -> World:
+    async def build(
+        first_sync: str = "seed",
+        countries: tuple[str, ...] = ("GBR",),
+        terminal: frozenset[str] = frozenset({"DELIVERED", "CANCELLED"}),
+    ) -> World:
         clock = FakeClock()
         box = LocalSandbox(SandboxState(clock))
         await box.__aenter__()
@@ -72,7 +76,7 @@ async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
         bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
         api = ApiClient(session, settings, holder.credentials, clock, bucket=bucket, holder="shop")
-        poll_settings = PollSettings(first_sync=first_sync)
+        poll_settings = PollSettings(first_sync=first_sync, order_terminal_statuses=terminal)
         poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
         return World(box, holder, clock, store, poller, api)
 
@@ -142,6 +146,17 @@ class TestLifecycles:
         tracked = {e.resource.id for e in await world.store.entities("shop", tier=ACTIVE_ORDERS)}
         assert order.id not in tracked
         assert await world.poll(ACTIVE_ORDERS) == []
+
+    async def test_terminal_statuses_are_configurable(self, make_world: Callable[..., Any]) -> None:
+        """With SHIPPED configured as terminal, a shipped order stops being polled."""
+        world: World = await make_world(terminal=frozenset({"SHIPPED", "DELIVERED"}))
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.approve_order(order.id)
+        world.state.ship_order(order.id)
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved", "order.shipped"]
+        [entity] = await world.store.entities("shop", kind="order")
+        assert entity.tier is None
 
     async def test_jump_and_flip_flop(self, make_world: Callable[..., Any]) -> None:
         """An order seen pending then delivered gets every step; payment flip-flops are kept."""

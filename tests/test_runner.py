@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -109,3 +110,17 @@ class TestUnauthorized:
         types = [e["type"] for e in await rig.store.events(patterns=["poller.*"])]
         assert types == ["poller.holder_unauthorized", "poller.holder_recovered"]
         assert await rig.store.unauthorized_holders() == {}
+
+
+class TestNoOverlap:
+    async def test_runs_of_one_holder_take_turns(self, rig: Rig) -> None:
+        """While one tier's poll is in flight, another tier of the holder waits its turn."""
+        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        slow = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        quick = asyncio.create_task(rig.runner.run("shop", COMMISSIONS))
+        await asyncio.wait([slow, quick], timeout=0.3)  # real time: plenty for a loopback call
+        assert not quick.done()  # it would long be done if it ran beside the slow one
+        rig.clock.advance(30)
+        await asyncio.wait_for(asyncio.gather(slow, quick), 5)
+        endpoints = [e["endpoint"] for e in rig.box.state.request_counts("shop")["log"]]
+        assert endpoints == ["GET /dapp/orders", "GET /dapp/commissions/summary"]
