@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 from drgreen_poller import __version__, logs
 from drgreen_poller.clock import SystemClock
@@ -34,6 +36,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not between 0 and 65535")
     return port
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0 and at most 1000")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -143,6 +155,18 @@ def _tool_commands(commands: Any) -> None:
         type=_port,
         default=DEFAULT_SANDBOX_PORT,
         help=f"port, 0 for any free one (default: {DEFAULT_SANDBOX_PORT})",
+    )
+    sandbox.add_argument(
+        "--speed",
+        type=_positive_float,
+        metavar="X",
+        help="also play a story (sign-ups, approvals, payments, shipping): one step every "
+        "5 s divided by X, each printed as a 'story:' line",
+    )
+    sandbox.add_argument(
+        "--write-config",
+        metavar="DIR",
+        help="also write DIR/config.toml and key files for trying the daemon on this sandbox",
     )
     sandbox.set_defaults(handler=_cmd_sandbox)
     demo = commands.add_parser(
@@ -315,15 +339,38 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     # it), so the sandbox logs to stderr.
     _configure_logs(args, None, sys.stderr)
 
+    out: TextIO = sys.stdout
+    if args.write_config:
+        out = cast(TextIO, _Announcement(sys.stdout, Path(args.write_config)))
+
     async def main() -> int:
         try:
-            await run_sandbox(args.host, args.port, out=sys.stdout)
+            await run_sandbox(args.host, args.port, out=out, speed=args.speed)
         except OSError as exc:
             print(f"error: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILURE
         return EXIT_OK
 
     return _run_until_signalled(main)
+
+
+class _Announcement(io.TextIOBase):
+    """Passes the sandbox's output through, writing the trial config from its first line."""
+
+    def __init__(self, out: TextIO, directory: Path) -> None:
+        self._out, self._directory, self._pending = out, directory, True
+
+    def write(self, text: str) -> int:
+        if self._pending and text.strip():
+            from drgreen_poller.trial import write_trial_config
+
+            self._pending = False
+            path = write_trial_config(self._directory, json.loads(text))
+            print(f"wrote {path}; try: drgreen-poller -c {path} poll-once", file=sys.stderr)
+        return self._out.write(text)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

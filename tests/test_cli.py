@@ -6,14 +6,18 @@ import asyncio
 import json
 import signal
 import socket
+import stat
 import sys
 from asyncio.subprocess import PIPE
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drgreen_poller import __version__
+from drgreen_poller.errors import ConfigError
 from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.trial import write_trial_config
 from tests.conftest import ClientFactory
 
 CLI = (sys.executable, "-m", "drgreen_poller")
@@ -103,3 +107,31 @@ class TestDemo:
         assert "UpstreamRateLimited, retry after 2 s" in out
         assert "revoked key:           UpstreamUnauthorized" in out
         assert "Traceback" not in err
+
+
+class TestTrialConfig:
+    async def test_write_config_gives_a_working_setup(self, tmp_path: Path) -> None:
+        """sandbox --write-config writes a config that passes check-config --online."""
+        target = tmp_path / "try"
+        process = await asyncio.create_subprocess_exec(
+            *CLI, "sandbox", "--port", "0", "--write-config", str(target), stdout=PIPE, stderr=PIPE
+        )
+        try:
+            assert process.stdout is not None
+            await asyncio.wait_for(process.stdout.readline(), 10)
+            code, out, err = await _run(
+                "-c", str(target / "config.toml"), "check-config", "--online"
+            )
+            assert code == 0, err
+            assert "demo: ok: signed call accepted" in out
+            assert stat.S_IMODE((target / "demo.secret_key").stat().st_mode) == 0o600
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.communicate(), 10)
+
+    def test_never_overwrites_a_users_config(self, tmp_path: Path) -> None:
+        """A config.toml the user wrote is left alone, with a clear refusal."""
+        (tmp_path / "config.toml").write_text("[daemon]\n")
+        with pytest.raises(ConfigError, match="not written by --write-config"):
+            write_trial_config(tmp_path, {"api_key": "a", "secret_key": "s", "base_url": "u"})
+        assert (tmp_path / "config.toml").read_text() == "[daemon]\n"

@@ -1,0 +1,83 @@
+"""``sandbox --write-config DIR``: a ready-to-use configuration for trying the daemon locally.
+
+Owns the files written for a sandbox holder: its key pair (0600), a webhook secret, and a
+``config.toml`` pointing at the sandbox with short intervals and a JSON Lines sink. It writes
+nothing else and never overwrites a config the user has edited (it refuses instead).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from drgreen_poller.errors import ConfigError
+from drgreen_poller.signing import generate_webhook_secret
+
+MARKER = "# written by: drgreen-poller sandbox --write-config"
+
+CONFIG_TEMPLATE = """{marker}
+# A configuration for trying drgreen-poller against the local sandbox ({base_url}).
+# Every key is documented in config.example.toml.
+
+[daemon]
+state_path = "state.db"
+http_listen = ""
+
+[api]
+base_url = "{base_url}"
+
+[[holders]]
+name = "demo"
+api_key_file = "demo.api_key"
+secret_key_file = "demo.secret_key"
+strain_countries = ["GBR", "ZAF"]
+
+[schedule]
+active_orders = "10s"
+pending_kyc = "15s"
+stale_orders = "1m"
+commissions = "30s"
+strains = "1m"
+
+[[sinks]]
+name = "events"
+kind = "file"
+path = "events.jsonl"
+events = ["*"]
+
+[[sinks]]
+name = "store"
+kind = "webhook"
+url = "http://127.0.0.1:8080/drgreen/events"
+secret_file = "store.whsec"
+events = ["order.*", "client.*"]
+"""
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_trial_config(directory: Path, ready: dict[str, Any]) -> Path:
+    """Write the trial files for the sandbox holder announced in ``ready``; returns the config.
+
+    Raises:
+        ConfigError: ``directory`` holds a config.toml that this command did not write.
+    """
+    config = directory / "config.toml"
+    if config.exists() and not config.read_text(encoding="utf-8").startswith(MARKER):
+        raise ConfigError(f"{config} exists and was not written by --write-config; not touching it")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_private(directory / "demo.api_key", ready["api_key"] + "\n")
+        _write_private(directory / "demo.secret_key", ready["secret_key"] + "\n")
+        whsec = directory / "store.whsec"
+        if not whsec.exists():
+            _write_private(whsec, generate_webhook_secret() + "\n")
+        _write_private(config, CONFIG_TEMPLATE.format(marker=MARKER, base_url=ready["base_url"]))
+    except OSError as exc:
+        raise ConfigError(f"--write-config {directory}: {exc.strerror or exc}") from exc
+    return config
