@@ -1,97 +1,24 @@
-"""The SQLite state: the only module with SQL. One aiosqlite connection, WAL, numbered migrations.
+"""Polling state in the database: holders, run state, entity snapshots, the event log.
 
-Owns holders, entity snapshots (never medical data), active-set membership and tier, per holder ×
-tier run state, the event log and the delivery outbox. ``commit_poll`` writes a tier run's
-snapshots, events and delivery rows in **one transaction** (the transactional outbox). A
-``StateLock`` keeps a second daemon off the same file. It decides nothing about polling.
+Owns the transactional outbox write: a tier run's snapshots, its events and one pending
+delivery row per matching sink are committed in **one transaction** (``commit_poll``), with
+event ids derived from each resource's sequence. Never stores medical data (the API client
+drops it before anything reaches here).
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import json
-import os
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiosqlite
 
 from drgreen_poller.changes import Change, Snapshot
-from drgreen_poller.errors import StoreError
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
-
-BUSY_TIMEOUT_MS = 5000
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the polling state and the outbox
-    """
-    CREATE TABLE holders (
-        name TEXT PRIMARY KEY,
-        added_at TEXT NOT NULL,
-        unauthorized_since TEXT
-    );
-    CREATE TABLE tier_runs (
-        holder TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        seeded_at TEXT,
-        last_attempt_at TEXT,
-        last_success_at TEXT,
-        consecutive_failures INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        next_due_at REAL,
-        PRIMARY KEY (holder, tier)
-    );
-    CREATE TABLE entities (
-        holder TEXT NOT NULL,
-        key TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        id TEXT NOT NULL,
-        country TEXT,
-        tier TEXT,
-        snapshot TEXT NOT NULL,
-        object TEXT,
-        sequence INTEGER NOT NULL DEFAULT 0,
-        created_at TEXT,
-        first_seen_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (holder, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX entities_by_tier ON entities (holder, tier) WHERE tier IS NOT NULL;
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        type TEXT NOT NULL,
-        holder TEXT NOT NULL,
-        resource_key TEXT NOT NULL,
-        sequence INTEGER NOT NULL,
-        observed_at TEXT NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX events_by_time ON events (observed_at);
-    CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL REFERENCES events (id),
-        sink TEXT NOT NULL,
-        state TEXT NOT NULL
-            CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
-        resource_key TEXT NOT NULL,
-        sequence INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        last_outcome TEXT
-    );
-    CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
-    CREATE INDEX deliveries_by_resource ON deliveries (sink, resource_key, sequence);
-    """,
-)
+from drgreen_poller.store.connection import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +59,6 @@ class TierRun:
     next_due_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class SinkRoute:
-    """A sink's name and the event patterns it takes (for writing outbox rows)."""
-
-    name: str
-    patterns: tuple[str, ...]
-
-
 @dataclass(slots=True)
 class CommitResult:
     """The events a commit wrote, as delivered JSON objects, and the outbox rows created."""
@@ -148,116 +67,12 @@ class CommitResult:
     deliveries: int = 0
 
 
-class StateLock:
-    """An exclusive lock on ``<state>.lock`` held for the daemon's lifetime (kernel-released)."""
-
-    def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise ``StoreError`` naming the file."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"another drgreen-poller is already running on {self.path.with_suffix('')}"
-                " (one daemon per database; stop it first)"
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def _exclusive(lock_path: Path) -> int:
-    """Block until an exclusive lock on ``lock_path`` is ours; returns the descriptor to close."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (SQLite would honour the umask)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-class Store:
-    """Async access to the state database. Use ``await Store.open(path)``; ``close()`` last.
-
-    Args:
-        db: an open aiosqlite connection (migrated).
-        sinks: the configured sinks, to write one outbox row per matching sink.
-    """
-
-    def __init__(self, db: aiosqlite.Connection, sinks: Sequence[SinkRoute] = ()) -> None:
-        self._db = db
-        self.sinks = tuple(sinks)
-
-    @classmethod
-    async def open(cls, path: Path, *, sinks: Sequence[SinkRoute] = ()) -> Store:
-        """Open (creating 0600 if needed) and migrate the database at ``path``.
-
-        Raises:
-            StoreError: the file cannot be opened, or its schema is newer than this program.
-        """
-        try:
-            _create_private(path)
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the state database {path}: {exc}") from exc
-        try:
-            db.row_factory = aiosqlite.Row
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # Switching to WAL and migrating do not wait on SQLite's busy handler, so two
-            # processes opening a new file at once take turns on a lock file instead.
-            setup_lock = await asyncio.to_thread(_exclusive, path.with_name(path.name + ".setup"))
-            try:
-                await db.execute("PRAGMA journal_mode = WAL")
-                await _migrate(db, path)
-            finally:
-                os.close(setup_lock)
-            await db.execute("PRAGMA synchronous = FULL")
-            await db.execute("PRAGMA foreign_keys = ON")
-        except (OSError, sqlite3.Error) as exc:
-            await db.close()
-            raise StoreError(f"cannot use the state database {path}: {exc}") from exc
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, sinks)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        try:
-            async with self._db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
-            raise StoreError(f"reading the state database failed: {exc}") from exc
+class PollingState(Connection):
+    """Holders, tier run state, entities, and the event log."""
 
     # --- holders and run state -----------------------------------------------------------
 
@@ -329,18 +144,6 @@ class Store:
             [holder, tier],
         )
         return int(runs[0]["consecutive_failures"])
-
-    async def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.executemany(sql, rows)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"writing the state database failed: {exc}") from exc
 
     # --- entities --------------------------------------------------------------------------
 
@@ -448,19 +251,11 @@ class Store:
         run: tuple[str, float] | None,
     ) -> CommitResult:
         result = CommitResult()
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for observation in observations:
-                    await self._commit_observation(holder, observation, now, result)
-                if run is not None:
-                    await self._record_success(holder, run[0], now, run[1])
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"committing a poll of {holder} failed: {exc}") from exc
+        async with self._transaction():
+            for observation in observations:
+                await self._commit_observation(holder, observation, now, result)
+            if run is not None:
+                await self._record_success(holder, run[0], now, run[1])
         return result
 
     async def _record_success(
@@ -611,32 +406,3 @@ def _entity(row: aiosqlite.Row) -> Entity:
         sequence=int(row["sequence"]),
         created_at=row["created_at"],
     )
-
-
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    """Apply pending migrations, one transaction each.
-
-    The version is read inside the write lock, so two processes opening a new file at once
-    (the daemon and a CLI command) never apply the same migration twice.
-    """
-    while True:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = int(row[0]) if row else 0
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"{path} has schema version {version}, newer than this drgreen-poller "
-                    f"knows ({len(MIGRATIONS)}); upgrade drgreen-poller or use another state_path"
-                )
-            if version == len(MIGRATIONS):
-                await db.execute("COMMIT")
-                return
-            for statement in filter(str.strip, MIGRATIONS[version].split(";")):
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {version + 1}")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        await db.execute("COMMIT")

@@ -1,0 +1,38 @@
+"""The SQLite state: the only package with SQL. One aiosqlite connection, WAL, numbered migrations.
+
+``Store`` combines the polling state (holders, run state, snapshots, events, the transactional
+outbox write) and the delivery outbox (claims, attempts, operator actions). ``StateLock`` keeps
+a second daemon off the same file. Nothing here decides what to poll or when to retry.
+"""
+
+from __future__ import annotations
+
+from drgreen_poller.store.connection import MIGRATIONS, Connection, SinkRoute, StateLock
+from drgreen_poller.store.outbox import AttemptRecord, DeliveryRow, DueDelivery, Outbox
+from drgreen_poller.store.polling import (
+    CommitResult,
+    Entity,
+    Observation,
+    PollingState,
+    TierRun,
+)
+
+
+class Store(PollingState, Outbox):
+    """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
+
+
+__all__ = [
+    "MIGRATIONS",
+    "AttemptRecord",
+    "CommitResult",
+    "Connection",
+    "DeliveryRow",
+    "DueDelivery",
+    "Entity",
+    "Observation",
+    "SinkRoute",
+    "StateLock",
+    "Store",
+    "TierRun",
+]

@@ -1,0 +1,246 @@
+"""The delivery outbox in the database: claiming due rows in order, attempts, operator actions.
+
+Owns the per-sink, per-resource ordering rule (a later event waits while an earlier one is
+pending or in flight), the attempt log, requeue, replay and pruning. It decides nothing about
+retry timing (``delivery.py`` does) and knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from drgreen_poller.events import iso_ms, matches
+from drgreen_poller.store.connection import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery claimed for an attempt: the exact event text to send and where."""
+
+    id: int
+    event_id: str
+    event_type: str
+    sink: str
+    attempts: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt and what it decides for its delivery row."""
+
+    delivery_id: int
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    ok: bool
+    status: int | None
+    error_class: str | None
+    excerpt: str | None
+    state: str  # delivered | pending | failed
+    next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivery as the operator sees it."""
+
+    id: int
+    event_id: str
+    event_type: str
+    sink: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: str
+    updated_at: str
+    last_outcome: str | None
+
+
+_DUE_SQL = """
+    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body
+    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries AS p
+          WHERE p.sink = d.sink AND p.resource_key = d.resource_key
+            AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT ?
+"""
+
+
+class Outbox(Connection):
+    """The outbox side of the state database: claims, attempts, operator actions, pruning."""
+
+    async def reset_delivering(self, now: datetime) -> int:
+        """Rows a crash left ``delivering`` go back to ``pending`` (start-up only)."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = 'pending', updated_at = ?"
+                " WHERE state = 'delivering'",
+                (iso_ms(now),),
+            )
+            return cursor.rowcount
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueDelivery]:
+        """Claim up to ``limit`` due rows whose earlier events (same sink and resource) are done.
+
+        A later event of a resource waits while an earlier one is pending or in flight, so each
+        sink receives a resource's events in sequence order; other resources are not held up.
+        """
+        async with self._transaction() as db:
+            async with db.execute(_DUE_SQL, (now.timestamp(), limit)) as cursor:
+                rows = list(await cursor.fetchall())
+            chosen, seen = [], set()
+            for row in rows:  # one row per (sink, event) in flight, even after a replay
+                if (row[3], row[1]) not in seen:
+                    seen.add((row[3], row[1]))
+                    chosen.append(row)
+            await db.executemany(
+                "UPDATE deliveries SET state = 'delivering', updated_at = ? WHERE id = ?",
+                [(iso_ms(now), row[0]) for row in chosen],
+            )
+        return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in chosen]
+
+    async def next_attempt_at(self) -> float | None:
+        """The earliest time a pending row becomes due (None when nothing is pending)."""
+        rows = await self._rows(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+        )
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+        """Log finished attempts and move their rows on, all in one transaction."""
+        if not records:
+            return
+        stamp = iso_ms(now)
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_ms,"
+                " ok, status, error_class, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.delivery_id,
+                        r.attempt,
+                        iso_ms(r.started_at),
+                        r.duration_ms,
+                        int(r.ok),
+                        r.status,
+                        r.error_class,
+                        r.excerpt,
+                    )
+                    for r in records
+                ],
+            )
+            await db.executemany(
+                "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="
+                " COALESCE(?, next_attempt_at), last_outcome = ?, updated_at = ? WHERE id = ?",
+                [
+                    (r.state, r.attempt, r.next_attempt_at, _outcome(r), stamp, r.delivery_id)
+                    for r in records
+                ],
+            )
+
+    async def deliveries(
+        self, *, state: str | None = None, sink: str | None = None, limit: int = 100
+    ) -> list[DeliveryRow]:
+        """Deliveries, newest first, optionally of one state and/or sink."""
+        where: list[str] = []
+        params: list[Any] = []
+        if state:
+            where, params = [*where, "d.state = ?"], [*params, state]
+        if sink:
+            where, params = [*where, "d.sink = ?"], [*params, sink]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._rows(
+            "SELECT d.id, d.event_id, e.type, d.sink, d.state, d.attempts, d.next_attempt_at,"  # noqa: S608 - the clause holds only placeholders
+            " d.created_at, d.updated_at, d.last_outcome FROM deliveries AS d"
+            f" JOIN events AS e ON e.id = d.event_id {clause} ORDER BY d.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [DeliveryRow(*row) for row in rows]
+
+    async def attempts(self, delivery_id: int) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY attempt", [delivery_id]
+        )
+        return [dict(row) for row in rows]
+
+    async def requeue(self, ids: Sequence[int] | None, now: datetime) -> int:
+        """Failed deliveries (``ids``, or all when None) become pending with a fresh schedule."""
+        stamp = iso_ms(now)
+        async with self._transaction() as db:
+            if ids is None:
+                cursor = await db.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                    " updated_at = ? WHERE state = 'failed'",
+                    (now.timestamp(), stamp),
+                )
+                return cursor.rowcount
+            count = 0
+            for delivery_id in ids:
+                cursor = await db.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                    " updated_at = ? WHERE id = ? AND state IN ('failed', 'pending')",
+                    (now.timestamp(), stamp, delivery_id),
+                )
+                count += cursor.rowcount
+            return count
+
+    async def replay(
+        self, sink: str, patterns: Sequence[str], since: datetime, now: datetime
+    ) -> int:
+        """New pending deliveries to ``sink`` of every matching event since ``since`` (same ids)."""
+        rows = await self._rows(
+            "SELECT id, type, holder, resource_key, sequence FROM events"
+            " WHERE observed_at >= ? ORDER BY seq",
+            [iso_ms(since)],
+        )
+        chosen = [r for r in rows if matches(r["type"], patterns)]
+        stamp = iso_ms(now)
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
+                " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r["id"],
+                        sink,
+                        f"{r['holder']}/{r['resource_key']}",
+                        r["sequence"],
+                        now.timestamp(),
+                        stamp,
+                        stamp,
+                    )
+                    for r in chosen
+                ],
+            )
+        return len(chosen)
+
+    async def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete delivered rows and events older than ``before``; (deliveries, events) removed.
+
+        An event is kept while any of its deliveries is still pending, in flight or failed.
+        """
+        cutoff = iso_ms(before)
+        async with self._transaction() as db:
+            gone = await db.execute(
+                "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", (cutoff,)
+            )
+            events = await db.execute(
+                "DELETE FROM events WHERE observed_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id)",
+                (cutoff,),
+            )
+            return gone.rowcount, events.rowcount
+
+
+def _outcome(record: AttemptRecord) -> str:
+    if record.ok:
+        return f"{record.status}" if record.status is not None else "ok"
+    return f"{record.status}" if record.status is not None else (record.error_class or "error")
