@@ -17,14 +17,14 @@ import aiohttp
 
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock
-from drgreen_poller.config import Config, duration
+from drgreen_poller.config import Config, SinkConfig, duration
 from drgreen_poller.daemon import api_settings
 from drgreen_poller.errors import ConfigError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS, TRACKED_MARK
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.store import Observation, Store
+from drgreen_poller.store import DeliveryRow, Observation, Store
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 
@@ -200,3 +200,61 @@ def event_patterns(values: Sequence[str] | None) -> list[str]:
         if not _GLOB_RE.match(pattern):
             raise ConfigError(f"--type {pattern!r} is not an event pattern such as 'order.*'")
     return patterns
+
+
+# --- deliveries ----------------------------------------------------------------------------------
+
+DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
+
+
+async def list_deliveries(
+    config: Config, *, state: str | None, sink: str | None, limit: int
+) -> list[DeliveryRow]:
+    if sink is not None:
+        _sink(config, sink)
+    store = await Store.open(config.daemon.state_path)
+    try:
+        return await store.deliveries(state=state, sink=sink, limit=limit)
+    finally:
+        await store.close()
+
+
+async def retry_deliveries(config: Config, ids: Sequence[int] | None, now: datetime) -> int:
+    """Requeue failed deliveries (``ids``, or every failed one); they keep their event ids."""
+    store = await Store.open(config.daemon.state_path)
+    try:
+        return await store.requeue(ids, now)
+    finally:
+        await store.close()
+
+
+async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
+    """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
+    patterns = _sink(config, sink).events
+    store = await Store.open(config.daemon.state_path)
+    try:
+        return await store.replay(sink, patterns, since, now)
+    finally:
+        await store.close()
+
+
+def _sink(config: Config, name: str) -> SinkConfig:
+    for sink in config.sinks:
+        if sink.name == name:
+            return sink
+    known = ", ".join(s.name for s in config.sinks) or "none configured"
+    raise ConfigError(f"--sink {name!r}: no such sink ({known})")
+
+
+def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:
+    """Secrets for ``listen``: those given, else every webhook sink's in the configuration.
+
+    Raises:
+        ConfigError: none given and none configured.
+    """
+    if given:
+        return list(given)
+    found = [s.value for sink in (config.sinks if config else ()) for s in sink.secrets]
+    if not found:
+        raise ConfigError("listen needs --secret (or a configuration with a webhook sink)")
+    return found

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _daemon_commands(commands)
     _operator_commands(commands)
+    _delivery_commands(commands)
     _tool_commands(commands)
     return parser
 
@@ -137,6 +138,57 @@ def _operator_commands(commands: Any) -> None:
     track.add_argument("id", help="the Dr Green id (a UUID)")
     track.add_argument("--holder", metavar="NAME", help="needed when several holders exist")
     track.set_defaults(handler=_cmd_track)
+
+
+def _delivery_commands(commands: Any) -> None:
+    deliveries = commands.add_parser(
+        "deliveries", help="the delivery log and its repairs", description="The delivery log."
+    )
+    actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list", help="list deliveries", description="Deliveries, newest first."
+    )
+    listing.add_argument("--state", choices=("pending", "delivering", "delivered", "failed"))
+    listing.add_argument("--sink", metavar="NAME")
+    listing.add_argument("--limit", type=_positive_int, default=50, help="(default 50)")
+    listing.add_argument("--attempts", action="store_true", help="show every attempt too")
+    listing.set_defaults(handler=_cmd_deliveries_list)
+    retry = actions.add_parser(
+        "retry",
+        help="requeue failed deliveries",
+        description="Requeue deliveries with a fresh retry schedule; receivers see the same "
+        "webhook-id as before. Safe while the daemon runs (it picks them up within seconds).",
+    )
+    chosen = retry.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("ids", nargs="*", type=_positive_int, default=[], metavar="ID")
+    chosen.add_argument("--all-failed", action="store_true", help="every failed delivery")
+    retry.set_defaults(handler=_cmd_deliveries_retry)
+    replay = actions.add_parser(
+        "replay",
+        help="send past events to a sink again",
+        description="New deliveries to a sink of every event it takes since a time (same "
+        "event ids, so receivers can tell repeats).",
+    )
+    replay.add_argument("--since", required=True, metavar="T", help="ISO-8601 time or 2h, 7d")
+    replay.add_argument("--sink", required=True, metavar="NAME")
+    replay.set_defaults(handler=_cmd_deliveries_replay)
+    listen = commands.add_parser(
+        "listen",
+        help="a local receiver that verifies and prints events",
+        description="Receive webhooks on 127.0.0.1, verify their signatures and print each "
+        "event (for store developers). Secrets: --secret, else the configuration's webhook sinks.",
+    )
+    listen.add_argument("--port", type=_port, default=8080, help="(default 8080)")
+    listen.add_argument("--host", default="127.0.0.1", help="(default 127.0.0.1)")
+    listen.add_argument("--secret", action="append", default=[], help="whsec_... (repeatable)")
+    listen.add_argument(
+        "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N"
+    )
+    listen.set_defaults(handler=_cmd_listen)
+    secret = commands.add_parser(
+        "secret", help="print a new whsec_ secret", description="Print a new webhook secret."
+    )
+    secret.set_defaults(handler=_cmd_secret)
 
 
 def _tool_commands(commands: Any) -> None:
@@ -329,6 +381,102 @@ def _cmd_track(args: argparse.Namespace) -> int:
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
     print(asyncio.run(track(config, args.kind, args.id, args.holder, SystemClock().now())))
+    return EXIT_OK
+
+
+def _cmd_deliveries_list(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import list_deliveries
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    rows = asyncio.run(list_deliveries(config, state=args.state, sink=args.sink, limit=args.limit))
+    for row in rows:
+        print(
+            f"{row.id:>7} {row.sink:12} {row.state:10} attempts={row.attempts:<2}"
+            f" {row.event_type:30} {row.event_id}  last={row.last_outcome or '-'}"
+        )
+    if args.attempts and rows:
+        asyncio.run(_print_attempts(config, [row.id for row in rows]))
+    return EXIT_OK
+
+
+async def _print_attempts(config: Config, ids: Sequence[int]) -> None:
+    from drgreen_poller.store import Store
+
+    store = await Store.open(config.daemon.state_path)
+    try:
+        for delivery_id in ids:
+            for a in await store.attempts(delivery_id):
+                outcome = a["status"] if a["status"] is not None else a["error_class"] or ""
+                excerpt = (a["response_excerpt"] or "")[:60].replace("\n", " ")
+                print(
+                    f"{delivery_id:>7}.{a['attempt']} {a['started_at']} {a['duration_ms']:>8.1f} ms"
+                    f"  {'ok' if a['ok'] else 'failed'} {outcome}  {excerpt}"
+                )
+    finally:
+        await store.close()
+
+
+def _cmd_deliveries_retry(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import retry_deliveries
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    ids = None if args.all_failed else args.ids
+    count = asyncio.run(retry_deliveries(config, ids, SystemClock().now()))
+    print(f"{count} delivery(ies) requeued")
+    return EXIT_OK if count or args.all_failed else EXIT_FAILURE
+
+
+def _cmd_deliveries_replay(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import parse_since, replay
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    now = SystemClock().now()
+    count = asyncio.run(replay(config, args.sink, parse_since(args.since, now), now))
+    print(f"{count} event(s) queued again for {args.sink}")
+    return EXIT_OK
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from drgreen_poller.admin import listen_secrets
+    from drgreen_poller.listener import ListenerState, build_listener
+
+    config = _load(args) if (args.config or os.environ.get("DRGREEN_POLLER_CONFIG")) else None
+    _configure_logs(args, config, sys.stderr)
+    state = ListenerState(listen_secrets(config, args.secret), fail_first=args.fail_first)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    async def main() -> int:
+        runner = web.AppRunner(build_listener(state, SystemClock(), say), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            print(
+                f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+            )
+            return EXIT_FAILURE
+        say(f"listening on http://{args.host}:{args.port}/ ({len(state.secrets)} secret(s))")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+        return EXIT_OK
+
+    return _run_until_signalled(main)
+
+
+def _cmd_secret(args: argparse.Namespace) -> int:
+    from drgreen_poller.signing import generate_webhook_secret
+
+    print(generate_webhook_secret())
     return EXIT_OK
 
 

@@ -115,6 +115,7 @@ class SinkConfig:
     path: Path | None = None
     command: tuple[str, ...] = ()
     timeout_s: float | None = None
+    unix_socket: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,7 +634,7 @@ def _sink(r: _Reader, path: str, value: Any) -> SinkConfig | None:
             if not target:
                 r.problem(_join(path, "path"), "missing: the JSON Lines file to append to")
             return SinkConfig(
-                name=name, kind="file", events=events, path=Path(target) if target else None
+                name=name, kind="file", events=events, path=r.base_dir / target if target else None
             )
         command = r.get(t, path, "command", _command, ())
         if "command" not in t:
@@ -663,30 +664,51 @@ def _webhook_sink(
     if "url" not in t:
         r.problem(_join(path, "url"), "missing: the receiver's URL")
     allow_remote = r.get(t, path, "allow_remote", _boolean, False)
-    if url.startswith("http://") and not allow_remote and not is_loopback_url(url):
+    socket_text = r.get(t, path, "unix_socket", _string, "")
+    unix_socket = r.base_dir / socket_text if socket_text else None
+    local = unix_socket is not None or is_loopback_url(url)
+    if url.startswith("http://") and not allow_remote and not local:
         r.problem(
             _join(path, "url"),
-            "http:// is only allowed to a loopback address; "
+            "http:// is only allowed to a loopback address or a unix_socket; "
             "use https:// or set allow_remote = true",
         )
     signature = cast(
         SignatureScheme,
         r.get(t, path, "signature", _choice("standard", "hmac-sha256-hex"), "standard"),
     )
+    return SinkConfig(
+        name=name,
+        kind="webhook",
+        events=events,
+        url=url,
+        allow_remote=allow_remote,
+        secrets=_sink_secrets(r, t, path, name, signature),
+        signature=signature,
+        timeout_s=timeout,
+        unix_socket=unix_socket,
+    )
+
+
+def _sink_secrets(
+    r: _Reader, t: Mapping[str, Any], path: str, name: str, signature: str
+) -> tuple[Secret, ...]:
+    """A webhook sink's secret(s): given one way, or the systemd credential ``<name>.whsec``."""
     secrets = _secret_values(r, t, path, "secret")
     if secrets is None:
         try:
             cred = _credential(r, f"{name}.whsec")
         except ValueError as exc:
             r.problem(path, f"credential {name}.whsec: {exc}")
-            cred = None
-        secrets = [cred] if cred else []
+            return ()
         if cred is None:
             r.problem(
                 _join(path, "secret"),
                 "missing: set secret_file, secret_env or secret "
                 f"(or provide the systemd credential {name}.whsec)",
             )
+            return ()
+        secrets = [cred]
     if signature == "standard":
         for secret in secrets:
             if not is_whsec(secret.value):
@@ -695,16 +717,7 @@ def _webhook_sink(
                     f"{secret} is not a whsec_ secret (24-64 random bytes, base64); "
                     "make one with: drgreen-poller secret",
                 )
-    return SinkConfig(
-        name=name,
-        kind="webhook",
-        events=events,
-        url=url,
-        allow_remote=allow_remote,
-        secrets=tuple(secrets),
-        signature=signature,
-        timeout_s=timeout,
-    )
+    return tuple(secrets)
 
 
 def is_whsec(value: str) -> bool:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -21,11 +22,13 @@ from aiohttp import web
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
+from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import DrGreenError, UpstreamError
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
 from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
 from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import SinkRoute, StateLock, Store
 from drgreen_poller.systemd import Notifier
 
@@ -143,15 +146,69 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     rng = random.Random()
     tier_timing = timings(config)
     metrics = Metrics()
-    runner = TierRunner(
-        runtime.pollers, store, clock, tier_timing, rng, on_result=metrics.poll_finished
-    )
+    sinks = build_sinks(config.sinks, config.delivery)
+    worker = DeliveryWorker(
+        store, sinks, config.delivery, clock, rng,
+        on_attempt=lambda sink, outcome: metrics.deliveries.labels(sink, outcome).inc(),
+    )  # fmt: skip
+
+    def polled(holder: str, tier: str, outcome: str, events: Sequence[Mapping[str, Any]]) -> None:
+        metrics.poll_finished(holder, tier, outcome, events)
+        if events:
+            worker.wake()  # fresh events go out at once, not at the next check
+
+    runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng, on_result=polled)
     scheduler = TierScheduler(runner.run)
     runner.reschedule = scheduler.schedule
-    stored = {(r.holder, r.tier): r.next_due_at for r in await store.tier_runs()}
-    now = clock.now().timestamp()
     names = list(runtime.pollers)
-    due = {
+    now = clock.now().timestamp()
+    due = await _first_dues(store, names, tier_timing, now, rng)
+    clients = {name: poller.api for name, poller in runtime.pollers.items()}
+    inputs = HealthInputs(names, tier_timing, started_at=now)
+    listener = await _listen(
+        config.daemon.http_listen, build_app(store, metrics, clients, inputs, clock)
+    )
+    stop_delivery = asyncio.Event()
+    delivering = asyncio.create_task(worker.run(stop_delivery, STOP_GRACE_S))
+    scheduler.start(due)
+    log.info("daemon_started", holders=len(names), sinks=len(sinks))
+    notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s), {len(sinks)} sink(s)")
+    watchdog = asyncio.create_task(_watchdog(notifier, runner, worker, scheduler, clock, stop))
+    try:
+        await _until_stopped(stop, delivering)
+    finally:
+        notifier.notify("STOPPING=1")
+        log.info("daemon_stopping", grace_s=STOP_GRACE_S)
+        scheduler.pause()
+        await runner.wait_idle(STOP_GRACE_S)
+        scheduler.shutdown()
+        stop_delivery.set()
+        await delivering
+        watchdog.cancel()
+        for sink in sinks.values():
+            await sink.close()
+        if listener is not None:
+            await listener.cleanup()
+        log.info("daemon_stopped")
+
+
+async def _until_stopped(stop: asyncio.Event, delivering: asyncio.Task[None]) -> None:
+    """Wait for ``stop``; if the delivery worker dies first, raise its error."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stopping, delivering}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if delivering.done():
+        delivering.result()  # a StoreError: the database went away
+
+
+async def _first_dues(
+    store: Store, names: list[str], tier_timing: dict[str, Timing], now: float, rng: random.Random
+) -> dict[tuple[str, str], float]:
+    """When each holder × tier first runs: stored due times, overdue work first but spread."""
+    stored = {(r.holder, r.tier): r.next_due_at for r in await store.tier_runs()}
+    return {
         (holder, tier): initial_due(
             stored.get((holder, tier)),
             now=now,
@@ -163,27 +220,6 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         for index, holder in enumerate(names)
         for tier in TIERS
     }
-    inputs = HealthInputs(names, tier_timing, started_at=now)
-    clients = {name: poller.api for name, poller in runtime.pollers.items()}
-    listener = await _listen(
-        config.daemon.http_listen, build_app(store, metrics, clients, inputs, clock)
-    )
-    scheduler.start(due)
-    log.info("daemon_started", holders=len(names), sinks=len(config.sinks))
-    notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s)")
-    watchdog = asyncio.create_task(_watchdog(notifier, runner, scheduler, clock, stop))
-    try:
-        await stop.wait()
-    finally:
-        notifier.notify("STOPPING=1")
-        log.info("daemon_stopping", grace_s=STOP_GRACE_S)
-        scheduler.pause()
-        await runner.wait_idle(STOP_GRACE_S)
-        scheduler.shutdown()
-        watchdog.cancel()
-        if listener is not None:
-            await listener.cleanup()
-        log.info("daemon_stopped")
 
 
 async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
@@ -207,14 +243,17 @@ async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
 async def _watchdog(
     notifier: Notifier,
     runner: TierRunner,
+    worker: DeliveryWorker,
     scheduler: TierScheduler,
     clock: Clock,
     stop: asyncio.Event,
 ) -> None:
-    """``WATCHDOG=1`` at half the watchdog interval, only while no poll is stuck."""
+    """``WATCHDOG=1`` at half the watchdog interval, only while both loops make progress."""
     if notifier.watchdog_s is None:
         return
     while not stop.is_set():
-        if scheduler.running and runner.longest_run_s() < STUCK_RUN_S:
+        polling_ok = scheduler.running and runner.longest_run_s() < STUCK_RUN_S
+        delivery_ok = clock.monotonic() - worker.last_tick < STUCK_RUN_S
+        if polling_ok and delivery_ok:
             notifier.notify("WATCHDOG=1")
         await clock.sleep(notifier.watchdog_s / 2)

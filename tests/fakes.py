@@ -91,3 +91,58 @@ async def start(app: web.Application) -> TestServer:
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook request as the receiver got it."""
+
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+class WebhookReceiver:
+    """A store's webhook endpoint: records requests; can fail, answer slowly, or ask to wait.
+
+    ``fail_next`` requests answer ``fail_status`` (with ``retry_after`` if set); ``hang_next``
+    requests never answer (until the server closes), to exercise timeouts.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Delivery] = []
+        self.answers: list[int | None] = []
+        self.fail_next = 0
+        self.fail_status = 503
+        self.retry_after: str | None = None
+        self.hang_next = 0
+        self.app = web.Application()
+        self.app.router.add_post("/{tail:.*}", self._handle)
+        self._never = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append(Delivery({k.lower(): v for k, v in request.headers.items()}, body))
+        self.answers.append(None)
+        index = len(self.answers) - 1
+        if self.hang_next:
+            self.hang_next -= 1
+            await self._never.wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            self.answers[index] = self.fail_status
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return web.Response(status=self.fail_status, text="try later", headers=headers)
+        self.answers[index] = 204
+        return web.Response(status=204)
+
+    def accepted(self) -> list[Delivery]:
+        """Requests answered 2xx, in arrival order."""
+        return [d for d, status in zip(self.received, self.answers, strict=True) if status == 204]

@@ -154,3 +154,22 @@ class TestOutbox:
         assert await store.unauthorized_holders() == {"main": "2026-11-23T10:00:00.000Z"}
         await store.set_unauthorized("main", None)
         assert await store.unauthorized_holders() == {}
+
+
+class TestSharedConnection:
+    async def test_concurrent_writers_take_turns(self, store: Store) -> None:
+        """The poller and the delivery worker write through one connection without clashing."""
+        import asyncio
+
+        async def poll(number: int) -> None:
+            observation = Observation(
+                Resource("order", f"o-{number}"), {}, None, changes=[Change("order.created", {})]
+            )
+            await store.commit_events("main", [observation], now=NOW)
+
+        async def deliver() -> None:
+            for _ in range(20):
+                await store.claim_due(NOW, 5)
+
+        await asyncio.gather(*(poll(n) for n in range(30)), deliver(), deliver())
+        assert len(await store.events(limit=0)) == 30

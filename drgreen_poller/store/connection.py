@@ -177,6 +177,7 @@ class Connection:
     def __init__(self, db: aiosqlite.Connection, sinks: Sequence[SinkRoute] = ()) -> None:
         self._db = db
         self.sinks = tuple(sinks)
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, sinks: Sequence[SinkRoute] = ()) -> Self:
@@ -216,7 +217,16 @@ class Connection:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``, ``ROLLBACK`` on any error, SQLite errors translated."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, ``ROLLBACK`` on any error, SQLite errors translated.
+
+        The poller and the delivery worker share this connection: the lock keeps one task's
+        transaction (and reads) from interleaving with another's.
+        """
+        async with self._lock, self._transaction_unlocked() as db:
+            yield db
+
+    @asynccontextmanager
+    async def _transaction_unlocked(self) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -230,7 +240,7 @@ class Connection:
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:
-            async with self._db.execute(sql, tuple(params)) as cursor:
+            async with self._lock, self._db.execute(sql, tuple(params)) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"reading the state database failed: {exc}") from exc

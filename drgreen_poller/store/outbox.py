@@ -42,6 +42,8 @@ class AttemptRecord:
     excerpt: str | None
     state: str  # delivered | pending | failed
     next_attempt_at: float | None = None
+    sink: str = ""  # for the caller's logs; not stored (the delivery row has them)
+    event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,244 @@
+"""The delivery worker: takes due outbox rows, hands them to sinks, records every attempt.
+
+Owns the retry policy (a pure function of the attempt number, the schedule, ``Retry-After`` and
+an injected ``random.Random``), bounded concurrency, waking at once for new rows, the drain on
+stop, and the periodic pruning of old rows. Ordering per sink and resource is the store's claim
+rule; how an event travels is the sink's business. Delivery is at least once: receivers
+deduplicate on the event id (``webhook-id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+
+from drgreen_poller.clock import Clock
+from drgreen_poller.config import DeliveryConfig
+from drgreen_poller.sinks import Outcome, Sink
+from drgreen_poller.store import AttemptRecord, DueDelivery, Store
+
+log = structlog.get_logger(__name__)
+
+# Each scheduled delay gets ±20 % jitter, so a recovering receiver is not hit all at once.
+RETRY_JITTER = 0.20
+# A receiver's Retry-After is honoured up to this long (a bogus value must not park events).
+RETRY_AFTER_MAX_S = 6 * 3600.0
+# With nothing due, look again at least this often (rows requeued by the CLI, clock drift).
+IDLE_RECHECK_S = 5.0
+# Old delivered rows and events are pruned this often.
+UPKEEP_EVERY_S = 3600.0
+
+AttemptHook = Callable[[str, str], None]
+
+
+def retry_delay(
+    attempts_made: int,
+    schedule: Sequence[float],
+    retry_after_s: float | None,
+    rng: random.Random,
+) -> float | None:
+    """Seconds until the next attempt after ``attempts_made`` failed ones; None: give up.
+
+    ``schedule[k]`` is the delay before attempt ``k + 1`` (the first, ``schedule[0]``, is
+    normally 0: immediate). ``Retry-After`` lengthens a delay, never shortens it.
+    """
+    if attempts_made >= len(schedule):
+        return None
+    delay = schedule[attempts_made] * rng.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
+    return delay
+
+
+class DeliveryWorker:
+    """Delivers outbox rows to their sinks.
+
+    Args:
+        store: the state database.
+        sinks: the sinks by name.
+        config: ``[delivery]``: timeout, retry schedule, retention, concurrency.
+        clock: the time source.
+        rng: randomness for retry jitter.
+        on_attempt: told ``(sink, outcome)`` for every attempt (metrics).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sinks: Mapping[str, Sink],
+        config: DeliveryConfig,
+        clock: Clock,
+        rng: random.Random,
+        on_attempt: AttemptHook = lambda sink, outcome: None,
+    ) -> None:
+        self.store = store
+        self.sinks = dict(sinks)
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.on_attempt = on_attempt
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
+        self._last_upkeep = clock.monotonic()
+        self.last_tick = clock.monotonic()
+
+    def wake(self) -> None:
+        """New rows were committed: look for due work now rather than at the next check."""
+        self._wake.set()
+
+    # --- one step at a time (tests, and the building blocks of run) --------------------------
+
+    async def run_once(self) -> int:
+        """Claim what is due now, attempt it all, record the results; returns attempts made."""
+        rows = await self.store.claim_due(self.clock.now(), self.config.concurrency)
+        records = await asyncio.gather(*(self._attempt(row) for row in rows))
+        await self._record(list(records))
+        return len(records)
+
+    async def _attempt(self, row: DueDelivery) -> AttemptRecord:
+        started, t0 = self.clock.now(), self.clock.monotonic()
+        sink = self.sinks.get(row.sink)
+        if sink is None:
+            outcome = Outcome(False, error_class="sink no longer configured")
+        else:
+            outcome = await self._deliver(sink, row, started)
+        attempt = row.attempts + 1
+        duration_ms = round((self.clock.monotonic() - t0) * 1000, 1)
+        state, next_at = self._next(outcome, attempt, sink is None)
+        return AttemptRecord(
+            delivery_id=row.id, attempt=attempt, started_at=started, duration_ms=duration_ms,
+            ok=outcome.ok, status=outcome.status, error_class=outcome.error_class,
+            excerpt=outcome.excerpt, state=state, next_attempt_at=next_at, sink=row.sink,
+            event_id=row.event_id,
+        )  # fmt: skip
+
+    async def _deliver(self, sink: Sink, row: DueDelivery, now: datetime) -> Outcome:
+        try:
+            return await sink.deliver(row.event_id, row.event_type, row.body.encode(), now)
+        except Exception as exc:  # loop-level boundary: a sink bug is a failed attempt, not a stall
+            log.exception("delivery_attempt_crashed", sink=row.sink, delivery_id=row.id)
+            return Outcome(False, error_class=type(exc).__name__)
+
+    def _next(self, outcome: Outcome, attempt: int, unroutable: bool) -> tuple[str, float | None]:
+        if outcome.ok:
+            return "delivered", None
+        delay = (
+            None
+            if unroutable
+            else retry_delay(attempt, self.config.retry_schedule_s, outcome.retry_after_s, self.rng)
+        )
+        if delay is None:
+            return "failed", None
+        return "pending", self.clock.now().timestamp() + delay
+
+    async def _record(self, records: list[AttemptRecord]) -> None:
+        """Make accepted events durable in their sinks, then log every attempt in one write."""
+        delivered_to = {r.sink for r in records if r.ok}
+        for name in delivered_to:
+            sink = self.sinks.get(name)
+            if sink is not None:
+                await sink.sync()
+        await self.store.record_attempts(records, self.clock.now())
+        for record in records:
+            self._log(record)
+
+    def _log(self, record: AttemptRecord) -> None:
+        sink = record.sink
+        outcome = "delivered" if record.ok else record.state
+        self.on_attempt(sink, outcome)
+        fields = {
+            "sink": sink, "event_id": record.event_id, "delivery_id": record.delivery_id,
+            "attempt": record.attempt, "duration_ms": record.duration_ms,
+        }  # fmt: skip
+        if record.status is not None:
+            fields["status"] = record.status
+        if record.error_class is not None:
+            fields["error_class"] = record.error_class
+        if record.ok:
+            log.info("delivery_attempt_finished", outcome="delivered", **fields)
+        elif record.state == "pending":
+            retry_in = (record.next_attempt_at or 0) - self.clock.now().timestamp()
+            log.warning("delivery_attempt_failed", retry_in_s=round(retry_in, 1), **fields)
+        else:
+            log.error("delivery_failed", outcome="failed", excerpt=record.excerpt, **fields)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, grace_s: float) -> None:
+        """Deliver until ``stop``; then let attempts in flight finish for ``grace_s``.
+
+        Attempts still running after the grace period are cancelled: their rows stay
+        ``delivering`` and go back to ``pending`` at the next start (same event ids).
+        """
+        reset = await self.store.reset_delivering(self.clock.now())
+        if reset:
+            log.info("deliveries_resumed", count=reset)
+        while not stop.is_set():
+            await self._fill()
+            await self._wait(stop)
+            await self._collect()
+            await self._upkeep()
+            self.last_tick = self.clock.monotonic()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace_s)
+            await self._collect()
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            self._in_flight.clear()
+
+    async def _fill(self) -> None:
+        free = self.config.concurrency - len(self._in_flight)
+        if free <= 0:
+            return
+        self._wake.clear()
+        for row in await self.store.claim_due(self.clock.now(), free):
+            self._in_flight.add(asyncio.create_task(self._attempt(row)))
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Until an attempt finishes, new rows arrive, the next row falls due, or ``stop``."""
+        if self._in_flight and len(self._in_flight) >= self.config.concurrency:
+            timeout = None  # full: only a finished attempt frees a slot
+        else:
+            timeout = await self._until_next_due()
+        waiters: set[asyncio.Task[object]] = {
+            asyncio.create_task(self._wake.wait()),
+            asyncio.create_task(stop.wait()),
+        }
+        if timeout is not None:
+            waiters.add(asyncio.create_task(self.clock.sleep(timeout)))
+        try:
+            await asyncio.wait({*waiters, *self._in_flight}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _until_next_due(self) -> float:
+        upcoming = await self.store.next_attempt_at()
+        now = self.clock.now().timestamp()
+        if upcoming is None or upcoming <= now:
+            # Nothing pending, or due rows held back behind an earlier event in flight (its
+            # finishing wakes us): just look again in a while.
+            return IDLE_RECHECK_S
+        return min(upcoming - now, IDLE_RECHECK_S)
+
+    async def _collect(self) -> None:
+        done = [task for task in self._in_flight if task.done()]
+        if not done:
+            return
+        self._in_flight.difference_update(done)
+        await self._record([task.result() for task in done])
+
+    async def _upkeep(self) -> None:
+        if self.clock.monotonic() - self._last_upkeep < UPKEEP_EVERY_S:
+            return
+        self._last_upkeep = self.clock.monotonic()
+        cutoff = self.clock.now() - timedelta(seconds=self.config.retention_s)
+        deliveries, events = await self.store.prune(cutoff)
+        if deliveries or events:
+            log.info("pruned", deliveries=deliveries, events=events)

@@ -1,0 +1,326 @@
+"""The delivery worker with real receivers and a fake clock: retries, ordering, crashes, waking."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import FakeClock, SystemClock
+from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
+from drgreen_poller.events import Resource
+from drgreen_poller.sinks import FileSink, Sink, WebhookSink
+from drgreen_poller.store import Observation, SinkRoute, Store
+from tests.fakes import WebhookReceiver, start
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+REAL = SystemClock()
+SCHEDULE = (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
+
+
+class TestRetryDelay:
+    @pytest.mark.parametrize(("made", "nominal"), [(1, 60), (2, 600), (3, 3600), (5, 57600)])
+    def test_schedule_with_jitter(self, made: int, nominal: float) -> None:
+        """After the n-th failure the next attempt waits schedule[n] ± 20 %."""
+        rng = random.Random(made)
+        draws = [retry_delay(made, SCHEDULE, None, rng) for _ in range(500)]
+        assert all(d is not None and nominal * 0.8 <= d <= nominal * 1.2 for d in draws)
+
+    def test_gives_up_after_the_last(self) -> None:
+        """After six failed attempts there is no next one."""
+        assert retry_delay(6, SCHEDULE, None, random.Random(0)) is None
+
+    def test_retry_after_lengthens_within_bounds(self) -> None:
+        """Retry-After can only lengthen a delay, and at most to six hours."""
+        rng = random.Random(0)
+        assert retry_delay(1, SCHEDULE, 3000, rng) == 3000
+        assert retry_delay(1, SCHEDULE, 10 * 86400, rng) == RETRY_AFTER_MAX_S
+        short = retry_delay(1, SCHEDULE, 1, rng)
+        assert short is not None
+        assert short >= 48
+
+
+@dataclass
+class Bench:
+    clock: FakeClock
+    store: Store
+    hook: WebhookReceiver
+    worker: DeliveryWorker
+    sink: WebhookSink
+
+    async def emit(self, resource_id: str, *types: str) -> None:
+        """Record events for one order, as a poll would."""
+        observation = Observation(
+            Resource("order", resource_id), {}, None, changes=[Change(t, {}) for t in types]
+        )
+        await self.store.commit_events("shop", [observation], now=self.clock.now())
+
+    async def states(self) -> list[str]:
+        return [row.state for row in reversed(await self.store.deliveries(limit=1000))]
+
+    async def attempts_of(self, index: int = 0) -> list[dict[str, object]]:
+        rows = list(reversed(await self.store.deliveries(limit=1000)))
+        return await self.store.attempts(rows[index].id)
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    clock = FakeClock()
+    hook = WebhookReceiver()
+    server = await start(hook.app)
+    store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("store", ("*",))])
+    config = SinkConfig(
+        name="store", kind="webhook", url=str(server.make_url("/events")),
+        secrets=(Secret(SECRET, "test"),), timeout_s=0.5,
+    )  # fmt: skip
+    delivery = DeliveryConfig(retry_schedule_s=SCHEDULE, concurrency=4)
+    sink = WebhookSink(config, delivery)
+    worker = DeliveryWorker(store, {"store": sink}, delivery, clock, random.Random(3))
+    try:
+        yield Bench(clock, store, hook, worker, sink)
+    finally:
+        await sink.close()
+        await store.close()
+        await server.close()
+
+
+async def _advance_to_next(bench: Bench) -> None:
+    """Move the fake clock to when the next retry (a pending row already attempted) is due."""
+    rows = await bench.store.deliveries(state="pending", limit=1000)
+    due = min(row.next_attempt_at for row in rows if row.attempts > 0)
+    bench.clock.advance(max(0.0, due - bench.clock.now().timestamp()) + 0.001)
+
+
+class TestRetries:
+    async def test_three_failures_then_delivered(self, bench: Bench) -> None:
+        """Failing 3 times then 2xx: delivered, 4 attempts logged, one webhook-id throughout."""
+        bench.hook.fail_next = 3
+        await bench.emit("o-1", "order.approved")
+        for _ in range(4):
+            assert await bench.worker.run_once() == 1
+            if await bench.states() == ["pending"]:
+                await _advance_to_next(bench)
+        assert await bench.states() == ["delivered"]
+        attempts = await bench.attempts_of()
+        assert [(a["attempt"], a["ok"], a["status"]) for a in attempts] == [
+            (1, 0, 503), (2, 0, 503), (3, 0, 503), (4, 1, 204)
+        ]  # fmt: skip
+        assert attempts[0]["response_excerpt"] == "try later"
+        assert len({d.id for d in bench.hook.received}) == 1
+        stamps = [int(d.headers["webhook-timestamp"]) for d in bench.hook.received]
+        assert stamps == sorted(stamps)
+        assert len(set(stamps)) == 4  # each attempt is signed at its own time
+
+    async def test_down_past_the_schedule_then_retry(self, bench: Bench) -> None:
+        """A receiver down for all 6 attempts leaves the row failed; requeued, it arrives."""
+        bench.hook.fail_next = 6
+        await bench.emit("o-1", "order.paid")
+        for attempt in range(6):
+            await bench.worker.run_once()
+            if attempt < 5:
+                await _advance_to_next(bench)
+        assert await bench.states() == ["failed"]
+        assert await bench.worker.run_once() == 0
+        assert await bench.store.requeue(None, bench.clock.now()) == 1
+        assert await bench.worker.run_once() == 1
+        assert await bench.states() == ["delivered"]
+        assert {d.id for d in bench.hook.received} == {bench.hook.received[0].id}
+        assert len(bench.hook.received) == 7
+
+    async def test_slow_receiver_times_out_and_is_retried(self, bench: Bench) -> None:
+        """A receiver slower than the timeout fails the attempt; the retry gets through."""
+        bench.hook.hang_next = 1
+        await bench.emit("o-1", "order.shipped")
+        await bench.worker.run_once()
+        [first] = await bench.attempts_of()
+        assert (first["ok"], first["error_class"]) == (0, "timeout")
+        await _advance_to_next(bench)
+        await bench.worker.run_once()
+        assert await bench.states() == ["delivered"]
+
+    async def test_retry_after_is_honoured(self, bench: Bench) -> None:
+        """A 429 with Retry-After: 3000 is not retried for 3000 s."""
+        bench.hook.fail_next, bench.hook.fail_status, bench.hook.retry_after = 1, 429, "3000"
+        await bench.emit("o-1", "order.paid")
+        await bench.worker.run_once()
+        due = await bench.store.next_attempt_at()
+        assert due == pytest.approx(bench.clock.now().timestamp() + 3000)
+
+
+class TestOrdering:
+    async def test_one_resource_in_order_while_an_event_is_retried(self, bench: Bench) -> None:
+        """Events 1..5 of an order arrive in order though 2 is retried; others pass meanwhile."""
+        await bench.emit("o-1", "order.created")
+        await bench.worker.run_once()
+        await bench.emit("o-1", "order.approved", "order.paid", "order.shipped", "order.delivered")
+        bench.hook.fail_next = 1
+        assert await bench.worker.run_once() == 1  # only event 2 is eligible, and it fails
+        assert await bench.worker.run_once() == 0  # 3..5 wait behind it
+        await bench.emit("o-2", "order.created")  # another order is not held up
+        assert await bench.worker.run_once() == 1
+        assert bench.hook.received[-1].event["resource"]["id"] == "o-2"
+        await _advance_to_next(bench)
+        while await bench.worker.run_once():
+            pass
+        mine = [d.event for d in bench.hook.accepted() if d.event["resource"]["id"] == "o-1"]
+        assert [e["sequence"] for e in mine] == [1, 2, 3, 4, 5]
+
+    async def test_failed_event_stops_blocking(self, bench: Bench) -> None:
+        """Once an earlier event is failed for good, later ones of the resource go on."""
+        bench.hook.fail_next = 6
+        await bench.emit("o-1", "order.approved", "order.paid")
+        for attempt in range(6):
+            await bench.worker.run_once()
+            if attempt < 5:
+                await _advance_to_next(bench)
+        assert await bench.worker.run_once() == 1
+        assert await bench.states() == ["failed", "delivered"]
+
+
+class TestLoop:
+    async def test_crash_leftovers_are_delivered_on_start(self, bench: Bench) -> None:
+        """Rows left 'delivering' by a crash go back to pending and are delivered."""
+        await bench.emit("o-1", "order.approved")
+        claimed = await bench.store.claim_due(bench.clock.now(), 10)  # then the process died
+        assert await bench.states() == ["delivering"]
+        stop = asyncio.Event()
+        task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
+        await _until(lambda: len(bench.hook.accepted()) == 1)
+        stop.set()
+        await task
+        assert await bench.states() == ["delivered"]
+        assert bench.hook.accepted()[0].id == claimed[0].event_id
+
+    async def test_woken_at_once_by_new_rows(self, bench: Bench) -> None:
+        """A new event is delivered without waiting for the next check (the clock never moves)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
+        await _until(lambda: bench.clock.sleepers > 0)  # idle, asleep on the fake clock
+        await bench.emit("o-1", "order.created")
+        bench.worker.wake()
+        await _until(lambda: len(bench.hook.accepted()) == 1)
+        stop.set()
+        await task
+
+    async def test_stop_drains_then_cancels(self, bench: Bench) -> None:
+        """On stop, an attempt outliving the grace (0.2 s) is cancelled; it is redone next start."""
+        bench.hook.hang_next = 1
+        await bench.emit("o-1", "order.created")
+        stop = asyncio.Event()
+        task = asyncio.create_task(bench.worker.run(stop, grace_s=0.2))
+        await _until(lambda: len(bench.hook.received) == 1)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert await bench.states() == ["delivering"]
+        assert await bench.store.reset_delivering(bench.clock.now()) == 1
+
+
+class TestConcurrency:
+    async def test_in_flight_never_exceeds_the_limit(self, tmp_path: Path) -> None:
+        """With concurrency 4, a receiver never has more than 4 requests open at once."""
+        gate, in_flight, peak = asyncio.Event(), [0], [0]
+
+        async def slow(request: web.Request) -> web.Response:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            await gate.wait()
+            in_flight[0] -= 1
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", slow)
+        server = await start(app)
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("store", ("*",))])
+        config = SinkConfig(
+            name="store", kind="webhook", url=str(server.make_url("/")),
+            secrets=(Secret(SECRET, "t"),),
+        )  # fmt: skip
+        delivery = DeliveryConfig(concurrency=4)
+        sinks: dict[str, Sink] = {"store": WebhookSink(config, delivery)}
+        worker = DeliveryWorker(store, sinks, delivery, clock, random.Random(0))
+        for number in range(20):
+            observation = Observation(
+                Resource("order", f"o-{number}"), {}, None, changes=[Change("order.created", {})]
+            )
+            await store.commit_events("shop", [observation], now=clock.now())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        await _until(lambda: in_flight[0] == 4)
+        await asyncio.wait([task], timeout=0.1)
+        assert peak[0] == 4
+        gate.set()
+        await _until(lambda: peak[0] == 4 and in_flight[0] == 0)
+        await _until_async(lambda: _all_delivered(store))
+        stop.set()
+        await task
+        for sink in sinks.values():
+            await sink.close()
+        await store.close()
+        await server.close()
+
+
+class TestFileSinkThroughTheWorker:
+    async def test_lines_written_before_recorded_delivered(self, tmp_path: Path) -> None:
+        """File deliveries are fsynced, then recorded delivered; the file holds each event once."""
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
+        path = tmp_path / "events.jsonl"
+        sinks: dict[str, Sink] = {
+            "audit": FileSink(SinkConfig(name="audit", kind="file", path=path))
+        }
+        worker = DeliveryWorker(store, sinks, DeliveryConfig(), clock, random.Random(0))
+        observation = Observation(
+            Resource("order", "o-1"), {}, None,
+            changes=[Change("order.created", {}), Change("order.approved", {})],
+        )  # fmt: skip
+        await store.commit_events("shop", [observation], now=clock.now())
+        while await worker.run_once():
+            pass
+        assert [r.state for r in await store.deliveries()] == ["delivered", "delivered"]
+        lines = path.read_text().splitlines()
+        assert len(lines) == 2
+        assert '"type":"order.created"' in lines[0]
+        await sinks["audit"].close()
+        await store.close()
+
+    async def test_unknown_sink_fails_at_once(self, tmp_path: Path) -> None:
+        """Rows for a sink no longer in the configuration fail with that reason, no retries."""
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("gone", ("*",))])
+        worker = DeliveryWorker(store, {}, DeliveryConfig(), clock, random.Random(0))
+        observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])
+        await store.commit_events("shop", [observation], now=clock.now())
+        await worker.run_once()
+        [row] = await store.deliveries()
+        assert (row.state, row.last_outcome) == ("failed", "sink no longer configured")
+        await store.close()
+
+
+async def _all_delivered(store: Store) -> bool:
+    return all(row.state == "delivered" for row in await store.deliveries(limit=1000))
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait (5 ms real steps) until ``check()`` holds."""
+    for _ in range(int(timeout_s / 0.005)):
+        if check():
+            return
+        await REAL.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+async def _until_async(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if await check():
+            return
+        await REAL.sleep(0.01)
+    raise AssertionError("condition never held")
