@@ -524,7 +524,8 @@ class _Announcement(io.TextIOBase):
 def _cmd_demo(args: argparse.Namespace) -> int:
     from drgreen_poller.demo import run_demo
 
-    _configure_logs(args, None, sys.stderr)
+    # The story is the output; the daemon's own log lines only when asked for.
+    logs.configure(args.log_level or "warning", args.log_format or "auto", stream=sys.stderr)
 
     async def main() -> int:
         await run_demo(out=sys.stdout)

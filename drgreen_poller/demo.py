@@ -1,25 +1,30 @@
-"""``drgreen-poller demo``: a scripted tour of the signed client against an in-process sandbox.
+"""``drgreen-poller demo``: sandbox + daemon + webhook receiver in one process, a scripted story.
 
-Owns the story and its printing only: a customer signs up and passes KYC, orders, and the order
-goes through approval, payment, shipping and delivery, each step read back through signed API
-calls; then the failure handling and the politeness budget are shown. Everything runs on
-127.0.0.1 in this process and ends by itself.
+Owns the story and its printing only: in a temporary directory, a Dr Green sandbox, the real
+daemon (configured like a user would) and a receiver that verifies every signature; customers
+and orders move through their lifecycles, Dr Green hiccups, the receiver fails once, and each
+event is printed as it arrives, then a summary. Everything runs on 127.0.0.1 and ends by itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, SystemClock
-from drgreen_poller.errors import UpstreamError
-from drgreen_poller.models import Order
+from drgreen_poller.config import Config, parse_config
+from drgreen_poller.daemon import run_daemon
+from drgreen_poller.listener import ListenerState, build_listener
 from drgreen_poller.sandbox import HolderInfo, SandboxState, create_app, seed_demo
+from drgreen_poller.signing import generate_webhook_secret
 
 NEW_CUSTOMER = {
     "firstName": "Zoë",
@@ -46,143 +51,207 @@ NEW_CUSTOMER = {
         "medicalHistory14": ["never"],
     },
 }
+# How long one step may take to show up (polls every second, retries after one).
+STEP_TIMEOUT_S = 20.0
 
 
 @asynccontextmanager
-async def serve_sandbox(state: SandboxState) -> AsyncIterator[str]:
-    """Serve ``state`` on 127.0.0.1 (a free port); yields the Dr Green base URL."""
-    runner = web.AppRunner(create_app(state), access_log=None)
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}/api/v1"
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 
 
-class Tour:
-    """The demo's script, printing as it goes."""
+def demo_config(
+    directory: Path, base_url: str, holder: HolderInfo, hook: str, secret: str
+) -> Config:
+    """The daemon's configuration, as a user would write it, with demo-sized intervals."""
+    document: dict[str, Any] = {
+        "daemon": {"state_path": "state.db", "http_listen": ""},
+        "api": {"base_url": base_url, "requests_per_second": 5, "burst": 5},
+        "holders": [
+            {
+                "name": holder.name,
+                "api_key": holder.credentials.api_key,
+                "secret_key": holder.credentials.secret_key,
+                "strain_countries": ["GBR"],
+            }
+        ],
+        "schedule": {
+            "active_orders": "1s",
+            "stale_orders": "2s",
+            "pending_kyc": "1s",
+            "commissions": "1s",
+            "strains": "1s",
+            "jitter": 0,
+            "backoff_base": "1s",
+        },
+        "delivery": {"retry_schedule": ["0s", "1s", "2s", "4s"]},
+        "sinks": [
+            {
+                "name": "store",
+                "kind": "webhook",
+                "url": f"{hook}/drgreen/events",
+                "secret": secret,
+                "events": ["order.*", "client.*", "commission.*", "strain.*"],
+            },
+            {"name": "audit", "kind": "file", "path": "events.jsonl", "events": ["*"]},
+        ],
+    }
+    return parse_config(document, base_dir=directory, environ={})
 
-    def __init__(self, state: SandboxState, holder: HolderInfo, api: ApiClient, out: TextIO):
-        self.state, self.holder, self.api, self.out = state, holder, api, out
 
-    def say(self, text: str = "") -> None:
+class Story:
+    """The scripted changes, each waiting until its events have reached the receiver."""
+
+    def __init__(
+        self,
+        state: SandboxState,
+        api: ApiClient,
+        received: ListenerState,
+        arrived: list[str],
+        out: TextIO,
+    ) -> None:
+        self.state, self.api, self.received = state, api, received
+        self.arrived, self.out = arrived, out
+
+    def hiccup(self) -> None:
+        """Two 503s from Dr Green, and the receiver refuses the next request once."""
+        self.state.add_fault({"kind": "server_error", "status": 503, "count": 2})
+        self.received.fail_first = self.received.requests + 1
+
+    def say(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
 
-    async def order_line(self, order_id: str) -> str:
-        """The order as one signed list page shows it (all three status fields)."""
-        async for page in self.api.order_pages(take=10):
-            for order in page.items:
-                if order.id == order_id:
-                    return _triple(order)
-            break
-        return "not on the first page"
+    async def step(self, title: str, action: Callable[[], Any], *expected: str) -> None:
+        """Do ``action``, then wait until every ``expected`` event type has been received."""
+        self.say(f"\n{title}")
+        start = len(self.arrived)
+        result = action()
+        if asyncio.iscoroutine(result):
+            await result
+        clock = SystemClock()
+        deadline = clock.monotonic() + STEP_TIMEOUT_S
+        while not _contains(self.arrived[start:], expected):
+            if clock.monotonic() > deadline:
+                self.say(f"  (still waiting for {', '.join(expected)}; moving on)")
+                return
+            await clock.sleep(0.05)
 
-    async def signup(self) -> str:
-        self.say("1. A customer signs up through the store (POST /dapp/clients).")
-        client_id = await self.api.create_client(NEW_CUSTOMER)
-        client = await self.api.client(client_id)
-        self.say(
-            f"   client {client_id}: KYC verified={client.is_kyc_verified}, "
-            f"approval={client.admin_approval}"
+    async def play(self) -> None:
+        client_id = ""
+
+        async def sign_up() -> None:
+            nonlocal client_id
+            client_id = await self.api.create_client(NEW_CUSTOMER)
+
+        await self.step(
+            "A customer signs up in the store (POST /dapp/clients):", sign_up, "client.created"
         )
-        dropped = "medicalRecord" not in client.raw
-        self.say(f"   client detail read; medical record dropped at the API boundary: {dropped}")
-        self.say("2. The customer completes KYC and Dr Green's admin approves them.")
-        self.state.verify_client_kyc(client_id)
-        self.state.approve_client(client_id)
-        async for page in self.api.client_pages(take=10):
-            mine = next(c for c in page.items if c.id == client_id)
-            self.say(
-                f"   list sweep: isKYCVerified={mine.is_kyc_verified}, "
-                f"adminApproval={mine.admin_approval}, isActive={mine.is_active}"
-            )
-            break
-        return client_id
+        await self.step(
+            "They pass the KYC check, then Dr Green's admin approves them:",
+            lambda: (self.state.verify_client_kyc(client_id), self.state.approve_client(client_id)),
+            "client.kyc.verified",
+            "client.kyc.approved",
+            "client.kyc.completed",
+        )
+        order_id = ""
 
-    async def order(self, client_id: str) -> str:
-        self.say("3. They fill a cart and order (POST /dapp/carts, POST /dapp/orders).")
-        strains = [s async for page in self.api.strain_pages("GBR") for s in page.items]
-        self.say(f"   GBR catalogue: {', '.join(s.name or s.id for s in strains)}")
-        cart_id = self.state.client(client_id).cart_id
-        await self.api.add_to_cart(cart_id, [(strains[0].id, 10), (strains[1].id, 2.5)])
-        order = await self.api.create_order(client_id)
-        self.say(f"   order {order.id}: {_triple(order)}")
-        steps: list[tuple[str, Callable[[str], object]]] = [
-            ("Dr Green approves it", self.state.approve_order),
-            ("the customer pays", self.state.pay_order),
-            ("it ships", self.state.ship_order),
-            ("it is delivered", self.state.deliver_order),
-        ]
-        before = await self.api.commissions_summary()
-        self.say("4. Dr Green moves it along; each step read back with one signed list page:")
-        for label, step in steps:
-            step(order.id)
-            self.say(f"   {label + ':':22} {await self.order_line(order.id)}")
-        after = await self.api.commissions_summary()
-        self.say(f"   commission total (USD): {before.total_usd} -> {after.total_usd}")
-        return order.id
+        async def order() -> None:
+            nonlocal order_id
+            strain = self.state.catalogue()[0]
+            await self.api.add_to_cart(self.state.client(client_id).cart_id, [(strain.id, 10)])
+            order_id = (await self.api.create_order(client_id)).id
 
-    async def failures(self) -> None:
-        self.say("6. Failures are classified, never guessed at:")
-        cases: list[tuple[str, dict[str, object]]] = [
-            ("429 with Retry-After", {"kind": "rate_limit", "retry_after": 2}),
-            ("502 HTML page", {"kind": "server_error", "status": 502, "body": "html"}),
-            ("truncated JSON", {"kind": "truncated"}),
-        ]
-        for label, spec in cases:
-            self.state.add_fault({**spec, "count": 1})
-            await self._expect_failure(label, self.api.orders_summary)
-        self.state.revoke_holder_key(self.holder.name)
-        await self._expect_failure("revoked key", self.api.orders_summary)
-
-    async def _expect_failure(self, label: str, call: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await call()
-        except UpstreamError as exc:
-            hint = getattr(exc, "retry_after_s", None)
-            extra = f", retry after {hint:g} s" if hint is not None else ""
-            self.say(f"   {label + ':':22} {type(exc).__name__}{extra}")
-        else:
-            self.say(f"   {label + ':':22} unexpectedly succeeded")
+        await self.step(
+            "They order 10 g (POST /dapp/carts, POST /dapp/orders):", order, "order.created"
+        )
+        await self.step(
+            "Dr Green approves it and the customer pays:",
+            lambda: (self.state.approve_order(order_id), self.state.pay_order(order_id)),
+            "order.approved",
+            "order.paid",
+            "commission.accrued",
+        )
+        await self.step(
+            "Dr Green's API hiccups (two 503s) and the store's receiver fails once:", self.hiccup
+        )
+        await self.step(
+            "The order is delivered (nobody saw it shipped):",
+            lambda: self.state.deliver_order(order_id),
+            "order.shipped",
+            "order.delivered",
+        )
+        rejected = next(
+            o
+            for o in self.state.holder_orders("demo")
+            if o.admin_approval == "PENDING" and o.id != order_id
+        )
+        strain = self.state.catalogue()[1]
+        await self.step(
+            "Another order is rejected, and a strain's price changes:",
+            lambda: (
+                self.state.reject_order(rejected.id, "prescription missing"),
+                self.state.update_strain(strain.id, {"retailPrice": 9.5}),
+            ),
+            "order.rejected",
+            "strain.updated",
+        )
 
 
-def _triple(order: Order) -> str:
-    return (
-        f"adminApproval={order.admin_approval} paymentStatus={order.payment_status} "
-        f"orderStatus={order.order_status}"
-    )
-
-
-async def politeness(base_url: str, holder: HolderInfo, clock: Clock, out: TextIO) -> None:
-    """Six calls on a fresh 1 request/s, burst 3 budget: the last leaves 3 s after the first."""
-    async with aiohttp.ClientSession() as session:
-        api = ApiClient(session, ApiSettings(base_url), holder.credentials, clock)
-        started = clock.monotonic()
-        for _ in range(6):
-            await api.orders_summary()
-        elapsed = clock.monotonic() - started
-    out.write(f"5. Politeness: 6 calls at 1 request/s (burst 3) took {elapsed:.1f} s.\n")
+def _contains(arrived: list[str], expected: tuple[str, ...]) -> bool:
+    return all(kind in arrived for kind in expected)
 
 
 async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
-    """Run the whole tour (about ten seconds) and print it to ``out``."""
+    """Run the whole story (about fifteen seconds) and print it to ``out``."""
     clock = clock or SystemClock()
     state = SandboxState(clock)
     holder = seed_demo(state)
-    async with serve_sandbox(state) as base_url, aiohttp.ClientSession() as session:
-        out.write(f"Dr Green sandbox on {base_url}, holder {holder.name!r}\n\n")
-        fast = ApiSettings(base_url, timeout_s=5, requests_per_second=20, burst=5)
-        tour = Tour(state, holder, ApiClient(session, fast, holder.credentials, clock), out)
-        client_id = await tour.signup()
-        await tour.order(client_id)
-        await politeness(base_url, holder, clock, out)
-        await tour.failures()
+    secret = generate_webhook_secret()
+    arrived: list[str] = []
+
+    def heard(line: str) -> None:
+        out.write(f"  webhook {line}\n")
+        out.flush()
+        if line.startswith("ok "):
+            arrived.append(line.split()[2])
+
+    received = ListenerState([secret], fail_first=0)
+    with tempfile.TemporaryDirectory(prefix="drgreen-demo-") as tmp:
+        async with (
+            serve(create_app(state)) as sandbox,
+            serve(build_listener(received, clock, heard)) as hook,
+            aiohttp.ClientSession() as session,
+        ):
+            config = demo_config(Path(tmp), f"{sandbox}/api/v1", holder, hook, secret)
+            out.write(
+                f"Dr Green sandbox on {sandbox}/api/v1 (holder {holder.name!r}), "
+                f"receiver on {hook}, state in {tmp}\n"
+            )
+            out.write(
+                "The daemon polls every second; the existing orders and customers are "
+                "taken as they are (first_sync = seed).\n"
+            )
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(run_daemon(config, clock, stop))
+            api = ApiClient(session, ApiSettings(f"{sandbox}/api/v1"), holder.credentials, clock)
+            story = Story(state, api, received, arrived, out)
+            await clock.sleep(1.5)  # the first sync
+            await story.play()
+            stop.set()
+            await daemon
+            lines = (Path(tmp) / "events.jsonl").read_text().splitlines()
         counts = state.request_counts(holder.name)
         out.write(
-            f"\n{counts['total']} signed requests reached the sandbox, each checked by its "
-            "copy of Dr Green's signature guard.\n"
+            f"\nSummary: {len(arrived)} events delivered to the webhook, every signature "
+            f"verified, {received.requests - len(arrived)} attempt(s) refused or failed and "
+            f"retried; {len(lines)} events in the audit file; {counts['total']} signed requests "
+            "to Dr Green, each checked by the sandbox's copy of its signature guard.\n"
         )

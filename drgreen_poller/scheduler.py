@@ -36,6 +36,8 @@ BACKOFF_INTERVALS_CAP = 8
 RETRY_AFTER_CAP_S = 3600.0
 # A tier seen for the first time starts within this window (staggered), not a full interval later.
 FIRST_RUN_WINDOW_S = 60.0
+# ... at its holder's slot in the window plus at most this much jitter.
+FIRST_RUN_SPREAD_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,8 @@ def initial_due(
     if stored_due is not None:
         return now + rng.uniform(0, min(timing.interval_s * timing.jitter, FIRST_RUN_WINDOW_S))
     window = min(timing.interval_s, FIRST_RUN_WINDOW_S)
-    return now + window * slot / max(1, slots) + rng.uniform(0, window / max(1, slots))
+    share = window / max(1, slots)
+    return now + share * slot + rng.uniform(0, min(share, FIRST_RUN_SPREAD_S))
 
 
 Job = Callable[[str, str], Awaitable[object]]

@@ -34,11 +34,11 @@ secret_key_file = "demo.secret_key"
 strain_countries = ["GBR", "ZAF"]
 
 [schedule]
-active_orders = "10s"
-pending_kyc = "15s"
+active_orders = "5s"
+pending_kyc = "5s"
 stale_orders = "1m"
-commissions = "30s"
-strains = "1m"
+commissions = "15s"
+strains = "30s"
 
 [[sinks]]
 name = "events"

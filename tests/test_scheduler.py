@@ -88,6 +88,14 @@ class TestInitialDue:
         assert all(1000.0 <= d <= 1006.0 for d in dues)
         assert len(set(dues)) == 50
 
+    def test_a_lone_new_holder_starts_soon(self) -> None:
+        """A single never-run holder starts within seconds, not a whole window later."""
+        rng = random.Random(0)
+        dues = [
+            initial_due(None, now=0.0, timing=MINUTE, slot=0, slots=1, rng=rng) for _ in range(50)
+        ]
+        assert max(dues) <= 5.0
+
     def test_new_holders_are_staggered(self) -> None:
         """Never-run holders start spread across the first minute by their slot."""
         rng = random.Random(0)

@@ -1,0 +1,66 @@
+"""examples/receiver.py, run as a store would run it, fed by our webhook sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import sys
+from asyncio.subprocess import PIPE
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.signing import generate_webhook_secret
+from drgreen_poller.sinks import WebhookSink
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "receiver.py"
+SECRET = generate_webhook_secret()
+
+
+class TestExampleReceiver:
+    @pytest.mark.timeout(30)
+    async def test_verifies_and_deduplicates(self, tmp_path: Path) -> None:
+        """It accepts our signed events, stores each webhook-id once, and refuses forgeries."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        database = tmp_path / "received.db"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLE), "--port", str(port), "--db", str(database),
+            stdout=PIPE, stderr=PIPE, env={**os.environ, "DRGREEN_WEBHOOK_SECRET": SECRET},
+        )  # fmt: skip
+        assert process.stdout is not None
+        try:
+            while b"Running on" not in await asyncio.wait_for(process.stdout.readline(), 10):
+                pass
+            url = f"http://127.0.0.1:{port}/drgreen/events"
+            config = SinkConfig(name="s", kind="webhook", url=url, secrets=(Secret(SECRET, "t"),))
+            sink = WebhookSink(config, DeliveryConfig())
+            body = json.dumps({"id": "evt_1", "type": "order.approved"}).encode()
+            now = SystemClock().now()
+            first = await sink.deliver("evt_1", "order.approved", body, now)
+            again = await sink.deliver("evt_1", "order.approved", body, now)  # a retry
+            await sink.close()
+            assert (first.status, again.status) == (204, 204)
+            forged_headers = {
+                "webhook-id": "evt_1",
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": "v1,Zm9yZ2Vk",
+            }
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url, data=body, headers=forged_headers) as forged,
+            ):
+                assert forged.status == 401
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.communicate(), 10)
+        with sqlite3.connect(database) as db:
+            rows = db.execute("SELECT webhook_id, type FROM received").fetchall()
+        assert rows == [("evt_1", "order.approved")]
