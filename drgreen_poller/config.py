@@ -1,56 +1,73 @@
 """The TOML configuration: ``load_config(path) -> Config``, every section as frozen dataclasses.
 
-Owns parsing and validation of design §6: durations, secrets (inline, ``_file``, ``_env`` or
-``$CREDENTIALS_DIRECTORY``), URLs and names. Every problem is collected and reported at once as
-one line naming its key path (``holders[0].secret_key_file: no such file``) in a ``ConfigError``.
-It performs no network I/O and never logs a secret's value.
+Owns the schema of design §6: which sections and keys exist, their defaults, and the checks
+that span values (unique names, matching key pairs, http:// only to loopback). Single values
+are read by ``config_fields``. Every problem is reported at once, one line naming its key path
+(``holders[0].secret_key_file: no such file``), in a ``ConfigError``. No network I/O.
 """
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
-import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import Any, Literal, cast
 
+from drgreen_poller.config_fields import (
+    CREDENTIALS_ENV,
+    NAME_RE,
+    Reader,
+    Secret,
+    boolean,
+    choice,
+    closest,
+    country,
+    duration,
+    event_glob,
+    http_url,
+    is_loopback_url,
+    is_whsec,
+    join,
+    listen_address,
+    number,
+    one_secret,
+    order_status,
+    positive_duration,
+    secret_values,
+    string,
+    string_list,
+    systemd_credential,
+    type_name,
+)
 from drgreen_poller.errors import ConfigError, SigningError
 from drgreen_poller.logs import LOG_FORMATS, LogFormat
-from drgreen_poller.signing import api_key_for, load_public_key, webhook_key
+from drgreen_poller.signing import api_key_for, load_public_key
 
 DEFAULT_CONFIG_PATH = Path("/etc/drgreen-poller/config.toml")
 CONFIG_ENV = "DRGREEN_POLLER_CONFIG"
-CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_COUNTRY_RE = re.compile(r"^[A-Z]{3}$")
-_EVENT_GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")
-
-_T = TypeVar("_T")
-_D = TypeVar("_D")
-
 FirstSync = Literal["seed", "emit"]
 SinkKind = Literal["webhook", "file", "command"]
 SignatureScheme = Literal["standard", "hmac-sha256-hex"]
 
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A secret value and where it came from (for messages); the value never appears in repr."""
-
-    value: str = field(repr=False)
-    source: str
-
-    def __str__(self) -> str:
-        return f"<secret from {self.source}>"
+__all__ = [
+    "CONFIG_ENV",
+    "CREDENTIALS_ENV",
+    "ApiConfig",
+    "Config",
+    "DaemonConfig",
+    "DeliveryConfig",
+    "HolderConfig",
+    "ScheduleConfig",
+    "Secret",
+    "SinkConfig",
+    "config_path",
+    "duration",
+    "is_whsec",
+    "load_config",
+    "parse_config",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,294 +149,6 @@ class Config:
     warnings: tuple[str, ...] = ()
 
 
-# --- the validation machinery -----------------------------------------------------------------
-
-
-class _Reader:
-    """Collects problems while values are read; one instance per load."""
-
-    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-        self.environ = environ
-        self.base_dir = base_dir  # relative paths in the file are relative to the file
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
-
-    @contextmanager
-    def table(self, path: str, value: Any, allowed: set[str]) -> Iterator[Mapping[str, Any]]:
-        """Check ``value`` is a table whose keys are all in ``allowed``; yield it (or {})."""
-        if not isinstance(value, Mapping):
-            self.problem(path, f"must be a table, not {_type_name(value)}")
-            yield {}
-            return
-        for key in value:
-            if key not in allowed:
-                hint = _closest(key, allowed)
-                self.problem(
-                    _join(path, key), "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
-                )
-        yield value
-
-    def get(
-        self,
-        table: Mapping[str, Any],
-        path: str,
-        key: str,
-        convert: Callable[[Any], _T],
-        default: _D,
-    ) -> _T | _D:
-        """``convert(table[key])``, or ``default`` when absent; a ValueError becomes a problem."""
-        if key not in table:
-            return default
-        try:
-            return convert(table[key])
-        except ValueError as exc:
-            self.problem(_join(path, key), str(exc))
-            return default
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _type_name(value: Any) -> str:
-    names = {
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _closest(key: str, allowed: set[str]) -> str | None:
-    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.7)
-    return matches[0] if matches else None
-
-
-# --- converters (raise ValueError with a message that reads after "key: ") ---------------------
-
-
-def duration(value: Any) -> float:
-    """Seconds from ``"90s"``, ``"30m"``, ``"1h"``, ``"7d"``, ``"250ms"`` or a number."""
-    if isinstance(value, bool):
-        raise ValueError(
-            f'must be a duration like "90s" or a number of seconds, not {_type_name(value)}'
-        )
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    else:
-        raise ValueError(f'{value!r} is not a duration (use e.g. "90s", "30m", "1h", "7d")')
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise ValueError("must be more than zero")
-    return seconds
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_type_name(value)}")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {_type_name(value)}")
-    return value
-
-
-def _number(
-    minimum: float, maximum: float | None = None, *, integer: bool = False
-) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or (integer and not isinstance(value, int))
-        ):
-            raise ValueError(
-                f"must be {'an integer' if integer else 'a number'}, not {_type_name(value)}"
-            )
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = (
-                f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            )
-            raise ValueError(f"must be {bound}, not {value}")
-        return value
-
-    return convert
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
-        return str(value)
-
-    return convert
-
-
-def _string_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
-    def convert(value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise ValueError(f"must be an array, not {_type_name(value)}")
-        return tuple(item(v) for v in value)
-
-    return convert
-
-
-def _order_status(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Z_]+", value):
-        raise ValueError(f'{value!r} is not an orderStatus value such as "DELIVERED"')
-    return value
-
-
-def _country(value: Any) -> str:
-    if not isinstance(value, str) or not _COUNTRY_RE.match(value):
-        raise ValueError(f'{value!r} is not an ISO 3166-1 alpha-3 code such as "GBR"')
-    return value
-
-
-def _event_glob(value: Any) -> str:
-    if not isinstance(value, str) or not value or not _EVENT_GLOB_RE.match(value):
-        raise ValueError(f'{value!r} is not an event pattern such as "order.*"')
-    return value
-
-
-def _http_url(value: Any) -> str:
-    text = _string(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{text!r} is not an http(s) URL")
-    return text
-
-
-def _listen(value: Any) -> str:
-    text = _string(value)
-    if text == "":
-        return text
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'{text!r} is not HOST:PORT ("" disables the listener)')
-    return text
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether ``url`` points at this machine (loopback address or ``localhost``)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# --- secrets -----------------------------------------------------------------------------------
-
-
-def _read_secret_file(path_text: str) -> str:
-    path = Path(path_text)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"no such file: {path}") from None
-    except PermissionError:
-        raise ValueError(f"cannot read {path}: permission denied") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text") from None
-    value = text.strip()
-    if not value:
-        raise ValueError(f"{path} is empty")
-    return value
-
-
-def _secret_values(
-    r: _Reader, table: Mapping[str, Any], path: str, key: str
-) -> list[Secret] | None:
-    """The secret(s) given under ``key``, ``key_file`` or ``key_env``; None when none is given."""
-    ways = [k for k in (key, f"{key}_file", f"{key}_env") if k in table]
-    if len(ways) > 1:
-        r.problem(path, f"give only one of {', '.join(ways)}")
-        return []
-    if not ways:
-        return None
-    way = ways[0]
-    raw = table[way]
-    items = raw if isinstance(raw, list) else [raw]
-    secrets: list[Secret] = []
-    for index, item in enumerate(items):
-        where = _join(path, way) + (f"[{index}]" if isinstance(raw, list) else "")
-        if not isinstance(item, str) or not item:
-            r.problem(where, f"must be a non-empty string, not {_type_name(item)}")
-            continue
-        try:
-            secrets.append(_resolve_secret(r, way, key, item, where))
-        except ValueError as exc:
-            r.problem(where, str(exc))
-    return secrets
-
-
-def _resolve_secret(r: _Reader, way: str, key: str, item: str, where: str) -> Secret:
-    if way.endswith("_file"):
-        return Secret(_read_secret_file(str(r.base_dir / item)), f"file {item}")
-    if way.endswith("_env"):
-        value = r.environ.get(item, "").strip()
-        if not value:
-            raise ValueError(f"environment variable {item} is not set or empty")
-        return Secret(value, f"environment variable {item}")
-    r.warnings.append(f"{where}: secret written inline; prefer {key}_file or {key}_env")
-    return Secret(item, "inline")
-
-
-def _credential(r: _Reader, name: str) -> Secret | None:
-    """systemd's ``LoadCredential=``: ``$CREDENTIALS_DIRECTORY/<name>``, when present."""
-    directory = r.environ.get(CREDENTIALS_ENV)
-    if not directory:
-        return None
-    path = Path(directory) / name
-    if not path.exists():
-        return None
-    return Secret(_read_secret_file(str(path)), f"credential {name}")
-
-
-def _one_secret(
-    r: _Reader, table: Mapping[str, Any], path: str, key: str, credential: str
-) -> Secret:
-    found = _secret_values(r, table, path, key)
-    if found is None:
-        try:
-            cred = _credential(r, credential)
-        except ValueError as exc:
-            r.problem(path, f"credential {credential}: {exc}")
-            return Secret("", "missing")
-        if cred is None:
-            r.problem(
-                _join(path, key),
-                f"missing: set {key}_file, {key}_env or {key} "
-                f"(or provide the systemd credential {credential})",
-            )
-            return Secret("", "missing")
-        return cred
-    if len(found) > 1:
-        r.problem(_join(path, key), "give one value, not an array")
-    return found[0] if found else Secret("", "missing")
-
-
 # --- sections ----------------------------------------------------------------------------------
 
 _TOP_KEYS = {"daemon", "api", "holders", "schedule", "delivery", "sinks"}
@@ -450,44 +179,44 @@ _SINK_KEYS: dict[str, set[str]] = {
 }
 
 
-def _daemon(r: _Reader, value: Any, base_dir: Path) -> DaemonConfig:
+def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
     d = DaemonConfig()
     with r.table("daemon", value, {f for f in DaemonConfig.__slots__}) as t:
-        state = r.get(t, "daemon", "state_path", _string, None)
+        state = r.get(t, "daemon", "state_path", string, None)
         return DaemonConfig(
             state_path=(base_dir / state) if state else d.state_path,
             log_level=r.get(
-                t, "daemon", "log_level", _choice("debug", "info", "warning", "error"), d.log_level
+                t, "daemon", "log_level", choice("debug", "info", "warning", "error"), d.log_level
             ),
             log_format=cast(
-                LogFormat, r.get(t, "daemon", "log_format", _choice(*LOG_FORMATS), d.log_format)
+                LogFormat, r.get(t, "daemon", "log_format", choice(*LOG_FORMATS), d.log_format)
             ),
-            http_listen=r.get(t, "daemon", "http_listen", _listen, d.http_listen),
+            http_listen=r.get(t, "daemon", "http_listen", listen_address, d.http_listen),
             first_sync=cast(
-                FirstSync, r.get(t, "daemon", "first_sync", _choice("seed", "emit"), d.first_sync)
+                FirstSync, r.get(t, "daemon", "first_sync", choice("seed", "emit"), d.first_sync)
             ),
         )
 
 
-def _api(r: _Reader, value: Any) -> ApiConfig:
+def _api(r: Reader, value: Any) -> ApiConfig:
     d = ApiConfig()
     with r.table("api", value, {"base_url", "timeout", "requests_per_second", "burst"}) as t:
         return ApiConfig(
-            base_url=r.get(t, "api", "base_url", _http_url, d.base_url).rstrip("/"),
+            base_url=r.get(t, "api", "base_url", http_url, d.base_url).rstrip("/"),
             timeout_s=r.get(t, "api", "timeout", positive_duration, d.timeout_s),
             requests_per_second=float(
-                r.get(t, "api", "requests_per_second", _number(0.001, 1000), d.requests_per_second)
+                r.get(t, "api", "requests_per_second", number(0.001, 1000), d.requests_per_second)
             ),
-            burst=r.get(t, "api", "burst", _number(1, 1000, integer=True), d.burst),
+            burst=r.get(t, "api", "burst", number(1, 1000, integer=True), d.burst),
         )
 
 
-def _holders(r: _Reader, value: Any) -> tuple[HolderConfig, ...]:
+def _holders(r: Reader, value: Any) -> tuple[HolderConfig, ...]:
     if value is None or value == []:
         r.problem("holders", "at least one [[holders]] table is required")
         return ()
     if not isinstance(value, list):
-        r.problem("holders", f"must be an array of tables ([[holders]]), not {_type_name(value)}")
+        r.problem("holders", f"must be an array of tables ([[holders]]), not {type_name(value)}")
         return ()
     holders = [_holder(r, f"holders[{i}]", item) for i, item in enumerate(value)]
     _check_unique_names(r, "holders", [h.name for h in holders])
@@ -495,27 +224,27 @@ def _holders(r: _Reader, value: Any) -> tuple[HolderConfig, ...]:
     return tuple(holders)
 
 
-def _holder(r: _Reader, path: str, value: Any) -> HolderConfig:
+def _holder(r: Reader, path: str, value: Any) -> HolderConfig:
     with r.table(path, value, _HOLDER_KEYS) as t:
         name = _required_name(r, t, path)
         return HolderConfig(
             name=name,
-            api_key=_one_secret(r, t, path, "api_key", f"{name}.api_key"),
-            secret_key=_one_secret(r, t, path, "secret_key", f"{name}.secret_key"),
-            strain_countries=r.get(t, path, "strain_countries", _string_list(_country), ("GBR",)),
+            api_key=one_secret(r, t, path, "api_key", f"{name}.api_key"),
+            secret_key=one_secret(r, t, path, "secret_key", f"{name}.secret_key"),
+            strain_countries=r.get(t, path, "strain_countries", string_list(country), ("GBR",)),
         )
 
 
-def _required_name(r: _Reader, table: Mapping[str, Any], path: str) -> str:
-    name = r.get(table, path, "name", _string, "")
+def _required_name(r: Reader, table: Mapping[str, Any], path: str) -> str:
+    name = r.get(table, path, "name", string, "")
     if "name" not in table:
-        r.problem(_join(path, "name"), "missing")
-    elif not _NAME_RE.match(name):
-        r.problem(_join(path, "name"), f"{name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        r.problem(join(path, "name"), "missing")
+    elif not NAME_RE.match(name):
+        r.problem(join(path, "name"), f"{name!r} must be 1-64 letters, digits, '-', '_' or '.'")
     return name
 
 
-def _check_unique_names(r: _Reader, path: str, names: list[str]) -> None:
+def _check_unique_names(r: Reader, path: str, names: list[str]) -> None:
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if name and name in seen:
@@ -525,7 +254,7 @@ def _check_unique_names(r: _Reader, path: str, names: list[str]) -> None:
         seen.setdefault(name, index)
 
 
-def _check_key_pairs(r: _Reader, holders: list[HolderConfig]) -> None:
+def _check_key_pairs(r: Reader, holders: list[HolderConfig]) -> None:
     """Each holder's api_key must be the public half of its secret_key, or every call is a 401."""
     for index, holder in enumerate(holders):
         if not holder.api_key.value or not holder.secret_key.value:
@@ -545,7 +274,7 @@ def _check_key_pairs(r: _Reader, holders: list[HolderConfig]) -> None:
             r.problem(path, "api_key is not the public key of secret_key (a mixed-up pair?)")
 
 
-def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
+def _schedule(r: Reader, value: Any) -> ScheduleConfig:
     d = ScheduleConfig()
     names = (
         "active_orders",
@@ -561,12 +290,12 @@ def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
         seconds = {
             n: r.get(t, "schedule", n, positive_duration, getattr(d, f"{n}_s")) for n in names
         }
-        jitter = float(r.get(t, "schedule", "jitter", _number(0, 0.5), d.jitter))
+        jitter = float(r.get(t, "schedule", "jitter", number(0, 0.5), d.jitter))
         terminal = r.get(
             t,
             "schedule",
             "terminal_order_statuses",
-            _string_list(_order_status),
+            string_list(order_status),
             d.terminal_order_statuses,
         )
         if seconds["backoff_max"] < seconds["backoff_base"]:
@@ -578,7 +307,7 @@ def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
         )
 
 
-def _delivery(r: _Reader, value: Any) -> DeliveryConfig:
+def _delivery(r: Reader, value: Any) -> DeliveryConfig:
     d = DeliveryConfig()
     with r.table("delivery", value, {"timeout", "retry_schedule", "retention", "concurrency"}) as t:
         schedule = r.get(t, "delivery", "retry_schedule", _duration_list, d.retry_schedule_s)
@@ -587,7 +316,7 @@ def _delivery(r: _Reader, value: Any) -> DeliveryConfig:
             retry_schedule_s=schedule,
             retention_s=r.get(t, "delivery", "retention", positive_duration, d.retention_s),
             concurrency=r.get(
-                t, "delivery", "concurrency", _number(1, 1000, integer=True), d.concurrency
+                t, "delivery", "concurrency", number(1, 1000, integer=True), d.concurrency
             ),
         )
 
@@ -601,11 +330,11 @@ def _duration_list(value: Any) -> tuple[float, ...]:
         raise ValueError(f"an entry is wrong: {exc}") from None
 
 
-def _sinks(r: _Reader, value: Any) -> tuple[SinkConfig, ...]:
+def _sinks(r: Reader, value: Any) -> tuple[SinkConfig, ...]:
     if value is None:
         value = []
     if not isinstance(value, list):
-        r.problem("sinks", f"must be an array of tables ([[sinks]]), not {_type_name(value)}")
+        r.problem("sinks", f"must be an array of tables ([[sinks]]), not {type_name(value)}")
         return ()
     sinks = [s for i, item in enumerate(value) if (s := _sink(r, f"sinks[{i}]", item)) is not None]
     _check_unique_names(r, "sinks", [s.name for s in sinks])
@@ -614,31 +343,31 @@ def _sinks(r: _Reader, value: Any) -> tuple[SinkConfig, ...]:
     return tuple(sinks)
 
 
-def _sink(r: _Reader, path: str, value: Any) -> SinkConfig | None:
+def _sink(r: Reader, path: str, value: Any) -> SinkConfig | None:
     kind = value.get("kind") if isinstance(value, Mapping) else None
     if kind not in _SINK_KEYS:
         if isinstance(value, Mapping):
             shown = "missing" if kind is None else f"{kind!r} is not one of webhook, file, command"
-            r.problem(_join(path, "kind"), shown)
+            r.problem(join(path, "kind"), shown)
         else:
-            r.problem(path, f"must be a table, not {_type_name(value)}")
+            r.problem(path, f"must be a table, not {type_name(value)}")
         return None
     with r.table(path, value, _SINK_KEYS[kind]) as t:
         name = _required_name(r, t, path)
-        events = r.get(t, path, "events", _string_list(_event_glob), ("*",))
+        events = r.get(t, path, "events", string_list(event_glob), ("*",))
         timeout = r.get(t, path, "timeout", positive_duration, None)
         if kind == "webhook":
             return _webhook_sink(r, t, path, name, events, timeout)
         if kind == "file":
-            target = r.get(t, path, "path", _string, "")
+            target = r.get(t, path, "path", string, "")
             if not target:
-                r.problem(_join(path, "path"), "missing: the JSON Lines file to append to")
+                r.problem(join(path, "path"), "missing: the JSON Lines file to append to")
             return SinkConfig(
                 name=name, kind="file", events=events, path=r.base_dir / target if target else None
             )
         command = r.get(t, path, "command", _command, ())
         if "command" not in t:
-            r.problem(_join(path, "command"), "missing: the program and its arguments, as an array")
+            r.problem(join(path, "command"), "missing: the program and its arguments, as an array")
         return SinkConfig(
             name=name, kind="command", events=events, command=command, timeout_s=timeout
         )
@@ -653,29 +382,29 @@ def _command(value: Any) -> tuple[str, ...]:
 
 
 def _webhook_sink(
-    r: _Reader,
+    r: Reader,
     t: Mapping[str, Any],
     path: str,
     name: str,
     events: tuple[str, ...],
     timeout: float | None,
 ) -> SinkConfig:
-    url = r.get(t, path, "url", _http_url, "")
+    url = r.get(t, path, "url", http_url, "")
     if "url" not in t:
-        r.problem(_join(path, "url"), "missing: the receiver's URL")
-    allow_remote = r.get(t, path, "allow_remote", _boolean, False)
-    socket_text = r.get(t, path, "unix_socket", _string, "")
+        r.problem(join(path, "url"), "missing: the receiver's URL")
+    allow_remote = r.get(t, path, "allow_remote", boolean, False)
+    socket_text = r.get(t, path, "unix_socket", string, "")
     unix_socket = r.base_dir / socket_text if socket_text else None
     local = unix_socket is not None or is_loopback_url(url)
     if url.startswith("http://") and not allow_remote and not local:
         r.problem(
-            _join(path, "url"),
+            join(path, "url"),
             "http:// is only allowed to a loopback address or a unix_socket; "
             "use https:// or set allow_remote = true",
         )
     signature = cast(
         SignatureScheme,
-        r.get(t, path, "signature", _choice("standard", "hmac-sha256-hex"), "standard"),
+        r.get(t, path, "signature", choice("standard", "hmac-sha256-hex"), "standard"),
     )
     return SinkConfig(
         name=name,
@@ -691,19 +420,19 @@ def _webhook_sink(
 
 
 def _sink_secrets(
-    r: _Reader, t: Mapping[str, Any], path: str, name: str, signature: str
+    r: Reader, t: Mapping[str, Any], path: str, name: str, signature: str
 ) -> tuple[Secret, ...]:
     """A webhook sink's secret(s): given one way, or the systemd credential ``<name>.whsec``."""
-    secrets = _secret_values(r, t, path, "secret")
+    secrets = secret_values(r, t, path, "secret")
     if secrets is None:
         try:
-            cred = _credential(r, f"{name}.whsec")
+            cred = systemd_credential(r, f"{name}.whsec")
         except ValueError as exc:
             r.problem(path, f"credential {name}.whsec: {exc}")
             return ()
         if cred is None:
             r.problem(
-                _join(path, "secret"),
+                join(path, "secret"),
                 "missing: set secret_file, secret_env or secret "
                 f"(or provide the systemd credential {name}.whsec)",
             )
@@ -713,19 +442,11 @@ def _sink_secrets(
         for secret in secrets:
             if not is_whsec(secret.value):
                 r.problem(
-                    _join(path, "secret"),
+                    join(path, "secret"),
                     f"{secret} is not a whsec_ secret (24-64 random bytes, base64); "
                     "make one with: drgreen-poller secret",
                 )
     return tuple(secrets)
-
-
-def is_whsec(value: str) -> bool:
-    """Whether ``value`` is ``whsec_`` + standard base64 of 24 to 64 bytes."""
-    try:
-        return 24 <= len(webhook_key(value)) <= 64
-    except SigningError:
-        return False
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -744,10 +465,10 @@ def parse_config(
     Raises:
         ConfigError: one line per problem, each naming its key path.
     """
-    r = _Reader(environ, base_dir)
+    r = Reader(environ, base_dir)
     for key in document:
         if key not in _TOP_KEYS:
-            hint = _closest(key, _TOP_KEYS)
+            hint = closest(key, _TOP_KEYS)
             r.problem(key, "unknown section" + (f" (did you mean {hint!r}?)" if hint else ""))
     config = Config(
         daemon=_daemon(r, document.get("daemon", {}), base_dir),

@@ -1,0 +1,325 @@
+"""What each ``drgreen-poller`` subcommand does once its arguments are parsed.
+
+Each ``cmd_*`` loads the configuration (when it needs one), sets up logging, calls one async
+function of ``daemon``, ``admin``, ``sandbox``, ``listener`` or ``demo``, prints the result and
+returns an exit code: 0 ok, 1 failure, 2 usage or configuration error. No argument parsing here
+(``cli`` does it) and no work of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from drgreen_poller import logs
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.config import Config, config_path, load_config
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _run_until_signalled(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main`` on a fresh loop; SIGINT or SIGTERM cancel it and count as a clean stop."""
+
+    async def runner() -> int:
+        task = asyncio.ensure_future(main())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return EXIT_OK
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(runner())
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(config_path(args.config, os.environ))
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def _configure_logs(args: argparse.Namespace, config: Config | None, stream: Any) -> None:
+    level = args.log_level or (config.daemon.log_level if config else "info")
+    fmt = args.log_format or (config.daemon.log_format if config else "auto")
+    logs.configure(level, fmt, stream=stream)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from drgreen_poller.daemon import run_daemon
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stdout)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_daemon(config, SystemClock(), stop)
+        return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    names = ", ".join(h.name for h in config.holders)
+    print(
+        f"{config.path}: ok ({len(config.holders)} holder(s): {names}; {len(config.sinks)} sink(s))"
+    )
+    if not args.online:
+        return EXIT_OK
+    from drgreen_poller.admin import check_online
+
+    results = asyncio.run(check_online(config, SystemClock()))
+    for result in results:
+        print(f"{result.holder}: {'ok' if result.ok else 'FAILED'}: {result.message}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def cmd_poll_once(args: argparse.Namespace) -> int:
+    from drgreen_poller.daemon import poll_once
+    from drgreen_poller.events import encode
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    results, failures = asyncio.run(poll_once(config, SystemClock(), dry_run=args.dry_run))
+    events = [event for result in results for event in result.events]
+    for event in events:
+        print(encode(event))
+    for result in results:
+        if result.first_sync and result.observed and not result.events:
+            print(
+                f"{result.holder}/{result.tier}: first sync, {result.observed} record(s) taken "
+                'as they are, without events (first_sync = "seed"); later changes are events',
+                file=sys.stderr,
+            )
+    requests = sum(r.requests for r in results)
+    verb = "would be recorded (dry run: nothing written)" if args.dry_run else "recorded"
+    print(f"{len(events)} event(s) {verb}; {requests} request(s)", file=sys.stderr)
+    for holder, tier, error in failures:
+        print(f"error: {holder}/{tier}: {error}", file=sys.stderr)
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import status_report
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    report = asyncio.run(status_report(config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"state: {report['state_path']}")
+    for holder in report["holders"]:
+        paused = holder["unauthorized_since"]
+        print(f"holder {holder['name']}" + (f"  UNAUTHORIZED since {paused}" if paused else ""))
+        for tier in holder["tiers"]:
+            size = "" if tier["active"] is None else f"{tier['active']:>6} tracked"
+            failures = tier["consecutive_failures"]
+            trouble = f"  {failures} failure(s): {tier['last_error']}" if failures else ""
+            print(
+                f"  {tier['tier']:14}{size:>15}  last ok {tier['last_success_at'] or 'never':24}"
+                f"  next {tier['next_due_at'] or '-'}{trouble}"
+            )
+    for sink, states in report["deliveries"].items():
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
+        print(f"sink {sink}: {shown}")
+    return EXIT_OK
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import event_patterns, list_events, parse_since
+    from drgreen_poller.events import encode
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    patterns = event_patterns(args.type)
+    since = parse_since(args.since, SystemClock().now()) if args.since else None
+    events = asyncio.run(list_events(config, patterns=patterns, since=since, limit=args.limit))
+    for event in events:
+        if args.json:
+            print(encode(event))
+        else:
+            resource = event["resource"]
+            flag = " (inferred)" if event["inferred"] else ""
+            print(
+                f"{event['observed_at']}  {event['holder']:10} {event['type']:32}"
+                f" {resource['type']} {resource['id']} #{event['sequence']}{flag}"
+            )
+    return EXIT_OK
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import track
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    print(asyncio.run(track(config, args.kind, args.id, args.holder, SystemClock().now())))
+    return EXIT_OK
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import list_deliveries
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    rows = asyncio.run(list_deliveries(config, state=args.state, sink=args.sink, limit=args.limit))
+    for row in rows:
+        print(
+            f"{row.id:>7} {row.sink:12} {row.state:10} attempts={row.attempts:<2}"
+            f" {row.event_type:30} {row.event_id}  last={row.last_outcome or '-'}"
+        )
+    if args.attempts and rows:
+        asyncio.run(_print_attempts(config, [row.id for row in rows]))
+    return EXIT_OK
+
+
+async def _print_attempts(config: Config, ids: Sequence[int]) -> None:
+    from drgreen_poller.store import Store
+
+    store = await Store.open(config.daemon.state_path)
+    try:
+        for delivery_id in ids:
+            for a in await store.attempts(delivery_id):
+                outcome = a["status"] if a["status"] is not None else a["error_class"] or ""
+                excerpt = (a["response_excerpt"] or "")[:60].replace("\n", " ")
+                print(
+                    f"{delivery_id:>7}.{a['attempt']} {a['started_at']} {a['duration_ms']:>8.1f} ms"
+                    f"  {'ok' if a['ok'] else 'failed'} {outcome}  {excerpt}"
+                )
+    finally:
+        await store.close()
+
+
+def cmd_deliveries_retry(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import retry_deliveries
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    ids = None if args.all_failed else args.ids
+    count = asyncio.run(retry_deliveries(config, ids, SystemClock().now()))
+    print(f"{count} delivery(ies) requeued")
+    return EXIT_OK if count or args.all_failed else EXIT_FAILURE
+
+
+def cmd_deliveries_replay(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import parse_since, replay
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    now = SystemClock().now()
+    count = asyncio.run(replay(config, args.sink, parse_since(args.since, now), now))
+    print(f"{count} event(s) queued again for {args.sink}")
+    return EXIT_OK
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from drgreen_poller.admin import listen_secrets
+    from drgreen_poller.listener import ListenerState, build_listener
+
+    config = _load(args) if (args.config or os.environ.get("DRGREEN_POLLER_CONFIG")) else None
+    _configure_logs(args, config, sys.stderr)
+    state = ListenerState(listen_secrets(config, args.secret), fail_first=args.fail_first)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    async def main() -> int:
+        runner = web.AppRunner(build_listener(state, SystemClock(), say), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            print(
+                f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+            )
+            return EXIT_FAILURE
+        say(f"listening on http://{args.host}:{args.port}/ ({len(state.secrets)} secret(s))")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+        return EXIT_OK
+
+    return _run_until_signalled(main)
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    from drgreen_poller.signing import generate_webhook_secret
+
+    print(generate_webhook_secret())
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from drgreen_poller.sandbox import run_sandbox
+
+    # stdout is a data channel (the ready line, read by scripts that may stop reading after
+    # it), so the sandbox logs to stderr.
+    _configure_logs(args, None, sys.stderr)
+
+    out: TextIO = sys.stdout
+    if args.write_config:
+        out = cast(TextIO, _Announcement(sys.stdout, Path(args.write_config)))
+
+    async def main() -> int:
+        try:
+            await run_sandbox(args.host, args.port, out=out, speed=args.speed)
+        except OSError as exc:
+            print(f"error: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    return _run_until_signalled(main)
+
+
+class _Announcement(io.TextIOBase):
+    """Passes the sandbox's output through, writing the trial config from its first line."""
+
+    def __init__(self, out: TextIO, directory: Path) -> None:
+        self._out, self._directory, self._pending = out, directory, True
+
+    def write(self, text: str) -> int:
+        if self._pending and text.strip():
+            from drgreen_poller.trial import write_trial_config
+
+            self._pending = False
+            path = write_trial_config(self._directory, json.loads(text))
+            print(f"wrote {path}; try: drgreen-poller -c {path} poll-once", file=sys.stderr)
+        return self._out.write(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from drgreen_poller.demo import run_demo
+
+    # The story is the output; the daemon's own log lines only when asked for.
+    logs.configure(args.log_level or "warning", args.log_format or "auto", stream=sys.stderr)
+
+    async def main() -> int:
+        await run_demo(out=sys.stdout)
+        return EXIT_OK
+
+    return _run_until_signalled(main)

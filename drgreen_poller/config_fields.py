@@ -1,0 +1,335 @@
+"""Reading single configuration values: durations, numbers, names, URLs, and secrets.
+
+Owns the converters (each raises ``ValueError`` with a message that reads after ``key:``), the
+``Reader`` that collects problems with their key paths, and how a secret is found (inline,
+``_file``, ``_env`` or ``$CREDENTIALS_DIRECTORY``). It knows no section of the file and never
+puts a secret's value into a message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from drgreen_poller.errors import SigningError
+from drgreen_poller.signing import webhook_key
+
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_COUNTRY_RE = re.compile(r"^[A-Z]{3}$")
+_EVENT_GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value and where it came from (for messages); the value never appears in repr."""
+
+    value: str = field(repr=False)
+    source: str
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+
+# --- the validation machinery -----------------------------------------------------------------
+
+
+class Reader:
+    """Collects problems while values are read; one instance per load."""
+
+    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.environ = environ
+        self.base_dir = base_dir  # relative paths in the file are relative to the file
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    @contextmanager
+    def table(self, path: str, value: Any, allowed: set[str]) -> Iterator[Mapping[str, Any]]:
+        """Check ``value`` is a table whose keys are all in ``allowed``; yield it (or {})."""
+        if not isinstance(value, Mapping):
+            self.problem(path, f"must be a table, not {type_name(value)}")
+            yield {}
+            return
+        for key in value:
+            if key not in allowed:
+                hint = closest(key, allowed)
+                self.problem(
+                    join(path, key), "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                )
+        yield value
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        path: str,
+        key: str,
+        convert: Callable[[Any], _T],
+        default: _D,
+    ) -> _T | _D:
+        """``convert(table[key])``, or ``default`` when absent; a ValueError becomes a problem."""
+        if key not in table:
+            return default
+        try:
+            return convert(table[key])
+        except ValueError as exc:
+            self.problem(join(path, key), str(exc))
+            return default
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def type_name(value: Any) -> str:
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def closest(key: str, allowed: set[str]) -> str | None:
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.7)
+    return matches[0] if matches else None
+
+
+# --- converters (raise ValueError with a message that reads after "key: ") ---------------------
+
+
+def duration(value: Any) -> float:
+    """Seconds from ``"90s"``, ``"30m"``, ``"1h"``, ``"7d"``, ``"250ms"`` or a number."""
+    if isinstance(value, bool):
+        raise ValueError(
+            f'must be a duration like "90s" or a number of seconds, not {type_name(value)}'
+        )
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    else:
+        raise ValueError(f'{value!r} is not a duration (use e.g. "90s", "30m", "1h", "7d")')
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def positive_duration(value: Any) -> float:
+    seconds = duration(value)
+    if seconds <= 0:
+        raise ValueError("must be more than zero")
+    return seconds
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type_name(value)}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {type_name(value)}")
+    return value
+
+
+def number(
+    minimum: float, maximum: float | None = None, *, integer: bool = False
+) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (integer and not isinstance(value, int))
+        ):
+            raise ValueError(
+                f"must be {'an integer' if integer else 'a number'}, not {type_name(value)}"
+            )
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = (
+                f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            )
+            raise ValueError(f"must be {bound}, not {value}")
+        return value
+
+    return convert
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def string_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
+    def convert(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"must be an array, not {type_name(value)}")
+        return tuple(item(v) for v in value)
+
+    return convert
+
+
+def order_status(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Z_]+", value):
+        raise ValueError(f'{value!r} is not an orderStatus value such as "DELIVERED"')
+    return value
+
+
+def country(value: Any) -> str:
+    if not isinstance(value, str) or not _COUNTRY_RE.match(value):
+        raise ValueError(f'{value!r} is not an ISO 3166-1 alpha-3 code such as "GBR"')
+    return value
+
+
+def event_glob(value: Any) -> str:
+    if not isinstance(value, str) or not value or not _EVENT_GLOB_RE.match(value):
+        raise ValueError(f'{value!r} is not an event pattern such as "order.*"')
+    return value
+
+
+def http_url(value: Any) -> str:
+    text = string(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return text
+
+
+def listen_address(value: Any) -> str:
+    text = string(value)
+    if text == "":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'{text!r} is not HOST:PORT ("" disables the listener)')
+    return text
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this machine (loopback address or ``localhost``)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def read_secret_file(path_text: str) -> str:
+    path = Path(path_text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except PermissionError:
+        raise ValueError(f"cannot read {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{path} is empty")
+    return value
+
+
+def secret_values(r: Reader, table: Mapping[str, Any], path: str, key: str) -> list[Secret] | None:
+    """The secret(s) given under ``key``, ``key_file`` or ``key_env``; None when none is given."""
+    ways = [k for k in (key, f"{key}_file", f"{key}_env") if k in table]
+    if len(ways) > 1:
+        r.problem(path, f"give only one of {', '.join(ways)}")
+        return []
+    if not ways:
+        return None
+    way = ways[0]
+    raw = table[way]
+    items = raw if isinstance(raw, list) else [raw]
+    secrets: list[Secret] = []
+    for index, item in enumerate(items):
+        where = join(path, way) + (f"[{index}]" if isinstance(raw, list) else "")
+        if not isinstance(item, str) or not item:
+            r.problem(where, f"must be a non-empty string, not {type_name(item)}")
+            continue
+        try:
+            secrets.append(_resolve_secret(r, way, key, item, where))
+        except ValueError as exc:
+            r.problem(where, str(exc))
+    return secrets
+
+
+def _resolve_secret(r: Reader, way: str, key: str, item: str, where: str) -> Secret:
+    if way.endswith("_file"):
+        return Secret(read_secret_file(str(r.base_dir / item)), f"file {item}")
+    if way.endswith("_env"):
+        value = r.environ.get(item, "").strip()
+        if not value:
+            raise ValueError(f"environment variable {item} is not set or empty")
+        return Secret(value, f"environment variable {item}")
+    r.warnings.append(f"{where}: secret written inline; prefer {key}_file or {key}_env")
+    return Secret(item, "inline")
+
+
+def systemd_credential(r: Reader, name: str) -> Secret | None:
+    """systemd's ``LoadCredential=``: ``$CREDENTIALS_DIRECTORY/<name>``, when present."""
+    directory = r.environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return None
+    path = Path(directory) / name
+    if not path.exists():
+        return None
+    return Secret(read_secret_file(str(path)), f"credential {name}")
+
+
+def one_secret(r: Reader, table: Mapping[str, Any], path: str, key: str, credential: str) -> Secret:
+    found = secret_values(r, table, path, key)
+    if found is None:
+        try:
+            cred = systemd_credential(r, credential)
+        except ValueError as exc:
+            r.problem(path, f"credential {credential}: {exc}")
+            return Secret("", "missing")
+        if cred is None:
+            r.problem(
+                join(path, key),
+                f"missing: set {key}_file, {key}_env or {key} "
+                f"(or provide the systemd credential {credential})",
+            )
+            return Secret("", "missing")
+        return cred
+    if len(found) > 1:
+        r.problem(join(path, key), "give one value, not an array")
+    return found[0] if found else Secret("", "missing")
+
+
+def is_whsec(value: str) -> bool:
+    """Whether ``value`` is ``whsec_`` + standard base64 of 24 to 64 bytes."""
+    try:
+        return 24 <= len(webhook_key(value)) <= 64
+    except SigningError:
+        return False
