@@ -35,6 +35,7 @@ from drgreen_poller.config_fields import (
     one_secret,
     order_status,
     positive_duration,
+    read_text_file,
     secret_values,
     string,
     string_list,
@@ -492,15 +493,10 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """
     env = os.environ if environ is None else environ
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (pass -c/--config or set {CONFIG_ENV})") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        text = read_text_file(path)
+    except ValueError as exc:
+        hint = f" (pass -c/--config or set {CONFIG_ENV})" if not path.exists() else ""
+        raise ConfigError(f"{exc}{hint}") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

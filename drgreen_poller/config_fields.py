@@ -241,10 +241,10 @@ def is_loopback_url(url: str) -> bool:
 # --- secrets -----------------------------------------------------------------------------------
 
 
-def read_secret_file(path_text: str) -> str:
-    path = Path(path_text)
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of ``path``; ``ValueError`` says why not, naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"no such file: {path}") from None
     except PermissionError:
@@ -253,7 +253,11 @@ def read_secret_file(path_text: str) -> str:
         raise ValueError(f"{path} is a directory, not a file") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
-    value = text.strip()
+
+
+def read_secret_file(path_text: str) -> str:
+    path = Path(path_text)
+    value = read_text_file(path).strip()
     if not value:
         raise ValueError(f"{path} is empty")
     return value

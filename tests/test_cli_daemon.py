@@ -82,7 +82,8 @@ class TestCheckConfig:
         """A config path that does not exist is one line and exit 2."""
         code, _, err = await _run("-c", str(tmp_path / "none.toml"), "check-config")
         assert code == 2
-        assert "none.toml: no such file" in err
+        assert "no such file: " in err
+        assert "none.toml (pass -c/--config or set DRGREEN_POLLER_CONFIG)" in err
         assert "Traceback" not in err
 
 

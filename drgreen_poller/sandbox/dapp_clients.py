@@ -22,6 +22,7 @@ from drgreen_poller.sandbox.validation import (
     matching,
     ordered,
     require_uuid,
+    sort_attribute,
 )
 
 ClientTest = Callable[[Client], bool]
@@ -53,15 +54,6 @@ def _client_tests(call: Call, check: QueryCheck) -> tuple[list[ClientTest], str 
     return tests, approval
 
 
-def _sort_attribute(approval: str | None) -> str:
-    """createdAt, or verifiedAt/rejectedAt when filtering by that approval (§3.1, §3.6)."""
-    if approval == "VERIFIED":
-        return "verified_at"
-    if approval == "REJECTED":
-        return "rejected_at"
-    return "created_at"
-
-
 def list_clients(call: Call) -> Reply:
     """``GET /dapp/clients``."""
     check = QueryCheck(call.query)
@@ -69,7 +61,7 @@ def list_clients(call: Call) -> Reply:
     tests, approval = _client_tests(call, check)
     check.done()
     found = matching(call.state.holder_clients(call.owner), tests)
-    found = ordered(found, _sort_attribute(approval), page.descending)
+    found = ordered(found, sort_attribute(approval), page.descending)
     items = [
         client_records.client_list_item(
             call.state, c, with_note=approval == "REJECTED", with_logs=approval == "VERIFIED"

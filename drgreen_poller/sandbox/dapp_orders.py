@@ -20,6 +20,7 @@ from drgreen_poller.sandbox.validation import (
     matching,
     ordered,
     require_uuid,
+    sort_attribute,
 )
 
 OrderTest = Callable[[Order], bool]
@@ -57,15 +58,6 @@ def _order_tests(call: Call, check: QueryCheck) -> tuple[list[OrderTest], str | 
     return tests, approval
 
 
-def _sort_attribute(approval: str | None) -> str:
-    """createdAt, or verifiedAt/rejectedAt when filtering by that approval (§3.1, §3.6)."""
-    if approval == "VERIFIED":
-        return "verified_at"
-    if approval == "REJECTED":
-        return "rejected_at"
-    return "created_at"
-
-
 def list_orders(call: Call) -> Reply:
     """``GET /dapp/orders``."""
     check = QueryCheck(call.query)
@@ -73,7 +65,7 @@ def list_orders(call: Call) -> Reply:
     tests, approval = _order_tests(call, check)
     check.done()
     found = matching(call.state.holder_orders(call.owner), tests)
-    found = ordered(found, _sort_attribute(approval), page.descending)
+    found = ordered(found, sort_attribute(approval), page.descending)
     items = [
         records.order_list_item(
             call.state, o, with_note=approval == "REJECTED", with_logs=approval == "VERIFIED"

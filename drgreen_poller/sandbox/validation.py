@@ -194,3 +194,12 @@ def ordered(items: Sequence[S], attribute: str, descending: bool) -> list[S]:
     if len(present) == len(items):
         return present
     return present + [item for item in items if value(item) is None]
+
+
+def sort_attribute(approval: str | None) -> str:
+    """What a list sorts by: createdAt, or verifiedAt/rejectedAt when filtering by that approval."""
+    if approval == "VERIFIED":
+        return "verified_at"
+    if approval == "REJECTED":
+        return "rejected_at"
+    return "created_at"
