@@ -46,7 +46,7 @@ sandbox: $(VENV)/.installed
 	$(BIN)/drgreen-poller sandbox
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/upstream_cost.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage build dist *.egg-info
