@@ -160,6 +160,8 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng, on_result=polled)
     scheduler = TierScheduler(runner.run)
     runner.reschedule = scheduler.schedule
+    fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    runner.on_fatal = lambda exc: None if fatal.done() else fatal.set_exception(exc)
     names = list(runtime.pollers)
     now = clock.now().timestamp()
     due = await _first_dues(store, names, tier_timing, now, rng)
@@ -175,7 +177,7 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s), {len(sinks)} sink(s)")
     watchdog = asyncio.create_task(_watchdog(notifier, runner, worker, scheduler, clock, stop))
     try:
-        await _until_stopped(stop, delivering)
+        await _until_stopped(stop, delivering, fatal)
     finally:
         notifier.notify("STOPPING=1")
         log.info("daemon_stopping", grace_s=STOP_GRACE_S)
@@ -192,15 +194,19 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         log.info("daemon_stopped")
 
 
-async def _until_stopped(stop: asyncio.Event, delivering: asyncio.Task[None]) -> None:
-    """Wait for ``stop``; if the delivery worker dies first, raise its error."""
-    stopping = asyncio.create_task(stop.wait())
+async def _until_stopped(
+    stop: asyncio.Event, delivering: asyncio.Task[None], fatal: asyncio.Future[None]
+) -> None:
+    """Wait for ``stop``; if the delivery worker or a poll hits a fatal error first, raise it."""
+    stopping = asyncio.ensure_future(stop.wait())
+    watched: set[asyncio.Future[Any]] = {stopping, delivering, fatal}
     try:
-        await asyncio.wait({stopping, delivering}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    if delivering.done():
-        delivering.result()  # a StoreError: the database went away
+    for failed in (delivering, fatal):
+        if failed.done():
+            failed.result()  # a StoreError: the database went away
 
 
 async def _first_dues(

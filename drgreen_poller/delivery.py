@@ -201,16 +201,12 @@ class DeliveryWorker:
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Until an attempt finishes, new rows arrive, the next row falls due, or ``stop``."""
-        if self._in_flight and len(self._in_flight) >= self.config.concurrency:
-            timeout = None  # full: only a finished attempt frees a slot
-        else:
-            timeout = await self._until_next_due()
-        waiters: set[asyncio.Task[object]] = {
-            asyncio.create_task(self._wake.wait()),
-            asyncio.create_task(stop.wait()),
-        }
-        if timeout is not None:
-            waiters.add(asyncio.create_task(self.clock.sleep(timeout)))
+        waiters: set[asyncio.Task[object]] = {asyncio.create_task(stop.wait())}
+        if len(self._in_flight) < self.config.concurrency:
+            # Room for more: new rows or the next due row can start work. When full, only a
+            # finished attempt frees a slot (and the next fill claims whatever came meanwhile).
+            waiters.add(asyncio.create_task(self._wake.wait()))
+            waiters.add(asyncio.create_task(self.clock.sleep(await self._until_next_due())))
         try:
             await asyncio.wait({*waiters, *self._in_flight}, return_when=asyncio.FIRST_COMPLETED)
         finally:

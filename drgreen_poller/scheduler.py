@@ -187,6 +187,7 @@ class TierRunner:
         self.rng = rng
         self.on_result = on_result
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._running: dict[tuple[str, str], float] = {}
         self._idle = asyncio.Event()
@@ -199,6 +200,12 @@ class TierRunner:
         try:
             async with self._locks[holder]:
                 when = await self._run_locked(holder, tier)
+        except StoreError as exc:
+            # APScheduler would swallow this and the tier would never run again: the daemon
+            # must stop (systemd restarts it) rather than limp on without it.
+            log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
+            self.on_fatal(exc)
+            raise
         finally:
             del self._running[(holder, tier)]
             if not self._running:

@@ -135,3 +135,22 @@ class TestDaemon:
 
 async def _has(daemon: Daemon, event_type: str) -> bool:
     return event_type in await daemon.event_types()
+
+
+class TestFatal:
+    @pytest.mark.timeout(20)
+    async def test_database_failure_stops_the_daemon(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A poll that cannot write its state stops the daemon with the error, not one tier."""
+        import sqlite3
+
+        config = load_config(write_config(tmp_path, box.base_url, shop), {})
+        daemon = Daemon(config)
+        daemon.start()
+        await _until(daemon.first_synced, daemon)
+        with sqlite3.connect(config.daemon.state_path) as db:
+            db.execute("DROP TABLE tier_runs")  # the disk or the file broke under us
+        assert daemon.task is not None
+        with pytest.raises(StoreError, match="tier_runs"):
+            await asyncio.wait_for(daemon.task, 10)

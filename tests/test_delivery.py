@@ -324,3 +324,34 @@ async def _until_async(check: Callable[[], Awaitable[bool]], timeout_s: float = 
             return
         await REAL.sleep(0.01)
     raise AssertionError("condition never held")
+
+
+class CountingWorker(DeliveryWorker):
+    """The real worker, counting how often its loop looks for work."""
+
+    fills = 0
+
+    async def _fill(self) -> None:
+        self.fills += 1
+        await super()._fill()
+
+
+class TestNoSpin:
+    async def test_full_worker_waits_for_a_slot(self, bench: Bench) -> None:
+        """With every slot busy, wake-ups do not make the loop spin; it waits for a finish."""
+        bench.hook.hang_next = 1
+        worker = CountingWorker(
+            bench.store, {"store": bench.sink}, DeliveryConfig(concurrency=1),
+            bench.clock, random.Random(0),
+        )  # fmt: skip
+        await bench.emit("o-1", "order.created")
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=0.1))
+        await _until(lambda: len(bench.hook.received) == 1)  # the one slot hangs
+        await bench.emit("o-2", "order.created")
+        for _ in range(20):
+            worker.wake()
+            await REAL.sleep(0.01)
+        assert worker.fills <= 3
+        stop.set()
+        await task
