@@ -102,10 +102,11 @@ def _status_changes(old: Snapshot, new: Snapshot, occurred_at: str | None) -> li
     rank_after = ORDER_STATUS_RANK.get(after or "", -1)
     if after == "CANCELLED":
         return [Change("order.cancelled", previous, occurred_at=occurred_at)]
-    if rank_after <= rank_before or rank_after < 1 or rank_before < 0:
+    if rank_after < 1 or 0 <= rank_after <= rank_before:  # back to PENDING, unknown, regression
         return [Change("order.status_changed", previous, occurred_at=occurred_at)]
     changes = []
-    if after == "DELIVERED" and rank_before < ORDER_STATUS_RANK["SHIPPED"]:
+    # Shipping is implied by a delivery only when the step before is known to precede it.
+    if after == "DELIVERED" and 0 <= rank_before < ORDER_STATUS_RANK["SHIPPED"]:
         # A delivered order was shipped, even if no poll ever saw it SHIPPED.
         changes.append(Change("order.shipped", previous, inferred=True))
     kind = {"PROCESSING": "order.processing", "SHIPPED": "order.shipped"}.get(

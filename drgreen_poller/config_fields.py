@@ -186,7 +186,11 @@ def string_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
     def convert(value: Any) -> tuple[str, ...]:
         if not isinstance(value, list):
             raise ValueError(f"must be an array, not {type_name(value)}")
-        return tuple(item(v) for v in value)
+        items = tuple(item(v) for v in value)
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} appears more than once")
+        return items
 
     return convert
 

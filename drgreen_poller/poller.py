@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC = "active_orders", "stale_orders", "pending_kyc"
 COMMISSIONS, STRAINS = "commissions", "strains"
 TIERS = (ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC, COMMISSIONS, STRAINS)
+# orderStatus values the list endpoint's ``status`` filter accepts (anything else is a 400).
+FILTERABLE_STATUSES = frozenset({"PENDING", "PROCESSING", "SHIPPED", "DELIVERED"})
 # An entity tracked by id (``drgreen-poller track``) before any poll saw it: its snapshot holds
 # only this mark, and its first observation counts as first seen (``*.created`` and so on).
 TRACKED_MARK = "_tracked"
@@ -222,11 +224,14 @@ class HolderPoller:
     async def _stale_orders(self, first_sync: bool) -> list[Observation]:
         tracked = await self.store.entities(self.holder, kind="order", tier=STALE_ORDERS)
         by_status: dict[str, dict[str, Entity]] = {}
+        missing: list[Entity] = []
         for entity in tracked:
             status = str(entity.snapshot.get("orderStatus") or "PENDING")
-            by_status.setdefault(status, {})[entity.resource.id] = entity
+            if status in FILTERABLE_STATUSES:
+                by_status.setdefault(status, {})[entity.resource.id] = entity
+            else:
+                missing.append(entity)  # Dr Green refuses a filter on a value it does not know
         observations: list[Observation] = []
-        missing: list[Entity] = []
         for status, entities in sorted(by_status.items()):
             pages = self.api.order_pages(take=self.settings.take, status=status)
             seen, _ = await self._sweep(pages, "order", set(entities), discover=False, full=False)
@@ -260,11 +265,13 @@ class HolderPoller:
 
     async def _pending_kyc(self, first_sync: bool) -> list[Observation]:
         tracked = {
-            e.resource.id
+            e.resource.id: e
             for e in await self.store.entities(self.holder, kind="client", tier=PENDING_KYC)
         }
         pages = self.api.client_pages(take=self.settings.take)
-        seen, stored = await self._sweep(pages, "client", tracked, discover=True, full=first_sync)
+        seen, stored = await self._sweep(
+            pages, "client", set(tracked), discover=True, full=first_sync
+        )
         silent = first_sync and self.settings.first_sync == "seed"
         observations = []
         for client in seen.values():
@@ -282,6 +289,13 @@ class HolderPoller:
             )
             if o:
                 observations.append(o)
+        # The sweep read every page and these were not on any: a wrong tracked id, or a client
+        # no longer visible. They leave the tier (client detail is never fetched: it carries
+        # the medical record), or every later run would read the whole client list.
+        for client_id, entity in tracked.items():
+            if client_id not in seen:
+                log.warning("client_not_listed", holder=self.holder, client_id=client_id)
+                observations.append(Observation(entity.resource, entity.snapshot, tier=None))
         return observations
 
     # --- sweeps ------------------------------------------------------------------------------

@@ -145,16 +145,32 @@ class FileSink:
         return self._fd
 
     async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        line = body + b"\n"
+        size: int | None = None
         try:
             fd = self._open()
-            written = os.write(fd, body + b"\n")  # one write: lines never interleave
+            size = os.lseek(fd, 0, os.SEEK_END)
+            written = os.write(fd, line)  # one write: lines never interleave
         except OSError as exc:
+            self._undo(size)
             return Outcome(False, error_class=errno.errorcode.get(exc.errno or 0, "OSError"),
                            excerpt=exc.strerror)  # fmt: skip
-        if written != len(body) + 1:
+        if written != len(line):
+            self._undo(size)  # a partial line must not stay for the retry to follow
             return Outcome(False, error_class="short write")
         self._dirty = True
         return Outcome(True)
+
+    def _undo(self, size: int | None) -> None:
+        """Cut the file back to ``size`` after a failed write (best effort)."""
+        fd = self._fd
+        if fd is None or size is None:
+            return
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            self._fd = None
+            os.close(fd)  # reopened, and its torn tail cut, at the next attempt
 
     async def sync(self) -> None:
         if self._fd is not None and self._dirty:

@@ -147,6 +147,13 @@ class TestOrders:
             ("order.delivered", False),
         ]
 
+    def test_from_an_unknown_status_forward(self) -> None:
+        """From an undocumented status to DELIVERED is order.delivered, nothing inferred."""
+        detection = detect_order(
+            _snap("ON_HOLD", "VERIFIED", "PAID"), _order(orderStatus="DELIVERED")
+        )
+        assert _types(detection) == [("order.delivered", False)]
+
     def test_seen_shipped_is_not_inferred(self) -> None:
         """SHIPPED→DELIVERED emits only delivered: shipped was seen."""
         detection = detect_order(

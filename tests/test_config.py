@@ -250,3 +250,12 @@ class TestProblems:
         elif content is not None:
             path.write_text(content)
         assert expected in _problems(path)[0]
+
+
+class TestRepeats:
+    def test_repeated_country(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """A country listed twice would emit every strain event twice: refused at load."""
+        extra = 'strain_countries = ["GBR", "ZAF", "GBR"]'
+        assert _problems(_minimal(tmp_path, credentials, extra)) == [
+            "holders[0].strain_countries: 'GBR' appears more than once"
+        ]

@@ -323,3 +323,34 @@ class TestCrashSafety:
         assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
         assert [e["type"] for e in redone.events] == ["order.approved", "order.paid"]
         assert await world.poll(ACTIVE_ORDERS) == []
+
+
+class TestReviewRegressions:
+    async def test_unknown_status_in_the_stale_tier(self, make_world: Callable[..., Any]) -> None:
+        """A stale order with an undocumented orderStatus is read by id, not with a 400 filter."""
+        world: World = await make_world()
+        old = world.clock.now() - timedelta(days=9)
+        odd = world.state.create_order("shop", created_at=old, admin_approval="VERIFIED")
+        plain = world.state.create_order("shop", created_at=old)
+        await world.poll(ACTIVE_ORDERS)
+        world.state.patch_order(odd.id, {"orderStatus": "ON_HOLD"})
+        assert await world.poll(STALE_ORDERS) == ["order.status_changed"]
+        world.state.patch_order(odd.id, {"orderStatus": "DELIVERED"})
+        world.state.approve_order(plain.id)
+        assert sorted(await world.poll(STALE_ORDERS)) == ["order.approved", "order.delivered"]
+
+    async def test_unlisted_pending_client_leaves_the_tier(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A tracked client no page lists (a wrong id) leaves the tier after one full sweep."""
+        from drgreen_poller.events import Resource
+        from drgreen_poller.poller import TRACKED_MARK
+        from drgreen_poller.store import Observation
+
+        world: World = await make_world()
+        await world.poll(PENDING_KYC)
+        ghost = Resource("client", "00000000-0000-4000-8000-0000000000aa")
+        marker = Observation(ghost, {TRACKED_MARK: True}, PENDING_KYC)
+        await world.store.commit_events("shop", [marker], now=world.clock.now())
+        assert await world.poll(PENDING_KYC) == []
+        assert await world.store.entities("shop", tier=PENDING_KYC) == []

@@ -238,3 +238,49 @@ class TestCommandSink:
         config = SinkConfig(name="cmd", kind="command", command=("/nonexistent/notify",))
         outcome = await CommandSink(config, DELIVERY).deliver("evt_1", "x", BODY, NOW)
         assert (outcome.ok, outcome.error_class) == (False, "FileNotFoundError")
+
+
+SHORT_WRITE_SCRIPT = """
+import asyncio, json, resource, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from drgreen_poller.config import SinkConfig
+from drgreen_poller.sinks import FileSink
+
+path = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # report EFBIG instead of dying
+_, HARD = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, HARD))  # the "disk" holds 100 bytes
+
+async def main():
+    sink = FileSink(SinkConfig(name="audit", kind="file", path=path))
+    now = datetime.now(UTC)
+    first = await sink.deliver("evt_1", "x", b'{"id":"evt_1","pad":"' + b"a" * 40 + b'"}', now)
+    second = await sink.deliver("evt_2", "x", b'{"id":"evt_2","pad":"' + b"b" * 60 + b'"}', now)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (HARD, HARD))   # space again
+    third = await sink.deliver("evt_2", "x", b'{"id":"evt_2","pad":"' + b"b" * 60 + b'"}', now)
+    await sink.close()
+    print(json.dumps([first.ok, second.ok, second.error_class, third.ok]))
+
+asyncio.run(main())
+"""
+
+
+class TestFileSinkShortWrite:
+    async def test_a_partial_line_is_taken_back(self, tmp_path: Path) -> None:
+        """A write cut short (file size limit) is undone, so the retry leaves only whole lines."""
+        import asyncio
+        import sys
+
+        path = tmp_path / "events.jsonl"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SHORT_WRITE_SCRIPT, str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 0, err.decode()
+        first, second, error, third = json.loads(out)
+        assert (first, second, third) == (True, False, True)
+        assert error in {"short write", "EFBIG"}
+        lines = path.read_bytes().splitlines()
+        assert [json.loads(line)["id"] for line in lines] == ["evt_1", "evt_2"]
