@@ -21,10 +21,10 @@ from drgreen_poller.config import Config, SinkConfig, duration
 from drgreen_poller.daemon import api_settings
 from drgreen_poller.errors import ConfigError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.events import Resource, iso_ms
-from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS, TRACKED_MARK
+from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.store import DeliveryRow, Observation, Store
+from drgreen_poller.store import DeliveryRow, Store
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 
@@ -143,12 +143,11 @@ async def track(
     store = await Store.open(config.daemon.state_path)
     try:
         await store.ensure_holders([name], now)
-        if await store.set_tier(name, resource, tier, now):
-            return f"{kind} {resource.id} of {name} is now in the {tier} tier"
-        marker = Observation(resource, {TRACKED_MARK: True}, tier)
-        await store.commit_events(name, [marker], now=now)
+        known = await store.track(name, resource, tier, now)
     finally:
         await store.close()
+    if known:
+        return f"{kind} {resource.id} of {name} is now in the {tier} tier"
     return f"{kind} {resource.id} of {name} will be watched from the next {tier} poll"
 
 

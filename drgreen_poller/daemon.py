@@ -23,7 +23,7 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
 from drgreen_poller.delivery import DeliveryWorker
-from drgreen_poller.errors import DrGreenError, UpstreamError
+from drgreen_poller.errors import DrGreenError, StoreError, UpstreamError
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
 from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
@@ -111,6 +111,30 @@ async def poll_once(
     results: list[PollResult] = []
     failures: list[tuple[str, str, UpstreamError]] = []
     tier_timing = timings(config)
+    lock = StateLock(config.daemon.state_path)
+    if not dry_run:  # writing beside a running daemon would race it for the same changes
+        try:
+            lock.acquire()
+        except StoreError:
+            raise StoreError(
+                "a drgreen-poller daemon is running on this database; poll-once would race it "
+                "(use poll-once --dry-run, or stop the daemon)"
+            ) from None
+    try:
+        await _poll_all(config, clock, dry_run, tier_timing, results, failures)
+    finally:
+        lock.release()
+    return results, failures
+
+
+async def _poll_all(
+    config: Config,
+    clock: Clock,
+    dry_run: bool,
+    tier_timing: dict[str, Timing],
+    results: list[PollResult],
+    failures: list[tuple[str, str, UpstreamError]],
+) -> None:
     async with open_runtime(config, clock) as runtime:
         for name, poller in runtime.pollers.items():
             for tier in TIERS:
@@ -122,7 +146,6 @@ async def poll_once(
                 except UpstreamError as exc:
                     log.warning("poll_failed", holder=name, tier=tier, error=str(exc))
                     failures.append((name, tier, exc))
-    return results, failures
 
 
 async def run_daemon(config: Config, clock: Clock, stop: asyncio.Event) -> None:

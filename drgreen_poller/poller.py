@@ -33,7 +33,7 @@ from drgreen_poller.clock import Clock
 from drgreen_poller.errors import UpstreamNotFound
 from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
-from drgreen_poller.store import Entity, Observation, Store
+from drgreen_poller.store import TRACKED, Entity, Observation, Store
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ TIERS = (ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC, COMMISSIONS, STRAINS)
 FILTERABLE_STATUSES = frozenset({"PENDING", "PROCESSING", "SHIPPED", "DELIVERED"})
 # An entity tracked by id (``drgreen-poller track``) before any poll saw it: its snapshot holds
 # only this mark, and its first observation counts as first seen (``*.created`` and so on).
-TRACKED_MARK = "_tracked"
+TRACKED_MARK = TRACKED
 
 
 def _previous(stored: Entity | None) -> Snapshot | None:
@@ -253,9 +253,10 @@ class HolderPoller:
                 log.warning("order_vanished", holder=self.holder, order_id=entity.resource.id)
                 observations.append(
                     Observation(
-                        entity.resource, entity.snapshot, tier=None, created_at=entity.created_at
+                        entity.resource, entity.snapshot, tier=None, created_at=entity.created_at,
+                        expected_sequence=entity.sequence,
                     )
-                )
+                )  # fmt: skip
                 continue
             if o := self._order_observation(order, entity, silent=False):
                 observations.append(o)
@@ -295,7 +296,11 @@ class HolderPoller:
         for client_id, entity in tracked.items():
             if client_id not in seen:
                 log.warning("client_not_listed", holder=self.holder, client_id=client_id)
-                observations.append(Observation(entity.resource, entity.snapshot, tier=None))
+                observations.append(
+                    Observation(
+                        entity.resource, entity.snapshot, None, expected_sequence=entity.sequence
+                    )
+                )
         return observations
 
     # --- sweeps ------------------------------------------------------------------------------
@@ -371,6 +376,7 @@ class HolderPoller:
                             {**entity.snapshot, "removed": True},
                             tier=None,
                             changes=[strain_removed(entity.snapshot)],
+                            expected_sequence=entity.sequence,
                         )
                     )
         return observations
@@ -390,4 +396,5 @@ def _observation(
     changes = [] if silent else detection.changes
     if stored and not changes and stored.snapshot == detection.snapshot and stored.tier == tier:
         return None
-    return Observation(resource, detection.snapshot, tier, obj, created_at, changes)
+    expected = stored.sequence if stored else 0
+    return Observation(resource, detection.snapshot, tier, obj, created_at, changes, expected)

@@ -21,7 +21,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import Clock
-from drgreen_poller.errors import StoreError, UpstreamError, UpstreamTransient, UpstreamUnauthorized
+from drgreen_poller.errors import (
+    ConcurrentUpdate,
+    StoreError,
+    UpstreamError,
+    UpstreamTransient,
+    UpstreamUnauthorized,
+)
 from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller
 from drgreen_poller.store import Observation, Store
@@ -190,6 +196,7 @@ class TierRunner:
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._running: dict[tuple[str, str], float] = {}
+        self._paused_until: dict[str, float] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -230,13 +237,15 @@ class TierRunner:
     async def _run_locked(self, holder: str, tier: str) -> float:
         timing = self.timings[tier]
         now = self.clock.now().timestamp()
+        if now < self._paused_until.get(holder, 0.0):
+            return self._paused_until[holder]  # the key was refused: no request until then
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
             self.on_result(holder, tier, "unauthorized", [])
             return await self._unauthorized(holder, tier, exc)
-        except UpstreamError as exc:
+        except (UpstreamError, ConcurrentUpdate) as exc:
             self.on_result(holder, tier, "failed", [])
             return await self._failed(holder, tier, exc, timing)
         except StoreError:
@@ -247,8 +256,7 @@ class TierRunner:
             return await self._failed(holder, tier, exc, timing)
         self.on_result(holder, tier, "ok", result.events)
         if holder in await self.store.unauthorized_holders():
-            await self._holder_event(holder, "poller.holder_recovered", {})
-            await self.store.set_unauthorized(holder, None)
+            await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
             log.info("holder_recovered", holder=holder)
         return next_due
 
@@ -287,15 +295,19 @@ class TierRunner:
             retry_in_s=UNAUTHORIZED_PAUSE_S,
         )
         if holder not in await self.store.unauthorized_holders():
-            await self.store.set_unauthorized(holder, now)
             details = {"status": exc.status, "message": exc.message, "tier": tier}
-            await self._holder_event(holder, "poller.holder_unauthorized", details)
+            await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
+        self._paused_until[holder] = next_due
+        await self.store.postpone(holder, next_due)
         for other in self.timings:  # the whole holder pauses, not just this tier
             if other != tier:
                 self.reschedule(holder, other, next_due)
         return next_due
 
-    async def _holder_event(self, holder: str, kind: str, details: Mapping[str, object]) -> None:
+    async def _holder_event(
+        self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None
+    ) -> None:
+        """The event and the holder's unauthorized mark (``since``; None clears it), together."""
         observation = Observation(
             Resource("holder", holder),
             snapshot={"event": kind},
@@ -303,7 +315,9 @@ class TierRunner:
             obj={"name": holder},
             changes=[Change(kind, {}, extra=dict(details))],
         )
-        committed = await self.store.commit_events(holder, [observation], now=self.clock.now())
+        committed = await self.store.commit_holder_event(
+            holder, observation, now=self.clock.now(), unauthorized_since=since
+        )
         self.on_result(holder, "holder", "event", committed.events)
 
 

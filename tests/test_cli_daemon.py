@@ -137,6 +137,7 @@ class TestPollingCommands:
 
 
 class TestRun:
+    @pytest.mark.timeout(60)
     async def test_run_stops_cleanly_and_refuses_a_twin(self, config: str) -> None:
         """run polls until SIGTERM (exit 0); a second run on the same database exits 1."""
         process = await asyncio.create_subprocess_exec(
@@ -150,6 +151,11 @@ class TestRun:
         code, _, err = await _run("-c", config, "run")
         assert code == 1
         assert "already running" in err
+        code, _, err = await _run("-c", config, "poll-once")
+        assert code == 1
+        assert "poll-once would race it (use poll-once --dry-run" in err
+        code, _, err = await _run("-c", config, "poll-once", "--dry-run")
+        assert code == 0, err
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 10)
         assert process.returncode == 0

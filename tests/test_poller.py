@@ -354,3 +354,22 @@ class TestReviewRegressions:
         await world.store.commit_events("shop", [marker], now=world.clock.now())
         assert await world.poll(PENDING_KYC) == []
         assert await world.store.entities("shop", tier=PENDING_KYC) == []
+
+
+class TestConcurrentWriters:
+    async def test_a_stale_detection_is_refused(self, make_world: Callable[..., Any]) -> None:
+        """Two writers seeing one change: the second commit is refused, nothing twice."""
+        from drgreen_poller.errors import ConcurrentUpdate
+
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.approve_order(order.id)
+        other = await world.poller.observe(ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
+        with pytest.raises(ConcurrentUpdate, match="polled again"):
+            await world.store.commit_poll(
+                "shop", ACTIVE_ORDERS, other, now=world.clock.now(), next_due_at=0
+            )
+        assert await world.types() == ["order.approved"]
+        assert await world.poll(ACTIVE_ORDERS) == []

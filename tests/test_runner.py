@@ -105,7 +105,12 @@ class TestUnauthorized:
         assert events[0]["data"]["status"] == 401
         assert events[0]["resource"] == {"type": "holder", "id": "shop"}
 
+        before = rig.box.state.request_counts("shop")["total"]
+        assert await rig.run(ACTIVE_ORDERS) == UNAUTHORIZED_PAUSE_S  # paused: not even tried
+        assert rig.box.state.request_counts("shop")["total"] == before
+
         rig.box.state.holder("shop").revoked = False  # the key works again
+        rig.clock.advance(UNAUTHORIZED_PAUSE_S)
         await rig.run()
         types = [e["type"] for e in await rig.store.events(patterns=["poller.*"])]
         assert types == ["poller.holder_unauthorized", "poller.holder_recovered"]
@@ -118,7 +123,12 @@ class TestNoOverlap:
         rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
         slow = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
         quick = asyncio.create_task(rig.runner.run("shop", COMMISSIONS))
-        await asyncio.wait([slow, quick], timeout=0.3)  # real time: plenty for a loopback call
+        for _ in range(400):  # until the slow answer sleeps on the fake clock (real time)
+            if rig.clock.sleepers:
+                break
+            await asyncio.wait([slow, quick], timeout=0.005)
+        await asyncio.wait([slow, quick], timeout=0.1)
+        assert rig.clock.sleepers == 1
         assert not quick.done()  # it would long be done if it ran beside the slow one
         rig.clock.advance(30)
         await asyncio.wait_for(asyncio.gather(slow, quick), 5)

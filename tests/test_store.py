@@ -147,13 +147,26 @@ class TestOutbox:
         later = datetime(2026, 11, 24, tzinfo=UTC)
         assert await store.events(since=later) == []
 
-    async def test_unauthorized_flag(self, store: Store) -> None:
-        """A holder's unauthorized mark is set and cleared."""
+    async def test_unauthorized_flag_moves_with_its_event(self, store: Store) -> None:
+        """A holder's unauthorized mark is set and cleared together with its event."""
+        holder = Resource("holder", "main")
+
+        def event(kind: str) -> Observation:
+            return Observation(holder, {"event": kind}, None, changes=[Change(kind, {})])
+
         await store.ensure_holders(["main"], NOW)
-        await store.set_unauthorized("main", NOW)
+        await store.commit_holder_event(
+            "main", event("poller.holder_unauthorized"), now=NOW, unauthorized_since=NOW
+        )
         assert await store.unauthorized_holders() == {"main": "2026-11-23T10:00:00.000Z"}
-        await store.set_unauthorized("main", None)
+        await store.commit_holder_event(
+            "main", event("poller.holder_recovered"), now=NOW, unauthorized_since=None
+        )
         assert await store.unauthorized_holders() == {}
+        assert [e["type"] for e in await store.events()] == [
+            "poller.holder_unauthorized",
+            "poller.holder_recovered",
+        ]
 
 
 class TestSharedConnection:
@@ -173,3 +186,22 @@ class TestSharedConnection:
 
         await asyncio.gather(*(poll(n) for n in range(30)), deliver(), deliver())
         assert len(await store.events(limit=0)) == 30
+
+
+class TestTrack:
+    async def test_track_never_overwrites_a_known_entity(self, store: Store) -> None:
+        """Tracking an entity a poll already stored only moves its tier; its snapshot stays."""
+        await store.commit_poll("main", "stale_orders", [_approved()], now=NOW, next_due_at=0)
+        assert await store.track("main", ORDER, "active_orders", NOW)
+        [entity] = await store.entities("main")
+        assert (entity.tier, entity.snapshot, entity.sequence) == (
+            "active_orders",
+            {"adminApproval": "VERIFIED"},
+            1,
+        )
+
+    async def test_track_unknown_stores_the_mark(self, store: Store) -> None:
+        """An entity no poll has seen is stored with only the tracked mark."""
+        assert not await store.track("main", Resource("client", "c-1"), "pending_kyc", NOW)
+        [entity] = await store.entities("main", tier="pending_kyc")
+        assert entity.snapshot == {"_tracked": True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from drgreen_poller.store.connection import MIGRATIONS, Connection, SinkRoute, StateLock
 from drgreen_poller.store.outbox import AttemptRecord, DeliveryRow, DueDelivery, Outbox
 from drgreen_poller.store.polling import (
+    TRACKED,
     CommitResult,
     Entity,
     Observation,
@@ -24,6 +25,7 @@ class Store(PollingState, Outbox):
 
 __all__ = [
     "MIGRATIONS",
+    "TRACKED",
     "AttemptRecord",
     "CommitResult",
     "Connection",

@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 
 from drgreen_poller.changes import Change, Snapshot
+from drgreen_poller.errors import ConcurrentUpdate
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
 from drgreen_poller.store.connection import Connection
 
@@ -43,6 +44,10 @@ class Observation:
     obj: Mapping[str, Any] | None = None
     created_at: str | None = None
     changes: Sequence[Change] = ()
+    # The entity's sequence when its snapshot was read (0: not stored yet); None: no check.
+    # If another writer moved it on meanwhile, the commit is refused: the changes were
+    # detected against a stale snapshot and would repeat its events under new ids.
+    expected_sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,10 @@ class CommitResult:
     deliveries: int = 0
 
 
+# The snapshot of an entity tracked by id before any poll saw it (see poller.TRACKED_MARK).
+TRACKED = "_tracked"
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -83,24 +92,18 @@ class PollingState(Connection):
             [(name, iso_ms(now)) for name in names],
         )
 
-    async def set_unauthorized(self, holder: str, since: datetime | None) -> None:
-        """Mark a holder's key as failing (``since``) or working again (``None``)."""
-        if since is None:
-            await self._write(
-                "UPDATE holders SET unauthorized_since = NULL WHERE name = ?", [(holder,)]
-            )
-            return
-        await self._write(
-            "INSERT INTO holders (name, added_at, unauthorized_since) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET unauthorized_since = excluded.unauthorized_since",
-            [(holder, iso_ms(since), iso_ms(since))],
-        )
-
     async def unauthorized_holders(self) -> dict[str, str]:
         rows = await self._rows(
             "SELECT name, unauthorized_since FROM holders WHERE unauthorized_since IS NOT NULL"
         )
         return {row["name"]: row["unauthorized_since"] for row in rows}
+
+    async def postpone(self, holder: str, next_due_at: float) -> None:
+        """Move every tier of ``holder`` to no earlier than ``next_due_at`` (a pause)."""
+        await self._write(
+            "UPDATE tier_runs SET next_due_at = MAX(COALESCE(next_due_at, 0), ?) WHERE holder = ?",
+            [(next_due_at, holder)],
+        )
 
     async def tier_runs(self, holder: str | None = None) -> list[TierRun]:
         where = " WHERE holder = ?" if holder else ""
@@ -172,28 +175,58 @@ class PollingState(Connection):
             found.update({row["key"]: _entity(row) for row in rows})
         return found
 
+    async def track(self, holder: str, resource: Resource, tier: str, now: datetime) -> bool:
+        """Put an entity into ``tier``; an unknown one is stored with only the tracked mark.
+
+        One statement, so a poll storing the entity at the same moment is never overwritten.
+        Returns whether the entity was already known.
+        """
+        stamp = iso_ms(now)
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT 1 FROM entities WHERE holder = ? AND key = ?", (holder, resource.key)
+            ) as cursor:
+                known = await cursor.fetchone() is not None
+            await db.execute(
+                """
+                INSERT INTO entities (holder, key, kind, id, country, tier, snapshot, sequence,
+                                      first_seen_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
+                ON CONFLICT (holder, key) DO UPDATE SET tier = excluded.tier,
+                    updated_at = excluded.updated_at
+                """,
+                (holder, resource.key, resource.type, resource.id, resource.country, tier,
+                 _json({TRACKED: True}), stamp, stamp),
+            )  # fmt: skip
+        return known
+
+    async def commit_holder_event(
+        self,
+        holder: str,
+        observation: Observation,
+        *,
+        now: datetime,
+        unauthorized_since: datetime | None,
+    ) -> CommitResult:
+        """A holder's operational event and its unauthorized mark, in one transaction."""
+        result = CommitResult()
+        stamp = iso_ms(unauthorized_since) if unauthorized_since else None
+        async with self._transaction() as db:
+            await self._commit_observation(holder, observation, now, result)
+            await db.execute(
+                "INSERT INTO holders (name, added_at, unauthorized_since) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET unauthorized_since = excluded.unauthorized_since",
+                (holder, iso_ms(now), stamp),
+            )
+        return result
+
     async def tier_sizes(self) -> dict[tuple[str, str], int]:
         rows = await self._rows(
             "SELECT holder, tier, COUNT(*) AS n FROM entities WHERE tier IS NOT NULL"
             " GROUP BY holder, tier"
         )
         return {(row["holder"], row["tier"]): int(row["n"]) for row in rows}
-
-    async def set_tier(
-        self, holder: str, resource: Resource, tier: str | None, now: datetime
-    ) -> bool:
-        """Put a stored entity into ``tier`` (``None``: out of the active set); False if unknown."""
-        rows = await self._rows(
-            "SELECT 1 FROM entities WHERE holder = ? AND key = ?", [holder, resource.key]
-        )
-        if rows:
-            await self._write(
-                "UPDATE entities SET tier = ?, updated_at = ? WHERE holder = ? AND key = ?",
-                [(tier, iso_ms(now), holder, resource.key)],
-            )
-        return bool(rows)
-
-    # --- the transactional outbox -----------------------------------------------------------
 
     async def commit_poll(
         self,
@@ -286,6 +319,11 @@ class PollingState(Connection):
         ) as cursor:
             row = await cursor.fetchone()
         sequence = int(row[0]) if row else 0
+        if observation.expected_sequence not in (None, sequence):
+            raise ConcurrentUpdate(
+                f"{resource.key} of {holder} changed under this poll (sequence {sequence}, "
+                f"expected {observation.expected_sequence}); it is polled again"
+            )
         stamp = iso_ms(now)
         for change in observation.changes:
             sequence += 1
