@@ -108,7 +108,7 @@ class DeliveryWorker:
             outcome = await self._deliver(sink, row, started)
         attempt = row.attempts + 1
         duration_ms = round((self.clock.monotonic() - t0) * 1000, 1)
-        state, next_at = self._next(outcome, attempt, sink is None)
+        state, next_at = self._next(outcome, row.scheduled_attempts + 1, sink is None)
         return AttemptRecord(
             delivery_id=row.id, attempt=attempt, started_at=started, duration_ms=duration_ms,
             ok=outcome.ok, status=outcome.status, error_class=outcome.error_class,
@@ -123,14 +123,13 @@ class DeliveryWorker:
             log.exception("delivery_attempt_crashed", sink=row.sink, delivery_id=row.id)
             return Outcome(False, error_class=type(exc).__name__)
 
-    def _next(self, outcome: Outcome, attempt: int, unroutable: bool) -> tuple[str, float | None]:
+    def _next(self, outcome: Outcome, made: int, unroutable: bool) -> tuple[str, float | None]:
+        """The row's next state after an attempt; ``made``: attempts since the schedule began."""
         if outcome.ok:
             return "delivered", None
-        delay = (
-            None
-            if unroutable
-            else retry_delay(attempt, self.config.retry_schedule_s, outcome.retry_after_s, self.rng)
-        )
+        if unroutable:
+            return "failed", None
+        delay = retry_delay(made, self.config.retry_schedule_s, outcome.retry_after_s, self.rng)
         if delay is None:
             return "failed", None
         return "pending", self.clock.now().timestamp() + delay

@@ -232,6 +232,9 @@ class CommandSink:
             process.kill()
             await process.wait()
             return Outcome(False, error_class="timeout")
+        except asyncio.CancelledError:
+            process.kill()  # the daemon is stopping: leave no program behind
+            raise
         if process.returncode == 0:
             return Outcome(True)
         excerpt = _excerpt(stderr)

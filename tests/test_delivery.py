@@ -18,7 +18,7 @@ from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
 from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Sink, WebhookSink
-from drgreen_poller.store import Observation, SinkRoute, Store
+from drgreen_poller.store import AttemptRecord, Observation, SinkRoute, Store
 from tests.fakes import WebhookReceiver, start
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -78,9 +78,12 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
     server = await start(hook.app)
     store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("store", ("*",))])
     config = SinkConfig(
-        name="store", kind="webhook", url=str(server.make_url("/events")),
-        secrets=(Secret(SECRET, "test"),), timeout_s=0.5,
-    )  # fmt: skip
+        name="store",
+        kind="webhook",
+        url=str(server.make_url("/events")),
+        secrets=(Secret(SECRET, "test"),),
+        timeout_s=0.5,
+    )
     delivery = DeliveryConfig(retry_schedule_s=SCHEDULE, concurrency=4)
     sink = WebhookSink(config, delivery)
     worker = DeliveryWorker(store, {"store": sink}, delivery, clock, random.Random(3))
@@ -111,8 +114,11 @@ class TestRetries:
         assert await bench.states() == ["delivered"]
         attempts = await bench.attempts_of()
         assert [(a["attempt"], a["ok"], a["status"]) for a in attempts] == [
-            (1, 0, 503), (2, 0, 503), (3, 0, 503), (4, 1, 204)
-        ]  # fmt: skip
+            (1, 0, 503),
+            (2, 0, 503),
+            (3, 0, 503),
+            (4, 1, 204),
+        ]
         assert attempts[0]["response_excerpt"] == "try later"
         assert len({d.id for d in bench.hook.received}) == 1
         stamps = [int(d.headers["webhook-timestamp"]) for d in bench.hook.received]
@@ -134,6 +140,9 @@ class TestRetries:
         assert await bench.states() == ["delivered"]
         assert {d.id for d in bench.hook.received} == {bench.hook.received[0].id}
         assert len(bench.hook.received) == 7
+        history = await bench.attempts_of()
+        assert [a["attempt"] for a in history] == [1, 2, 3, 4, 5, 6, 7]  # nothing overwritten
+        assert [a["ok"] for a in history] == [0] * 6 + [1]
 
     async def test_slow_receiver_times_out_and_is_retried(self, bench: Bench) -> None:
         """A receiver slower than the timeout fails the attempt; the retry gets through."""
@@ -183,6 +192,31 @@ class TestOrdering:
                 await _advance_to_next(bench)
         assert await bench.worker.run_once() == 1
         assert await bench.states() == ["failed", "delivered"]
+
+
+class TestReplay:
+    async def test_a_replayed_event_is_not_in_flight_twice(self, bench: Bench) -> None:
+        """While the original delivery of an event is in flight, its replay waits."""
+        await bench.emit("o-1", "order.created")
+        [claimed] = await bench.store.claim_due(bench.clock.now(), 10)
+        since = bench.clock.now()
+        assert await bench.store.replay("store", ["*"], since, bench.clock.now()) == 1
+        assert await bench.store.claim_due(bench.clock.now(), 10) == []
+        done = AttemptRecord(
+            delivery_id=claimed.id,
+            attempt=1,
+            started_at=bench.clock.now(),
+            duration_ms=1.0,
+            ok=True,
+            status=204,
+            error_class=None,
+            excerpt=None,
+            state="delivered",
+        )
+        await bench.store.record_attempts([done], bench.clock.now())  # the original finishes
+        [replayed] = await bench.store.claim_due(bench.clock.now(), 10)
+        assert replayed.event_id == claimed.event_id
+        assert replayed.id != claimed.id
 
 
 class TestLoop:
@@ -241,9 +275,11 @@ class TestConcurrency:
         clock = FakeClock()
         store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("store", ("*",))])
         config = SinkConfig(
-            name="store", kind="webhook", url=str(server.make_url("/")),
+            name="store",
+            kind="webhook",
+            url=str(server.make_url("/")),
             secrets=(Secret(SECRET, "t"),),
-        )  # fmt: skip
+        )
         delivery = DeliveryConfig(concurrency=4)
         sinks: dict[str, Sink] = {"store": WebhookSink(config, delivery)}
         worker = DeliveryWorker(store, sinks, delivery, clock, random.Random(0))
@@ -279,9 +315,11 @@ class TestFileSinkThroughTheWorker:
         }
         worker = DeliveryWorker(store, sinks, DeliveryConfig(), clock, random.Random(0))
         observation = Observation(
-            Resource("order", "o-1"), {}, None,
+            Resource("order", "o-1"),
+            {},
+            None,
             changes=[Change("order.created", {}), Change("order.approved", {})],
-        )  # fmt: skip
+        )
         await store.commit_events("shop", [observation], now=clock.now())
         while await worker.run_once():
             pass
@@ -341,9 +379,12 @@ class TestNoSpin:
         """With every slot busy, wake-ups do not make the loop spin; it waits for a finish."""
         bench.hook.hang_next = 1
         worker = CountingWorker(
-            bench.store, {"store": bench.sink}, DeliveryConfig(concurrency=1),
-            bench.clock, random.Random(0),
-        )  # fmt: skip
+            bench.store,
+            {"store": bench.sink},
+            DeliveryConfig(concurrency=1),
+            bench.clock,
+            random.Random(0),
+        )
         await bench.emit("o-1", "order.created")
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, grace_s=0.1))

@@ -205,3 +205,25 @@ class TestTrack:
         assert not await store.track("main", Resource("client", "c-1"), "pending_kyc", NOW)
         [entity] = await store.entities("main", tier="pending_kyc")
         assert entity.snapshot == {"_tracked": True}
+
+
+class TestCancellation:
+    async def test_cancelled_commit_leaves_no_open_transaction(self, store: Store) -> None:
+        """A commit cancelled mid-way (a stop) is rolled back whole; the next one works."""
+        import asyncio
+
+        many = [
+            Observation(
+                Resource("order", f"o-{n}"), {}, None, changes=[Change("order.created", {})]
+            )
+            for n in range(400)
+        ]
+        for delay in (0.0, 0.001, 0.003, 0.01):
+            task = asyncio.create_task(store.commit_events("main", many, now=NOW))
+            await asyncio.wait([task], timeout=delay)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            count = len(await store.events(limit=0))
+            assert count % 400 == 0  # all or nothing
+        await store.commit_events("main", [_approved()], now=NOW)
+        assert (await store.events(limit=0))[-1]["type"] == "order.approved"

@@ -103,6 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_by_event ON deliveries (event_id);
     CREATE INDEX deliveries_by_state_time ON deliveries (state, updated_at);
     """,
+    # 3: a requeued delivery restarts its retry schedule but keeps numbering its attempts
+    """
+    ALTER TABLE deliveries ADD COLUMN schedule_offset INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -229,14 +233,25 @@ class Connection:
     async def _transaction_unlocked(self) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+            yield self._db
             await self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"writing the state database failed: {exc}") from exc
+        except BaseException as exc:
+            # Also on cancellation (a stop while a statement waits): aiosqlite still runs what
+            # was queued, so the rollback must not be skipped or the connection stays inside
+            # a transaction and every later write fails.
+            await asyncio.shield(self._abandon())
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"writing the state database failed: {exc}") from exc
+            raise
+
+    async def _abandon(self) -> None:
+        """Roll back whatever transaction is open, once every queued statement has run."""
+        try:
+            await self._db.execute("SELECT 1")  # runs after anything still queued
+            if self._db.in_transaction:
+                await self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection itself is gone; the next use reports it
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:

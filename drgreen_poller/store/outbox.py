@@ -26,6 +26,12 @@ class DueDelivery:
     sink: str
     attempts: int
     body: str
+    schedule_offset: int = 0  # attempts made before the last requeue
+
+    @property
+    def scheduled_attempts(self) -> int:
+        """Attempts made since the retry schedule last (re)started."""
+        return self.attempts - self.schedule_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +69,16 @@ class DeliveryRow:
 
 
 _DUE_SQL = """
-    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body
+    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= ?
       AND NOT EXISTS (
           SELECT 1 FROM deliveries AS p
           WHERE p.sink = d.sink AND p.resource_key = d.resource_key
             AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries AS q
+          WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
     ORDER BY d.next_attempt_at, d.id
     LIMIT ?
 """
@@ -106,7 +115,7 @@ class Outbox(Connection):
                 "UPDATE deliveries SET state = 'delivering', updated_at = ? WHERE id = ?",
                 [(iso_ms(now), row[0]) for row in chosen],
             )
-        return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in chosen]
+        return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in chosen]
 
     async def next_attempt_at(self) -> float | None:
         """The earliest time a pending row becomes due (None when nothing is pending)."""
@@ -123,7 +132,7 @@ class Outbox(Connection):
         stamp = iso_ms(now)
         async with self._transaction() as db:
             await db.executemany(
-                "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_ms,"
+                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
                 " ok, status, error_class, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
@@ -179,16 +188,17 @@ class Outbox(Connection):
         async with self._transaction() as db:
             if ids is None:
                 cursor = await db.execute(
-                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    " updated_at = ? WHERE state = 'failed'",
+                    "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
+                    " next_attempt_at = ?, updated_at = ? WHERE state = 'failed'",
                     (now.timestamp(), stamp),
                 )
                 return cursor.rowcount
             count = 0
             for delivery_id in ids:
                 cursor = await db.execute(
-                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    " updated_at = ? WHERE id = ? AND state IN ('failed', 'pending')",
+                    "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
+                    " next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN"
+                    " ('failed', 'pending')",
                     (now.timestamp(), stamp, delivery_id),
                 )
                 count += cursor.rowcount
