@@ -18,11 +18,11 @@ from drgreen_poller.sandbox.replies import ApiError
 from drgreen_poller.sandbox.routes import Call, Handler, Reply
 from drgreen_poller.sandbox.validation import (
     QueryCheck,
+    approval_list,
     is_uuid,
     matching,
     ordered,
     require_uuid,
-    sort_attribute,
 )
 
 ClientTest = Callable[[Client], bool]
@@ -61,14 +61,17 @@ def list_clients(call: Call) -> Reply:
     tests, approval = _client_tests(call, check)
     check.done()
     found = matching(call.state.holder_clients(call.owner), tests)
-    found = ordered(found, sort_attribute(approval), page.descending)
-    items = [
-        client_records.client_list_item(
-            call.state, c, with_note=approval == "REJECTED", with_logs=approval == "VERIFIED"
+    return Reply(
+        approval_list(
+            "clients",
+            page,
+            found,
+            approval,
+            lambda c, note, logs: client_records.client_list_item(
+                call.state, c, with_note=note, with_logs=logs
+            ),
         )
-        for c in page.slice(found)
-    ]
-    return Reply({"clients": items, "pageMetaDto": page.meta(len(found))})
+    )
 
 
 def client_summary(call: Call) -> Reply:
@@ -104,10 +107,17 @@ def create_client(call: Call) -> Reply:
     when = state.now()
     address = dto.shipping
     shipping = Shipping(
-        state.new_id(), address["address1"], address["city"], address["state"],
-        address["country"] or country_name(address["countryCode"]), address["countryCode"],
-        address["postalCode"], when, address["address2"], address["landmark"],
-    )  # fmt: skip
+        state.new_id(),
+        address["address1"],
+        address["city"],
+        address["state"],
+        address["country"] or country_name(address["countryCode"]),
+        address["countryCode"],
+        address["postalCode"],
+        when,
+        address["address2"],
+        address["landmark"],
+    )
     client = state.add_client(call.owner, dto.identity, shipping, medical_record=dto.medical_record)
     if dto.business is not None:
         client.businesses.append({"id": state.new_id(), **dto.business})

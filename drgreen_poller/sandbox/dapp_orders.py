@@ -16,11 +16,11 @@ from drgreen_poller.sandbox.routes import Call, Handler, Reply
 from drgreen_poller.sandbox.state import SandboxState
 from drgreen_poller.sandbox.validation import (
     QueryCheck,
+    approval_list,
     is_uuid,
     matching,
     ordered,
     require_uuid,
-    sort_attribute,
 )
 
 OrderTest = Callable[[Order], bool]
@@ -65,14 +65,17 @@ def list_orders(call: Call) -> Reply:
     tests, approval = _order_tests(call, check)
     check.done()
     found = matching(call.state.holder_orders(call.owner), tests)
-    found = ordered(found, sort_attribute(approval), page.descending)
-    items = [
-        records.order_list_item(
-            call.state, o, with_note=approval == "REJECTED", with_logs=approval == "VERIFIED"
+    return Reply(
+        approval_list(
+            "orders",
+            page,
+            found,
+            approval,
+            lambda o, note, logs: records.order_list_item(
+                call.state, o, with_note=note, with_logs=logs
+            ),
         )
-        for o in page.slice(found)
-    ]
-    return Reply({"orders": items, "pageMetaDto": page.meta(len(found))})
+    )
 
 
 def recent_orders(call: Call) -> Reply:

@@ -203,3 +203,18 @@ def sort_attribute(approval: str | None) -> str:
     if approval == "REJECTED":
         return "rejected_at"
     return "created_at"
+
+
+def approval_list(
+    key: str,
+    page: Page,
+    found: Sequence[S],
+    approval: str | None,
+    render: Callable[[S, bool, bool], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of an orders or clients list (§3.1, §3.6): sorted by the approval filter's date,
+    items with ``rejectionNote`` under REJECTED and their logs under VERIFIED."""
+    sorted_items = ordered(found, sort_attribute(approval), page.descending)
+    rejected, verified = approval == "REJECTED", approval == "VERIFIED"
+    items = [render(item, rejected, verified) for item in page.slice(sorted_items)]
+    return {key: items, "pageMetaDto": page.meta(len(found))}
