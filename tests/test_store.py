@@ -227,3 +227,37 @@ class TestCancellation:
             assert count % 400 == 0  # all or nothing
         await store.commit_events("main", [_approved()], now=NOW)
         assert (await store.events(limit=0))[-1]["type"] == "order.approved"
+
+
+class TestPrune:
+    async def test_old_delivered_rows_and_events_go(self, store: Store) -> None:
+        """Delivered rows and their events older than the cutoff are pruned; failed ones stay."""
+        from datetime import timedelta
+
+        from drgreen_poller.store import AttemptRecord
+
+        old, later = NOW, NOW + timedelta(days=40)
+        await store.commit_poll("main", "active_orders", [_approved()], now=old, next_due_at=0)
+        client = Observation(
+            Resource("client", "c"), {}, None, changes=[Change("client.created", {})]
+        )
+        await store.commit_events("main", [client], now=old)
+        rows = await store.claim_due(old, 10)
+        done = [
+            AttemptRecord(
+                delivery_id=row.id,
+                attempt=1,
+                started_at=old,
+                duration_ms=1.0,
+                ok=row.sink != "kyc",
+                status=204,
+                error_class=None,
+                excerpt=None,
+                state="delivered" if row.sink != "kyc" else "failed",
+            )
+            for row in rows
+        ]
+        await store.record_attempts(done, old)
+        assert await store.prune(later - timedelta(days=30)) == (3, 1)
+        assert [e["type"] for e in await store.events(limit=0)] == ["client.created"]
+        assert [(r.sink, r.state) for r in await store.deliveries()] == [("kyc", "failed")]
