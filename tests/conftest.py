@@ -10,7 +10,7 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
-from drgreen_poller.sandbox import HolderInfo
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.signing import ApiCredentials, generate_credentials
 from tests.fakes import ScriptedApi, start
 
@@ -20,6 +20,29 @@ ClientFactory = Callable[..., ApiClient]
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+# The sandbox tests' world: a sandbox on loopback, on a fake clock, with one holder. Test
+# modules that need another kind of sandbox define their own ``box``.
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The sandbox's clock."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def box(clock: FakeClock) -> AsyncIterator[LocalSandbox]:
+    """A sandbox on loopback driven by a fake clock."""
+    async with LocalSandbox(SandboxState(clock)) as running:
+        yield running
+
+
+@pytest.fixture
+def holder(box: LocalSandbox) -> HolderInfo:
+    """A holder with a key pair and a primary NFT."""
+    return box.state.create_holder("h1")
 
 
 @pytest.fixture(scope="session")

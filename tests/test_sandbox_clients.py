@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.sandbox.model import Strain
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """The sandbox's clock."""
-    return FakeClock()
-
-
-@pytest.fixture
-async def box(clock: FakeClock) -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(clock)) as running:
-        yield running
-
-
-@pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
-    """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
 
 
 @pytest.fixture

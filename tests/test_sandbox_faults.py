@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -18,25 +17,6 @@ from drgreen_poller.sandbox.harness import RawAnswer
 ENVOY_503 = (
     b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """The sandbox's clock."""
-    return FakeClock()
-
-
-@pytest.fixture
-async def box(clock: FakeClock) -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(clock)) as running:
-        yield running
-
-
-@pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
-    """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
 
 
 async def add_fault(box: LocalSandbox, spec: dict[str, Any]) -> dict[str, Any]:
