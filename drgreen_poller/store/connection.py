@@ -163,6 +163,11 @@ def _exclusive(lock_path: Path) -> int:
     return fd
 
 
+def _probe(path: Path) -> None:
+    """Open and close ``path`` with plain sqlite3 (raises what opening it would raise)."""
+    sqlite3.connect(path).close()
+
+
 def _create_private(path: Path) -> None:
     """Create the database file 0600 before SQLite does (SQLite would honour the umask)."""
     if not path.exists():
@@ -192,6 +197,9 @@ class Connection:
         """
         try:
             _create_private(path)
+            # A file SQLite cannot open is reported from a plain probe: a failing
+            # aiosqlite.connect leaves its worker thread answering a loop that may be gone.
+            await asyncio.to_thread(_probe, path)
             db = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state database {path}: {exc}") from exc
