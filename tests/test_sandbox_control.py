@@ -170,6 +170,26 @@ class TestOrders:
             f"order {oid} is DELIVERED, which is terminal",
         )
 
+    async def test_delete_makes_an_order_vanish(
+        self, box: LocalSandbox, holder: HolderInfo
+    ) -> None:
+        """DELETE removes an order from the lists and from detail; a paid one is refused."""
+        kept, gone = [
+            (await control_json(box, "POST", "/holders/h1/orders", {}, 201))["id"] for _ in "ab"
+        ]
+        assert await control_json(box, "DELETE", f"/orders/{gone}") == {"deleted": gone}
+        listed = await control_json(box, "GET", "/holders/h1/orders")
+        assert [o["id"] for o in listed["orders"]] == [kept]
+        caller = box.caller(holder)
+        page = (await caller.get("/dapp/orders")).json()["data"]
+        assert [o["id"] for o in page["orders"]] == [kept]
+        detail = await caller.get(f"/dapp/orders/{gone}", orderId=gone)
+        assert detail.json()["data"]["orderDetails"] is None
+        await control_json(box, "DELETE", f"/orders/{gone}", status=404)
+        await control_json(box, "POST", f"/orders/{kept}/pay")
+        refused = await control_json(box, "DELETE", f"/orders/{kept}", status=409)
+        assert "has a commission" in refused["error"]
+
     async def test_payment_actions(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Paying accrues one commission; payment may regress; refund needs the docs vocabulary."""
         oid = (await control_json(box, "POST", "/holders/h1/orders", {}, 201))["id"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import aiohttp
 import pytest
 
 from drgreen_poller.clock import FakeClock, SystemClock
@@ -124,6 +125,18 @@ class TestFaultKinds:
         assert cut.body == full[: len(full) // 2]
         assert cut.headers["Content-Length"] == str(len(cut.body))
 
+    async def test_reset_closes_the_connection_without_an_answer(
+        self, box: LocalSandbox, holder: HolderInfo
+    ) -> None:
+        """A reset fault drops the connection unanswered (counted as nginx's 444), then heals."""
+        # aiohttp clients resend an idempotent request once on a dropped connection: 2 hits.
+        await add_fault(box, {"kind": "reset", "count": 2})
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await summary(box, holder)
+        assert (await summary(box, holder)).status == 200
+        counts = (await box.control("GET", "/requests")).json()
+        assert counts["by_status"] == {"444": 2, "200": 1}
+
     async def test_slow_waits_on_the_clock(
         self, box: LocalSandbox, holder: HolderInfo, clock: FakeClock
     ) -> None:
@@ -216,6 +229,7 @@ class TestFaultSelection:
         ("spec", "message"),
         [
             ({"kind": "earthquake"}, "kind must be one of: rate_limit, server_error, slow"),
+            ({"kind": "reset", "delay_s": 1}, "a reset fault: unknown field(s) 'delay_s'"),
             ({"kind": "server_error", "status": 418}, "status must be one of: 500, 502, 503, 504"),
             ({"kind": "slow", "status": 500}, "a slow fault: unknown field(s) 'status'"),
             ({"kind": "slow", "delay_s": -1}, "delay_s must not be negative"),

@@ -73,6 +73,12 @@ async def patch_order(request: web.Request) -> web.Response:
     return web.json_response(order_view(state, order))
 
 
+async def delete_order(request: web.Request) -> web.Response:
+    """``DELETE /_sandbox/orders/{id}``: the order vanishes from the lists and from detail."""
+    order = state_of(request).delete_order(request.match_info["id"])
+    return web.json_response({"deleted": order.id})
+
+
 async def order_action(request: web.Request) -> web.Response:
     """``POST /_sandbox/orders/{id}/{action}``: a lifecycle step (409 when the rules forbid it)."""
     state = state_of(request)
@@ -141,6 +147,7 @@ def add_routes(app: web.Application, prefix: str) -> None:
             web.get(f"{p}/holders/{{name}}/orders", list_orders),
             web.get(f"{p}/orders/{{id}}", get_order),
             web.patch(f"{p}/orders/{{id}}", patch_order),
+            web.delete(f"{p}/orders/{{id}}", delete_order),
             web.post(f"{p}/orders/{{id}}/{{action}}", order_action),
             web.post(f"{p}/holders/{{name}}/commissions", accrue_commission),
             web.get(f"{p}/holders/{{name}}/commissions", list_commissions),

@@ -23,7 +23,7 @@ from drgreen_poller.sandbox.inputs import (
 )
 from drgreen_poller.sandbox.model import InvalidInput, UnknownEntity
 
-FAULT_KINDS = ("rate_limit", "server_error", "slow", "malformed", "truncated")
+FAULT_KINDS = ("rate_limit", "server_error", "slow", "malformed", "truncated", "reset")
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
 BODY_STYLES = ("json", "html", "text")
 RETRY_AFTER_FORMATS = ("seconds", "http-date")
@@ -35,6 +35,7 @@ _KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "slow": ("delay_s",),
     "malformed": (),
     "truncated": ("keep_fraction",),
+    "reset": (),
 }
 DEFAULT_RATE_LIMIT_RETRY_AFTER_S = 2
 DEFAULT_DELAY_S = 1.0

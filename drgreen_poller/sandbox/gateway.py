@@ -2,7 +2,8 @@
 
 Owns the injected answers (429, 5xx with JSON, nginx HTML or Envoy text bodies, ``Retry-After``
 in seconds or as an HTTP-date), slow answers (on the injected clock), malformed and truncated
-bodies. It must not choose faults (``faults.py`` does) nor serve the API itself.
+bodies, and connections dropped without an answer. It must not choose faults (``faults.py``
+does) nor serve the API itself.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MALFORMED_BODY = (
 )
 
 Serve = Callable[[], Awaitable[web.Response]]
+# nginx's status for "closed the connection without answering": what the counters record.
+NO_RESPONSE = 444
 
 
 def nginx_page(status: int) -> bytes:
@@ -103,6 +106,14 @@ def truncate(response: web.Response, keep_fraction: float) -> web.Response:
     )
 
 
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the connection with nothing sent; the returned response is only for the counters."""
+    transport = request.transport
+    if transport is not None:  # None only when the client has already gone
+        transport.abort()
+    return web.Response(status=NO_RESPONSE)
+
+
 async def through_gateway(
     fault: Fault | None, state: SandboxState, request: web.Request, serve: Serve
 ) -> web.Response:
@@ -114,6 +125,8 @@ async def through_gateway(
         return await serve()
     if fault.kind == "truncated":
         return truncate(await serve(), fault.keep_fraction)
+    if fault.kind == "reset":
+        return drop_connection(request)
     if fault.kind == "malformed":
         return web.Response(
             status=200, body=MALFORMED_BODY, content_type="application/json", charset="utf-8"

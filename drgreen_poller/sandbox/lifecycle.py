@@ -136,6 +136,20 @@ class OrderLifecycle(OrderRules):
         """Cancelled (terminal; a docs-only status)."""
         return self._move(order_id, "CANCELLED")
 
+    def delete_order(self, order_id: str) -> Order:
+        """Remove an order from its holder's lists and from detail, as if Dr Green dropped it.
+
+        Raises:
+            UnknownEntity: no such order.
+            StateConflict: the order has a commission (which would then point at nothing).
+        """
+        order = self.order(order_id)
+        if self.order_commission(order.id) is not None:
+            raise StateConflict(f"order {order.id} has a commission; only unpaid orders vanish")
+        del self.orders[order.id]
+        self._holder_orders[order.holder].remove(order)
+        return order
+
     def patch_order(self, order_id: str, changes: Mapping[str, Any]) -> Order:
         """Force raw field values with no side effects (any status string), bumping ``updatedAt``.
 
