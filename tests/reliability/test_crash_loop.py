@@ -1,0 +1,141 @@
+"""The crash loop (issue 7, point 11a): SIGKILLs at random moments under a moving upstream.
+
+The daemon (the real CLI) is killed right after start, while it polls (a share of the
+sandbox's answers are slowed so polls last) and while a delivery is in flight (the receiver
+holds its answers), and restarted each time, while a driver moves orders and clients through
+their lifecycles. At the end a last run drains everything and the receiver must hold every
+transition under exactly one id, nothing invented, each resource's events in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.driver import Driver
+from tests.reliability.expected import check_deliveries
+from tests.reliability.harness import (
+    CLOCK,
+    SCALE,
+    Control,
+    Daemon,
+    Receiver,
+    SandboxProcess,
+    wait_for,
+    write_config,
+)
+
+INTERVAL_S = 1.0
+# Two moves of one resource are this far apart: a restart, a kill right after it, another
+# restart and two poll intervals fit in between, so every state is observable.
+SPACING_S = 7.0
+KILL_MODES = ("start", "polling", "delivery")
+DRAIN_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Killer:
+    """Restarts the daemon and SIGKILLs it at random moments of the chosen kind."""
+
+    daemon: Daemon
+    receiver: Receiver
+    rng: random.Random
+    modes: Counter[str] = field(default_factory=Counter)
+    last: str = ""
+
+    @property
+    def kills(self) -> int:
+        return sum(self.modes.values())
+
+    async def cycle(self) -> None:
+        """One run of the daemon, ended by a SIGKILL (never two right-after-start in a row)."""
+        choices = KILL_MODES[1:] if self.last == "start" else KILL_MODES
+        mode = self.rng.choice(choices)
+        await self.daemon.start()
+        if mode == "start":
+            await CLOCK.sleep(self.rng.uniform(0.05, 0.6))
+        elif mode == "polling":
+            await CLOCK.sleep(self.rng.uniform(1.0, 4.0))
+        else:
+            await CLOCK.sleep(1.0)
+            self.receiver.arrived.clear()
+            try:
+                await asyncio.wait_for(self.receiver.arrived.wait(), 5.0)
+            except TimeoutError:
+                mode = "polling"  # nothing to deliver this time: it died polling instead
+            await CLOCK.sleep(self.rng.uniform(0.0, 0.03))
+        await self.daemon.kill()
+        self.modes[mode] += 1
+        self.last = mode
+
+
+async def _drive(driver: Driver, killer: Killer, kills: int) -> None:
+    """Run the driver and the killer together until both have done their share."""
+
+    async def moves() -> None:
+        while not (driver.settled(SCALE.min_moves) and killer.kills >= kills):
+            await driver.step()
+            await CLOCK.sleep(driver.rng.uniform(0.05, 0.2))
+
+    async def crashes() -> None:
+        while not (driver.settled(SCALE.min_moves) and killer.kills >= kills):
+            await killer.cycle()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(moves())
+        group.create_task(crashes())
+
+
+class TestCrashLoop:
+    @pytest.mark.timeout(SCALE.timeout_s + 60)
+    async def test_every_transition_once_under_sigkill(
+        self, sandbox: SandboxProcess, control: Control, receiver: Receiver, tmp_path: Path
+    ) -> None:
+        """Under SIGKILLs at random moments every upstream transition arrives under one id."""
+        seed = random.randrange(2**32)
+        rng = random.Random(seed)
+        await control.ok("PATCH", "/settings", {"payment_vocabulary": "docs"})
+        keys = await control.holder("crash")
+        await control.fault({"kind": "slow", "delay_s": 0.3, "fraction": 0.3, "seed": seed,
+                             "holder": "crash"})  # fmt: skip
+        receiver.hold_s = lambda: rng.choice((0.0, rng.uniform(0.02, 0.15)))
+        config = write_config(
+            tmp_path, base_url=sandbox.base_url, holders=[keys], receiver=receiver,
+            events=["order.*", "client.*"], first_sync="emit",
+        )  # fmt: skip
+        daemon = Daemon(config)
+        driver = Driver(control, "crash", SCALE.orders, SCALE.clients, SPACING_S, rng)
+        killer = Killer(daemon, receiver, rng)
+        await driver.prepare()
+        await _drive(driver, killer, SCALE.kills)
+
+        await daemon.start()  # the last run: drain
+        histories = driver.histories
+        expected = sum(len(h.expected()) for h in histories)
+        await wait_for(
+            lambda: len({a.id for a in receiver.arrivals}) >= expected,
+            DRAIN_TIMEOUT_S, f"{expected} distinct events (seed {seed})",
+        )  # fmt: skip
+        await CLOCK.sleep(3 * INTERVAL_S)  # anything invented would come now
+        troubles = daemon.troubles()
+        await daemon.stop()
+
+        problems = check_deliveries(histories, receiver.arrivals)
+        summary = (
+            f"seed {seed}: {killer.kills} kills {dict(killer.modes)}, {daemon.starts} starts, "
+            f"{driver.calls} control calls ({driver.refused} refused with 409), "
+            f"{expected} transitions, {len(receiver.arrivals)} arrivals"
+        )
+        print(summary)
+        assert not receiver.rejected, receiver.rejected
+        assert not problems, summary + "\n" + "\n".join(problems[:30])
+        assert not troubles, troubles[:5]
+        assert killer.kills >= SCALE.kills
+        moved = Counter(h.kind for h in histories if len(h.states) > 1)
+        assert moved["order"] >= SCALE.orders * 0.8, moved
+        assert moved["client"] >= SCALE.clients * 0.8, moved
