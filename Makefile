@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all test lint format typecheck pytest demo sandbox bench clean
+.PHONY: all test lint format typecheck pytest reliability demo sandbox bench clean
 
 all: test
 
@@ -38,6 +38,11 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest --cov --cov-report=term
 
 test: lint typecheck pytest
+
+# The reliability suite at full size (crash loop, upstream faults, disk, properties): real
+# processes, about 5 minutes. `make test` runs its short form with everything else.
+reliability: $(VENV)/.installed-dev
+	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability -p no:cacheprovider -q
 
 demo: $(VENV)/.installed
 	$(BIN)/drgreen-poller demo
