@@ -40,10 +40,16 @@ DRAIN_TIMEOUT_S = 60.0
 
 @dataclass
 class Killer:
-    """Restarts the daemon and SIGKILLs it at random moments of the chosen kind."""
+    """Restarts the daemon and SIGKILLs it at random moments of the chosen kind.
+
+    ``polling`` kills land while a slowed upstream answer is pending (the sandbox's slow fault
+    counts a request when it arrives); ``delivery`` kills while the receiver holds its answer.
+    """
 
     daemon: Daemon
     receiver: Receiver
+    control: Control
+    slow_fault: int
     rng: random.Random
     modes: Counter[str] = field(default_factory=Counter)
     last: str = ""
@@ -59,19 +65,37 @@ class Killer:
         await self.daemon.start()
         if mode == "start":
             await CLOCK.sleep(self.rng.uniform(0.05, 0.6))
-        elif mode == "polling":
-            await CLOCK.sleep(self.rng.uniform(1.0, 4.0))
         else:
-            await CLOCK.sleep(1.0)
-            self.receiver.arrived.clear()
-            try:
-                await asyncio.wait_for(self.receiver.arrived.wait(), 5.0)
-            except TimeoutError:
-                mode = "polling"  # nothing to deliver this time: it died polling instead
-            await CLOCK.sleep(self.rng.uniform(0.0, 0.03))
+            await CLOCK.sleep(self.rng.uniform(0.5, 2.0))
+            mode = await self._mid_delivery() if mode == "delivery" else await self._mid_poll()
         await self.daemon.kill()
         self.modes[mode] += 1
         self.last = mode
+
+    async def _mid_poll(self) -> str:
+        """Return while a slowed request of the daemon waits for its answer (0.3 s)."""
+        before = await self._slowed()
+
+        async def arrived() -> bool:
+            return await self._slowed() > before
+
+        await wait_for(arrived, 10, "a slowed upstream request", step_s=0.02)
+        await CLOCK.sleep(self.rng.uniform(0.0, 0.2))
+        return "polling"
+
+    async def _mid_delivery(self) -> str:
+        """Return while the receiver holds a delivery (or say it was a poll when none came)."""
+        self.receiver.arrived.clear()
+        try:
+            await asyncio.wait_for(self.receiver.arrived.wait(), 5.0)
+        except TimeoutError:
+            return "idle"  # nothing to deliver this time
+        await CLOCK.sleep(self.rng.uniform(0.0, 0.03))
+        return "delivery"
+
+    async def _slowed(self) -> int:
+        faults = (await self.control.ok("GET", "/faults"))["faults"]
+        return int(next(f["fired"] for f in faults if f["id"] == self.slow_fault))
 
 
 async def _drive(driver: Driver, killer: Killer, kills: int) -> None:
@@ -101,8 +125,8 @@ class TestCrashLoop:
         rng = random.Random(seed)
         await control.ok("PATCH", "/settings", {"payment_vocabulary": "docs"})
         keys = await control.holder("crash")
-        await control.fault({"kind": "slow", "delay_s": 0.3, "fraction": 0.3, "seed": seed,
-                             "holder": "crash"})  # fmt: skip
+        slow = await control.fault({"kind": "slow", "delay_s": 0.3, "fraction": 0.3,
+                                    "seed": seed, "holder": "crash"})  # fmt: skip
         receiver.hold_s = lambda: rng.choice((0.0, rng.uniform(0.02, 0.15)))
         config = write_config(
             tmp_path, base_url=sandbox.base_url, holders=[keys], receiver=receiver,
@@ -110,7 +134,7 @@ class TestCrashLoop:
         )  # fmt: skip
         daemon = Daemon(config)
         driver = Driver(control, "crash", SCALE.orders, SCALE.clients, SPACING_S, rng)
-        killer = Killer(daemon, receiver, rng)
+        killer = Killer(daemon, receiver, control, slow, rng)
         await driver.prepare()
         await _drive(driver, killer, SCALE.kills)
 
