@@ -93,6 +93,15 @@ class TestCheckDeliveries:
         problems = check_deliveries([], CLEAN[:1])
         assert problems[0].startswith("invented: events for order o1")
 
+    def test_a_gap_in_sequences_is_flagged(self) -> None:
+        """Sequences may start anywhere but must rise by one per event of a resource."""
+        shifted = [arrival(a.id, a.event["type"], a.event["sequence"] + 500,
+                           a.event["data"]["object"]) for a in CLEAN]  # fmt: skip
+        assert check_deliveries([HISTORY], shifted) == []
+        gap = arrival("e3", "order.paid", 5, order(V, "COMPLETED"))
+        problems = check_deliveries([HISTORY], [*CLEAN[:2], gap])
+        assert problems == ["order o1: sequences do not rise by one per event: [1, 2, 5]"]
+
     def test_a_wrong_state_is_flagged(self) -> None:
         """The right type carrying the wrong object state is not the transition."""
         wrong = arrival("e3", "order.paid", 3, order(V, "PAID"))
