@@ -104,6 +104,14 @@ def log_lineage(lineage: Lineage, path: Path) -> None:
             sequence_floor=lineage.sequence_floor,
             hint="changes since the copy was made may be announced again, under new ids",
         )
+    else:
+        log.info(
+            "state_opened",
+            path=str(path),
+            began_at=lineage.began_at,
+            restored_at=lineage.rebased_at,
+            restore_reason=lineage.rebase_reason,
+        )
 
 
 @asynccontextmanager

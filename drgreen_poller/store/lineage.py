@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 
 from drgreen_poller.errors import StateLost, StoreError
+from drgreen_poller.events import iso_ms
 
 # Migration 4: the lineage row (exactly one).
 LINEAGE_MIGRATION = """
@@ -117,7 +118,7 @@ async def _create(db: aiosqlite.Connection, now: datetime) -> bool:
     )
     fresh = used is None or int(used[0]) == 0
     began = await _one(db, "SELECT MIN(added_at) FROM holders")
-    began_at = now.isoformat() if fresh or began is None else began[0]
+    began_at = iso_ms(now) if fresh or began is None else began[0]
     await db.execute(
         "INSERT INTO lineage (one, lineage, began_at, sequence_floor) VALUES (1, ?, ?, ?)",
         (secrets.token_hex(16), began_at, floor_at(now)),
@@ -153,7 +154,7 @@ async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> L
             await db.execute(
                 "UPDATE lineage SET sequence_floor = MAX(sequence_floor, ?), rebased_at = ?,"
                 " rebase_reason = ?, backup_taken_at = NULL",
-                (floor_at(now), now.isoformat(), reason),
+                (floor_at(now), iso_ms(now), reason),
             )
         await db.execute("UPDATE lineage SET generation = generation + 1")
         row = await _row(db)
@@ -190,7 +191,7 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
         try:
             live.backup(copy)
             with copy:
-                copy.execute("UPDATE lineage SET backup_taken_at = ?", (taken_at.isoformat(),))
+                copy.execute("UPDATE lineage SET backup_taken_at = ?", (iso_ms(taken_at),))
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
         finally:
             copy.close()
