@@ -141,6 +141,17 @@ def _operator_commands(commands: Any) -> None:
     )
     backup.add_argument("path", metavar="PATH", help="where to write the copy")
     backup.set_defaults(handler=handlers.cmd_backup)
+    restore = commands.add_parser(
+        "restore",
+        help="put a backup back in place of the state (the daemon stopped)",
+        description="Put a backup made by 'backup' (or any copy of a state database) in place "
+        "of the state. Refused while the daemon runs. The current database is kept beside it "
+        "(state.db.before-restore-TIME), never deleted. On its next start the daemon moves "
+        "its sequences forward, so no event id or sequence is reused; changes made since the "
+        "copy may be announced again under new ids.",
+    )
+    restore.add_argument("path", metavar="BACKUP", help="the copy to put back")
+    restore.set_defaults(handler=handlers.cmd_restore)
 
 
 def _delivery_commands(commands: Any) -> None:

@@ -187,6 +187,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import restore
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    kept = restore(config, Path(args.path), SystemClock())
+    print(f"restored {args.path} to {config.daemon.state_path}")
+    if kept:
+        print(f"the database it replaced is kept as {kept}")
+    return EXIT_OK
+
+
 def cmd_track(args: argparse.Namespace) -> int:
     from drgreen_poller.admin import track
 

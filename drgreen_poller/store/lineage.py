@@ -232,3 +232,63 @@ class FileIdentity:
                 f"the state database {self.path} was replaced by another file while"
                 " drgreen-poller ran; stopping so that nothing is written where it would be lost"
             )
+
+
+def restore_database(copy: Path, path: Path, now: datetime) -> Path | None:
+    """Put ``copy`` in place at ``path``; returns where the database it replaced was kept.
+
+    The caller holds the state lock (no daemon runs). The current database, if any, is
+    checkpointed and renamed aside (nothing is destroyed); its journal files go with it. The
+    copy is checked to be a drgreen-poller state, written beside ``path`` and renamed into
+    place, marked so that its first open moves the sequence floor up.
+    """
+    _check_state_file(copy)
+    kept = None
+    if path.exists():
+        kept = path.with_name(f"{path.name}.before-restore-{now.strftime('%Y%m%dT%H%M%SZ')}")
+        current = sqlite3.connect(path)
+        try:
+            current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            current.close()
+        os.replace(path, kept)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    temporary = path.with_name(f".{path.name}.restoring")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    try:
+        source, target = sqlite3.connect(copy), sqlite3.connect(temporary)
+        try:
+            source.backup(target)
+            with target:
+                target.execute(
+                    "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
+                    ("an unknown time (put back by drgreen-poller restore)",),
+                )
+        finally:
+            target.close()
+            source.close()
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return kept
+
+
+def _check_state_file(copy: Path) -> None:
+    """Raise ``StoreError`` unless ``copy`` is a readable drgreen-poller state database."""
+    if not copy.is_file():
+        raise StoreError(f"{copy} is not a file")
+    try:
+        db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{copy} is not a SQLite database: {exc}") from exc
+    if not {"lineage", "events", "entities"} <= tables:
+        raise StoreError(f"{copy} is not a drgreen-poller state (or predates backups)")
+    if not ok:
+        raise StoreError(f"{copy} is damaged (SQLite's quick_check failed)")
