@@ -10,28 +10,16 @@ import signal
 import sqlite3
 import stat
 from asyncio.subprocess import PIPE, Process
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from tests.conftest import write_config
-from tests.test_cli_daemon import CLI, _run
+from tests.test_cli_daemon import CLI, _run, box, shop
 
-
-@pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(SystemClock())) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def shop(box: LocalSandbox) -> HolderInfo:
-    holder = box.state.create_holder("shop")
-    box.state.create_order("shop")
-    return holder
+__all__ = ["box", "shop"]  # the CLI tests' fixtures: a sandbox on the real clock, a holder
 
 
 @pytest.fixture

@@ -182,16 +182,27 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
     is written beside ``target`` (mode 0600), marked as a backup taken at ``taken_at`` (so that
     the state it holds moves its sequence floor up when it is put back) and renamed into place.
     """
+    _copy_database(source, target, backup_taken_at=iso_ms(taken_at))
+    return target.stat().st_size
+
+
+def _copy_database(source: Path, target: Path, *, backup_taken_at: str) -> None:
+    """Copy with SQLite's backup API beside ``target`` (0600), mark it, rename it into place.
+
+    A mark already in the copy is kept (a backup put back keeps the time it was taken).
+    """
     temporary = target.with_name(f".{target.name}.partial")
     temporary.unlink(missing_ok=True)
     os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        live = sqlite3.connect(source)
-        copy = sqlite3.connect(temporary)
+        live, copy = sqlite3.connect(source), sqlite3.connect(temporary)
         try:
             live.backup(copy)
             with copy:
-                copy.execute("UPDATE lineage SET backup_taken_at = ?", (iso_ms(taken_at),))
+                copy.execute(
+                    "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
+                    (backup_taken_at,),
+                )
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
         finally:
             copy.close()
@@ -200,7 +211,6 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return target.stat().st_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,24 +264,9 @@ def restore_database(copy: Path, path: Path, now: datetime) -> Path | None:
         os.replace(path, kept)
     for suffix in ("-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
-    temporary = path.with_name(f".{path.name}.restoring")
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-    try:
-        source, target = sqlite3.connect(copy), sqlite3.connect(temporary)
-        try:
-            source.backup(target)
-            with target:
-                target.execute(
-                    "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
-                    ("an unknown time (put back by drgreen-poller restore)",),
-                )
-        finally:
-            target.close()
-            source.close()
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    _copy_database(
+        copy, path, backup_taken_at="an unknown time (put back by drgreen-poller restore)"
+    )
     return kept
 
 
