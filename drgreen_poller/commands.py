@@ -76,8 +76,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from drgreen_poller.errors import ConfigError, StoreError
+    from drgreen_poller.store.connection import check_writable
+
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
+    try:
+        # A state the daemon cannot write is a problem of this file on this host: exit 2.
+        check_writable(config.daemon.state_path)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
     names = ", ".join(h.name for h in config.holders)
     print(
         f"{config.path}: ok ({len(config.holders)} holder(s): {names}; {len(config.sinks)} sink(s))"
