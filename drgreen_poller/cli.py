@@ -8,6 +8,8 @@ does lives in ``commands``; the work itself in ``daemon``, ``admin``, ``sandbox`
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +20,9 @@ from drgreen_poller.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
 
 DEFAULT_SANDBOX_PORT = 8700
+# What a shell reports for `git log | head`: killed by SIGPIPE (128 + 13). Python ignores
+# SIGPIPE (so a dropped socket never kills the daemon) and raises BrokenPipeError instead.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _port(text: str) -> int:
@@ -251,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a reader gone before the last buffered lines shows here
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -261,3 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _reader_gone() -> int:
+    """Stdout's reader closed it (``| head``): end quietly, as git does.
+
+    Standard output is pointed at /dev/null so that the interpreter's final flush of what is
+    still buffered cannot fail again and print a traceback (the recipe of Python's docs).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
