@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
-from drgreen_poller.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
 
 DEFAULT_SANDBOX_PORT = 8700
-# What a shell reports for `git log | head`: killed by SIGPIPE (128 + 13). Python ignores
-# SIGPIPE (so a dropped socket never kills the daemon) and raises BrokenPipeError instead.
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _port(text: str) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from drgreen_poller.cli import EXIT_BROKEN_PIPE
 from drgreen_poller.clock import SystemClock
+from drgreen_poller.commands import EXIT_BROKEN_PIPE
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from tests.conftest import write_config
 
@@ -40,13 +40,18 @@ async def _cli(*args: str) -> tuple[int, str]:
     return process.returncode, err.decode()
 
 
-async def _head_1(*args: str) -> tuple[str, int, str]:
-    """Run the CLI into a pipe whose reader takes one line and closes it: (line, status, stderr)."""
+async def _head_1(*args: str, until: str = "") -> tuple[str, int, str]:
+    """Run the CLI into a pipe whose reader closes it after one line (or the first with ``until``).
+
+    Returns that line, the exit status and stderr.
+    """
     read_end, write_end = os.pipe()
     process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=write_end, stderr=PIPE)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
         line = await asyncio.to_thread(reader.readline)
+        while until.encode() not in line:
+            line = await asyncio.to_thread(reader.readline)
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
     return line.decode(), process.returncode, err.decode()
@@ -84,3 +89,19 @@ class TestClosedPipe:
             assert "BrokenPipe" not in err, (name, err)
             assert status == EXIT_BROKEN_PIPE, (name, status, err)
         assert await _cli(*runs["events list"]) == (0, "")
+
+
+class TestDaemonIntoClosedPipe:
+    @pytest.mark.timeout(60)
+    async def test_run_stops_like_on_sigterm(self, tmp_path: Path) -> None:
+        """run's log reader gone mid-run (`| grep -m1`): a clean stop, 141, no logging errors."""
+        async with LocalSandbox(SandboxState(SystemClock())) as box:
+            holder = box.state.create_holder("shop")
+            config = write_config(tmp_path, box.base_url, holder, extra=SINK)
+            line, status, err = await _head_1(
+                "-c", str(config), "--log-format", "json", "run", until="poll_finished"
+            )
+        assert "poll_finished" in line
+        assert "Logging error" not in err
+        assert "Traceback" not in err
+        assert status == EXIT_BROKEN_PIPE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -76,3 +77,29 @@ class TestTracebacks:
         assert "the upstream answer did not parse" in text
         assert "ValueError" in text
         assert CUSTOMER not in text
+
+
+class TestLogOutput:
+    def test_a_closed_pipe_is_told_once_and_then_quiet(self) -> None:
+        """Lines into a pipe whose reader is gone: the hook runs once, later lines are dropped."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        calls: list[str] = []
+        with os.fdopen(write_end, "w") as stream:
+            output = logs.LogOutput(stream, lambda: calls.append("closed"))
+            assert output.write("a line\n") == len("a line\n")  # buffered, not yet sent
+            output.flush()
+            assert (output.reader_gone, calls) == (True, ["closed"])
+            output.write("x" * 100_000)
+            output.flush()
+        assert calls == ["closed"]
+
+    def test_a_large_write_into_a_closed_pipe(self) -> None:
+        """A write that must reach the pipe at once also counts as the reader being gone."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        with os.fdopen(write_end, "w") as stream:
+            output = logs.LogOutput(stream)
+            assert output.write("x" * 100_000) == 100_000
+            assert output.reader_gone
+            assert not output.isatty()
