@@ -95,7 +95,7 @@ def _assert_refused(
 
 
 def _user_of(result: subprocess.CompletedProcess[str]) -> str:
-    return "nobody" if result.args[0] == "setpriv" else _whoami()
+    return "nobody" if str(result.args[0]).endswith("setpriv") else _whoami()
 
 
 def _whoami() -> str:
@@ -137,7 +137,7 @@ def foreign() -> Iterator[tuple[Path, Path, tuple[str, ...]]]:
     state_dir.chmod(0o755 if IS_ROOT else 0o555)
     prefix: tuple[str, ...] = ()
     if IS_ROOT:
-        prefix = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+        prefix = (_tool("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups")
     try:
         yield config_dir, state_dir, prefix
     finally:
