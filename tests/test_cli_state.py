@@ -1,0 +1,182 @@
+"""The state file as an operator meets it: backup while running, restore, deletion, replacement."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+from asyncio.subprocess import PIPE, Process
+from pathlib import Path
+
+import pytest
+
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
+from tests.conftest import write_config
+from tests.test_cli_daemon import CLI, _run, box, shop
+
+__all__ = ["box", "shop"]  # the CLI tests' fixtures: a sandbox on the real clock, a holder
+
+
+@pytest.fixture
+def config(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> Path:
+    return write_config(tmp_path, box.base_url, shop)
+
+
+async def _start(config: Path) -> tuple[Process, list[dict[str, object]]]:
+    """``run`` as a subprocess, once its first poll has finished; returns it and its log so far."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "-c", str(config), "--log-format", "json", "run", stdout=PIPE, stderr=PIPE
+    )
+    assert process.stdout is not None
+    lines: list[dict[str, object]] = []
+    while not any(line["event"] == "poll_finished" for line in lines):
+        lines.append(json.loads(await asyncio.wait_for(process.stdout.readline(), 10)))
+    return process, lines
+
+
+async def _stop(process: Process) -> tuple[int, str, str]:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+class TestBackup:
+    @pytest.mark.timeout(60)
+    async def test_backup_while_running_then_restore(
+        self, box: LocalSandbox, config: Path, tmp_path: Path
+    ) -> None:
+        """backup copies a running daemon's state consistently; put back, it says restored."""
+        process, _ = await _start(config)
+        try:
+            for _ in range(5):
+                box.state.create_order("shop")
+                await SystemClock().sleep(0.1)
+            code, out, err = await _run("-c", str(config), "backup", str(tmp_path / "b.db"))
+        finally:
+            assert (await _stop(process))[0] == 0
+        assert code == 0, err
+        assert out.startswith(f"backed up {tmp_path / 'state.db'} to {tmp_path / 'b.db'} (")
+        copy = tmp_path / "b.db"
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+        with sqlite3.connect(copy) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] >= 1
+            assert db.execute("SELECT backup_taken_at FROM lineage").fetchone()[0]
+        code, out, err = await _run("-c", str(config), "restore", str(copy))
+        assert code == 0, err
+        [restored, kept] = out.splitlines()
+        assert restored == f"restored {copy} to {tmp_path / 'state.db'}"
+        assert kept.startswith(f"the database it replaced is kept as {tmp_path / 'state.db'}.")
+        code, out, _ = await _run("-c", str(config), "status", "--json")
+        assert code == 0
+        report = json.loads(out)["state"]
+        assert report["restore_reason"].startswith("restored from a backup taken at ")
+
+    async def test_backup_into_a_directory_and_refusals(self, config: Path, tmp_path: Path) -> None:
+        """A directory gets a dated file; no state, or the state itself as target, is one line."""
+        code, _, err = await _run("-c", str(config), "backup", str(tmp_path))
+        state = tmp_path / "state.db"
+        assert code == 1
+        assert err.splitlines()[-1] == f"error: there is no state database at {state} to back up"
+        assert (await _run("-c", str(config), "poll-once"))[0] == 0
+        code, out, _ = await _run("-c", str(config), "backup", str(tmp_path))
+        assert code == 0
+        assert "drgreen-poller-state-" in out
+        code, _, err = await _run("-c", str(config), "backup", str(state))
+        assert code == 1
+        assert "is the state database itself" in err
+        code, _, err = await _run("-c", str(config), "backup", str(tmp_path / "no" / "b.db"))
+        assert code == 1
+        assert err.splitlines()[-1] == (
+            f"error: cannot write the backup {tmp_path / 'no' / 'b.db'}: {tmp_path / 'no'} is not"
+            " a directory"
+        )
+        assert "Traceback" not in err
+
+
+class TestRestore:
+    @pytest.mark.timeout(60)
+    async def test_refused_while_running_and_for_a_non_state(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        """restore refuses while the daemon runs, and refuses a file that is not a state."""
+        process, _ = await _start(config)
+        try:
+            assert (await _run("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
+            code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "b.db"))
+        finally:
+            await _stop(process)
+        assert code == 1
+        assert "already running" in err.splitlines()[-1]
+        (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "junk.db"))
+        assert code == 1
+        assert err.splitlines()[-1].startswith(f"error: {tmp_path / 'junk.db'} is not a SQLite")
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "none.db"))
+        assert err.splitlines()[-1] == f"error: {tmp_path / 'none.db'} is not a file"
+        assert "Traceback" not in err
+
+    async def test_a_plain_copy_put_back_rebases(self, config: Path, tmp_path: Path) -> None:
+        """A plain copy put back with restore moves the sequences forward at the next open."""
+        assert (await _run("-c", str(config), "poll-once"))[0] == 0
+        shutil.copyfile(tmp_path / "state.db", tmp_path / "plain.db")
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "plain.db"))
+        assert code == 0, err
+        code, out, _ = await _run("-c", str(config), "status", "--json")
+        reason = json.loads(out)["state"]["restore_reason"]
+        assert reason == (
+            "restored from a backup taken at an unknown time (put back by drgreen-poller restore)"
+        )
+
+
+class TestStateUnderTheDaemon:
+    @pytest.mark.timeout(60)
+    async def test_a_new_state_says_so(self, config: Path) -> None:
+        """The first start on a new database logs that the state begins now."""
+        process, lines = await _start(config)
+        await _stop(process)
+        [created] = [line for line in lines if line["event"] == "state_created"]
+        assert created["level"] == "warning"
+        code, out, _ = await _run("-c", str(config), "status")
+        assert code == 0
+        assert out.splitlines()[1].startswith("  began 20")
+
+    @pytest.mark.timeout(60)
+    async def test_deleted_while_running_stops_with_one_line(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        """A database deleted under the daemon stops it at the next poll: exit 1, one line."""
+        process, _ = await _start(config)
+        (tmp_path / "state.db").unlink()
+        code, _, err = await _stop_by_itself(process)
+        assert code == 1
+        assert err.splitlines()[-1] == (
+            f"error: the state database {tmp_path / 'state.db'} was deleted while drgreen-poller"
+            " ran; stopping so that nothing is written where it would be lost"
+        )
+        assert "Traceback" not in err
+
+    @pytest.mark.timeout(60)
+    async def test_replaced_while_running_stops_with_one_line(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        """A database replaced under the daemon (renamed over) stops it: exit 1, one line."""
+        process, _ = await _start(config)
+        shutil.copyfile(tmp_path / "state.db", tmp_path / "other.db")
+        os.replace(tmp_path / "other.db", tmp_path / "state.db")
+        code, _, err = await _stop_by_itself(process)
+        assert code == 1
+        assert "was replaced by another file while drgreen-poller ran" in err.splitlines()[-1]
+
+
+async def _stop_by_itself(process: Process) -> tuple[int, str, str]:
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
