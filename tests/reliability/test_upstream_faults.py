@@ -131,7 +131,9 @@ class TestUpstreamFaults:
         details = [e for e in log if e["t"] >= started and "{orderId}" in e["endpoint"]]
         assert len(details) <= 2, f"the vanished order was asked for {len(details)} times"
 
-    @pytest.mark.xfail(strict=True, reason="issue 7 point 5: a 429 holds back only its own tier")
+    @pytest.mark.xfail(
+        strict=True, reason="issue 7 point 5: a 429 holds back only its own tier; fixed on i7-sched"
+    )
     @pytest.mark.timeout(60)
     async def test_a_429_holds_back_every_tier(self, world: World) -> None:
         """After a 429 with Retry-After no request of that holder goes out until it expires."""
@@ -148,8 +150,8 @@ class TestUpstreamFaults:
 
     @pytest.mark.xfail(
         strict=True,
-        reason="new defect: a tier run longer than its interval is skipped by APScheduler "
-        "(max instances) and never scheduled again",
+        reason="found here: a tier run longer than its interval is skipped by APScheduler "
+        "(max instances) and never scheduled again; fixed on i7-sched",
     )
     @pytest.mark.timeout(60)
     async def test_a_sweep_longer_than_the_interval(self, world: World) -> None:
@@ -214,8 +216,7 @@ class TestRevokedKey:
     @pytest.mark.xfail(
         strict=True,
         reason="issue 7 point 5: no [schedule] unauthorized_retry (a refused key waits 15 min) "
-        "and no POST /_sandbox/holders/{name}/restore yet (both on branch i7-sched); with them, "
-        "the tiers resumed on recovery are skipped by APScheduler (as in the overrun test)",
+        "nor POST /_sandbox/holders/{name}/restore; both fixed on i7-sched",
     )
     @pytest.mark.timeout(90)
     async def test_revoked_then_restored(
