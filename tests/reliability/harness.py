@@ -247,33 +247,9 @@ class Receiver:
 # --- the daemon ----------------------------------------------------------------------------------
 
 
-def write_config(
-    directory: Path,
-    *,
-    base_url: str,
-    holders: Iterable[Keys],
-    receiver: Receiver,
-    events: Iterable[str],
-    first_sync: str = "seed",
-    interval: str = "1s",
-    api_timeout: str = "5s",
-    schedule_extra: str = "",
-) -> Path:
-    """A daemon config: every holder, 1 s order and KYC tiers, one webhook sink."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "store.whsec").write_text(receiver.secret + "\n")
-    tables = []
-    for keys in holders:
-        (directory / f"{keys.name}.api_key").write_text(keys.api_key + "\n")
-        (directory / f"{keys.name}.secret_key").write_text(keys.secret_key + "\n")
-        tables.append(
-            f'[[holders]]\nname = "{keys.name}"\napi_key_file = "{keys.name}.api_key"\n'
-            f'secret_key_file = "{keys.name}.secret_key"\nstrain_countries = []\n'
-        )
-    patterns = ", ".join(f'"{p}"' for p in events)
-    path = directory / "config.toml"
-    path.write_text(
-        f"""
+# Order and KYC tiers every ``interval``; backoff never longer than one interval, so "recovery
+# within one interval of the fault ending" is what an operator with this file would expect.
+CONFIG_TEMPLATE = """
 [daemon]
 state_path = "state.db"
 http_listen = ""
@@ -285,7 +261,7 @@ timeout = "{api_timeout}"
 requests_per_second = 50
 burst = 20
 
-{"".join(tables)}
+{holders}
 [schedule]
 active_orders = "{interval}"
 stale_orders = "{interval}"
@@ -303,11 +279,45 @@ retry_schedule = ["0s", "0.5s", "1s", "2s", "5s", "10s"]
 [[sinks]]
 name = "store"
 kind = "webhook"
-url = "{receiver.url}"
+url = "{url}"
 secret_file = "store.whsec"
 events = [{patterns}]
 """
-    )
+HOLDER_TEMPLATE = """[[holders]]
+name = "{name}"
+api_key_file = "{name}.api_key"
+secret_key_file = "{name}.secret_key"
+strain_countries = []
+"""
+
+
+def write_config(
+    directory: Path,
+    *,
+    base_url: str,
+    holders: Iterable[Keys],
+    receiver: Receiver,
+    events: Iterable[str],
+    first_sync: str = "seed",
+    interval: str = "1s",
+    api_timeout: str = "5s",
+    schedule_extra: str = "",
+) -> Path:
+    """A daemon config (``CONFIG_TEMPLATE``) with the holders' key files and the sink's secret."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "store.whsec").write_text(receiver.secret + "\n")
+    tables = []
+    for keys in holders:
+        (directory / f"{keys.name}.api_key").write_text(keys.api_key + "\n")
+        (directory / f"{keys.name}.secret_key").write_text(keys.secret_key + "\n")
+        tables.append(HOLDER_TEMPLATE.format(name=keys.name))
+    path = directory / "config.toml"
+    text = CONFIG_TEMPLATE.format(
+        first_sync=first_sync, base_url=base_url, api_timeout=api_timeout,
+        holders="\n".join(tables), interval=interval, schedule_extra=schedule_extra,
+        url=receiver.url, patterns=", ".join(f'"{p}"' for p in events),
+    )  # fmt: skip
+    path.write_text(text)
     return path
 
 
