@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.reliability.expected import History, client_terminal, fields_of, order_terminal
 from tests.reliability.harness import CLOCK, Control
@@ -80,6 +81,24 @@ class Driver:
         """Every resource exists and either ended its lifecycle or moved ``min_moves`` times."""
         made = len(self.tracked) == 1 + self.orders + self.clients
         return made and all(t.terminal or t.moves >= min_moves for t in self.tracked)
+
+    async def disagreements(self) -> list[str]:
+        """Where the sandbox's final state differs from the driver's log (empty when it agrees).
+
+        The expected events come from the log of successful control calls; this check makes
+        sure that log is the whole upstream story.
+        """
+        last = {(t.history.kind, t.history.id): t.history.states[-1] for t in self.tracked}
+        upstream: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind in ("order", "client"):
+            listing = await self.control.ok("GET", f"/holders/{self.holder}/{kind}s")
+            upstream |= {(kind, r["id"]): fields_of(kind, r) for r in listing[f"{kind}s"]}
+        return [
+            f"{kind} {rid}: the driver logged {last.get((kind, rid))}, the sandbox has "
+            f"{upstream.get((kind, rid))}"
+            for kind, rid in sorted(last.keys() | upstream.keys())
+            if last.get((kind, rid)) != upstream.get((kind, rid))
+        ]
 
     async def step(self) -> None:
         """One driver step: create a resource while some are missing (half the time), or move."""

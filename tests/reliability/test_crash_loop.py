@@ -153,7 +153,8 @@ class TestCrashLoop:
         expected = sum(len(h.expected()) for h in driver.histories)
         troubles = await _drain(daemon, receiver, expected, seed)
 
-        problems = check_deliveries(driver.histories, receiver.arrivals)
+        problems = await driver.disagreements()
+        problems += check_deliveries(driver.histories, receiver.arrivals)
         summary = (
             f"seed {seed}: {killer.kills} kills {dict(killer.modes)}, {daemon.starts} starts, "
             f"{driver.calls} control calls ({driver.refused} refused with 409), "
