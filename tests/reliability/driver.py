@@ -4,13 +4,15 @@ Owns the random moves made through the sandbox's control API (approve, reject, p
 fail-payment, refund, process, ship, deliver, cancel; verify-kyc, approve, reject, activate,
 deactivate), the 409s Dr Green's rules answer to forbidden moves (counted, never recorded), and
 the history of every state each resource went through. A resource moves at most once per
-``spacing_s`` and never after the poller stops watching it, so every recorded state is one a
+``spacing_s`` (of wall time, and of the daemon's uptime, so restarts do not eat into it) and
+never after the poller stops watching it, so every recorded state is one a
 poller can observe. It must not look at the daemon.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ class Tracked:
 
     history: History
     moved_at: float
+    moved_up_s: float = 0.0  # the daemon's uptime then
     moves: int = 0
 
     @property
@@ -46,7 +49,9 @@ class Driver:
         holder: the holder whose world moves.
         orders: how many orders to create.
         clients: how many clients to create.
-        spacing_s: the least time between two moves of one resource (several poll intervals).
+        spacing_s: the least time between two moves of one resource (several poll intervals),
+            both in wall time and in the daemon's uptime.
+        uptime: the daemon's uptime in seconds, over all its runs.
         rng: the randomness (seeded by the test, printed on failure).
     """
 
@@ -56,6 +61,7 @@ class Driver:
     clients: int
     spacing_s: float
     rng: random.Random
+    uptime: Callable[[], float]
     tracked: list[Tracked] = field(default_factory=list)
     refused: int = 0
     calls: int = 0
@@ -109,8 +115,14 @@ class Driver:
             await self._move(self.rng.choice(movable))
 
     def _movable(self) -> list[Tracked]:
-        now = CLOCK.monotonic()
-        return [t for t in self.tracked if not t.terminal and now - t.moved_at >= self.spacing_s]
+        now, up = CLOCK.monotonic(), self.uptime()
+        return [
+            t
+            for t in self.tracked
+            if not t.terminal
+            and now - t.moved_at >= self.spacing_s
+            and up - t.moved_up_s >= self.spacing_s
+        ]
 
     async def _create(self) -> None:
         made_orders = sum(1 for t in self.tracked if t.history.kind == "order")
@@ -124,7 +136,7 @@ class Driver:
         record = await self.control.ok("POST", f"/holders/{self.holder}/{kind}s", body)
         self.calls += 1
         history = History(kind, record["id"], [fields_of(kind, record)])
-        self.tracked.append(Tracked(history, CLOCK.monotonic()))
+        self.tracked.append(Tracked(history, CLOCK.monotonic(), self.uptime()))
 
     async def _move(self, target: Tracked) -> None:
         kind = target.history.kind
@@ -139,5 +151,5 @@ class Driver:
         state = fields_of(kind, record)
         if state != target.history.states[-1]:  # approving an approved order changes nothing
             target.history.states.append(state)
-            target.moved_at = CLOCK.monotonic()
+            target.moved_at, target.moved_up_s = CLOCK.monotonic(), self.uptime()
             target.moves += 1

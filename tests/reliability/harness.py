@@ -330,6 +330,7 @@ class Daemon:
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.starts = 0
+        self._up_s = 0.0  # the runtime of the runs that ended
 
     async def start(self) -> None:
         """Start a new run (the previous one must have ended)."""
@@ -348,11 +349,20 @@ class Daemon:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    def uptime(self) -> float:
+        """Seconds the daemon has been running, over all its runs."""
+        current = CLOCK.monotonic() - self.started_at if self.running else 0.0
+        return self._up_s + current
+
+    def _ended(self) -> None:
+        self._up_s += CLOCK.monotonic() - self.started_at
+
     async def kill(self) -> None:
         """SIGKILL: no chance to clean up."""
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
+            self._ended()
         await self.process.wait()
 
     async def stop(self) -> int:
@@ -360,6 +370,7 @@ class Daemon:
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
+            self._ended()
             try:
                 await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
             except TimeoutError:

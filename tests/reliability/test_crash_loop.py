@@ -31,9 +31,10 @@ from tests.reliability.harness import (
 )
 
 INTERVAL_S = 1.0
-# Two moves of one resource are this far apart: a restart, a kill right after it, another
-# restart and two poll intervals fit in between, so every state is observable.
-SPACING_S = 7.0
+# Two moves of one resource are this far apart, in wall time and in the daemon's uptime (a slow
+# start on a busy machine does not count): a restart, a kill right after it, another restart
+# and two poll intervals fit in between, so every state is observable.
+SPACING_S = 6.0
 KILL_MODES = ("start", "polling", "delivery")
 DRAIN_TIMEOUT_S = 60.0
 
@@ -146,7 +147,8 @@ class TestCrashLoop:
             events=["order.*", "client.*"], first_sync="emit",
         )  # fmt: skip
         daemon = Daemon(config)
-        driver = Driver(control, "crash", SCALE.orders, SCALE.clients, SPACING_S, rng)
+        driver = Driver(control, "crash", SCALE.orders, SCALE.clients, SPACING_S, rng,
+                        daemon.uptime)  # fmt: skip
         killer = Killer(daemon, receiver, control, slow, rng)
         await driver.prepare()
         await _drive(driver, killer, SCALE.kills)
