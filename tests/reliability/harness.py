@@ -321,6 +321,17 @@ def write_config(
     return path
 
 
+def shows_a_crash(line: str) -> bool:
+    """Whether an output line shows a crash (see ``Daemon.troubles``)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return "Traceback" in line
+    if not isinstance(entry, dict):
+        return "Traceback" in line
+    return "exception" in entry or entry.get("event") in CRASH_LOG_EVENTS
+
+
 class Daemon:
     """``drgreen-poller -c CONFIG --log-format json run``, restartable; all output in one file."""
 
@@ -393,9 +404,6 @@ class Daemon:
         return lines
 
     def troubles(self) -> list[str]:
-        """Lines that show a crash: tracebacks and loop-boundary exceptions."""
-        return [
-            line
-            for line in self.output().splitlines()
-            if "Traceback" in line or any(f'"{name}"' in line for name in CRASH_LOG_EVENTS)
-        ]
+        """Lines that show a crash: a traceback (printed, or a JSON line's ``exception``) or a
+        loop-boundary failure."""
+        return [line for line in self.output().splitlines() if shows_a_crash(line)]

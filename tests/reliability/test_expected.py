@@ -1,4 +1,4 @@
-"""The crash loop's checker: it must accept what the promises allow and flag everything else."""
+"""The suite's own checks: they must accept what the promises allow and flag everything else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.expected import History, check_deliveries, client_step, order_step
-from tests.reliability.harness import Arrival
+from tests.reliability.harness import Arrival, shows_a_crash
 
 P, V, R = "PENDING", "VERIFIED", "REJECTED"
 
@@ -106,3 +106,20 @@ class TestCheckDeliveries:
         """The right type carrying the wrong object state is not the transition."""
         wrong = arrival("e3", "order.paid", 3, order(V, "PAID"))
         assert check_deliveries([HISTORY], [*CLEAN[:2], wrong]) != []
+
+
+class TestCrashLines:
+    @pytest.mark.parametrize(
+        ("line", "crash"),
+        [
+            ('{"event": "poll_finished", "level": "info"}', False),
+            ('{"event": "poll_failed", "level": "warning", "error": "HTTP 503"}', False),
+            ('{"event": "poll_crashed", "level": "error"}', True),
+            ('{"event": "x", "exception": [{"exc_type": "KeyError", "frames": []}]}', True),
+            ("Traceback (most recent call last):", True),
+            ('{"harness": "run 2"}', False),
+        ],
+    )
+    def test_lines(self, line: str, crash: bool) -> None:
+        """Printed tracebacks, JSON exceptions and loop-boundary failures count as crashes."""
+        assert shows_a_crash(line) is crash
