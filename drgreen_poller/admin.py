@@ -1,16 +1,20 @@
 """Operator commands over the state database: status, the event log, tracking, online checks.
 
-Owns what ``status``, ``events list``, ``track`` and ``check-config --online`` compute; they may
+Owns what ``status``, ``events list``, ``track``, ``backup`` and ``check-config --online``
+compute; they may
 run while the daemon runs (SQLite in WAL mode). Printing and exit codes belong to the CLI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,12 +23,13 @@ from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config, SinkConfig, duration
 from drgreen_poller.daemon import api_settings
-from drgreen_poller.errors import ConfigError, UpstreamError, UpstreamUnauthorized
+from drgreen_poller.errors import ConfigError, StoreError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.store import DeliveryRow, Store
+from drgreen_poller.store.lineage import backup_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 
@@ -75,6 +80,7 @@ async def status_report(config: Config) -> dict[str, Any]:
         sizes = await store.tier_sizes()
         unauthorized = await store.unauthorized_holders()
         backlog = await store.backlog()
+        lineage = store.lineage
     finally:
         await store.close()
     holders = []
@@ -96,6 +102,13 @@ async def status_report(config: Config) -> dict[str, Any]:
     sinks = {s.name: backlog.get(s.name, {}) for s in config.sinks}
     return {
         "state_path": str(config.daemon.state_path),
+        "state": {
+            "began_at": lineage.began_at,
+            "new": lineage.fresh,
+            "restored_at": lineage.rebased_at,
+            "restore_reason": lineage.rebase_reason,
+            "sequence_floor": lineage.sequence_floor,
+        },
         "holders": [_holder_json(h) for h in holders],
         "deliveries": sinks,
     }
@@ -257,3 +270,32 @@ def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:
     if not found:
         raise ConfigError("listen needs --secret (or a configuration with a webhook sink)")
     return found
+
+
+async def backup(config: Config, target: Path, clock: Clock) -> tuple[Path, int]:
+    """Copy the state consistently to ``target`` (a file, or a directory to name it in).
+
+    Returns the copy's path and size. Raises ``StoreError`` when there is no state to copy or
+    the copy cannot be written.
+    """
+    source, now = config.daemon.state_path, clock.now()
+    target = _backup_target(source, target, now)
+    store = await Store.open(source, clock=clock)  # brings an older schema up to date first
+    await store.close()
+    try:
+        size = await asyncio.to_thread(backup_database, source, target, now)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot write the backup {target}: {exc}") from exc
+    return target, size
+
+
+def _backup_target(source: Path, target: Path, now: datetime) -> Path:
+    if not source.is_file():
+        raise StoreError(f"there is no state database at {source} to back up")
+    if target.is_dir():
+        target = target / f"drgreen-poller-state-{now.strftime('%Y%m%dT%H%M%SZ')}.db"
+    if not target.parent.is_dir():
+        raise StoreError(f"cannot write the backup {target}: {target.parent} is not a directory")
+    if target.resolve() == source.resolve():
+        raise StoreError(f"{target} is the state database itself; choose another path")
+    return target

@@ -8,8 +8,8 @@ I/O, reads no clock and assigns no ids or sequence numbers (the store does, tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drgreen_poller.models import Client, CommissionSummary, Order, Strain
@@ -32,28 +32,56 @@ CLIENT_BASELINE: Snapshot = {
     "isActive": False,
     "kycCompleted": False,
 }
+# stockQuantity is the stock of the strain's country (the resource is per country).
 STRAIN_FIELDS = ("retailPrice", "stockQuantity", "isAvailable", "isActive")
+# The summary's USD totals, as events show them in data.object beside Dr Green's fields.
+COMMISSION_FIELDS = ("totalUsd", "paidUsd")
 # Amounts in USD are compared at this precision (sub-cent float noise is not a change).
 USD_DECIMALS = 6
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One event to emit, before the store gives it an id and a sequence number."""
+    """One event to emit, before the store gives it a sequence number and so an id.
+
+    ``previous`` holds the fields the event moved from and ``current`` the values it moved
+    to (same keys); the event id is derived from ``current``, so it names the transition.
+    """
 
     type: str
     previous: Mapping[str, Any]
     inferred: bool = False
     occurred_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    current: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _step(
+    kind: str, key: str, before: Any, after: Any, *, occurred_at: str | None, inferred: bool = False
+) -> Change:
+    """A change of one field from ``before`` to ``after``."""
+    return Change(
+        kind, {key: before}, inferred=inferred, occurred_at=occurred_at, current={key: after}
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """What one record implies: the events in order, and the snapshot to store."""
+    """What one record implies: the events in order, and the snapshot to store.
+
+    ``shown`` holds the snapshot's values as events show them in ``data.object`` (normalized
+    names and types), so every key of an event's ``data.previous`` is a field of
+    ``data.object`` with the same meaning and JSON type.
+    """
 
     changes: list[Change]
     snapshot: Snapshot
+    shown: Snapshot = field(default_factory=dict)
+
+
+def _shown(snapshot: Snapshot, keys: Iterable[str]) -> Snapshot:
+    """The snapshot's known values of ``keys``, as ``data.object`` shows them."""
+    return {k: snapshot[k] for k in keys if snapshot.get(k) is not None}
 
 
 def _merge(previous: Snapshot, observed: Mapping[str, Any]) -> Snapshot:
@@ -70,18 +98,16 @@ def _approval_changes(old: Snapshot, new: Snapshot, occurred_at: str | None) -> 
     before, after = old.get("adminApproval"), new.get("adminApproval")
     if after == before:
         return []
-    previous = {"adminApproval": before}
     kind = {"VERIFIED": "order.approved", "REJECTED": "order.rejected"}.get(
         after or "", "order.approval_changed"
     )
-    return [Change(kind, previous, occurred_at=occurred_at)]
+    return [_step(kind, "adminApproval", before, after, occurred_at=occurred_at)]
 
 
 def _payment_changes(old: Snapshot, new: Snapshot, occurred_at: str | None) -> list[Change]:
     before, after = old.get("paymentStatus"), new.get("paymentStatus")
     if after == before:
         return []
-    previous = {"paymentStatus": before}
     if after in PAID_STATUSES and before not in PAID_STATUSES:
         kind = "order.paid"
     elif after == "FAILED":
@@ -90,29 +116,33 @@ def _payment_changes(old: Snapshot, new: Snapshot, occurred_at: str | None) -> l
         kind = "order.refunded"
     else:
         kind = "order.payment_status_changed"
-    return [Change(kind, previous, occurred_at=occurred_at)]
+    return [_step(kind, "paymentStatus", before, after, occurred_at=occurred_at)]
 
 
 def _status_changes(old: Snapshot, new: Snapshot, occurred_at: str | None) -> list[Change]:
     before, after = old.get("orderStatus"), new.get("orderStatus")
     if after == before:
         return []
-    previous = {"orderStatus": before}
     rank_before = ORDER_STATUS_RANK.get(before or "", -1)
     rank_after = ORDER_STATUS_RANK.get(after or "", -1)
     if after == "CANCELLED":
-        return [Change("order.cancelled", previous, occurred_at=occurred_at)]
+        return [_step("order.cancelled", "orderStatus", before, after, occurred_at=occurred_at)]
     if rank_after < 1 or 0 <= rank_after <= rank_before:  # back to PENDING, unknown, regression
-        return [Change("order.status_changed", previous, occurred_at=occurred_at)]
+        return [
+            _step("order.status_changed", "orderStatus", before, after, occurred_at=occurred_at)
+        ]
     changes = []
     # Shipping is implied by a delivery only when the step before is known to precede it.
     if after == "DELIVERED" and 0 <= rank_before < ORDER_STATUS_RANK["SHIPPED"]:
-        # A delivered order was shipped, even if no poll ever saw it SHIPPED.
-        changes.append(Change("order.shipped", previous, inferred=True))
+        # A delivered order was shipped, even if no poll ever saw it SHIPPED: the inferred
+        # step moved to SHIPPED; the delivery then moved from SHIPPED.
+        shipped = _step("order.shipped", "orderStatus", before, "SHIPPED", occurred_at=None)
+        changes.append(replace(shipped, inferred=True))
+        before = "SHIPPED"
     kind = {"PROCESSING": "order.processing", "SHIPPED": "order.shipped"}.get(
         after or "", "order.delivered"
     )
-    changes.append(Change(kind, previous, occurred_at=occurred_at))
+    changes.append(_step(kind, "orderStatus", before, after, occurred_at=occurred_at))
     return changes
 
 
@@ -145,11 +175,11 @@ def detect_order(previous: Snapshot | None, order: Order) -> Detection:
         changes.append(Change("order.created", {}, occurred_at=order.created_at))
     approval = _approval_changes(old, new, order.raw.get("verifiedAt") or order.updated_at)
     if approval and observed["adminApproval"] is None:
-        approval = [Change(c.type, c.previous, inferred=True) for c in approval]
+        approval = [replace(c, inferred=True, occurred_at=None) for c in approval]
     changes += approval
     changes += _payment_changes(old, new, order.updated_at)
     changes += _status_changes(old, new, order.updated_at)
-    return Detection(changes, new)
+    return Detection(changes, new, _shown(new, ORDER_BASELINE))
 
 
 def order_is_terminal(snapshot: Mapping[str, Any], terminal_statuses: frozenset[str]) -> bool:
@@ -178,18 +208,18 @@ def detect_client(previous: Snapshot | None, client: Client) -> Detection:
     if new["isKYCVerified"] != old["isKYCVerified"]:
         kind = "client.kyc.verified" if new["isKYCVerified"] else "client.kyc.verification_changed"
         changes.append(
-            Change(kind, {"isKYCVerified": old["isKYCVerified"]}, occurred_at=client.updated_at)
-        )
+            _step(kind, "isKYCVerified", old["isKYCVerified"], new["isKYCVerified"],
+                  occurred_at=client.updated_at)
+        )  # fmt: skip
     if new["adminApproval"] != old["adminApproval"]:
         kind = {"VERIFIED": "client.kyc.approved", "REJECTED": "client.kyc.rejected"}.get(
             new["adminApproval"], "client.kyc.approval_changed"
         )
         when = client.verified_at if kind == "client.kyc.approved" else client.updated_at
         changes.append(
-            Change(
-                kind, {"adminApproval": old["adminApproval"]}, occurred_at=when or client.updated_at
-            )
-        )
+            _step(kind, "adminApproval", old["adminApproval"], new["adminApproval"],
+                  occurred_at=when or client.updated_at)
+        )  # fmt: skip
     if (
         not old.get("kycCompleted")
         and new["isKYCVerified"] is True
@@ -199,8 +229,10 @@ def detect_client(previous: Snapshot | None, client: Client) -> Detection:
         changes.append(Change("client.kyc.completed", {}, occurred_at=client.updated_at))
     if new["isActive"] != old["isActive"]:
         kind = "client.activated" if new["isActive"] else "client.deactivated"
-        changes.append(Change(kind, {"isActive": old["isActive"]}, occurred_at=client.updated_at))
-    return Detection(changes, new)
+        changes.append(
+            _step(kind, "isActive", old["isActive"], new["isActive"], occurred_at=client.updated_at)
+        )
+    return Detection(changes, new, _shown(new, ("isKYCVerified", "adminApproval", "isActive")))
 
 
 def client_is_terminal(snapshot: Mapping[str, Any]) -> bool:
@@ -211,8 +243,15 @@ def client_is_terminal(snapshot: Mapping[str, Any]) -> bool:
 # --- commissions -------------------------------------------------------------------------------
 
 
-def _usd(value: float | None) -> float | None:
-    return None if value is None else round(value, USD_DECIMALS)
+def _plain(value: Any) -> Any:
+    """A number as JSON shows it plainly: integral values as integers (495, not 495.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _usd(value: float | None) -> float | int | None:
+    return None if value is None else _plain(round(value, USD_DECIMALS))
 
 
 def detect_commissions(previous: Snapshot | None, summary: CommissionSummary) -> Detection:
@@ -223,25 +262,28 @@ def detect_commissions(previous: Snapshot | None, summary: CommissionSummary) ->
     """
     observed = {"totalUsd": _usd(summary.total_usd), "paidUsd": _usd(summary.paid_usd)}
     if previous is None:
-        return Detection([], _merge({}, observed))
-    new = _merge(previous, observed)
+        new = _merge({}, observed)
+        return Detection([], new, _shown(new, COMMISSION_FIELDS))
+    new = _merge({k: _plain(v) for k, v in previous.items()}, observed)
     changes = []
     for key, rise, fall in (
         ("totalUsd", "commission.accrued", "commission.adjusted"),
         ("paidUsd", "commission.paid", None),
     ):
-        before, after = previous.get(key), new.get(key)
+        before, after = _plain(previous.get(key)), new.get(key)
         if before is None or after is None or after == before or (after < before and fall is None):
             continue
         amounts = {
             "currency": "USD",
             "previous": before,
             "current": after,
-            "delta": round(after - before, USD_DECIMALS),
+            "delta": _plain(round(after - before, USD_DECIMALS)),
         }
         kind = rise if after > before else str(fall)
-        changes.append(Change(kind, {key: before}, extra={"amounts": amounts}))
-    return Detection(changes, new)
+        changes.append(
+            Change(kind, {key: before}, extra={"amounts": amounts}, current={key: after})
+        )
+    return Detection(changes, new, _shown(new, COMMISSION_FIELDS))
 
 
 # --- strains -----------------------------------------------------------------------------------
@@ -250,21 +292,27 @@ def detect_commissions(previous: Snapshot | None, summary: CommissionSummary) ->
 def detect_strain(previous: Snapshot | None, strain: Strain) -> Detection:
     """``strain.created`` when new in a country's catalogue, ``strain.updated`` on a change."""
     observed = {
-        "retailPrice": strain.retail_price,
-        "stockQuantity": strain.stock_quantity,
+        "retailPrice": _plain(strain.retail_price),
+        "stockQuantity": _plain(strain.stock_quantity),
         "isAvailable": strain.is_available,
         "isActive": strain.is_active,
     }
     if previous is None:
-        return Detection([Change("strain.created", {})], _merge({}, observed))
-    new = _merge(previous, observed)
-    changed = [k for k in STRAIN_FIELDS if new.get(k) != previous.get(k)]
-    if not changed:
-        return Detection([], new)
-    before = {k: previous.get(k) for k in changed}
-    return Detection([Change("strain.updated", before, extra={"changed": changed})], new)
+        new = _merge({}, observed)
+        return Detection([Change("strain.created", {})], new, _shown(new, STRAIN_FIELDS))
+    old = {k: _plain(v) for k, v in previous.items()}
+    new = _merge(old, observed)
+    changed = [k for k in STRAIN_FIELDS if new.get(k) != old.get(k)]
+    before = {k: old.get(k) for k in changed}
+    after = {k: new.get(k) for k in changed}
+    changes = (
+        [Change("strain.updated", before, extra={"changed": changed}, current=after)]
+        if changed
+        else []
+    )
+    return Detection(changes, new, _shown(new, STRAIN_FIELDS))
 
 
 def strain_removed(previous: Snapshot) -> Change:
     """``strain.removed``: a complete sweep of a country's catalogue no longer lists it."""
-    return Change("strain.removed", {k: previous.get(k) for k in STRAIN_FIELDS})
+    return Change("strain.removed", {k: _plain(previous.get(k)) for k in STRAIN_FIELDS})

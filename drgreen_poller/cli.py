@@ -130,6 +130,17 @@ def _operator_commands(commands: Any) -> None:
     track.add_argument("id", help="the Dr Green id (a UUID)")
     track.add_argument("--holder", metavar="NAME", help="needed when several holders exist")
     track.set_defaults(handler=handlers.cmd_track)
+    backup = commands.add_parser(
+        "backup",
+        help="copy the state database consistently, also while the daemon runs",
+        description="Copy the state database with SQLite's online backup: one consistent "
+        "file, safe while the daemon runs. PATH is a file or an existing directory (the copy "
+        "is then named after the time). The copy is marked as a backup: put back in place "
+        "(see the README, 'Backups and restores'), it moves its sequences forward so that "
+        "no event id or sequence is reused.",
+    )
+    backup.add_argument("path", metavar="PATH", help="where to write the copy")
+    backup.set_defaults(handler=handlers.cmd_backup)
 
 
 def _delivery_commands(commands: Any) -> None:

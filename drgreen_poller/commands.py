@@ -127,6 +127,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     print(f"state: {report['state_path']}")
+    print(_state_origin(report["state"]))
     for holder in report["holders"]:
         paused = holder["unauthorized_since"]
         print(f"holder {holder['name']}" + (f"  UNAUTHORIZED since {paused}" if paused else ""))
@@ -142,6 +143,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
         print(f"sink {sink}: {shown}")
     return EXIT_OK
+
+
+def _state_origin(state: dict[str, Any]) -> str:
+    """When the state began and, if it was restored, when and why (history may be missing)."""
+    if state["new"]:
+        return f"  began {state['began_at']} (just now: there was no state at this path)"
+    line = f"  began {state['began_at'] or 'before drgreen-poller recorded it'}"
+    if state["restored_at"]:
+        line += f"; restored {state['restored_at']}: {state['restore_reason']}"
+    return line
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
@@ -163,6 +174,16 @@ def cmd_events_list(args: argparse.Namespace) -> int:
                 f"{event['observed_at']}  {event['holder']:10} {event['type']:32}"
                 f" {resource['type']} {resource['id']} #{event['sequence']}{flag}"
             )
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import backup
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    target, size = asyncio.run(backup(config, Path(args.path), SystemClock()))
+    print(f"backed up {config.daemon.state_path} to {target} ({size:,} bytes)")
     return EXIT_OK
 
 

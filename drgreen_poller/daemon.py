@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import SinkRoute, StateLock, Store
+from drgreen_poller.store.lineage import Lineage
 from drgreen_poller.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -83,10 +85,40 @@ class Runtime:
     pollers: dict[str, HolderPoller]
 
 
+def log_lineage(lineage: Lineage, path: Path) -> None:
+    """Say when the state is new or was restored: both mean history may have been lost."""
+    if lineage.fresh:
+        log.warning(
+            "state_created",
+            path=str(path),
+            began_at=lineage.began_at,
+            hint="no state existed at this path: if one did before, it was lost; what exists "
+            "upstream is taken as it is (first_sync), and new events count on from a new "
+            "sequence floor so no id or sequence is reused",
+        )
+    elif lineage.rebased_now:
+        log.warning(
+            "state_restored",
+            path=str(path),
+            reason=lineage.rebase_reason,
+            sequence_floor=lineage.sequence_floor,
+            hint="changes since the copy was made may be announced again, under new ids",
+        )
+    else:
+        log.info(
+            "state_opened",
+            path=str(path),
+            began_at=lineage.began_at,
+            restored_at=lineage.rebased_at,
+            restore_reason=lineage.rebase_reason,
+        )
+
+
 @asynccontextmanager
 async def open_runtime(config: Config, clock: Clock) -> AsyncIterator[Runtime]:
     """Open the store and the HTTP session and build one poller per holder; close them last."""
-    store = await Store.open(config.daemon.state_path, sinks=sink_routes(config))
+    store = await Store.open(config.daemon.state_path, sinks=sink_routes(config), clock=clock)
+    log_lineage(store.lineage, config.daemon.state_path)
     try:
         await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:

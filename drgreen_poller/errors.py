@@ -19,6 +19,7 @@ beyond formatting::
     │       ├── UpstreamNotFound     404, a 500 whose message says "not found", orderDetails null
     │       └── UpstreamClientBug    400, 409 and other 4xx: our request was wrong
     ├── StoreError                   SQLite state could not be read or written
+    │   └── StateLost                the database file was deleted or replaced while open
     ├── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
     └── DeliveryError                a sink could not take an event
         ├── DeliveryTransient        retry on the schedule
@@ -115,6 +116,10 @@ class UpstreamClientBug(UpstreamRejected):
 
 class StoreError(DrGreenError):
     """The SQLite state could not be read or written."""
+
+
+class StateLost(StoreError):
+    """The state database file was deleted or replaced under a running process."""
 
 
 class ConcurrentUpdate(DrGreenError):

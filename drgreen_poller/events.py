@@ -39,9 +39,21 @@ class Resource:
         return shown
 
 
-def event_id(holder: str, resource: Resource, sequence: int) -> str:
-    """``evt_`` + 26 base32 characters of SHA-256 over holder, resource and sequence."""
-    digest = hashlib.sha256(f"{holder}\x1f{resource.key}\x1f{sequence}".encode()).digest()
+def event_id(
+    holder: str, resource: Resource, event_type: str, moved_to: Mapping[str, Any], sequence: int
+) -> str:
+    """``evt_`` + 26 base32 characters (130 bits) of SHA-256 over the transition itself.
+
+    The transition is: the holder, the resource, the event type, the values it moved to, and
+    its position (the resource's ``sequence``). Derived again from the same state (a poll
+    repeated after a crash rolled its commit back) it is the same id. Two different events of a
+    resource differ in type, in values or in sequence, and sequences are never reused, even
+    after the state was lost or restored (see ``store`` and the README's "Guarantees"), so two
+    different events never share an id.
+    """
+    values = json.dumps(moved_to, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    text = "\x1f".join((holder, resource.key, event_type, values, str(sequence)))
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return "evt_" + base64.b32encode(digest).decode("ascii").lower()[:26]
 
 
@@ -67,7 +79,7 @@ def envelope(
         raise ValueError(f"event extras may not replace {sorted(clash)}")
     data.update(change.extra)
     return {
-        "id": event_id(holder, resource, sequence),
+        "id": event_id(holder, resource, change.type, change.current, sequence),
         "type": change.type,
         "holder": holder,
         "resource": resource.as_json(),

@@ -193,11 +193,10 @@ class HolderPoller:
         detection = detect_order(_previous(stored), order)
         created_at = order.created_at or (stored.created_at if stored else None)
         tier = self._order_tier(detection.snapshot, created_at)
-        obj = dict(order.raw)
-        obj.setdefault("adminApproval", detection.snapshot.get("adminApproval"))
         return _observation(
-            Resource("order", order.id), detection, stored, tier, obj, created_at, silent=silent
-        )
+            Resource("order", order.id), detection, stored, tier, order.raw, created_at,
+            silent=silent,
+        )  # fmt: skip
 
     async def _active_orders(self, first_sync: bool) -> list[Observation]:
         tracked = {
@@ -392,9 +391,14 @@ def _observation(
     *,
     silent: bool,
 ) -> Observation | None:
-    """The observation to store, or None when nothing about the entity changed."""
+    """The observation to store, or None when nothing about the entity changed.
+
+    The object events show is the record as fetched with the snapshot's normalized values over
+    it (an approval the detail endpoint lacks, a country's stock, the USD totals).
+    """
     changes = [] if silent else detection.changes
     if stored and not changes and stored.snapshot == detection.snapshot and stored.tier == tier:
         return None
     expected = stored.sequence if stored else 0
-    return Observation(resource, detection.snapshot, tier, obj, created_at, changes, expected)
+    shown = {**obj, **detection.shown}
+    return Observation(resource, detection.snapshot, tier, shown, created_at, changes, expected)

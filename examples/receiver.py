@@ -1,8 +1,10 @@
 """A minimal store-side receiver for drgreen-poller webhooks.
 
 It verifies each request with the `standardwebhooks` library, records the event once per
-``webhook-id`` in SQLite (deliveries are at least once: the same id may come again), answers
-2xx at once, and leaves the real work to the store's own queue.
+``webhook-id`` in SQLite (deliveries are at least once: the same id may come again), marks it
+stale when its ``sequence`` is not above the last one recorded for its resource (an older event
+arriving late), answers 2xx at once, and leaves the real work to the store's own queue, which
+acts on the events that are neither repeated nor stale.
 
     pip install aiohttp standardwebhooks
     DRGREEN_WEBHOOK_SECRET=whsec_... python examples/receiver.py --port 8080
@@ -18,6 +20,7 @@ import json
 import os
 import sqlite3
 import sys
+from typing import Any
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -32,9 +35,35 @@ def open_db(path: str) -> sqlite3.Connection:
     db.execute(
         "CREATE TABLE IF NOT EXISTS received ("
         " webhook_id TEXT PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL,"
+        " stale INTEGER NOT NULL DEFAULT 0,"
         " received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
     )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS latest (resource TEXT PRIMARY KEY, sequence INTEGER NOT NULL)"
+    )
     return db
+
+
+def record(
+    db: sqlite3.Connection, webhook_id: str, event: dict[str, Any], body: str
+) -> tuple[bool, bool]:
+    """Record an event once; returns (new, stale). Sequences only rise per resource, ever."""
+    resource = "/".join((event["holder"], event["resource"]["type"], event["resource"]["id"]))
+    with db:  # one transaction: the event and its resource's latest sequence
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT sequence FROM latest WHERE resource = ?", (resource,)).fetchone()
+        stale = row is not None and event["sequence"] <= row[0]
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO received (webhook_id, type, body, stale) VALUES (?, ?, ?, ?)",
+            (webhook_id, event["type"], body, stale),
+        ).rowcount
+        if inserted and not stale:
+            db.execute(
+                "INSERT INTO latest (resource, sequence) VALUES (?, ?) ON CONFLICT (resource)"
+                " DO UPDATE SET sequence = excluded.sequence",
+                (resource, event["sequence"]),
+            )
+    return bool(inserted), stale
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -44,17 +73,10 @@ async def receive(request: web.Request) -> web.Response:
     except WebhookVerificationError:
         return web.json_response({"error": "invalid signature"}, status=401)
     webhook_id = request.headers["webhook-id"]
-    inserted = (
-        request.app[DB_KEY]
-        .execute(
-            "INSERT OR IGNORE INTO received (webhook_id, type, body) VALUES (?, ?, ?)",
-            (webhook_id, event["type"], body.decode("utf-8")),
-        )
-        .rowcount
-    )
+    new, stale = record(request.app[DB_KEY], webhook_id, event, body.decode("utf-8"))
     # The store's real work (emails, order updates) happens elsewhere, from this table.
-    print(json.dumps({"webhook_id": webhook_id, "type": event["type"], "new": bool(inserted)}),
-          flush=True)  # fmt: skip
+    shown = {"webhook_id": webhook_id, "type": event["type"], "new": new, "stale": stale}
+    print(json.dumps(shown), flush=True)
     return web.Response(status=204)
 
 

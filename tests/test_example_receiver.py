@@ -26,7 +26,8 @@ SECRET = generate_webhook_secret()
 class TestExampleReceiver:
     @pytest.mark.timeout(30)
     async def test_verifies_and_deduplicates(self, tmp_path: Path) -> None:
-        """It accepts our signed events, stores each webhook-id once, and refuses forgeries."""
+        """It accepts our signed events, stores each webhook-id once, marks late ones stale,
+        and refuses forgeries."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -42,12 +43,15 @@ class TestExampleReceiver:
             url = f"http://127.0.0.1:{port}/drgreen/events"
             config = SinkConfig(name="s", kind="webhook", url=url, secrets=(Secret(SECRET, "t"),))
             sink = WebhookSink(config, DeliveryConfig())
-            body = json.dumps({"id": "evt_1", "type": "order.approved"}).encode()
+            body = _event("evt_1", "order.approved", 7)
             now = SystemClock().now()
             first = await sink.deliver("evt_1", "order.approved", body, now)
             again = await sink.deliver("evt_1", "order.approved", body, now)  # a retry
+            late = await sink.deliver(
+                "evt_0", "order.created", _event("evt_0", "order.created", 6), now
+            )
             await sink.close()
-            assert (first.status, again.status) == (204, 204)
+            assert (first.status, again.status, late.status) == (204, 204, 204)
             forged_headers = {
                 "webhook-id": "evt_1",
                 "webhook-timestamp": str(int(now.timestamp())),
@@ -62,5 +66,11 @@ class TestExampleReceiver:
             process.terminate()
             await asyncio.wait_for(process.communicate(), 10)
         with sqlite3.connect(database) as db:
-            rows = db.execute("SELECT webhook_id, type FROM received").fetchall()
-        assert rows == [("evt_1", "order.approved")]
+            rows = db.execute("SELECT webhook_id, type, stale FROM received").fetchall()
+        assert rows == [("evt_1", "order.approved", 0), ("evt_0", "order.created", 1)]
+
+
+def _event(event_id: str, kind: str, sequence: int) -> bytes:
+    resource = {"type": "order", "id": "o-1"}
+    shown = {"id": event_id, "type": kind, "holder": "main", "resource": resource}
+    return json.dumps({**shown, "sequence": sequence}).encode()

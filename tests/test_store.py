@@ -86,17 +86,18 @@ class TestOutbox:
         assert await store.backlog() == {"store": {"pending": 1}, "audit": {"pending": 1}}
         [entity] = await store.entities("main", kind="order")
         assert entity.snapshot == {"adminApproval": "VERIFIED"}
-        assert entity.sequence == 1
+        assert entity.sequence == store.lineage.sequence_floor + 1
 
     async def test_sequences_rise_and_ids_are_deterministic(self, store: Store) -> None:
-        """Each event of a resource takes the next sequence; its id derives from it."""
+        """Each event of a resource takes the next sequence; its id derives from the transition."""
         await store.commit_poll("main", "active_orders", [_approved()], now=NOW, next_due_at=0)
         second = await store.commit_poll(
             "main", "active_orders", [_approved()], now=NOW, next_due_at=0
         )
         event = second.events[0]
-        assert event["sequence"] == 2
-        assert event["id"] == event_id("main", ORDER, 2)
+        sequence = store.lineage.sequence_floor + 2
+        assert event["sequence"] == sequence
+        assert event["id"] == event_id("main", ORDER, "order.approved", {}, sequence)
         assert event["resource"] == {"type": "order", "id": ORDER.id}
         assert event["observed_at"] == "2026-11-23T10:00:00.000Z"
 
@@ -197,7 +198,7 @@ class TestTrack:
         assert (entity.tier, entity.snapshot, entity.sequence) == (
             "active_orders",
             {"adminApproval": "VERIFIED"},
-            1,
+            store.lineage.sequence_floor + 1,
         )
 
     async def test_track_unknown_stores_the_mark(self, store: Store) -> None:

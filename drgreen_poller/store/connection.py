@@ -20,7 +20,9 @@ from typing import Any, Self
 
 import aiosqlite
 
+from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.errors import StoreError
+from drgreen_poller.store.lineage import LINEAGE_MIGRATION, FileIdentity, Lineage, open_lineage
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -107,6 +109,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN schedule_offset INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: where the state came from, and the floor under every new sequence (lineage.py)
+    LINEAGE_MIGRATION,
 )
 
 
@@ -183,20 +187,32 @@ class Connection:
         sinks: the configured sinks, to write one outbox row per matching sink.
     """
 
-    def __init__(self, db: aiosqlite.Connection, sinks: Sequence[SinkRoute] = ()) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        sinks: Sequence[SinkRoute],
+        lineage: Lineage,
+        identity: FileIdentity,
+    ) -> None:
         self._db = db
         self.sinks = tuple(sinks)
+        self.lineage = lineage
+        self._identity = identity
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, sinks: Sequence[SinkRoute] = ()) -> Self:
+    async def open(
+        cls, path: Path, *, sinks: Sequence[SinkRoute] = (), clock: Clock | None = None
+    ) -> Self:
         """Open (creating 0600 if needed) and migrate the database at ``path``.
 
         Raises:
             StoreError: the file cannot be opened, or its schema is newer than this program.
         """
+        now = (clock or SystemClock()).now()
         try:
             _create_private(path)
+            identity = FileIdentity.of(path)
             # A file SQLite cannot open is reported from a plain probe: a failing
             # aiosqlite.connect leaves its worker thread answering a loop that may be gone.
             await asyncio.to_thread(_probe, path)
@@ -212,6 +228,7 @@ class Connection:
             try:
                 await db.execute("PRAGMA journal_mode = WAL")
                 await _migrate(db, path)
+                lineage = await open_lineage(db, path, now)
             finally:
                 os.close(setup_lock)
             await db.execute("PRAGMA synchronous = FULL")
@@ -222,7 +239,7 @@ class Connection:
         except BaseException:
             await db.close()
             raise
-        return cls(db, sinks)
+        return cls(db, sinks, lineage, identity)
 
     async def close(self) -> None:
         await self._db.close()
@@ -240,6 +257,7 @@ class Connection:
     @asynccontextmanager
     async def _transaction_unlocked(self) -> AsyncIterator[aiosqlite.Connection]:
         try:
+            self._identity.check()  # a stat: the file deleted or replaced stops every write
             await self._db.execute("BEGIN IMMEDIATE")
             yield self._db
             await self._db.execute("COMMIT")

@@ -2,7 +2,7 @@
 
 Owns the transactional outbox write: a tier run's snapshots, its events and one pending
 delivery row per matching sink are committed in **one transaction** (``commit_poll``), with
-event ids derived from each resource's sequence. Never stores medical data (the API client
+event ids derived from each transition and its sequence. Never stores medical data (the API client
 drops it before anything reaches here).
 """
 
@@ -260,7 +260,7 @@ class PollingState(Connection):
         events = []
         for observation in observations:
             entity = stored.get(observation.resource.key)
-            sequence = entity.sequence if entity else 0
+            sequence = self._next_base(entity.sequence if entity else 0)
             for change in observation.changes:
                 sequence += 1
                 events.append(
@@ -274,6 +274,14 @@ class PollingState(Connection):
                     )
                 )
         return events
+
+    def _next_base(self, stored_sequence: int) -> int:
+        """The number the next event of a resource counts on from (its sequence is this + 1).
+
+        Above the resource's last sequence and above the state's floor, which moves up past
+        every sequence ever emitted when the state is new or was restored (``lineage``).
+        """
+        return max(stored_sequence, self.lineage.sequence_floor)
 
     async def _commit(
         self,
@@ -315,16 +323,23 @@ class PollingState(Connection):
     ) -> None:
         resource = observation.resource
         async with self._db.execute(
-            "SELECT sequence FROM entities WHERE holder = ? AND key = ?", (holder, resource.key)
+            "SELECT sequence, object FROM entities WHERE holder = ? AND key = ?",
+            (holder, resource.key),
         ) as cursor:
             row = await cursor.fetchone()
         sequence = int(row[0]) if row else 0
+        # An event about a resource no longer listed (strain.removed) shows it as last seen.
+        obj = observation.obj
+        if obj is None and observation.changes and row and row[1]:
+            obj = json.loads(row[1])
         if observation.expected_sequence not in (None, sequence):
             raise ConcurrentUpdate(
                 f"{resource.key} of {holder} changed under this poll (sequence {sequence}, "
                 f"expected {observation.expected_sequence}); it is polled again"
             )
         stamp = iso_ms(now)
+        if observation.changes:
+            sequence = self._next_base(sequence)
         for change in observation.changes:
             sequence += 1
             event = envelope(
@@ -333,7 +348,7 @@ class PollingState(Connection):
                 sequence=sequence,
                 change=change,
                 observed_at=now,
-                obj=observation.obj,
+                obj=obj,
             )
             await self._insert_event(holder, resource, sequence, event, now)
             result.events.append(event)

@@ -1,0 +1,234 @@
+"""Where the state came from: when it began, whether it was restored, and the sequence floor.
+
+Owns the one rule that keeps event ids and sequences unique across state loss and restores:
+every event's sequence is above the **sequence floor**, and the floor is moved up to the
+current time (in milliseconds) whenever this state may be behind what was already delivered:
+a new database, a file marked by ``backup``, an older copy put back in place (its generation
+is below the one recorded beside it in ``<state>.lineage``), or another database put at this
+path. It also holds the file identity check that notices a database deleted or replaced under
+a running daemon. It must not decide what to poll or deliver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from drgreen_poller.errors import StateLost, StoreError
+from drgreen_poller.events import iso_ms
+
+# Migration 4: the lineage row (exactly one).
+LINEAGE_MIGRATION = """
+    CREATE TABLE lineage (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        lineage TEXT NOT NULL,
+        began_at TEXT,
+        sequence_floor INTEGER NOT NULL DEFAULT 0,
+        generation INTEGER NOT NULL DEFAULT 0,
+        backup_taken_at TEXT,
+        rebased_at TEXT,
+        rebase_reason TEXT
+    );
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """This state's origin, as opened.
+
+    Attributes:
+        began_at: when this state database was created (None: before drgreen-poller 0.x kept it).
+        fresh: the database was created by this open: there was no state at this path.
+        sequence_floor: every new event's sequence is above this.
+        rebased_at, rebase_reason: the last time the floor moved up because the state may be
+            behind what was delivered (a restore, another file), and why.
+        rebased_now: that happened in this open.
+    """
+
+    lineage: str
+    began_at: str | None
+    fresh: bool
+    sequence_floor: int
+    generation: int
+    rebased_at: str | None
+    rebase_reason: str | None
+    rebased_now: bool = False
+
+
+def floor_at(now: datetime) -> int:
+    """The sequence floor for a state that begins (or is rebased) at ``now``: Unix ms."""
+    return int(now.timestamp() * 1000)
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lineage")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_sidecar(path: Path, lineage: str, generation: int) -> None:
+    """Record which database (and which generation of it) was last opened at ``path``."""
+    target = sidecar_path(path)
+    temporary = target.with_name(target.name + ".tmp")
+    text = json.dumps({"lineage": lineage, "generation": generation})
+    with contextlib.suppress(OSError):  # advisory: a read-only copy still opens
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+
+
+async def _one(db: aiosqlite.Connection, sql: str) -> aiosqlite.Row | None:
+    async with db.execute(sql) as cursor:
+        row: aiosqlite.Row | None = await cursor.fetchone()
+        return row
+
+
+async def _row(db: aiosqlite.Connection) -> aiosqlite.Row:
+    row = await _one(db, "SELECT * FROM lineage")
+    if row is None:
+        raise StoreError("the state database has no lineage row (was it edited by hand?)")
+    return row
+
+
+async def _create(db: aiosqlite.Connection, now: datetime) -> bool:
+    """Insert the lineage row; returns whether the database is new (holds nothing yet)."""
+    used = await _one(
+        db,
+        "SELECT (SELECT COUNT(*) FROM holders) + (SELECT COUNT(*) FROM entities)"
+        " + (SELECT COUNT(*) FROM events)",
+    )
+    fresh = used is None or int(used[0]) == 0
+    began = await _one(db, "SELECT MIN(added_at) FROM holders")
+    began_at = iso_ms(now) if fresh or began is None else began[0]
+    await db.execute(
+        "INSERT INTO lineage (one, lineage, began_at, sequence_floor) VALUES (1, ?, ?, ?)",
+        (secrets.token_hex(16), began_at, floor_at(now)),
+    )
+    return fresh
+
+
+def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | None:
+    """Why this database may be behind what was already delivered from this path, if it is."""
+    if row["backup_taken_at"]:
+        return f"restored from a backup taken at {row['backup_taken_at']}"
+    if seen is None:
+        return None
+    if seen.get("lineage") != row["lineage"]:
+        return "another database was put at this path"
+    recorded = seen.get("generation")
+    if isinstance(recorded, int) and row["generation"] < recorded:
+        return f"an older copy was put back (generation {row['generation']} < {recorded})"
+    return None
+
+
+async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> Lineage:
+    """Create or read the lineage row, rebase the floor if needed, count this open.
+
+    Runs inside the caller's setup lock, after the migrations, in one transaction.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        fresh = await _one(db, "SELECT 1 FROM lineage") is None and await _create(db, now)
+        row = await _row(db)
+        reason = None if fresh else _restore_reason(row, _read_sidecar(path))
+        if reason:
+            await db.execute(
+                "UPDATE lineage SET sequence_floor = MAX(sequence_floor, ?), rebased_at = ?,"
+                " rebase_reason = ?, backup_taken_at = NULL",
+                (floor_at(now), iso_ms(now), reason),
+            )
+        await db.execute("UPDATE lineage SET generation = generation + 1")
+        row = await _row(db)
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+    _write_sidecar(path, row["lineage"], row["generation"])
+    return Lineage(
+        lineage=row["lineage"],
+        began_at=row["began_at"],
+        fresh=fresh,
+        sequence_floor=int(row["sequence_floor"]),
+        generation=int(row["generation"]),
+        rebased_at=row["rebased_at"],
+        rebase_reason=row["rebase_reason"],
+        rebased_now=reason is not None,
+    )
+
+
+def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
+    """Copy ``source`` consistently (SQLite's online backup) to ``target``; returns its size.
+
+    Safe while a daemon writes ``source``: the copy is one read transaction's view. The copy
+    is written beside ``target`` (mode 0600), marked as a backup taken at ``taken_at`` (so that
+    the state it holds moves its sequence floor up when it is put back) and renamed into place.
+    """
+    temporary = target.with_name(f".{target.name}.partial")
+    temporary.unlink(missing_ok=True)
+    os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        live = sqlite3.connect(source)
+        copy = sqlite3.connect(temporary)
+        try:
+            live.backup(copy)
+            with copy:
+                copy.execute("UPDATE lineage SET backup_taken_at = ?", (iso_ms(taken_at),))
+            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        finally:
+            copy.close()
+            live.close()
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target.stat().st_size
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """The database file a connection opened (device and inode), to notice it being replaced."""
+
+    path: Path
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        stat = path.stat()
+        return cls(path, stat.st_dev, stat.st_ino)
+
+    def check(self) -> None:
+        """Raise ``StateLost`` if the file at ``path`` is gone or is another file now."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise StateLost(
+                f"the state database {self.path} was deleted while drgreen-poller ran; stopping"
+                " so that nothing is written where it would be lost"
+            ) from None
+        except OSError as exc:
+            raise StateLost(f"the state database {self.path} cannot be checked: {exc}") from exc
+        if (stat.st_dev, stat.st_ino) != (self.device, self.inode):
+            raise StateLost(
+                f"the state database {self.path} was replaced by another file while"
+                " drgreen-poller ran; stopping so that nothing is written where it would be lost"
+            )

@@ -1,0 +1,161 @@
+"""``data.previous`` means what ``data.object`` means, for every event type the poller emits.
+
+A receiver diffs ``previous`` against ``object``: each key of ``previous`` must be a field of
+``object`` with the same meaning and the same JSON type, and the value must have moved. The
+events come from real tier runs against the sandbox, through every lifecycle step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import FakeClock
+from drgreen_poller.events import Resource, envelope
+from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, PENDING_KYC, STRAINS
+from tests.test_poller import World, make_world
+
+__all__ = ["make_world"]  # the fixture, shared with the poller's tests
+
+EVERY_TYPE = {
+    "order.created", "order.approved", "order.rejected", "order.approval_changed",
+    "order.paid", "order.payment_failed", "order.refunded", "order.payment_status_changed",
+    "order.processing", "order.shipped", "order.delivered", "order.cancelled",
+    "order.status_changed",
+    "client.created", "client.kyc.verified", "client.kyc.verification_changed",
+    "client.kyc.approved", "client.kyc.rejected", "client.kyc.approval_changed",
+    "client.kyc.completed", "client.activated", "client.deactivated",
+    "commission.accrued", "commission.paid", "commission.adjusted",
+    "strain.created", "strain.updated", "strain.removed",
+}  # fmt: skip
+# Operational events carry no previous state; checked from their envelope below.
+HOLDER_TYPES = ("poller.holder_unauthorized", "poller.holder_recovered")
+
+
+async def _orders(world: World) -> None:
+    state, poll = world.state, world.poll
+    orders = [state.create_order("shop").id for _ in range(6)]
+    await poll(ACTIVE_ORDERS)
+    walked, rejected, odd, refunded, regressed, skipped = orders
+    for step in ("approve", "pay", "process", "ship", "deliver"):
+        getattr(state, f"{step}_order")(walked)
+        await poll(ACTIVE_ORDERS)
+    state.reject_order(rejected)
+    state.patch_order(odd, {"adminApproval": "ON_REVIEW"})
+    state.approve_order(refunded)
+    state.approve_order(regressed)
+    state.approve_order(skipped)
+    await poll(ACTIVE_ORDERS)
+    for status in ("FAILED", "REFUNDED", "ON_HOLD"):
+        state.set_payment_status(refunded, status)
+        await poll(ACTIVE_ORDERS)
+    state.cancel_order(refunded)
+    state.process_order(regressed)
+    state.pay_order(skipped)
+    await poll(ACTIVE_ORDERS)
+    state.patch_order(regressed, {"orderStatus": "PENDING"})
+    state.patch_order(skipped, {"orderStatus": "DELIVERED"})  # never seen SHIPPED
+    await poll(ACTIVE_ORDERS)
+
+
+async def _clients(world: World) -> None:
+    state, poll = world.state, world.poll
+    completed, rejected, odd = (state.create_client("shop").id for _ in range(3))
+    await poll(PENDING_KYC)
+    state.verify_client_kyc(completed)
+    state.reject_client(rejected)
+    state.patch_client(odd, {"adminApproval": "ON_REVIEW", "isKYCVerified": True})
+    await poll(PENDING_KYC)
+    state.approve_client(completed)
+    state.patch_client(odd, {"isKYCVerified": False})
+    state.activate_client(odd)
+    await poll(PENDING_KYC)
+    state.deactivate_client(odd)
+    await poll(PENDING_KYC)
+
+
+async def _commissions(world: World) -> None:
+    state, poll = world.state, world.poll
+    await poll(COMMISSIONS)
+    commission = state.accrue_commission("shop", 120.5)
+    await poll(COMMISSIONS)
+    state.pay_commission(commission.id)
+    await poll(COMMISSIONS)
+    commission.amount_in_dollar = 100  # Dr Green corrected it: the total falls
+    await poll(COMMISSIONS)
+
+
+async def _strains(world: World) -> None:
+    state, poll = world.state, world.poll
+    await poll(STRAINS)
+    strain = state.create_strain("Contract Kush", retail_price=12, locations={"GBR": 300})
+    await poll(STRAINS)
+    state.update_strain(strain.id, {"retailPrice": 13.5})
+    state.set_strain_location(strain.id, "GBR", {"stockQuantity": 495})
+    await poll(STRAINS)
+    state.remove_strain(strain.id)
+    await poll(STRAINS)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _contract_breaks(event: dict[str, Any]) -> list[str]:
+    """What in ``event`` breaks the contract (empty when it holds)."""
+    obj, previous = event["data"]["object"], event["data"]["previous"]
+    problems = []
+    for key, before in previous.items():
+        if not isinstance(obj, dict) or key not in obj:
+            problems.append(f"{event['type']}: previous.{key} is not a field of object")
+        elif _json_type(before) != _json_type(obj[key]):
+            problems.append(
+                f"{event['type']}: previous.{key} is {_json_type(before)} {before!r}, "
+                f"object.{key} is {_json_type(obj[key])} {obj[key]!r}"
+            )
+    return problems
+
+
+class TestPreviousMatchesObject:
+    @pytest.mark.timeout(30)
+    async def test_every_event_type(self, make_world: Callable[..., Any]) -> None:
+        """For every event type, each key of previous is a field of object of the same type."""
+        world: World = await make_world(first_sync="seed")
+        for tier in (ACTIVE_ORDERS, PENDING_KYC):
+            await world.poll(tier)  # the first sync: what exists is taken as it is
+        for scenario in (_orders, _clients, _commissions, _strains):
+            await scenario(world)
+        events = await world.store.events(limit=0)
+        assert {e["type"] for e in events} == EVERY_TYPE
+        assert [p for e in events for p in _contract_breaks(e)] == []
+
+    async def test_strain_stock_is_the_countrys(self, make_world: Callable[..., Any]) -> None:
+        """A strain's stock in previous and object is its country's stock, as an integer."""
+        world: World = await make_world()
+        await world.poll(STRAINS)
+        strain = world.state.create_strain("Kush", locations={"GBR": 300, "ZAF": 588})
+        await world.poll(STRAINS)
+        world.state.set_strain_location(strain.id, "GBR", {"stockQuantity": 495})
+        await world.poll(STRAINS)
+        [updated] = await world.store.events(patterns=["strain.updated"])
+        assert updated["data"]["previous"] == {"stockQuantity": 300}
+        assert updated["data"]["object"]["stockQuantity"] == 495
+
+    def test_holder_events_carry_no_previous(self) -> None:
+        """Operational events have an empty previous, so they cannot mislead a diff."""
+        for kind in HOLDER_TYPES:
+            event = envelope(
+                holder="main",
+                resource=Resource("holder", "main"),
+                sequence=1,
+                change=Change(kind, {}),
+                observed_at=FakeClock().now(),
+                obj={"name": "main"},
+            )
+            assert _contract_breaks(event) == []
+            assert event["data"]["previous"] == {}

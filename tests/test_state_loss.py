@@ -1,0 +1,230 @@
+"""State lost or restored: no event id ever names two events, and a README receiver keeps all.
+
+The README tells receivers to deduplicate on ``webhook-id`` and to drop an event whose
+``sequence`` is not above the last one applied for its resource. These tests delete the state
+database, or put an older copy of it back, between runs of a real poller against the sandbox,
+and check both rules against everything the runs emitted.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import FakeClock
+from drgreen_poller.events import Resource
+from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.sandbox import LocalSandbox, SandboxState
+from drgreen_poller.store import Observation, SinkRoute, Store
+from drgreen_poller.store.lineage import backup_database, sidecar_path
+
+
+@dataclass
+class ReadmeReceiver:
+    """A receiver written as the README says: dedupe on id, drop stale by sequence."""
+
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    last_sequence: dict[str, int] = field(default_factory=dict)
+
+    def receive(self, event: dict[str, Any]) -> None:
+        resource = f"{event['holder']}/{event['resource']['type']}/{event['resource']['id']}"
+        if event["id"] in self.ids:
+            self.dropped.append(("duplicate", event))
+        elif event["sequence"] <= self.last_sequence.get(resource, -1):
+            self.dropped.append(("stale", event))
+        else:
+            self.ids.add(event["id"])
+            self.last_sequence[resource] = event["sequence"]
+            self.applied.append(event)
+
+
+def _transition(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two events the same transition: who, what, and the values it moved to."""
+    moved_to = {k: (event["data"]["object"] or {}).get(k) for k in event["data"]["previous"]}
+    return (event["holder"], event["resource"]["id"], event["type"], sorted(moved_to.items()))
+
+
+def assert_ids_name_one_transition(events: list[dict[str, Any]]) -> None:
+    """No id is shared by two different transitions."""
+    named: dict[str, tuple[Any, ...]] = {}
+    for event in events:
+        seen = named.setdefault(event["id"], _transition(event))
+        assert seen == _transition(event), f"{event['id']} names two events"
+
+
+@dataclass
+class Shop:
+    """A sandbox with one holder and an order, polled by runs over a state file at ``path``."""
+
+    box: LocalSandbox
+    clock: FakeClock
+    session: aiohttp.ClientSession
+    path: Path
+    order_id: str = ""
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def state(self) -> SandboxState:
+        return self.box.state
+
+    async def run(self, *steps: str) -> Store:
+        """One daemon run: open the state, sync, then apply each step upstream and poll."""
+        self.clock.advance(3600)  # runs are an hour apart
+        store = await Store.open(self.path, sinks=[SinkRoute("all", ("*",))], clock=self.clock)
+        try:
+            poller = self._poller(store)
+            await self._poll(poller)
+            for step in steps:
+                getattr(self.state, f"{step}_order")(self.order_id)
+                self.clock.advance(60)
+                await self._poll(poller)
+        finally:
+            await store.close()
+        return store
+
+    def _poller(self, store: Store) -> HolderPoller:
+        settings = ApiSettings(self.box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
+        bucket = TokenBucket(rate=1.0, burst=10**9, clock=self.clock)
+        api = ApiClient(
+            self.session, settings, self.holder.credentials, self.clock, bucket=bucket, holder="s"
+        )
+        return HolderPoller("s", ("GBR",), api, store, self.clock, PollSettings())
+
+    async def _poll(self, poller: HolderPoller) -> None:
+        result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        self.emitted.extend(result.events)
+
+    @property
+    def holder(self) -> Any:
+        return self.state.holder("s")
+
+    def delete_state(self) -> None:
+        for suffix in ("", "-wal", "-shm", ".lineage"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
+    def put_back(self, copy: Path) -> None:
+        """What an operator does to restore: the copy in place, the old journal files gone."""
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        shutil.copyfile(copy, self.path)
+
+
+@pytest.fixture
+async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
+    clock = FakeClock()
+    async with LocalSandbox(SandboxState(clock)) as box, aiohttp.ClientSession() as session:
+        box.state.create_holder("s")
+        made = Shop(box, clock, session, tmp_path / "state.db")
+        await made.run()  # the first sync: the holder's history is taken as it is
+        made.order_id = box.state.create_order("s").id
+        yield made
+
+
+def _receive_all(events: list[dict[str, Any]]) -> ReadmeReceiver:
+    receiver = ReadmeReceiver()
+    for event in events:
+        receiver.receive(event)
+    return receiver
+
+
+class TestStateDeleted:
+    async def test_no_id_reused_and_every_event_kept(self, shop: Shop) -> None:
+        """After the database is deleted, new transitions get new ids and higher sequences."""
+        await shop.run("approve", "pay", "unpay")
+        before = len(shop.emitted)
+        shop.delete_state()
+        store = await shop.run("pay", "unpay", "pay", "ship")
+        assert store.lineage.fresh
+        after = shop.emitted[before:]
+        assert [e["type"] for e in after] == [
+            "order.paid",
+            "order.payment_status_changed",
+            "order.paid",
+            "order.shipped",
+        ]
+        assert_ids_name_one_transition(shop.emitted)
+        receiver = _receive_all(shop.emitted)
+        assert receiver.dropped == []
+        assert len(receiver.applied) == len(shop.emitted)
+
+    async def test_holder_events_on_two_databases_differ(self, tmp_path: Path) -> None:
+        """The same kind of holder event in a later, new database is a new id."""
+        clock = FakeClock()
+        ids = []
+        for _ in range(2):
+            store = await Store.open(tmp_path / "h.db", clock=clock)
+            observation = Observation(
+                Resource("holder", "main"),
+                {"event": "poller.holder_unauthorized"},
+                None,
+                obj={"name": "main"},
+                changes=[Change("poller.holder_unauthorized", {})],
+            )
+            result = await store.commit_events("main", [observation], now=clock.now())
+            ids.append(result.events[0]["id"])
+            await store.close()
+            (tmp_path / "h.db").unlink()
+            clock.advance(60)
+        assert ids[0] != ids[1]
+
+
+class TestStateRestored:
+    async def test_from_a_backup(self, shop: Shop, tmp_path: Path) -> None:
+        """A backup put back rebases: replayed and new transitions are all kept, no id reused."""
+        await shop.run("approve")
+        backup_database(shop.path, tmp_path / "backup.db", shop.clock.now())
+        await shop.run("pay", "unpay")
+        before = len(shop.emitted)
+        shop.put_back(tmp_path / "backup.db")
+        store = await shop.run("pay", "process")
+        assert store.lineage.rebase_reason is not None
+        assert "backup" in store.lineage.rebase_reason
+        assert [e["type"] for e in shop.emitted[before:]] == ["order.paid", "order.processing"]
+        assert_ids_name_one_transition(shop.emitted)
+        receiver = _receive_all(shop.emitted)
+        assert receiver.dropped == []
+
+    async def test_from_an_older_plain_copy(self, shop: Shop, tmp_path: Path) -> None:
+        """A plain copy of a stopped daemon's file, put back later, is noticed and rebased."""
+        await shop.run("approve")
+        shutil.copyfile(shop.path, tmp_path / "copy.db")
+        await shop.run("pay", "unpay")
+        before = len(shop.emitted)
+        shop.put_back(tmp_path / "copy.db")
+        store = await shop.run("pay", "process")
+        assert store.lineage.rebase_reason is not None
+        assert "older copy" in store.lineage.rebase_reason
+        assert [e["type"] for e in shop.emitted[before:]] == ["order.paid", "order.processing"]
+        assert_ids_name_one_transition(shop.emitted)
+        assert _receive_all(shop.emitted).dropped == []
+
+    async def test_another_database_at_the_path_is_rebased(
+        self, shop: Shop, tmp_path: Path
+    ) -> None:
+        """A database that is not the one last used at this path counts as restored."""
+        await shop.run("approve")
+        other = tmp_path / "other" / "state.db"
+        other.parent.mkdir()
+        await (await Store.open(other, clock=shop.clock)).close()
+        shop.put_back(other)
+        store = await shop.run()
+        assert store.lineage.rebase_reason == "another database was put at this path"
+
+    async def test_a_normal_restart_keeps_counting_by_one(self, shop: Shop) -> None:
+        """Without loss or restore, a resource's sequence rises by one across restarts."""
+        await shop.run("approve")
+        await shop.run("pay")
+        sequences = [e["sequence"] for e in shop.emitted]
+        assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+        assert sidecar_path(shop.path).exists()
