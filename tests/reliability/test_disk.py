@@ -272,7 +272,6 @@ class TestDatabaseLost:
         assert daemon.count("poll_finished", after=since_loss) <= 1
         _no_traceback(*daemon.lines, *daemon.stderr)
 
-    @pytest.mark.xfail(strict=True, reason="issue 7 point 3: a deleted database goes unnoticed")
     @pytest.mark.timeout(30)
     async def test_deleted_database_stops_the_daemon(self, world: World) -> None:
         """Deleting the database under the daemon stops it within one poll: exit 1, one line."""
@@ -282,7 +281,6 @@ class TestDatabaseLost:
             (world.state.parent / name).unlink(missing_ok=True)
         await self._check_stopped(daemon, lost_at)
 
-    @pytest.mark.xfail(strict=True, reason="issue 7 point 3: a replaced database goes unnoticed")
     @pytest.mark.timeout(30)
     async def test_replaced_database_stops_the_daemon(self, world: World) -> None:
         """A database renamed over the daemon's stops it within one poll: exit 1, one line."""
