@@ -166,8 +166,8 @@ class TestDiskFull:
 
     @pytest.mark.xfail(
         strict=True,
-        reason="new defect: TierRunner.run re-raises the StoreError into APScheduler, which "
-        "logs 'Job ... raised an exception' with a traceback",
+        reason="new defect, fixed on i7-sched (a821227): TierRunner.run re-raises the StoreError "
+        "into APScheduler, which logs it with a traceback",
     )
     @pytest.mark.timeout(60)
     async def test_full_disk_logs_no_traceback(
