@@ -301,6 +301,13 @@ class Daemon:
         assert code is not None
         return code
 
+    async def kill(self) -> None:
+        """SIGKILL if still running; then wait for the process and its output to end."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        await asyncio.gather(*self._readers)
+
     def output(self) -> str:
         return "\n".join([*self.lines[-20:], *self.stderr])
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from tests.reliability.disk_support import (
 
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
 FILL_ROUNDS = 3 if FULL else 1
+CHANGES_PER_ROUND = 20 if FULL else 5
 # Room for the database and a WAL of 1,000 pages (SQLite's checkpoint point) before filling.
 TMPFS_KIB = 16 * 1024
 # How long a daemon gets to notice a lost database: over a dozen of its 0.2 s polls.
@@ -114,6 +115,25 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
 
 
+StartDaemon = Callable[[Path], Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def start_daemon() -> AsyncIterator[StartDaemon]:
+    """Start ``drgreen-poller run`` processes; any still running at the end is killed."""
+    started: list[Daemon] = []
+
+    async def start(config: Path) -> Daemon:
+        started.append(await Daemon.start(config))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            await daemon.kill()
+
+
 def _no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text
@@ -136,31 +156,30 @@ class TestDiskFull:
         sandbox: Sandbox,
         receiver: tuple[WebhookReceiver, str],
         session: aiohttp.ClientSession,
+        start_daemon: StartDaemon,
     ) -> None:
         """Filling the state disk under changes stops the daemon with one line; nothing is lost."""
         w = _world(tmp_path, small_disk, sandbox, receiver, session)
         for _ in range(FILL_ROUNDS):
-            daemon = await Daemon.start(w.config)
+            daemon = await start_daemon(w.config)
             await daemon.synced()
-            await _changes(w.driver, w.receiver, 5)
+            await _changes(w.driver, w.receiver, CHANGES_PER_ROUND)
             stop_driving = asyncio.Event()
             driving = asyncio.create_task(w.driver.run(stop_driving))
-            filler = fill(small_disk)
-            code = await daemon.exit_code(60)
-            stop_driving.set()
-            await driving
-            if code is None:
-                await daemon.stop()
+            try:
+                filler = fill(small_disk)
+                code = await daemon.exit_code(60)
+            finally:
+                stop_driving.set()
+                await driving
             assert code == 1, daemon.output()
             [line] = problem_lines(daemon)
             assert "full" in line, line
             _no_traceback(*daemon.lines, *daemon.stderr)
             filler.unlink()
-        daemon = await Daemon.start(w.config)
-        try:
-            await until_delivered(w.receiver, w.driver.expected)
-        finally:
-            assert await daemon.stop() == 0, daemon.output()
+        daemon = await start_daemon(w.config)
+        await until_delivered(w.receiver, w.driver.expected)
+        assert await daemon.stop() == 0, daemon.output()
         check_deliveries(w.receiver, w.driver.expected)
         _no_traceback(*daemon.lines, *daemon.stderr)
 
@@ -171,16 +190,14 @@ class TestDiskFull:
     )
     @pytest.mark.timeout(60)
     async def test_full_disk_logs_no_traceback(
-        self, tmp_path: Path, small_disk: Path, sandbox: Sandbox
+        self, tmp_path: Path, small_disk: Path, sandbox: Sandbox, start_daemon: StartDaemon
     ) -> None:
         """A poll that cannot write its state is logged as one error, without a traceback."""
         config = write_config(tmp_path, sandbox, small_disk / "state.db", None)
-        daemon = await Daemon.start(config)
+        daemon = await start_daemon(config)
         await daemon.synced()
         fill(small_disk)  # with no sink to deliver to, the next poll's commit is what fails
         code = await daemon.exit_code(30)
-        if code is None:
-            await daemon.stop()
         assert code == 1, daemon.output()
         assert daemon.count("state_database_failed") >= 1
         assert exceptions(daemon) == []
@@ -260,16 +277,13 @@ class TestGarbageDatabase:
 
 
 class TestDatabaseLost:
-    async def _running(self, world: World) -> Daemon:
-        daemon = await Daemon.start(world.config)
+    async def _running(self, world: World, start_daemon: StartDaemon) -> Daemon:
+        daemon = await start_daemon(world.config)
         await daemon.wait_for("poll_finished", times=3)
         return daemon
 
     async def _check_stopped(self, daemon: Daemon, since_loss: datetime) -> None:
-        try:
-            code = await daemon.exit_code(NOTICE_S)
-        finally:
-            await daemon.stop()
+        code = await daemon.exit_code(NOTICE_S)
         assert code == 1, daemon.output()
         [line] = problem_lines(daemon)
         assert "state.db" in line, line
@@ -277,18 +291,22 @@ class TestDatabaseLost:
         _no_traceback(*daemon.lines, *daemon.stderr)
 
     @pytest.mark.timeout(30)
-    async def test_deleted_database_stops_the_daemon(self, world: World) -> None:
+    async def test_deleted_database_stops_the_daemon(
+        self, world: World, start_daemon: StartDaemon
+    ) -> None:
         """Deleting the database under the daemon stops it within one poll: exit 1, one line."""
-        daemon = await self._running(world)
+        daemon = await self._running(world, start_daemon)
         lost_at = CLOCK.now()
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             (world.state.parent / name).unlink(missing_ok=True)
         await self._check_stopped(daemon, lost_at)
 
     @pytest.mark.timeout(30)
-    async def test_replaced_database_stops_the_daemon(self, world: World) -> None:
+    async def test_replaced_database_stops_the_daemon(
+        self, world: World, start_daemon: StartDaemon
+    ) -> None:
         """A database renamed over the daemon's stops it within one poll: exit 1, one line."""
-        daemon = await self._running(world)
+        daemon = await self._running(world, start_daemon)
         copy = world.state.with_name("older.db")
         with sqlite3.connect(world.state) as live, sqlite3.connect(copy) as older:
             live.backup(older)
@@ -299,21 +317,21 @@ class TestDatabaseLost:
 
 class TestTwoDaemons:
     @pytest.mark.timeout(60)
-    async def test_second_refuses_first_carries_on(self, world: World) -> None:
+    async def test_second_refuses_first_carries_on(
+        self, world: World, start_daemon: StartDaemon
+    ) -> None:
         """A second run on the same database refuses in one line; the first keeps delivering."""
-        first = await Daemon.start(world.config)
-        try:
-            await first.synced()
-            code, out, err = await run_cli(world.config, "run")
-            assert code == 1
-            [line] = problem_lines(err)
-            assert "already running" in line
-            assert str(world.state) in line
-            _no_traceback(out, err)
-            await _changes(world.driver, world.receiver, 6)
-            assert first.process.returncode is None
-        finally:
-            assert await first.stop() == 0, first.output()
+        first = await start_daemon(world.config)
+        await first.synced()
+        code, out, err = await run_cli(world.config, "run")
+        assert code == 1
+        [line] = problem_lines(err)
+        assert "already running" in line
+        assert str(world.state) in line
+        _no_traceback(out, err)
+        await _changes(world.driver, world.receiver, 6)
+        assert first.process.returncode is None
+        assert await first.stop() == 0, first.output()
         _no_traceback(*first.lines, *first.stderr)
 
     @pytest.mark.xfail(
@@ -324,25 +342,21 @@ class TestTwoDaemons:
     @pytest.mark.parametrize("link", ["symlink", "hard link"])
     @pytest.mark.timeout(60)
     async def test_another_name_for_the_database_is_refused(
-        self, tmp_path: Path, world: World, link: str
+        self, tmp_path: Path, world: World, link: str, start_daemon: StartDaemon
     ) -> None:
         """A second run reaching the same database through a link refuses to start."""
-        first = await Daemon.start(world.config)
-        try:
-            await first.synced()
-            alias = tmp_path / "alias.db"
-            if link == "symlink":
-                alias.symlink_to(world.state)
-            else:
-                alias.hardlink_to(world.state)
-            (tmp_path / "second").mkdir()
-            config = write_config(tmp_path / "second", world.sandbox, alias, None)
-            second = await Daemon.start(config)
-            code = await second.exit_code(NOTICE_S)
-            if code is None:
-                await second.stop()
-            assert code == 1, second.output()
-            [line] = problem_lines(second)
-            assert "already running" in line
-        finally:
-            assert await first.stop() == 0, first.output()
+        first = await start_daemon(world.config)
+        await first.synced()
+        alias = tmp_path / "alias.db"
+        if link == "symlink":
+            alias.symlink_to(world.state)
+        else:
+            alias.hardlink_to(world.state)
+        (tmp_path / "second").mkdir()
+        config = write_config(tmp_path / "second", world.sandbox, alias, None)
+        second = await start_daemon(config)
+        code = await second.exit_code(NOTICE_S)
+        assert code == 1, second.output()
+        [line] = problem_lines(second)
+        assert "already running" in line
+        assert first.process.returncode is None
