@@ -1,8 +1,8 @@
 """Operator commands over the state database: status, the event log, tracking, online checks.
 
-Owns what ``status``, ``events list``, ``track``, ``backup`` and ``check-config --online``
-compute; they may
-run while the daemon runs (SQLite in WAL mode). Printing and exit codes belong to the CLI.
+Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore`` and
+``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite in
+WAL mode). Printing and exit codes belong to the CLI.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.store import DeliveryRow, Store
-from drgreen_poller.store.lineage import backup_database
+from drgreen_poller.store import DeliveryRow, StateLock, Store
+from drgreen_poller.store.lineage import backup_database, restore_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 
@@ -299,3 +299,18 @@ def _backup_target(source: Path, target: Path, now: datetime) -> Path:
     if target.resolve() == source.resolve():
         raise StoreError(f"{target} is the state database itself; choose another path")
     return target
+
+
+def restore(config: Config, copy: Path, clock: Clock) -> Path | None:
+    """Put a backup in place of the state; returns where the replaced database was kept.
+
+    Raises ``StoreError`` while a daemon runs on the state, or when ``copy`` is no state.
+    """
+    path = config.daemon.state_path
+    if copy.resolve() == path.resolve():
+        raise StoreError(f"{copy} is the state database itself; name the backup to put back")
+    try:
+        with StateLock(path):  # refuses while a daemon runs: "... already running ..."
+            return restore_database(copy, path, clock.now())
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot restore {copy} to {path}: {exc}") from exc

@@ -8,13 +8,14 @@ does lives in ``commands``; the work itself in ``daemon``, ``admin``, ``sandbox`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
-from drgreen_poller.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
 
 DEFAULT_SANDBOX_PORT = 8700
@@ -141,6 +142,17 @@ def _operator_commands(commands: Any) -> None:
     )
     backup.add_argument("path", metavar="PATH", help="where to write the copy")
     backup.set_defaults(handler=handlers.cmd_backup)
+    restore = commands.add_parser(
+        "restore",
+        help="put a backup back in place of the state (the daemon stopped)",
+        description="Put a backup made by 'backup' (or any copy of a state database) in place "
+        "of the state. Refused while the daemon runs. The current database is kept beside it "
+        "(state.db.before-restore-TIME), never deleted. On its next start the daemon moves "
+        "its sequences forward, so no event id or sequence is reused; changes made since the "
+        "copy may be announced again under new ids.",
+    )
+    restore.add_argument("path", metavar="BACKUP", help="the copy to put back")
+    restore.set_defaults(handler=handlers.cmd_restore)
 
 
 def _delivery_commands(commands: Any) -> None:
@@ -240,7 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a reader gone before the last buffered lines shows here
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -250,3 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _reader_gone() -> int:
+    """Stdout's reader closed it (``| head``): end quietly, as git does.
+
+    Standard output is pointed at /dev/null so that the interpreter's final flush of what is
+    still buffered cannot fail again and print a traceback (the recipe of Python's docs).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE

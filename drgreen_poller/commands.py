@@ -24,6 +24,9 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, config_path, load_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# What a shell reports for `git log | head`: killed by SIGPIPE (128 + 13). Python ignores
+# SIGPIPE (so a dropped socket never kills the daemon) and raises BrokenPipeError instead.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _run_until_signalled(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -52,17 +55,27 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-def _configure_logs(args: argparse.Namespace, config: Config | None, stream: Any) -> None:
+def _configure_logs(
+    args: argparse.Namespace,
+    config: Config | None,
+    stream: Any,
+    on_closed: Callable[[], None] = lambda: None,
+) -> logs.LogOutput:
     level = args.log_level or (config.daemon.log_level if config else "info")
     fmt = args.log_format or (config.daemon.log_format if config else "auto")
-    logs.configure(level, fmt, stream=stream)
+    return logs.configure(level, fmt, stream=stream, on_closed=on_closed)
+
+
+def _stop_as_if_terminated() -> None:
+    """The log's reader is gone (`run | grep -m1 ...`): stop the way SIGTERM does."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from drgreen_poller.daemon import run_daemon
 
     config = _load(args)
-    _configure_logs(args, config, sys.stdout)
+    output = _configure_logs(args, config, sys.stdout, on_closed=_stop_as_if_terminated)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -72,12 +85,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         await run_daemon(config, SystemClock(), stop)
         return EXIT_OK
 
-    return asyncio.run(main())
+    code = asyncio.run(main())
+    return EXIT_BROKEN_PIPE if output.reader_gone else code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from drgreen_poller.errors import ConfigError, StoreError
+    from drgreen_poller.store.connection import check_writable
+
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
+    try:
+        # A state the daemon cannot write is a problem of this file on this host: exit 2.
+        check_writable(config.daemon.state_path)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
     names = ", ".join(h.name for h in config.holders)
     print(
         f"{config.path}: ok ({len(config.holders)} holder(s): {names}; {len(config.sinks)} sink(s))"
@@ -184,6 +206,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     _configure_logs(args, config, sys.stderr)
     target, size = asyncio.run(backup(config, Path(args.path), SystemClock()))
     print(f"backed up {config.daemon.state_path} to {target} ({size:,} bytes)")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from drgreen_poller.admin import restore
+
+    config = _load(args)
+    _configure_logs(args, config, sys.stderr)
+    kept = restore(config, Path(args.path), SystemClock())
+    print(f"restored {args.path} to {config.daemon.state_path}")
+    if kept:
+        print(f"the database it replaced is kept as {kept}")
     return EXIT_OK
 
 

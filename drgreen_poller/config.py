@@ -174,6 +174,7 @@ _SINK_KEYS: dict[str, set[str]] = {
         "secret_env",
         "signature",
         "timeout",
+        "unix_socket",
     },
     "file": _SINK_COMMON | {"path"},
     "command": _SINK_COMMON | {"command", "timeout"},
@@ -374,6 +375,23 @@ def _sink(r: Reader, path: str, value: Any) -> SinkConfig | None:
         )
 
 
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+UNIX_SOCKET_MAX_BYTES = 107
+
+
+def _unix_socket(value: Any) -> Path:
+    """An absolute path for AF_UNIX: the socket is the receiver's, never relative to us."""
+    text = string(value)
+    if not text.startswith("/"):
+        raise ValueError(f"must be an absolute path, not {text!r}")
+    size = len(os.fsencode(text))
+    if size > UNIX_SOCKET_MAX_BYTES:
+        raise ValueError(
+            f"is {size} bytes long; a unix socket path takes at most {UNIX_SOCKET_MAX_BYTES}"
+        )
+    return Path(text)
+
+
 def _command(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise ValueError(
@@ -394,9 +412,9 @@ def _webhook_sink(
     if "url" not in t:
         r.problem(join(path, "url"), "missing: the receiver's URL")
     allow_remote = r.get(t, path, "allow_remote", boolean, False)
-    socket_text = r.get(t, path, "unix_socket", string, "")
-    unix_socket = r.base_dir / socket_text if socket_text else None
-    local = unix_socket is not None or is_loopback_url(url)
+    # Over a unix socket the URL only gives the Host header and the path: the request is local.
+    unix_socket = r.get(t, path, "unix_socket", _unix_socket, None)
+    local = "unix_socket" in t or is_loopback_url(url)
     if url.startswith("http://") and not allow_remote and not local:
         r.problem(
             join(path, "url"),

@@ -24,7 +24,7 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
 from drgreen_poller.delivery import DeliveryWorker
-from drgreen_poller.errors import DrGreenError, StoreError, UpstreamError
+from drgreen_poller.errors import DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
 from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
@@ -147,7 +147,7 @@ async def poll_once(
     if not dry_run:  # writing beside a running daemon would race it for the same changes
         try:
             lock.acquire()
-        except StoreError:
+        except StateLocked:
             raise StoreError(
                 "a drgreen-poller daemon is running on this database; poll-once would race it "
                 "(use poll-once --dry-run, or stop the daemon)"

@@ -19,7 +19,8 @@ beyond formatting::
     │       ├── UpstreamNotFound     404, a 500 whose message says "not found", orderDetails null
     │       └── UpstreamClientBug    400, 409 and other 4xx: our request was wrong
     ├── StoreError                   SQLite state could not be read or written
-    │   └── StateLost                the database file was deleted or replaced while open
+    │   ├── StateLost                the database file was deleted or replaced while open
+    │   └── StateLocked              another daemon holds the state database's lock
     ├── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
     └── DeliveryError                a sink could not take an event
         ├── DeliveryTransient        retry on the schedule
@@ -120,6 +121,10 @@ class StoreError(DrGreenError):
 
 class StateLost(StoreError):
     """The state database file was deleted or replaced under a running process."""
+
+
+class StateLocked(StoreError):
+    """Another drgreen-poller holds the state database's lock (one daemon per database)."""
 
 
 class ConcurrentUpdate(DrGreenError):

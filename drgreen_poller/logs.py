@@ -1,32 +1,106 @@
 """Logging set-up: structlog to stdout, JSON off a terminal, console on one; done once per process.
 
-Owns the processor chain and the routing of stdlib loggers (aiohttp, APScheduler) through
-structlog. It must never be where a secret or a payload body gets logged: callers log hashes or
-sizes instead.
+Owns the processor chain and the routing of stdlib loggers (aiohttp, APScheduler, aiosqlite)
+through structlog, held at WARNING whatever our level. It must never be where a secret, a
+payload body or a customer's data gets logged: callers log ids, hashes or sizes instead, and
+tracebacks carry no local variables. When the reader of the log stream goes away (a closed
+pipe), lines are dropped from then on and the caller is told once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Literal, TextIO
+import threading
+from collections.abc import Callable
+from typing import Literal, TextIO, cast
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
 LEVELS = ("debug", "info", "warning", "error")
+# Libraries log through the stdlib; below this they are dropped whatever our level. At debug
+# aiosqlite writes every statement with its parameters (customers' names, e-mails, phone
+# numbers), and it, asyncio and APScheduler would write thousands of lines a minute.
+THIRD_PARTY_FLOOR = logging.WARNING
 
 
-def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog and the stdlib root logger.
+def _not_chatter(record: logging.LogRecord) -> bool:
+    """Whether a stdlib record is at least ``THIRD_PARTY_FLOOR`` (our own code uses structlog).
+
+    The root logger's level already stops records below the floor; this also stops those of a
+    library that sets its own logger's level.
+    """
+    return record.levelno >= THIRD_PARTY_FLOOR
+
+
+# Tracebacks as JSON data, without the locals of each frame (structlog shows them by default):
+# a frame's locals hold customers' records, request bodies and keys.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+class LogOutput:
+    """The stream log lines go to; once its reader is gone (EPIPE) it drops them quietly.
+
+    Args:
+        out: the real stream.
+        on_closed: called once, from whichever thread met the closed pipe (``run`` stops).
+    """
+
+    def __init__(self, out: TextIO, on_closed: Callable[[], None] = lambda: None) -> None:
+        self._out = out
+        self._hooks = [on_closed]
+        self._lock = threading.Lock()
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._out.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def isatty(self) -> bool:
+        return self._out.isatty()
+
+    def _gone(self) -> None:
+        # /dev/null in the pipe's place: later lines, and the interpreter's last flush of
+        # what is still buffered, go nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._out.fileno())
+        os.close(devnull)
+        with self._lock:  # two threads may meet the closed pipe: the hook runs once
+            hooks, self._hooks = self._hooks, []
+            self.reader_gone = True
+        for hook in hooks:
+            hook()
+
+
+def configure(
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    on_closed: Callable[[], None] = lambda: None,
+) -> LogOutput:
+    """Configure structlog and the stdlib root logger; returns the stream lines go to.
 
     Args:
         level: one of ``LEVELS``.
         fmt: ``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise).
         stream: where lines go; standard output by default.
+        on_closed: called once if the stream's reader goes away (``run | grep -m1 ...``).
     """
-    out = stream or sys.stdout
+    out = LogOutput(stream or sys.stdout, on_closed)
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.typing.Processor] = [
@@ -37,20 +111,31 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # plain tracebacks: rich's (the default when installed) print every frame's locals
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         # JSON lines carry tracebacks as data; the console renderer formats them itself.
-        processors=[
-            *shared,
-            *([structlog.processors.dict_tracebacks] if use_json else []),
-            renderer,
-        ],
+        processors=[*shared, *([_DICT_TRACEBACKS] if use_json else []), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
+    _route_stdlib(out, renderer, shared, numeric)
+    return out
+
+
+def _route_stdlib(
+    out: LogOutput,
+    renderer: structlog.typing.Processor,
+    shared: list[structlog.typing.Processor],
+    level: int,
+) -> None:
+    """Send the libraries' stdlib records through ``renderer``, from THIRD_PARTY_FLOOR up."""
+    handler = logging.StreamHandler(cast(TextIO, out))
+    handler.addFilter(_not_chatter)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -59,7 +144,5 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(numeric)
-    # Third-party chatter only when it matters.
-    for noisy in ("aiohttp.access", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # Also spares the libraries formatting what would be dropped (aiosqlite: every statement).
+    root.setLevel(max(level, THIRD_PARTY_FLOOR))

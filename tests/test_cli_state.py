@@ -10,28 +10,16 @@ import signal
 import sqlite3
 import stat
 from asyncio.subprocess import PIPE, Process
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from tests.conftest import write_config
-from tests.test_cli_daemon import CLI, _run
+from tests.test_cli_daemon import CLI, _run, box, shop
 
-
-@pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(SystemClock())) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def shop(box: LocalSandbox) -> HolderInfo:
-    holder = box.state.create_holder("shop")
-    box.state.create_order("shop")
-    return holder
+__all__ = ["box", "shop"]  # the CLI tests' fixtures: a sandbox on the real clock, a holder
 
 
 @pytest.fixture
@@ -81,10 +69,11 @@ class TestBackup:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] >= 1
             assert db.execute("SELECT backup_taken_at FROM lineage").fetchone()[0]
-        state = tmp_path / "state.db"
-        for leftover in ("state.db-wal", "state.db-shm"):
-            (tmp_path / leftover).unlink(missing_ok=True)
-        shutil.copyfile(copy, state)
+        code, out, err = await _run("-c", str(config), "restore", str(copy))
+        assert code == 0, err
+        [restored, kept] = out.splitlines()
+        assert restored == f"restored {copy} to {tmp_path / 'state.db'}"
+        assert kept.startswith(f"the database it replaced is kept as {tmp_path / 'state.db'}.")
         code, out, _ = await _run("-c", str(config), "status", "--json")
         assert code == 0
         report = json.loads(out)["state"]
@@ -110,6 +99,41 @@ class TestBackup:
             " a directory"
         )
         assert "Traceback" not in err
+
+
+class TestRestore:
+    @pytest.mark.timeout(60)
+    async def test_refused_while_running_and_for_a_non_state(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        """restore refuses while the daemon runs, and refuses a file that is not a state."""
+        process, _ = await _start(config)
+        try:
+            assert (await _run("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
+            code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "b.db"))
+        finally:
+            await _stop(process)
+        assert code == 1
+        assert "already running" in err.splitlines()[-1]
+        (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "junk.db"))
+        assert code == 1
+        assert err.splitlines()[-1].startswith(f"error: {tmp_path / 'junk.db'} is not a SQLite")
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "none.db"))
+        assert err.splitlines()[-1] == f"error: {tmp_path / 'none.db'} is not a file"
+        assert "Traceback" not in err
+
+    async def test_a_plain_copy_put_back_rebases(self, config: Path, tmp_path: Path) -> None:
+        """A plain copy put back with restore moves the sequences forward at the next open."""
+        assert (await _run("-c", str(config), "poll-once"))[0] == 0
+        shutil.copyfile(tmp_path / "state.db", tmp_path / "plain.db")
+        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "plain.db"))
+        assert code == 0, err
+        code, out, _ = await _run("-c", str(config), "status", "--json")
+        reason = json.loads(out)["state"]["restore_reason"]
+        assert reason == (
+            "restored from a backup taken at an unknown time (put back by drgreen-poller restore)"
+        )
 
 
 class TestStateUnderTheDaemon:

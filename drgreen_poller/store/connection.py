@@ -8,9 +8,12 @@ store modules build on. It holds no knowledge of polling or delivery.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
+import pwd
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from typing import Any, Self
 import aiosqlite
 
 from drgreen_poller.clock import Clock, SystemClock
-from drgreen_poller.errors import StoreError
+from drgreen_poller.errors import StateLocked, StoreError
 from drgreen_poller.store.lineage import LINEAGE_MIGRATION, FileIdentity, Lineage, open_lineage
 
 BUSY_TIMEOUT_MS = 5000
@@ -122,22 +125,72 @@ class SinkRoute:
     patterns: tuple[str, ...]
 
 
+# The files SQLite and our locks keep beside the database, as suffixes of its name.
+STATE_FILE_SUFFIXES = ("", "-wal", "-shm", ".lock", ".setup")
+
+
+def _user() -> str:
+    """This process's user, as the operator knows it (``nobody``), else its uid."""
+    uid = os.geteuid()
+    return {entry.pw_uid: entry.pw_name for entry in pwd.getpwall()}.get(uid, f"uid {uid}")
+
+
+def _open_writable(path: Path, flags: int = 0) -> int:
+    """``os.open`` for reading and writing; a refusal becomes a one-line ``StoreError``."""
+    try:
+        return os.open(path, os.O_RDWR | flags, 0o600)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+
+
+def _unwritable(path: Path, exc: OSError) -> StoreError:
+    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+    return StoreError(f"daemon.state_path: {path} cannot be written: {reason} (as user {_user()})")
+
+
+def check_writable(state_path: Path) -> None:
+    """Check, changing nothing, that this process can create and write the state's files.
+
+    The directory (or its nearest existing ancestor, when it is still to be created) gets a
+    probe file created and removed at once; the database, its ``-wal``/``-shm`` journal and the
+    lock files, where they exist, are opened for writing.
+
+    Raises:
+        StoreError: one line naming the first path that cannot be written and why.
+    """
+    directory = state_path.parent
+    while not directory.exists():
+        directory = directory.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".drgreen-poller-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _unwritable(directory, exc) from None
+    for suffix in STATE_FILE_SUFFIXES:
+        path = state_path.with_name(state_path.name + suffix)
+        if path.exists():
+            os.close(_open_writable(path))
+
+
 class StateLock:
     """An exclusive lock on ``<state>.lock`` held for the daemon's lifetime (kernel-released)."""
 
     def __init__(self, state_path: Path) -> None:
+        self.state_path = state_path
         self.path = state_path.with_name(state_path.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ``StoreError`` naming the file."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock, or raise ``StateLocked`` (another daemon holds it) or ``StoreError``."""
+        check_writable(self.state_path)
+        fd = _open_writable(self.path, os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreError(
-                f"another drgreen-poller is already running on {self.path.with_suffix('')}"
+            raise StateLocked(
+                f"another drgreen-poller is already running on {self.state_path}"
                 " (one daemon per database; stop it first)"
             ) from None
         self._fd = fd
@@ -210,6 +263,7 @@ class Connection:
             StoreError: the file cannot be opened, or its schema is newer than this program.
         """
         now = (clock or SystemClock()).now()
+        check_writable(path)
         try:
             _create_private(path)
             identity = FileIdentity.of(path)

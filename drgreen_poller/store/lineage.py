@@ -182,16 +182,27 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
     is written beside ``target`` (mode 0600), marked as a backup taken at ``taken_at`` (so that
     the state it holds moves its sequence floor up when it is put back) and renamed into place.
     """
+    _copy_database(source, target, backup_taken_at=iso_ms(taken_at))
+    return target.stat().st_size
+
+
+def _copy_database(source: Path, target: Path, *, backup_taken_at: str) -> None:
+    """Copy with SQLite's backup API beside ``target`` (0600), mark it, rename it into place.
+
+    A mark already in the copy is kept (a backup put back keeps the time it was taken).
+    """
     temporary = target.with_name(f".{target.name}.partial")
     temporary.unlink(missing_ok=True)
     os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        live = sqlite3.connect(source)
-        copy = sqlite3.connect(temporary)
+        live, copy = sqlite3.connect(source), sqlite3.connect(temporary)
         try:
             live.backup(copy)
             with copy:
-                copy.execute("UPDATE lineage SET backup_taken_at = ?", (iso_ms(taken_at),))
+                copy.execute(
+                    "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
+                    (backup_taken_at,),
+                )
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
         finally:
             copy.close()
@@ -200,7 +211,6 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return target.stat().st_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,3 +242,48 @@ class FileIdentity:
                 f"the state database {self.path} was replaced by another file while"
                 " drgreen-poller ran; stopping so that nothing is written where it would be lost"
             )
+
+
+def restore_database(copy: Path, path: Path, now: datetime) -> Path | None:
+    """Put ``copy`` in place at ``path``; returns where the database it replaced was kept.
+
+    The caller holds the state lock (no daemon runs). The current database, if any, is
+    checkpointed and renamed aside (nothing is destroyed); its journal files go with it. The
+    copy is checked to be a drgreen-poller state, written beside ``path`` and renamed into
+    place, marked so that its first open moves the sequence floor up.
+    """
+    _check_state_file(copy)
+    kept = None
+    if path.exists():
+        kept = path.with_name(f"{path.name}.before-restore-{now.strftime('%Y%m%dT%H%M%SZ')}")
+        current = sqlite3.connect(path)
+        try:
+            current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            current.close()
+        os.replace(path, kept)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    _copy_database(
+        copy, path, backup_taken_at="an unknown time (put back by drgreen-poller restore)"
+    )
+    return kept
+
+
+def _check_state_file(copy: Path) -> None:
+    """Raise ``StoreError`` unless ``copy`` is a readable drgreen-poller state database."""
+    if not copy.is_file():
+        raise StoreError(f"{copy} is not a file")
+    try:
+        db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{copy} is not a SQLite database: {exc}") from exc
+    if not {"lineage", "events", "entities"} <= tables:
+        raise StoreError(f"{copy} is not a drgreen-poller state (or predates backups)")
+    if not ok:
+        raise StoreError(f"{copy} is damaged (SQLite's quick_check failed)")
