@@ -221,7 +221,6 @@ class TestReadOnly:
         except OSError as exc:
             pytest.skip(f"cannot make a read-only mount here: {exc}")
 
-    @pytest.mark.xfail(strict=True, reason="issue 7 point 4, fixed on i7-ops")
     @pytest.mark.parametrize("command", ["run", "check-config"])
     async def test_unwritable_directory_is_one_line(
         self, locked_config: tuple[Path, Path], command: str
