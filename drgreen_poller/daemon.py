@@ -212,7 +212,10 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         if events:
             worker.wake()  # fresh events go out at once, not at the next check
 
-    runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng, on_result=polled)
+    runner = TierRunner(
+        runtime.pollers, store, clock, tier_timing, rng, on_result=polled,
+        unauthorized_retry_s=config.schedule.unauthorized_retry_s,
+    )  # fmt: skip
     scheduler = TierScheduler(runner.run)
     runner.reschedule = scheduler.schedule
     fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()

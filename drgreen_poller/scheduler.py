@@ -1,10 +1,10 @@
 """When each holder × tier polls: pure timing rules, and their wiring to APScheduler.
 
-Owns jitter, exponential backoff, ``Retry-After``, the unauthorized pause, staggering of holders
-and the spreading of overdue work after a restart, all as pure functions of an explicit ``now``
-and an injected ``random.Random``. ``TierScheduler`` only hands one-shot date jobs to
-APScheduler's asyncio scheduler; the state that matters (next due, failures) lives in SQLite.
-APScheduler owns neither retries nor persistence.
+Owns jitter, exponential backoff, ``Retry-After`` and holder-wide holds, the probing of a
+refused key, staggering of holders and the spreading of overdue work after a restart, the rules
+as pure functions of an explicit ``now`` and an injected ``random.Random``. ``TierScheduler``
+only hands one-shot date jobs to APScheduler's asyncio scheduler; the state that matters (next
+due, failures, a refused key) lives in SQLite. APScheduler owns neither retries nor persistence.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from drgreen_poller.errors import (
     ConcurrentUpdate,
     StoreError,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamTransient,
     UpstreamUnauthorized,
 )
@@ -34,12 +35,15 @@ from drgreen_poller.store import Observation, Store
 
 log = structlog.get_logger(__name__)
 
-# A revoked or wrong key is not fixed by hammering: wait this long before trying again.
-UNAUTHORIZED_PAUSE_S = 15 * 60.0
+# A revoked or wrong key is not fixed by hammering: one probe per this interval (the default of
+# [schedule] unauthorized_retry).
+UNAUTHORIZED_RETRY_S = 5 * 60.0
 # Backoff never exceeds this many tier intervals (nor the configured backoff_max).
 BACKOFF_INTERVALS_CAP = 8
 # A Retry-After beyond this is treated as this (a bogus header must not park a tier for days).
 RETRY_AFTER_CAP_S = 3600.0
+# A time this close ahead counts as reached (clocks and APScheduler keep microseconds only).
+DUE_SLACK_S = 0.001
 # A tier seen for the first time starts within this window (staggered), not a full interval later.
 FIRST_RUN_WINDOW_S = 60.0
 # ... at its holder's slot in the window plus at most this much jitter.
@@ -79,6 +83,17 @@ def delay_after_failure(
     if isinstance(error, UpstreamTransient) and error.retry_after_s is not None:
         delay = max(delay, min(error.retry_after_s, RETRY_AFTER_CAP_S))
     return delay
+
+
+def holds_holder(error: Exception) -> bool:
+    """Whether a failure holds back every tier of the holder, not only the tier that met it.
+
+    A 429 (Dr Green's throttle counts the holder's requests, whichever tier sends them) and any
+    ``Retry-After`` (the server said when to come back) do; other failures are the tier's own.
+    """
+    if isinstance(error, UpstreamRateLimited):
+        return True
+    return isinstance(error, UpstreamTransient) and error.retry_after_s is not None
 
 
 def initial_due(
@@ -163,9 +178,11 @@ class TierRunner:
     """Runs one holder × tier and decides when it runs next (the job ``TierScheduler`` calls).
 
     Success: next run after the jittered interval. Failure: exponential backoff (``Retry-After``
-    as a floor). 401/403: every tier of the holder pauses for ``UNAUTHORIZED_PAUSE_S`` and
-    ``poller.holder_unauthorized`` is emitted once; the next success emits
-    ``poller.holder_recovered``. Runs of one holder never overlap (a lock per holder).
+    as a floor); a 429 or a ``Retry-After`` holds back every tier of the holder until it expires.
+    401/403: ``poller.holder_unauthorized`` is emitted once and the holder is refused: one cheap
+    signed probe per ``unauthorized_retry_s`` (± jitter) and no other request, until a probe
+    succeeds, emits ``poller.holder_recovered`` and makes every tier due at once. Runs of one
+    holder never overlap (a lock per holder). ``stop`` abandons the runs in progress.
 
     Args:
         pollers: the ``HolderPoller`` of each holder, by name.
@@ -175,6 +192,7 @@ class TierRunner:
         rng: randomness for jitter.
         on_result: told ``(holder, tier, outcome, events)`` after every run, outcome being
             ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery worker).
+        unauthorized_retry_s: the probe interval of a refused holder.
     """
 
     def __init__(
@@ -185,6 +203,8 @@ class TierRunner:
         timings: Mapping[str, Timing],
         rng: random.Random,
         on_result: ResultHook = lambda holder, tier, outcome, events: None,
+        *,
+        unauthorized_retry_s: float = UNAUTHORIZED_RETRY_S,
     ) -> None:
         self.pollers = dict(pollers)
         self.store = store
@@ -192,33 +212,67 @@ class TierRunner:
         self.timings = dict(timings)
         self.rng = rng
         self.on_result = on_result
+        self.unauthorized_retry_s = unauthorized_retry_s
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._running: dict[tuple[str, str], float] = {}
-        self._paused_until: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[float]] = set()
+        self._stopping = False
+        self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
+        self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def run(self, holder: str, tier: str) -> float:
-        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds."""
+    async def run(self, holder: str, tier: str) -> float | None:
+        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds.
+
+        Returns None, rescheduling nothing, once ``stop`` was called: the run did not start, or
+        was abandoned with nothing of it written.
+        """
+        if self._stopping:
+            return None
         self._running[(holder, tier)] = self.clock.monotonic()
         self._idle.clear()
+        task = asyncio.create_task(self._run_in_turn(holder, tier))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
-            async with self._locks[holder]:
-                when = await self._run_locked(holder, tier)
+            await asyncio.wait({task})
+        finally:
+            if not task.done():  # this job itself was cancelled: take the run down with it
+                task.cancel()
+                await asyncio.wait({task})
+            del self._running[(holder, tier)]
+            if not self._running:
+                self._idle.set()
+        if task.cancelled():
+            log.info("poll_abandoned", holder=holder, tier=tier)
+            return None
+        when = self._outcome(holder, tier, task)
+        self.reschedule(holder, tier, when)
+        return when
+
+    def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float:
+        try:
+            return task.result()
         except StoreError as exc:
             # APScheduler would swallow this and the tier would never run again: the daemon
             # must stop (systemd restarts it) rather than limp on without it.
             log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
             self.on_fatal(exc)
             raise
-        finally:
-            del self._running[(holder, tier)]
-            if not self._running:
-                self._idle.set()
-        self.reschedule(holder, tier, when)
-        return when
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Start no new run and abandon the runs in progress, at most ``timeout_s``.
+
+        Their requests are cut and their transactions roll back, so nothing of a half-done run
+        is written; the next start runs them again. True if every run ended in time.
+        """
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        return await self.wait_idle(timeout_s)
 
     def longest_run_s(self) -> float:
         """How long the oldest run in progress has been going (0 when idle)."""
@@ -234,11 +288,21 @@ class TierRunner:
             return False
         return True
 
+    async def _run_in_turn(self, holder: str, tier: str) -> float:
+        async with self._locks[holder]:
+            return await self._run_locked(holder, tier)
+
     async def _run_locked(self, holder: str, tier: str) -> float:
         timing = self.timings[tier]
         now = self.clock.now().timestamp()
-        if now < self._paused_until.get(holder, 0.0):
-            return self._paused_until[holder]  # the key was refused: no request until then
+        refused = await self._refusals()
+        # A refused key waits for its next probe, a throttled holder for its hold to expire:
+        # not a single request of any tier before then.
+        blocked_until = refused.get(holder, self._held_until.get(holder, 0.0))
+        if now + DUE_SLACK_S < blocked_until:
+            return blocked_until
+        if holder in refused:
+            return await self._probe(holder, tier, now)
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
@@ -255,10 +319,16 @@ class TierRunner:
             self.on_result(holder, tier, "failed", [])
             return await self._failed(holder, tier, exc, timing)
         self.on_result(holder, tier, "ok", result.events)
-        if holder in await self.store.unauthorized_holders():
-            await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
-            log.info("holder_recovered", holder=holder)
         return next_due
+
+    async def _refusals(self) -> dict[str, float]:
+        """Refused holders and when each is probed next; a mark left in the database by an
+        earlier run is probed at once, before any tier polls."""
+        if self._refused is None:
+            marked = await self.store.unauthorized_holders()
+            if self._refused is None:
+                self._refused = dict.fromkeys(marked, 0.0)
+        return self._refused
 
     async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:
         now = self.clock.now().timestamp()
@@ -277,13 +347,17 @@ class TierRunner:
             consecutive_failures=failures,
             retry_in_s=round(next_due - now, 1),
         )
+        if holds_holder(exc):  # the other tiers wait too (and so does a restarted daemon)
+            self._held_until[holder] = max(self._held_until.get(holder, 0.0), next_due)
+            await self.store.postpone(holder, next_due)
         return next_due
 
     async def _unauthorized(self, holder: str, tier: str, exc: UpstreamUnauthorized) -> float:
         now = self.clock.now()
-        next_due = now.timestamp() + UNAUTHORIZED_PAUSE_S
+        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
+        next_probe = now.timestamp() + retry_s
         await self.store.record_failure(
-            holder, tier, now=now, error=_describe(exc), next_due_at=next_due
+            holder, tier, now=now, error=_describe(exc), next_due_at=next_probe
         )
         log.error(
             "holder_unauthorized",
@@ -292,17 +366,45 @@ class TierRunner:
             status=exc.status,
             error=exc.message,
             hint=UNAUTHORIZED_HINT,
-            retry_in_s=UNAUTHORIZED_PAUSE_S,
+            retry_in_s=round(retry_s, 1),
         )
         if holder not in await self.store.unauthorized_holders():
             details = {"status": exc.status, "message": exc.message, "tier": tier}
             await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
-        self._paused_until[holder] = next_due
-        await self.store.postpone(holder, next_due)
-        for other in self.timings:  # the whole holder pauses, not just this tier
+        return await self._await_probe(holder, next_probe)
+
+    async def _probe(self, holder: str, tier: str, now: float) -> float:
+        """One cheap signed call for a refused holder; when it works, every tier is due now."""
+        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
+        try:
+            await self.pollers[holder].probe()
+        except UpstreamError as exc:
+            if isinstance(exc, UpstreamTransient) and exc.retry_after_s is not None:
+                retry_s = max(retry_s, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
+            refused = isinstance(exc, UpstreamUnauthorized)
+            log.warning(
+                "holder_still_unauthorized" if refused else "holder_probe_failed",
+                holder=holder,
+                error=_describe(exc),
+                retry_in_s=round(retry_s, 1),
+            )
+            return await self._await_probe(holder, now + retry_s)
+        await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
+        del (await self._refusals())[holder]
+        self._held_until.pop(holder, None)
+        log.info("holder_recovered", holder=holder)
+        for other in self.timings:  # the whole holder resumes at once
             if other != tier:
-                self.reschedule(holder, other, next_due)
-        return next_due
+                self.reschedule(holder, other, now)
+        return now
+
+    async def _await_probe(self, holder: str, next_probe: float) -> float:
+        """Refuse the holder until ``next_probe``: every tier waits for it, across a restart."""
+        (await self._refusals())[holder] = next_probe
+        await self.store.postpone(holder, next_probe)
+        for tier in self.timings:
+            self.reschedule(holder, tier, next_probe)
+        return next_probe
 
     async def _holder_event(
         self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None

@@ -6,12 +6,19 @@ import random
 
 import pytest
 
-from drgreen_poller.errors import UpstreamRateLimited, UpstreamTransient, UpstreamUnavailable
+from drgreen_poller.errors import (
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamTransient,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
 from drgreen_poller.scheduler import (
     RETRY_AFTER_CAP_S,
     Timing,
     backoff_delay,
     delay_after_failure,
+    holds_holder,
     initial_due,
     jittered,
 )
@@ -65,6 +72,25 @@ class TestBackoff:
         """A connection error without hint backs off normally."""
         error = UpstreamUnavailable("refused")
         assert 9 <= delay_after_failure(error, 2, MINUTE, random.Random(0)) <= 11
+
+
+class TestHolderHold:
+    @pytest.mark.parametrize(
+        ("error", "holds"),
+        [
+            (UpstreamRateLimited("slow down", status=429, retry_after_s=120), True),
+            (UpstreamRateLimited("slow down", status=429), True),
+            (UpstreamTransient("busy", status=503, retry_after_s=30), True),
+            (UpstreamTransient("busy", status=503), False),
+            (UpstreamUnavailable("refused"), False),
+            (UpstreamMalformed("truncated"), False),
+            (UpstreamUnauthorized("no", status=401), False),
+            (ValueError("a bug"), False),
+        ],
+    )
+    def test_which_failures_hold_the_whole_holder(self, error: Exception, holds: bool) -> None:
+        """A 429 or any Retry-After holds every tier of the holder; other failures one tier."""
+        assert holds_holder(error) is holds
 
 
 class TestInitialDue:
