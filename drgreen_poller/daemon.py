@@ -1,8 +1,9 @@
 """The composition root: builds every part from the configuration and runs the daemon.
 
 The only module that knows every part. ``run_daemon`` holds the state lock, opens the store and
-the HTTP session, starts the scheduler, tells systemd it is ready, and on stop lets running
-polls finish within a grace period before closing the session and the database last.
+the HTTP session, starts the scheduler, tells systemd it is ready, and on stop abandons the polls
+in progress (nothing of them is written), lets deliveries in flight finish within a grace period,
+and closes the session and the database last.
 ``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
 """
 
@@ -36,7 +37,7 @@ from drgreen_poller.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
-# Running polls get this long to finish on stop before they are cancelled.
+# On stop, deliveries in flight get this long to finish before they are cancelled.
 STOP_GRACE_S = 20.0
 # A poll running longer than this is stuck: the watchdog stops vouching for the daemon.
 STUCK_RUN_S = 600.0
@@ -239,9 +240,7 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     finally:
         notifier.notify("STOPPING=1")
         log.info("daemon_stopping", grace_s=STOP_GRACE_S)
-        scheduler.pause()
-        await runner.wait_idle(STOP_GRACE_S)
-        scheduler.shutdown()
+        await _stop_polling(scheduler, runner, clock)
         stop_delivery.set()
         await delivering
         watchdog.cancel()
@@ -250,6 +249,20 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         if listener is not None:
             await listener.cleanup()
         log.info("daemon_stopped")
+
+
+async def _stop_polling(scheduler: TierScheduler, runner: TierRunner, clock: Clock) -> None:
+    """No new upstream request from here on: runs in progress are abandoned, not finished.
+
+    A half-done sweep is worth nothing (its transaction rolls back; the next start redoes it),
+    so stopping waits for no request to return.
+    """
+    scheduler.pause()
+    await runner.stop(STOP_GRACE_S)
+    # Jobs APScheduler fired just before the pause start now, see the stop and end; shutting
+    # down before that would cancel them, which APScheduler logs as a failed job.
+    await clock.sleep(0)
+    scheduler.shutdown()
 
 
 async def _until_stopped(

@@ -326,8 +326,8 @@ class TierRunner:
         earlier run is probed at once, before any tier polls."""
         if self._refused is None:
             marked = await self.store.unauthorized_holders()
-            if self._refused is None:
-                self._refused = dict.fromkeys(marked, 0.0)
+            # Another holder's run may have loaded (and added to) it meanwhile: keep that one.
+            self._refused = self._refused or dict.fromkeys(marked, 0.0)
         return self._refused
 
     async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:

@@ -196,6 +196,14 @@ class TestUnauthorized:
             "poller.holder_recovered",
         ]
 
+    async def test_a_throttled_probe_waits_out_retry_after(self, rig: Rig) -> None:
+        """A probe answered 429 with a Retry-After longer than the interval waits for it."""
+        rig.box.state.revoke_holder_key("shop")
+        due = await rig.run()
+        rig.box.state.add_fault({"kind": "rate_limit", "retry_after": 900})
+        rig.clock.advance(due)
+        assert await rig.run_all() == {900.0}
+
     async def test_a_restart_probes_before_polling(self, rig: Rig) -> None:
         """A daemon started with the holder marked refused sends the probe, not a sweep."""
         rig.box.state.revoke_holder_key("shop")
@@ -258,3 +266,56 @@ class TestNoOverlap:
         await asyncio.wait_for(asyncio.gather(slow, quick), 5)
         endpoints = [e["endpoint"] for e in rig.box.state.request_counts("shop")["log"]]
         assert endpoints == ["GET /dapp/orders", "GET /dapp/commissions/summary"]
+
+
+async def _until_sleeping(rig: Rig, task: asyncio.Task[float | None]) -> None:
+    """Until something sleeps on the fake clock (a slow answer, the token bucket)."""
+    for _ in range(400):
+        if rig.clock.sleepers or task.done():
+            return
+        await asyncio.wait([task], timeout=0.005)
+
+
+class TestStop:
+    async def test_a_run_in_flight_is_abandoned_and_nothing_written(self, rig: Rig) -> None:
+        """stop cuts a run waiting on Dr Green: no snapshot, no seed mark, no reschedule."""
+        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        assert rig.clock.sleepers == 1  # the sandbox is answering slowly
+        assert await rig.runner.stop(timeout_s=5)
+        assert await running is None
+        assert await rig.store.entities("shop") == []
+        assert not any(r.seeded_at for r in await rig.store.tier_runs("shop"))
+        assert rig.rescheduled == []
+
+    async def test_no_run_starts_after_stop(self, rig: Rig) -> None:
+        """Once stopped, a run the scheduler had already fired sends nothing and returns None."""
+        assert await rig.runner.stop(timeout_s=5)
+        assert await rig.runner.run("shop", COMMISSIONS) is None
+        assert rig.requests() == []
+
+    async def test_the_token_bucket_wait_is_interrupted(self, rig: Rig) -> None:
+        """A run waiting for its next token (page 2 of a sweep) ends at once on stop."""
+        rig.box.state.create_order("shop")
+        bucket = TokenBucket(rate=0.001, burst=1, clock=rig.clock)  # the next token in 1000 s
+        rig.runner = rig.new_runner(bucket=bucket, take=1)
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        assert [r["endpoint"] for r in rig.requests()] == ["GET /dapp/orders"]
+        assert rig.clock.sleepers == 1
+        assert await rig.runner.stop(timeout_s=5)
+        assert await running is None
+        assert len(rig.requests()) == 1
+        assert await rig.store.entities("shop") == []
+
+    async def test_a_cancelled_job_takes_its_run_down(self, rig: Rig) -> None:
+        """Cancelling the job itself (APScheduler's task) cancels the poll; nothing is written."""
+        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert await rig.runner.wait_idle(timeout_s=5)
+        assert await rig.store.entities("shop") == []
