@@ -151,7 +151,11 @@ class TierScheduler:
             args=(holder, tier),
             id=f"{holder}/{tier}",
             replace_existing=True,
-            max_instances=1,
+            # A run reschedules its own job before it returns: when that time has already come
+            # (a sweep longer than its interval, a holder that recovered), the new run must
+            # start beside the ending one, or APScheduler drops the job and the tier for good.
+            # Runs of a holder still never overlap: TierRunner holds a lock per holder.
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=None,
         )
@@ -216,8 +220,7 @@ class TierRunner:
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
-        self._running: dict[tuple[str, str], float] = {}
-        self._tasks: set[asyncio.Task[float]] = set()
+        self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
         self._stopping = False
         self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
         self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
@@ -227,41 +230,41 @@ class TierRunner:
     async def run(self, holder: str, tier: str) -> float | None:
         """Run the tier now; returns (and reschedules at) the next due time, Unix seconds.
 
-        Returns None, rescheduling nothing, once ``stop`` was called: the run did not start, or
-        was abandoned with nothing of it written.
+        Returns None, rescheduling nothing, once ``stop`` was called (the run did not start, or
+        was abandoned with nothing of it written) or when the state database failed (the
+        daemon is told through ``on_fatal``).
         """
         if self._stopping:
             return None
-        self._running[(holder, tier)] = self.clock.monotonic()
-        self._idle.clear()
         task = asyncio.create_task(self._run_in_turn(holder, tier))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running[task] = (holder, tier, self.clock.monotonic())
+        self._idle.clear()
         try:
             await asyncio.wait({task})
         finally:
             if not task.done():  # this job itself was cancelled: take the run down with it
                 task.cancel()
                 await asyncio.wait({task})
-            del self._running[(holder, tier)]
+            del self._running[task]
             if not self._running:
                 self._idle.set()
         if task.cancelled():
             log.info("poll_abandoned", holder=holder, tier=tier)
             return None
         when = self._outcome(holder, tier, task)
-        self.reschedule(holder, tier, when)
+        if when is not None:
+            self.reschedule(holder, tier, when)
         return when
 
-    def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float:
+    def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float | None:
         try:
             return task.result()
         except StoreError as exc:
-            # APScheduler would swallow this and the tier would never run again: the daemon
-            # must stop (systemd restarts it) rather than limp on without it.
+            # The tier cannot go on without its state: the daemon must stop (systemd restarts
+            # it) rather than limp on. Raising would only give APScheduler a traceback to log.
             log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
             self.on_fatal(exc)
-            raise
+            return None
 
     async def stop(self, timeout_s: float) -> bool:
         """Start no new run and abandon the runs in progress, at most ``timeout_s``.
@@ -270,14 +273,14 @@ class TierRunner:
         is written; the next start runs them again. True if every run ended in time.
         """
         self._stopping = True
-        for task in self._tasks:
+        for task in self._running:
             task.cancel()
         return await self.wait_idle(timeout_s)
 
     def longest_run_s(self) -> float:
         """How long the oldest run in progress has been going (0 when idle)."""
         now = self.clock.monotonic()
-        return max((now - started for started in self._running.values()), default=0.0)
+        return max((now - started for _, _, started in self._running.values()), default=0.0)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no run is in progress, at most ``timeout_s``; True if idle."""
@@ -393,8 +396,11 @@ class TierRunner:
         del (await self._refusals())[holder]
         self._held_until.pop(holder, None)
         log.info("holder_recovered", holder=holder)
-        for other in self.timings:  # the whole holder resumes at once
-            if other != tier:
+        # Every tier resumes at once: those not fired yet are due now; those fired and waiting
+        # for the lock poll next anyway (a second job would poll them twice).
+        fired = {(name, fired_tier) for name, fired_tier, _ in self._running.values()}
+        for other in self.timings:
+            if (holder, other) not in fired:
                 self.reschedule(holder, other, now)
         return now
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
+from drgreen_poller.clock import SystemClock
 from drgreen_poller.errors import (
     UpstreamMalformed,
     UpstreamRateLimited,
@@ -15,6 +17,7 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.scheduler import (
     RETRY_AFTER_CAP_S,
+    TierScheduler,
     Timing,
     backoff_delay,
     delay_after_failure,
@@ -129,3 +132,26 @@ class TestInitialDue:
             initial_due(None, now=0.0, timing=MINUTE, slot=i, slots=4, rng=rng) for i in range(4)
         ]
         assert [int(d // 15) for d in dues] == [0, 1, 2, 3]
+
+
+class TestTierScheduler:
+    async def test_a_run_due_again_before_it_ends_runs_again(self) -> None:
+        """A run that reschedules itself into the past (a sweep longer than its interval, or
+        a holder that recovered) runs again at once instead of being dropped by APScheduler."""
+        runs: list[str] = []
+        again = asyncio.Event()
+
+        async def job(holder: str, tier: str) -> None:
+            runs.append(tier)
+            if len(runs) == 1:
+                scheduler.schedule(holder, tier, SystemClock().now().timestamp() - 1)
+            else:
+                again.set()
+
+        scheduler = TierScheduler(job)
+        scheduler.start({("shop", "active_orders"): SystemClock().now().timestamp()})
+        try:
+            await asyncio.wait_for(again.wait(), 5)
+        finally:
+            scheduler.shutdown()
+        assert runs == ["active_orders", "active_orders"]
