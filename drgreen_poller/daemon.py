@@ -28,7 +28,8 @@ from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
-from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
+from drgreen_poller.runner import TierRunner
+from drgreen_poller.scheduler import TierScheduler, Timing, initial_due
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import SinkRoute, StateLock, Store

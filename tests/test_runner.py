@@ -23,8 +23,9 @@ from drgreen_poller.poller import (
     PollSettings,
 )
 from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.scheduler import TierRunner, Timing
+from drgreen_poller.scheduler import Timing
 from drgreen_poller.store import Store
 
 TIMING = Timing(interval_s=60, jitter=0.10, backoff_base_s=5, backoff_max_s=1800)
