@@ -139,6 +139,12 @@ def _no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+def _clean_log(daemon: Daemon) -> None:
+    """No traceback in what the daemon printed, nor an exception in its JSON log lines."""
+    _no_traceback(*daemon.lines, *daemon.stderr)
+    assert exceptions(daemon) == []
+
+
 async def _changes(driver: Driver, receiver: WebhookReceiver, count: int) -> None:
     """Make ``count`` upstream changes and wait until the receiver has them all."""
     for _ in range(count):
@@ -175,19 +181,14 @@ class TestDiskFull:
             assert code == 1, daemon.output()
             [line] = problem_lines(daemon)
             assert "full" in line, line
-            _no_traceback(*daemon.lines, *daemon.stderr)
+            _clean_log(daemon)
             filler.unlink()
         daemon = await start_daemon(w.config)
         await until_delivered(w.receiver, w.driver.expected)
         assert await daemon.stop() == 0, daemon.output()
         check_deliveries(w.receiver, w.driver.expected)
-        _no_traceback(*daemon.lines, *daemon.stderr)
+        _clean_log(daemon)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="new defect, fixed on i7-sched (a821227): TierRunner.run re-raises the StoreError "
-        "into APScheduler, which logs it with a traceback",
-    )
     @pytest.mark.timeout(60)
     async def test_full_disk_logs_no_traceback(
         self, tmp_path: Path, small_disk: Path, sandbox: Sandbox, start_daemon: StartDaemon
@@ -287,7 +288,7 @@ class TestDatabaseLost:
         [line] = problem_lines(daemon)
         assert "state.db" in line, line
         assert daemon.count("poll_finished", after=since_loss) <= 1
-        _no_traceback(*daemon.lines, *daemon.stderr)
+        _clean_log(daemon)
 
     @pytest.mark.timeout(30)
     async def test_deleted_database_stops_the_daemon(
@@ -331,7 +332,7 @@ class TestTwoDaemons:
         await _changes(world.driver, world.receiver, 6)
         assert first.process.returncode is None
         assert await first.stop() == 0, first.output()
-        _no_traceback(*first.lines, *first.stderr)
+        _clean_log(first)
 
     @pytest.mark.xfail(
         strict=True,
