@@ -547,12 +547,6 @@ class TestEventIds:
         and the README's receiver (dedupe on id, drop stale by sequence) keeps every event."""
         _check_ids_and_receiver(_run(steps))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 7 point 1: a copy taken while the daemon runs (a file-system snapshot), "
-        "or one put back without a newer lineage file (a whole directory restored), is not "
-        "seen as older: sequences are reused and the README receiver drops real events",
-    )
     @pytest.mark.timeout(PROPERTY_TIMEOUT_S)
     @PROPERTY_ON_DISK
     @given(steps=_steps(ORDER_RESOURCES, order_records, [HOT, STOPPED], True))
@@ -569,11 +563,6 @@ class TestEventIds:
         """A snapshot of the running state, or a copy without its lineage file, loses no event."""
         _check_ids_and_receiver(_run(steps))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="new defect: sequences count per (strain, country) but the README receiver "
-        "keys on (holder, type, id), so a strain's event in a second country is dropped as stale",
-    )
     @pytest.mark.timeout(PROPERTY_TIMEOUT_S)
     @PROPERTY_ON_DISK
     @given(steps=_steps(STRAIN_RESOURCES, strain_records, [COMMAND, STOPPED], False))
