@@ -107,6 +107,8 @@ class ScheduleConfig:
     jitter: float = 0.10
     backoff_base_s: float = 5.0
     backoff_max_s: float = 1800.0
+    # while a holder's key is refused: one probe per this interval (± jitter), nothing else
+    unauthorized_retry_s: float = 300.0
     # orderStatus values at which an order leaves the active set (REJECTED approval always does)
     terminal_order_statuses: tuple[str, ...] = ("DELIVERED", "CANCELLED")
 
@@ -287,6 +289,7 @@ def _schedule(r: Reader, value: Any) -> ScheduleConfig:
         "strains",
         "backoff_base",
         "backoff_max",
+        "unauthorized_retry",
     )
     with r.table("schedule", value, {*names, "jitter", "terminal_order_statuses"}) as t:
         seconds = {

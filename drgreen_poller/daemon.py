@@ -1,8 +1,9 @@
 """The composition root: builds every part from the configuration and runs the daemon.
 
 The only module that knows every part. ``run_daemon`` holds the state lock, opens the store and
-the HTTP session, starts the scheduler, tells systemd it is ready, and on stop lets running
-polls finish within a grace period before closing the session and the database last.
+the HTTP session, starts the scheduler, tells systemd it is ready, and on stop abandons the polls
+in progress (nothing of them is written), lets deliveries in flight finish within a grace period,
+and closes the session and the database last.
 ``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
 """
 
@@ -27,7 +28,8 @@ from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
-from drgreen_poller.scheduler import TierRunner, TierScheduler, Timing, initial_due
+from drgreen_poller.runner import TierRunner
+from drgreen_poller.scheduler import TierScheduler, Timing, initial_due
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import SinkRoute, StateLock, Store
@@ -36,7 +38,7 @@ from drgreen_poller.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
-# Running polls get this long to finish on stop before they are cancelled.
+# On stop, deliveries in flight get this long to finish before they are cancelled.
 STOP_GRACE_S = 20.0
 # A poll running longer than this is stuck: the watchdog stops vouching for the daemon.
 STUCK_RUN_S = 600.0
@@ -212,7 +214,10 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         if events:
             worker.wake()  # fresh events go out at once, not at the next check
 
-    runner = TierRunner(runtime.pollers, store, clock, tier_timing, rng, on_result=polled)
+    runner = TierRunner(
+        runtime.pollers, store, clock, tier_timing, rng, on_result=polled,
+        unauthorized_retry_s=config.schedule.unauthorized_retry_s,
+    )  # fmt: skip
     scheduler = TierScheduler(runner.run)
     runner.reschedule = scheduler.schedule
     fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -236,9 +241,7 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     finally:
         notifier.notify("STOPPING=1")
         log.info("daemon_stopping", grace_s=STOP_GRACE_S)
-        scheduler.pause()
-        await runner.wait_idle(STOP_GRACE_S)
-        scheduler.shutdown()
+        await _stop_polling(scheduler, runner, clock)
         stop_delivery.set()
         await delivering
         watchdog.cancel()
@@ -247,6 +250,20 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
         if listener is not None:
             await listener.cleanup()
         log.info("daemon_stopped")
+
+
+async def _stop_polling(scheduler: TierScheduler, runner: TierRunner, clock: Clock) -> None:
+    """No new upstream request from here on: runs in progress are abandoned, not finished.
+
+    A half-done sweep is worth nothing (its transaction rolls back; the next start redoes it),
+    so stopping waits for no request to return.
+    """
+    scheduler.pause()
+    await runner.stop(STOP_GRACE_S)
+    # Jobs APScheduler fired just before the pause start now, see the stop and end; shutting
+    # down before that would cancel them, which APScheduler logs as a failed job.
+    await clock.sleep(0)
+    scheduler.shutdown()
 
 
 async def _until_stopped(
@@ -259,6 +276,9 @@ async def _until_stopped(
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
+    if delivering.done() and not delivering.cancelled() and delivering.exception():
+        # The poller logs its own failures (state_database_failed); the worker's end here.
+        log.error("state_database_failed", source="delivery", error=str(delivering.exception()))
     for failed in (delivering, fatal):
         if failed.done():
             failed.result()  # a StoreError: the database went away

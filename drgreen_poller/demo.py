@@ -241,12 +241,16 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
             )
             stop = asyncio.Event()
             daemon = asyncio.create_task(run_daemon(config, clock, stop))
-            api = ApiClient(session, ApiSettings(f"{sandbox}/api/v1"), holder.credentials, clock)
-            story = Story(state, api, received, arrived, out)
-            await clock.sleep(1.5)  # the first sync
-            await story.play()
-            stop.set()
-            await daemon
+            try:
+                api = ApiClient(
+                    session, ApiSettings(f"{sandbox}/api/v1"), holder.credentials, clock
+                )
+                story = Story(state, api, received, arrived, out)
+                await clock.sleep(1.5)  # the first sync
+                await story.play()
+            finally:  # also on Ctrl-C: the daemon stops as under SIGTERM and closes its session
+                stop.set()
+                await daemon
             lines = (Path(tmp) / "events.jsonl").read_text().splitlines()
         counts = state.request_counts(holder.name)
         out.write(

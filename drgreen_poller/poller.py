@@ -164,6 +164,14 @@ class HolderPoller:
         )
         return result
 
+    async def probe(self) -> None:
+        """One cheap signed call (the order counts): whether Dr Green accepts the key again.
+
+        Raises:
+            UpstreamError: it does not (``UpstreamUnauthorized``), or the call failed.
+        """
+        await self.api.orders_summary()
+
     async def observe(self, tier: str, *, first_sync: bool) -> list[Observation]:
         """Fetch and detect for ``tier``; nothing is written."""
         handlers: dict[str, Callable[[bool], Any]] = {

@@ -1,45 +1,41 @@
 """When each holder × tier polls: pure timing rules, and their wiring to APScheduler.
 
-Owns jitter, exponential backoff, ``Retry-After``, the unauthorized pause, staggering of holders
-and the spreading of overdue work after a restart, all as pure functions of an explicit ``now``
-and an injected ``random.Random``. ``TierScheduler`` only hands one-shot date jobs to
-APScheduler's asyncio scheduler; the state that matters (next due, failures) lives in SQLite.
-APScheduler owns neither retries nor persistence.
+Owns jitter, exponential backoff, ``Retry-After`` and which failures hold a whole holder,
+staggering of holders and the spreading of overdue work after a restart, all as pure functions
+of an explicit ``now`` and an injected ``random.Random``. ``TierScheduler`` only hands one-shot
+date jobs to APScheduler's asyncio scheduler; the state that matters (next due, failures, a
+refused key) lives in SQLite, and ``runner.TierRunner`` decides. APScheduler owns neither
+retries nor persistence.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from drgreen_poller.changes import Change
-from drgreen_poller.clock import Clock
-from drgreen_poller.errors import (
-    ConcurrentUpdate,
-    StoreError,
-    UpstreamError,
-    UpstreamTransient,
-    UpstreamUnauthorized,
-)
-from drgreen_poller.events import Resource
-from drgreen_poller.poller import HolderPoller
-from drgreen_poller.store import Observation, Store
+from drgreen_poller.errors import UpstreamRateLimited, UpstreamTransient
 
 log = structlog.get_logger(__name__)
 
-# A revoked or wrong key is not fixed by hammering: wait this long before trying again.
-UNAUTHORIZED_PAUSE_S = 15 * 60.0
+# A revoked or wrong key is not fixed by hammering: one probe per this interval (the default of
+# [schedule] unauthorized_retry).
+UNAUTHORIZED_RETRY_S = 5 * 60.0
 # Backoff never exceeds this many tier intervals (nor the configured backoff_max).
 BACKOFF_INTERVALS_CAP = 8
 # A Retry-After beyond this is treated as this (a bogus header must not park a tier for days).
 RETRY_AFTER_CAP_S = 3600.0
+# What to check when Dr Green refuses a holder's key (the runner's log line, check-config).
+UNAUTHORIZED_HINT = (
+    "Dr Green refused the key: check that api_key and secret_key are this holder's current pair "
+    "(a deleted key stays refused), that the holder has a primary NFT, and that base_url is right"
+)
+# A time this close ahead counts as reached (clocks and APScheduler keep microseconds only).
+DUE_SLACK_S = 0.001
 # A tier seen for the first time starts within this window (staggered), not a full interval later.
 FIRST_RUN_WINDOW_S = 60.0
 # ... at its holder's slot in the window plus at most this much jitter.
@@ -81,6 +77,17 @@ def delay_after_failure(
     return delay
 
 
+def holds_holder(error: Exception) -> bool:
+    """Whether a failure holds back every tier of the holder, not only the tier that met it.
+
+    A 429 (Dr Green's throttle counts the holder's requests, whichever tier sends them) and any
+    ``Retry-After`` (the server said when to come back) do; other failures are the tier's own.
+    """
+    if isinstance(error, UpstreamRateLimited):
+        return True
+    return isinstance(error, UpstreamTransient) and error.retry_after_s is not None
+
+
 def initial_due(
     stored_due: float | None,
     *,
@@ -107,7 +114,6 @@ def initial_due(
 
 
 Job = Callable[[str, str], Awaitable[object]]
-ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]]], None]
 
 
 class TierScheduler:
@@ -136,7 +142,11 @@ class TierScheduler:
             args=(holder, tier),
             id=f"{holder}/{tier}",
             replace_existing=True,
-            max_instances=1,
+            # A run reschedules its own job before it returns: when that time has already come
+            # (a sweep longer than its interval, a holder that recovered), the new run must
+            # start beside the ending one, or APScheduler drops the job and the tier for good.
+            # Runs of a holder still never overlap: TierRunner holds a lock per holder.
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=None,
         )
@@ -157,175 +167,3 @@ class TierScheduler:
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-
-
-class TierRunner:
-    """Runs one holder × tier and decides when it runs next (the job ``TierScheduler`` calls).
-
-    Success: next run after the jittered interval. Failure: exponential backoff (``Retry-After``
-    as a floor). 401/403: every tier of the holder pauses for ``UNAUTHORIZED_PAUSE_S`` and
-    ``poller.holder_unauthorized`` is emitted once; the next success emits
-    ``poller.holder_recovered``. Runs of one holder never overlap (a lock per holder).
-
-    Args:
-        pollers: the ``HolderPoller`` of each holder, by name.
-        store: the state database.
-        clock: the time source.
-        timings: the ``Timing`` of each tier.
-        rng: randomness for jitter.
-        on_result: told ``(holder, tier, outcome, events)`` after every run, outcome being
-            ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery worker).
-    """
-
-    def __init__(
-        self,
-        pollers: Mapping[str, HolderPoller],
-        store: Store,
-        clock: Clock,
-        timings: Mapping[str, Timing],
-        rng: random.Random,
-        on_result: ResultHook = lambda holder, tier, outcome, events: None,
-    ) -> None:
-        self.pollers = dict(pollers)
-        self.store = store
-        self.clock = clock
-        self.timings = dict(timings)
-        self.rng = rng
-        self.on_result = on_result
-        self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
-        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
-        self._locks = {name: asyncio.Lock() for name in self.pollers}
-        self._running: dict[tuple[str, str], float] = {}
-        self._paused_until: dict[str, float] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def run(self, holder: str, tier: str) -> float:
-        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds."""
-        self._running[(holder, tier)] = self.clock.monotonic()
-        self._idle.clear()
-        try:
-            async with self._locks[holder]:
-                when = await self._run_locked(holder, tier)
-        except StoreError as exc:
-            # APScheduler would swallow this and the tier would never run again: the daemon
-            # must stop (systemd restarts it) rather than limp on without it.
-            log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
-            self.on_fatal(exc)
-            raise
-        finally:
-            del self._running[(holder, tier)]
-            if not self._running:
-                self._idle.set()
-        self.reschedule(holder, tier, when)
-        return when
-
-    def longest_run_s(self) -> float:
-        """How long the oldest run in progress has been going (0 when idle)."""
-        now = self.clock.monotonic()
-        return max((now - started for started in self._running.values()), default=0.0)
-
-    async def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no run is in progress, at most ``timeout_s``; True if idle."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _run_locked(self, holder: str, tier: str) -> float:
-        timing = self.timings[tier]
-        now = self.clock.now().timestamp()
-        if now < self._paused_until.get(holder, 0.0):
-            return self._paused_until[holder]  # the key was refused: no request until then
-        next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
-        try:
-            result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
-        except UpstreamUnauthorized as exc:
-            self.on_result(holder, tier, "unauthorized", [])
-            return await self._unauthorized(holder, tier, exc)
-        except (UpstreamError, ConcurrentUpdate) as exc:
-            self.on_result(holder, tier, "failed", [])
-            return await self._failed(holder, tier, exc, timing)
-        except StoreError:
-            raise  # the database is gone: the daemon must stop, not spin
-        except Exception as exc:  # loop-level boundary: log, back off, carry on
-            log.exception("poll_crashed", holder=holder, tier=tier)
-            self.on_result(holder, tier, "failed", [])
-            return await self._failed(holder, tier, exc, timing)
-        self.on_result(holder, tier, "ok", result.events)
-        if holder in await self.store.unauthorized_holders():
-            await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
-            log.info("holder_recovered", holder=holder)
-        return next_due
-
-    async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:
-        now = self.clock.now().timestamp()
-        runs = await self.store.tier_runs(holder)
-        failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
-        next_due = now + delay_after_failure(exc, failures, timing, self.rng)
-        await self.store.record_failure(
-            holder, tier, now=self.clock.now(), error=_describe(exc), next_due_at=next_due
-        )
-        log.warning(
-            "poll_failed",
-            holder=holder,
-            tier=tier,
-            error=_describe(exc),
-            error_class=type(exc).__name__,
-            consecutive_failures=failures,
-            retry_in_s=round(next_due - now, 1),
-        )
-        return next_due
-
-    async def _unauthorized(self, holder: str, tier: str, exc: UpstreamUnauthorized) -> float:
-        now = self.clock.now()
-        next_due = now.timestamp() + UNAUTHORIZED_PAUSE_S
-        await self.store.record_failure(
-            holder, tier, now=now, error=_describe(exc), next_due_at=next_due
-        )
-        log.error(
-            "holder_unauthorized",
-            holder=holder,
-            tier=tier,
-            status=exc.status,
-            error=exc.message,
-            hint=UNAUTHORIZED_HINT,
-            retry_in_s=UNAUTHORIZED_PAUSE_S,
-        )
-        if holder not in await self.store.unauthorized_holders():
-            details = {"status": exc.status, "message": exc.message, "tier": tier}
-            await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
-        self._paused_until[holder] = next_due
-        await self.store.postpone(holder, next_due)
-        for other in self.timings:  # the whole holder pauses, not just this tier
-            if other != tier:
-                self.reschedule(holder, other, next_due)
-        return next_due
-
-    async def _holder_event(
-        self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None
-    ) -> None:
-        """The event and the holder's unauthorized mark (``since``; None clears it), together."""
-        observation = Observation(
-            Resource("holder", holder),
-            snapshot={"event": kind},
-            tier=None,
-            obj={"name": holder},
-            changes=[Change(kind, {}, extra=dict(details))],
-        )
-        committed = await self.store.commit_holder_event(
-            holder, observation, now=self.clock.now(), unauthorized_since=since
-        )
-        self.on_result(holder, "holder", "event", committed.events)
-
-
-UNAUTHORIZED_HINT = (
-    "Dr Green refused the key: check that api_key and secret_key are this holder's current pair "
-    "(a deleted key stays refused), that the holder has a primary NFT, and that base_url is right"
-)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__

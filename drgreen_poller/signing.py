@@ -64,10 +64,15 @@ def canonical_query(pairs: QueryPairs) -> str:
 
     Raises:
         SigningError: a key repeats (the server would join the values and the signature fails),
-            or a key would be reordered or nested by the server's parser.
+            a key is empty or would be reordered or nested by the server's parser, or a key or
+            value holds a lone surrogate (URLSearchParams would send U+FFFD instead).
     """
     seen: set[str] = set()
-    for key, _ in pairs:
+    for key, value in pairs:
+        if not key:
+            raise SigningError("a query key is empty, which the server drops")
+        if _LONE_SURROGATE_RE.search(key + value):
+            raise SigningError(f"query pair {key!r} holds a lone surrogate, which no URL can carry")
         if key in seen:
             raise SigningError(f"query key {key!r} repeats; pass a JSON array in one parameter")
         if "[" in key or "]" in key:
@@ -78,16 +83,24 @@ def canonical_query(pairs: QueryPairs) -> str:
     return "&".join(f"{form_encode(k)}={form_encode(v)}" for k, v in pairs)
 
 
+def _finite_double(value: float | int) -> float:
+    """The double JavaScript holds for ``value``; refused when it has no JSON form."""
+    try:
+        double = float(value)
+    except OverflowError:
+        raise SigningError("an integer beyond the range of a JavaScript number") from None
+    if double != double or double in (float("inf"), float("-inf")):
+        raise SigningError("NaN and Infinity have no JSON form")
+    return double
+
+
 def js_number(value: float | int) -> str:
     """Format a number the way JavaScript's ``JSON.stringify`` does (``1.0`` → ``1``)."""
     if isinstance(value, bool):
         raise SigningError("a boolean is not a number")
-    if isinstance(value, int):
-        if -_JS_SAFE_INTEGER <= value <= _JS_SAFE_INTEGER:
-            return str(value)
-        value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise SigningError("NaN and Infinity have no JSON form")
+    if isinstance(value, int) and -_JS_SAFE_INTEGER <= value <= _JS_SAFE_INTEGER:
+        return str(value)
+    value = _finite_double(value)
     if value == 0:
         return "0"  # JavaScript prints -0 as 0
     if value < 0:

@@ -48,7 +48,8 @@ def record(
     db: sqlite3.Connection, webhook_id: str, event: dict[str, Any], body: str
 ) -> tuple[bool, bool]:
     """Record an event once; returns (new, stale). Sequences only rise per resource, ever."""
-    resource = "/".join((event["holder"], event["resource"]["type"], event["resource"]["id"]))
+    # A resource is the holder plus the whole resource object (a strain is per country).
+    resource = event["holder"] + json.dumps(event["resource"], sort_keys=True)
     with db:  # one transaction: the event and its resource's latest sequence
         db.execute("BEGIN IMMEDIATE")
         row = db.execute("SELECT sequence FROM latest WHERE resource = ?", (resource,)).fetchone()

@@ -155,8 +155,12 @@ class TestStateUnderTheDaemon:
         """A database deleted under the daemon stops it at the next poll: exit 1, one line."""
         process, _ = await _start(config)
         (tmp_path / "state.db").unlink()
-        code, _, err = await _stop_by_itself(process)
+        code, out, err = await _stop_by_itself(process)
         assert code == 1
+        logged = [json.loads(line) for line in out.splitlines()]
+        assert {"error"} == {
+            line["level"] for line in logged if line["event"] == "state_database_failed"
+        }
         assert err.splitlines()[-1] == (
             f"error: the state database {tmp_path / 'state.db'} was deleted while drgreen-poller"
             " ran; stopping so that nothing is written where it would be lost"

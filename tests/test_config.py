@@ -72,6 +72,7 @@ class TestExample:
         assert config.schedule.active_orders_s == 60
         assert config.schedule.stale_after_s == 7 * 86400
         assert config.schedule.terminal_order_statuses == ("DELIVERED", "CANCELLED")
+        assert config.schedule.unauthorized_retry_s == 300
         assert config.delivery.retry_schedule_s == (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
         assert [s.kind for s in config.sinks] == ["webhook", "file"]
         assert config.sinks[0].secrets[0].value == WHSEC
@@ -87,6 +88,7 @@ class TestDefaults:
         assert config.daemon.state_path == tmp_path / "state.db"
         assert config.daemon.first_sync == "seed"
         assert config.schedule.jitter == 0.10
+        assert config.schedule.unauthorized_retry_s == 300
         assert config.sinks == ()
         assert any("no" in w and "sinks" in w for w in config.warnings)
 
@@ -170,6 +172,11 @@ class TestProblems:
                 "schedule.active_orders: 'fast' is not a duration",
             ),
             ("[schedule]\njitter = 0.9", "schedule.jitter: must be between 0 and 0.5, not 0.9"),
+            (
+                '[schedule]\nunauthorized_retry = "soon"',
+                "schedule.unauthorized_retry: 'soon' is not a duration",
+            ),
+            ("[schedule]\nunauthorized_retry = 0", "schedule.unauthorized_retry: must be"),
             (
                 '[daemon]\nfirst_sync = "all"',
                 "daemon.first_sync: must be one of seed, emit; got 'all'",

@@ -1,4 +1,4 @@
-"""The tier runner on an injected clock: backoff grows and resets, Retry-After, the 401 pause."""
+"""The tier runner on an injected clock: backoff, holder-wide holds, the refused key, stopping."""
 
 from __future__ import annotations
 
@@ -7,19 +7,30 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, TIERS, HolderPoller, PollSettings
+from drgreen_poller.poller import (
+    ACTIVE_ORDERS,
+    COMMISSIONS,
+    PENDING_KYC,
+    TIERS,
+    HolderPoller,
+    PollSettings,
+)
 from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.scheduler import UNAUTHORIZED_PAUSE_S, TierRunner, Timing
+from drgreen_poller.scheduler import Timing
 from drgreen_poller.store import Store
 
 TIMING = Timing(interval_s=60, jitter=0.10, backoff_base_s=5, backoff_max_s=1800)
+RETRY_S = 300.0  # [schedule] unauthorized_retry
+PROBE = "GET /dapp/orders/summary"
 
 
 @dataclass
@@ -28,13 +39,47 @@ class Rig:
     holder: HolderInfo
     clock: FakeClock
     store: Store
+    session: aiohttp.ClientSession
     runner: TierRunner
     rescheduled: list[tuple[str, str, float]]
+
+    def new_runner(self, bucket: TokenBucket | None = None, take: int = 100) -> TierRunner:
+        """A runner on the same store (a restarted daemon), recording its reschedules."""
+        bucket = bucket or TokenBucket(rate=1.0, burst=10**9, clock=self.clock)
+        api = ApiClient(
+            self.session, ApiSettings(self.box.base_url), self.holder.credentials, self.clock,
+            bucket=bucket,
+        )  # fmt: skip
+        poller = HolderPoller("shop", ["GBR"], api, self.store, self.clock, PollSettings(take=take))
+        runner = TierRunner(
+            {"shop": poller}, self.store, self.clock, dict.fromkeys(TIERS, TIMING),
+            random.Random(7), unauthorized_retry_s=RETRY_S,
+        )  # fmt: skip
+        runner.reschedule = lambda holder, tier, when: self.rescheduled.append((holder, tier, when))
+        return runner
 
     async def run(self, tier: str = ACTIVE_ORDERS) -> float:
         """Run the tier; seconds from now until the runner wants it again."""
         when = await self.runner.run("shop", tier)
+        assert when is not None
         return when - self.clock.now().timestamp()
+
+    async def run_all(self) -> set[float]:
+        """Every tier at once, as a scheduler would fire them; seconds until each wants to run."""
+        whens = await asyncio.gather(*(self.runner.run("shop", tier) for tier in TIERS))
+        now = self.clock.now().timestamp()
+        return {round(when - now, 6) for when in whens if when is not None}
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The holder's requests the sandbox saw since the last ``forget``."""
+        log: list[dict[str, Any]] = self.box.state.request_counts("shop")["log"]
+        return log
+
+    def forget(self) -> None:
+        self.box.state.reset_request_counts()
+
+    async def poller_events(self) -> list[str]:
+        return [e["type"] for e in await self.store.events(patterns=["poller.*"])]
 
 
 @pytest.fixture
@@ -44,18 +89,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         holder = box.state.create_holder("shop")
         box.state.create_order("shop")
         store = await Store.open(tmp_path / "state.db")
-        bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
-        api = ApiClient(
-            session, ApiSettings(box.base_url), holder.credentials, clock, bucket=bucket
-        )
-        poller = HolderPoller("shop", ["GBR"], api, store, clock, PollSettings())
-        runner = TierRunner(
-            {"shop": poller}, store, clock, dict.fromkeys(TIERS, TIMING), random.Random(7)
-        )
-        rescheduled: list[tuple[str, str, float]] = []
-        runner.reschedule = lambda holder, tier, when: rescheduled.append((holder, tier, when))
+        rig = Rig(box, holder, clock, store, session, cast(TierRunner, None), [])
         try:
-            yield Rig(box, holder, clock, store, runner, rescheduled)
+            rig.runner = rig.new_runner()
+            yield rig
         finally:
             await store.close()
 
@@ -93,28 +130,124 @@ class TestTiming:
 
 
 class TestUnauthorized:
-    async def test_pause_event_once_then_recovery(self, rig: Rig) -> None:
-        """A 401 pauses every tier 15 min and emits holder_unauthorized once; recovery is told."""
+    async def test_refused_key_is_probed_once_per_interval(self, rig: Rig) -> None:
+        """While the key is refused, each interval (5 min ± 10 %) sees one signed probe and no
+        other request, however often the tiers come due; the event is emitted once."""
         rig.box.state.revoke_holder_key("shop")
-        assert await rig.run() == UNAUTHORIZED_PAUSE_S
-        paused = {tier for holder, tier, _ in rig.rescheduled if holder == "shop"}
-        assert paused == set(TIERS)
-        assert await rig.run(COMMISSIONS) == UNAUTHORIZED_PAUSE_S
-        events = await rig.store.events(patterns=["poller.*"])
-        assert [e["type"] for e in events] == ["poller.holder_unauthorized"]
-        assert events[0]["data"]["status"] == 401
-        assert events[0]["resource"] == {"type": "holder", "id": "shop"}
+        due = await rig.run()
+        assert RETRY_S * 0.9 <= due <= RETRY_S * 1.1
+        assert {(tier, when) for _, tier, when in rig.rescheduled} >= {
+            (tier, rig.clock.now().timestamp() + due) for tier in TIERS
+        }  # every tier waits for the probe
+        gaps = []
+        for _ in range(4):
+            rig.forget()
+            rig.clock.advance(due - 1)
+            assert await rig.run_all() == {1.0}  # not yet: nothing is sent
+            assert rig.requests() == []
+            rig.clock.advance(1)
+            [due] = await rig.run_all()
+            assert [(r["endpoint"], r["status"]) for r in rig.requests()] == [(PROBE, 401)]
+            gaps.append(due)
+        assert all(RETRY_S * 0.9 <= gap <= RETRY_S * 1.1 for gap in gaps)
+        assert len(set(gaps)) > 1  # jittered
+        assert await rig.poller_events() == ["poller.holder_unauthorized"]
+        [event] = await rig.store.events(patterns=["poller.*"])
+        assert event["data"]["status"] == 401
+        assert event["resource"] == {"type": "holder", "id": "shop"}
 
-        before = rig.box.state.request_counts("shop")["total"]
-        assert await rig.run(ACTIVE_ORDERS) == UNAUTHORIZED_PAUSE_S  # paused: not even tried
-        assert rig.box.state.request_counts("shop")["total"] == before
-
-        rig.box.state.holder("shop").revoked = False  # the key works again
-        rig.clock.advance(UNAUTHORIZED_PAUSE_S)
-        await rig.run()
-        types = [e["type"] for e in await rig.store.events(patterns=["poller.*"])]
-        assert types == ["poller.holder_unauthorized", "poller.holder_recovered"]
+    async def test_first_good_probe_resumes_every_tier_at_once(self, rig: Rig) -> None:
+        """The first probe that succeeds emits holder_recovered and makes every tier due now."""
+        rig.box.state.revoke_holder_key("shop")
+        due = await rig.run()
+        assert (await rig.box.control("POST", "/holders/shop/restore")).status == 200
+        rig.clock.advance(due)
+        rig.rescheduled.clear()
+        rig.forget()
+        assert await rig.run(COMMISSIONS) == 0
+        now = rig.clock.now().timestamp()
+        assert {(tier, when) for _, tier, when in rig.rescheduled} == {
+            (tier, now) for tier in TIERS
+        }
+        assert [r["endpoint"] for r in rig.requests()] == [PROBE]
+        assert await rig.poller_events() == [
+            "poller.holder_unauthorized",
+            "poller.holder_recovered",
+        ]
         assert await rig.store.unauthorized_holders() == {}
+        assert all(54 <= delay <= 66 for delay in await rig.run_all())  # polling again
+        assert {r["endpoint"] for r in rig.requests()} > {PROBE, "GET /dapp/orders"}
+
+    async def test_a_failed_probe_keeps_the_holder_waiting(self, rig: Rig) -> None:
+        """A probe that meets a 503 leaves the holder refused: next probe one interval later."""
+        rig.box.state.revoke_holder_key("shop")
+        due = await rig.run()
+        rig.box.state.restore_holder_key("shop")
+        rig.box.state.add_fault({"kind": "server_error", "status": 503})
+        rig.clock.advance(due)
+        rig.forget()
+        [due] = await rig.run_all()
+        assert RETRY_S * 0.9 <= due <= RETRY_S * 1.1
+        assert [(r["endpoint"], r["status"]) for r in rig.requests()] == [(PROBE, 503)]
+        assert await rig.poller_events() == ["poller.holder_unauthorized"]
+        rig.clock.advance(due)
+        assert await rig.run(PENDING_KYC) == 0
+        assert await rig.poller_events() == [
+            "poller.holder_unauthorized",
+            "poller.holder_recovered",
+        ]
+
+    async def test_a_throttled_probe_waits_out_retry_after(self, rig: Rig) -> None:
+        """A probe answered 429 with a Retry-After longer than the interval waits for it."""
+        rig.box.state.revoke_holder_key("shop")
+        due = await rig.run()
+        rig.box.state.add_fault({"kind": "rate_limit", "retry_after": 900})
+        rig.clock.advance(due)
+        assert await rig.run_all() == {900.0}
+
+    async def test_a_restart_probes_before_polling(self, rig: Rig) -> None:
+        """A daemon started with the holder marked refused sends the probe, not a sweep."""
+        rig.box.state.revoke_holder_key("shop")
+        await rig.run()
+        rig.runner = rig.new_runner()  # a restart: the mark comes from the database
+        rig.forget()
+        due = await rig.run(ACTIVE_ORDERS)
+        assert RETRY_S * 0.9 <= due <= RETRY_S * 1.1
+        assert [r["endpoint"] for r in rig.requests()] == [PROBE]
+        assert await rig.poller_events() == ["poller.holder_unauthorized"]
+
+
+class TestHolderWideHold:
+    @pytest.mark.parametrize(
+        ("fault", "hold_s"),
+        [
+            ({"kind": "rate_limit", "retry_after": 120}, (120, 120)),
+            ({"kind": "rate_limit", "retry_after": None}, (4.5, 5.5)),  # the backoff delay
+            ({"kind": "server_error", "status": 503, "retry_after": 30}, (30, 30)),
+        ],
+    )
+    async def test_every_tier_waits_out_the_hold(
+        self, rig: Rig, fault: dict[str, Any], hold_s: tuple[float, float]
+    ) -> None:
+        """A 429 (with or without Retry-After), or a 503 with Retry-After, holds back every tier
+        of the holder until it expires: no tier calls Dr Green before then."""
+        rig.box.state.add_fault(fault)
+        hold = round(await rig.run(), 6)
+        assert hold_s[0] <= hold <= hold_s[1]
+        rig.forget()
+        assert await rig.run_all() == {hold}
+        rig.clock.advance(hold / 2)
+        assert await rig.run_all() == {round(hold / 2, 6)}
+        assert rig.requests() == []
+        rig.clock.advance(hold / 2)
+        assert min(await rig.run_all()) >= 54  # every tier ran, and succeeded
+        assert {r["endpoint"] for r in rig.requests()} >= {"GET /dapp/orders", "GET /dapp/clients"}
+
+    async def test_a_503_without_retry_after_backs_off_its_tier_only(self, rig: Rig) -> None:
+        """A plain 503 is that tier's failure: the other tiers keep their own times."""
+        rig.box.state.add_fault({"kind": "server_error", "status": 503})
+        assert 4.5 <= await rig.run() <= 5.5
+        assert 54 <= await rig.run(COMMISSIONS) <= 66
 
 
 class TestNoOverlap:
@@ -134,3 +267,56 @@ class TestNoOverlap:
         await asyncio.wait_for(asyncio.gather(slow, quick), 5)
         endpoints = [e["endpoint"] for e in rig.box.state.request_counts("shop")["log"]]
         assert endpoints == ["GET /dapp/orders", "GET /dapp/commissions/summary"]
+
+
+async def _until_sleeping(rig: Rig, task: asyncio.Task[float | None]) -> None:
+    """Until something sleeps on the fake clock (a slow answer, the token bucket)."""
+    for _ in range(400):
+        if rig.clock.sleepers or task.done():
+            return
+        await asyncio.wait([task], timeout=0.005)
+
+
+class TestStop:
+    async def test_a_run_in_flight_is_abandoned_and_nothing_written(self, rig: Rig) -> None:
+        """stop cuts a run waiting on Dr Green: no snapshot, no seed mark, no reschedule."""
+        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        assert rig.clock.sleepers == 1  # the sandbox is answering slowly
+        assert await rig.runner.stop(timeout_s=5)
+        assert await running is None
+        assert await rig.store.entities("shop") == []
+        assert not any(r.seeded_at for r in await rig.store.tier_runs("shop"))
+        assert rig.rescheduled == []
+
+    async def test_no_run_starts_after_stop(self, rig: Rig) -> None:
+        """Once stopped, a run the scheduler had already fired sends nothing and returns None."""
+        assert await rig.runner.stop(timeout_s=5)
+        assert await rig.runner.run("shop", COMMISSIONS) is None
+        assert rig.requests() == []
+
+    async def test_the_token_bucket_wait_is_interrupted(self, rig: Rig) -> None:
+        """A run waiting for its next token (page 2 of a sweep) ends at once on stop."""
+        rig.box.state.create_order("shop")
+        bucket = TokenBucket(rate=0.001, burst=1, clock=rig.clock)  # the next token in 1000 s
+        rig.runner = rig.new_runner(bucket=bucket, take=1)
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        assert [r["endpoint"] for r in rig.requests()] == ["GET /dapp/orders"]
+        assert rig.clock.sleepers == 1
+        assert await rig.runner.stop(timeout_s=5)
+        assert await running is None
+        assert len(rig.requests()) == 1
+        assert await rig.store.entities("shop") == []
+
+    async def test_a_cancelled_job_takes_its_run_down(self, rig: Rig) -> None:
+        """Cancelling the job itself (APScheduler's task) cancels the poll; nothing is written."""
+        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        await _until_sleeping(rig, running)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert await rig.runner.wait_idle(timeout_s=5)
+        assert await rig.store.entities("shop") == []

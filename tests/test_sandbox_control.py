@@ -52,6 +52,17 @@ class TestHolders:
             {"error": "holder 'h9' already exists"},
         )
 
+    async def test_revoked_key_is_restored(self, box: LocalSandbox, holder: HolderInfo) -> None:
+        """``POST /holders/{name}/restore`` makes a revoked key work again, unchanged."""
+        await control_json(box, "POST", "/holders/h1/revoke")
+        assert (await box.caller(holder).get("/dapp/orders/summary")).status == 401
+        restored = await control_json(box, "POST", "/holders/h1/restore")
+        assert restored["revoked"] is False
+        assert restored["api_key"] == holder.credentials.api_key
+        assert (await box.caller(holder).get("/dapp/orders/summary")).status == 200
+        missing = await box.control("POST", "/holders/nobody/restore")
+        assert missing.status == 404
+
     async def test_holder_without_nft(self, box: LocalSandbox) -> None:
         """``nft: false`` issues a key whose holder has no primary NFT."""
         created = await control_json(box, "POST", "/holders", {"name": "bare", "nft": False}, 201)

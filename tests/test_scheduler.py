@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from drgreen_poller.errors import UpstreamRateLimited, UpstreamTransient, UpstreamUnavailable
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.errors import (
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamTransient,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
 from drgreen_poller.scheduler import (
     RETRY_AFTER_CAP_S,
+    TierScheduler,
     Timing,
     backoff_delay,
     delay_after_failure,
+    holds_holder,
     initial_due,
     jittered,
 )
@@ -67,6 +77,25 @@ class TestBackoff:
         assert 9 <= delay_after_failure(error, 2, MINUTE, random.Random(0)) <= 11
 
 
+class TestHolderHold:
+    @pytest.mark.parametrize(
+        ("error", "holds"),
+        [
+            (UpstreamRateLimited("slow down", status=429, retry_after_s=120), True),
+            (UpstreamRateLimited("slow down", status=429), True),
+            (UpstreamTransient("busy", status=503, retry_after_s=30), True),
+            (UpstreamTransient("busy", status=503), False),
+            (UpstreamUnavailable("refused"), False),
+            (UpstreamMalformed("truncated"), False),
+            (UpstreamUnauthorized("no", status=401), False),
+            (ValueError("a bug"), False),
+        ],
+    )
+    def test_which_failures_hold_the_whole_holder(self, error: Exception, holds: bool) -> None:
+        """A 429 or any Retry-After holds every tier of the holder; other failures one tier."""
+        assert holds_holder(error) is holds
+
+
 class TestInitialDue:
     def test_future_due_is_kept(self) -> None:
         """Work not yet due after a restart keeps its stored time."""
@@ -103,3 +132,26 @@ class TestInitialDue:
             initial_due(None, now=0.0, timing=MINUTE, slot=i, slots=4, rng=rng) for i in range(4)
         ]
         assert [int(d // 15) for d in dues] == [0, 1, 2, 3]
+
+
+class TestTierScheduler:
+    async def test_a_run_due_again_before_it_ends_runs_again(self) -> None:
+        """A run that reschedules itself into the past (a sweep longer than its interval, or
+        a holder that recovered) runs again at once instead of being dropped by APScheduler."""
+        runs: list[str] = []
+        again = asyncio.Event()
+
+        async def job(holder: str, tier: str) -> None:
+            runs.append(tier)
+            if len(runs) == 1:
+                scheduler.schedule(holder, tier, SystemClock().now().timestamp() - 1)
+            else:
+                again.set()
+
+        scheduler = TierScheduler(job)
+        scheduler.start({("shop", "active_orders"): SystemClock().now().timestamp()})
+        try:
+            await asyncio.wait_for(again.wait(), 5)
+        finally:
+            scheduler.shutdown()
+        assert runs == ["active_orders", "active_orders"]

@@ -82,10 +82,18 @@ class TestCanonicalQuery:
 
     @pytest.mark.parametrize(
         "pairs",
-        [[("a", "1"), ("a", "2")], [("a[]", "1")], [("filter[x]", "1")], [("5", "x")]],
+        [
+            [("a", "1"), ("a", "2")],
+            [("a[]", "1")],
+            [("filter[x]", "1")],
+            [("5", "x")],
+            [("", "x")],
+            [("a", "b\udc00")],
+            [("k\ud800", "v")],
+        ],
     )
     def test_refuses_what_the_server_would_rewrite(self, pairs: list[tuple[str, str]]) -> None:
-        """Repeated, bracketed or numeric keys are refused: the server would sign another string."""
+        """Repeated, bracketed, numeric or empty keys and lone surrogates are refused."""
         with pytest.raises(SigningError):
             canonical_query(pairs)
 
@@ -114,9 +122,9 @@ class TestJsNumber:
         """Numbers print as JavaScript's JSON.stringify prints them after JSON.parse."""
         assert js_number(value) == expected
 
-    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 10**400])
     def test_refuses_non_finite(self, value: float) -> None:
-        """NaN and Infinity have no JSON form and are refused."""
+        """NaN, Infinity and integers beyond any double have no JSON form and are refused."""
         with pytest.raises(SigningError):
             js_number(value)
 

@@ -113,6 +113,13 @@ async def revoke_holder(request: web.Request) -> web.Response:
     return web.json_response(holder_view(holder, state))
 
 
+async def restore_holder(request: web.Request) -> web.Response:
+    """``POST /_sandbox/holders/{name}/restore``: a revoked key is accepted again."""
+    state = state_of(request)
+    holder = state.restore_holder_key(request.match_info["name"])
+    return web.json_response(holder_view(holder, state))
+
+
 async def get_eth_rate(request: web.Request) -> web.Response:
     """``GET /_sandbox/eth-rate``."""
     return web.json_response({"ethPerUsd": state_of(request).eth_per_usd})
@@ -177,6 +184,7 @@ def add_routes(app: web.Application) -> None:
             web.post(f"{p}/holders", create_holder),
             web.get(f"{p}/holders/{{name}}", get_holder),
             web.post(f"{p}/holders/{{name}}/revoke", revoke_holder),
+            web.post(f"{p}/holders/{{name}}/restore", restore_holder),
             web.get(f"{p}/eth-rate", get_eth_rate),
             web.put(f"{p}/eth-rate", put_eth_rate),
             web.get(f"{p}/faults", list_faults),

@@ -15,7 +15,8 @@ class SandboxState(OrderLifecycle):
 
     Build it with ``SandboxState(clock=None, *, seed=0)`` (the system clock by default).
 
-    Holders: ``create_holder``, ``holder``, ``holders`` (a dict by name), ``revoke_holder_key``.
+    Holders: ``create_holder``, ``holder``, ``holders`` (a dict by name), ``revoke_holder_key``,
+    ``restore_holder_key``.
     Catalogue: ``create_strain``, ``update_strain``, ``set_strain_location``, ``remove_strain``,
     ``strain``, ``catalogue``.
     Clients: ``create_client``, ``client``, ``holder_clients``, ``verify_client_kyc``,

@@ -156,6 +156,12 @@ class World:
         holder.revoked = True
         return holder
 
+    def restore_holder_key(self, ref: HolderRef) -> HolderInfo:
+        """Undo ``revoke_holder_key``: the same key pair is accepted again."""
+        holder = self.holder(ref)
+        holder.revoked = False
+        return holder
+
     # --- per-holder views ----------------------------------------------------------------------
 
     def holder_clients(self, ref: HolderRef) -> list[Client]:

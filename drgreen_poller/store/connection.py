@@ -173,17 +173,41 @@ def check_writable(state_path: Path) -> None:
             os.close(_open_writable(path))
 
 
+def check_single_name(state_path: Path) -> None:
+    """Refuse a database file with several names (hard links).
+
+    SQLite keeps the journal beside the name it was opened by, so two names of one file get
+    two journals, and the lock file beside each name would let two daemons in: corruption.
+    A symbolic link is fine (both the lock and SQLite follow it).
+    """
+    try:
+        links = state_path.stat().st_nlink
+    except OSError:
+        return  # not there yet (or unreadable: opening it says why)
+    if links > 1:
+        raise StoreError(
+            f"the state database {state_path} has {links} names (hard links); SQLite would"
+            " keep a separate journal per name and corrupt it: use one path (a symlink is fine)"
+        )
+
+
 class StateLock:
-    """An exclusive lock on ``<state>.lock`` held for the daemon's lifetime (kernel-released)."""
+    """An exclusive lock on ``<state>.lock`` held for the daemon's lifetime (kernel-released).
+
+    The lock file sits beside the database's real path (symbolic links followed), so every
+    path that reaches the database takes the same lock.
+    """
 
     def __init__(self, state_path: Path) -> None:
         self.state_path = state_path
-        self.path = state_path.with_name(state_path.name + ".lock")
+        real = state_path.resolve()
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, or raise ``StateLocked`` (another daemon holds it) or ``StoreError``."""
         check_writable(self.state_path)
+        check_single_name(self.state_path)
         fd = _open_writable(self.path, os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -264,6 +288,7 @@ class Connection:
         """
         now = (clock or SystemClock()).now()
         check_writable(path)
+        check_single_name(path)
         try:
             _create_private(path)
             identity = FileIdentity.of(path)

@@ -1,12 +1,14 @@
 """Where the state came from: when it began, whether it was restored, and the sequence floor.
 
 Owns the one rule that keeps event ids and sequences unique across state loss and restores:
-every event's sequence is above the **sequence floor**, and the floor is moved up to the
-current time (in milliseconds) whenever this state may be behind what was already delivered:
-a new database, a file marked by ``backup``, an older copy put back in place (its generation
-is below the one recorded beside it in ``<state>.lineage``), or another database put at this
-path. It also holds the file identity check that notices a database deleted or replaced under
-a running daemon. It must not decide what to poll or deliver.
+every event's sequence is above the **sequence floor**, and every open moves the floor up to
+the current time in milliseconds. A database put back in any way (a ``backup`` file, a copy of
+the file or of the whole directory, a file-system snapshot taken while the daemon ran) is then
+always numbered above every sequence already delivered, without having to recognise it as
+older. Recognising it still matters to the operator: a file marked by ``backup``, a generation
+below the one recorded beside it in ``<state>.lineage``, or another database put at this path
+is reported as a restore. It also holds the file identity check that notices a database
+deleted or replaced under a running daemon. It must not decide what to poll or deliver.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ class Lineage:
     Attributes:
         began_at: when this state database was created (None: before drgreen-poller 0.x kept it).
         fresh: the database was created by this open: there was no state at this path.
-        sequence_floor: every new event's sequence is above this.
-        rebased_at, rebase_reason: the last time the floor moved up because the state may be
-            behind what was delivered (a restore, another file), and why.
+        sequence_floor: every new event's sequence is above this (raised at every open).
+        rebased_at, rebase_reason: the last time this state was recognised as put back (a
+            restore, another file), and how.
         rebased_now: that happened in this open.
     """
 
@@ -65,7 +67,12 @@ class Lineage:
 
 
 def floor_at(now: datetime) -> int:
-    """The sequence floor for a state that begins (or is rebased) at ``now``: Unix ms."""
+    """The sequence floor for a state opened at ``now``: Unix milliseconds.
+
+    A resource gets at most a few events per poll and a poll takes far longer than the few
+    milliseconds this leaves, so no earlier open of any copy of this state can have numbered
+    an event above the floor of a later one (unless the wall clock was set back).
+    """
     return int(now.timestamp() * 1000)
 
 
@@ -141,7 +148,7 @@ def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | No
 
 
 async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> Lineage:
-    """Create or read the lineage row, rebase the floor if needed, count this open.
+    """Create or read the lineage row, raise the floor, note a restore, count this open.
 
     Runs inside the caller's setup lock, after the migrations, in one transaction.
     """
@@ -152,11 +159,14 @@ async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> L
         reason = None if fresh else _restore_reason(row, _read_sidecar(path))
         if reason:
             await db.execute(
-                "UPDATE lineage SET sequence_floor = MAX(sequence_floor, ?), rebased_at = ?,"
-                " rebase_reason = ?, backup_taken_at = NULL",
-                (floor_at(now), iso_ms(now), reason),
+                "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
+                (iso_ms(now), reason),
             )
-        await db.execute("UPDATE lineage SET generation = generation + 1")
+        await db.execute(
+            "UPDATE lineage SET generation = generation + 1,"
+            " sequence_floor = MAX(sequence_floor, ?)",
+            (floor_at(now),),
+        )
         row = await _row(db)
     except BaseException:
         await db.execute("ROLLBACK")

@@ -1,0 +1,299 @@
+"""Runs one holder × tier and decides when it runs next: the job ``TierScheduler`` fires.
+
+Owns what happens around a poll: the lock that keeps a holder's runs from overlapping, backoff
+after a failure, holder-wide holds (429, ``Retry-After``), the refused key (one probe per
+interval, the operational events), and abandoning runs on stop. The timing rules themselves are
+the pure functions of ``scheduler``; fetching and storing belong to ``poller``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import Clock
+from drgreen_poller.errors import (
+    ConcurrentUpdate,
+    StoreError,
+    UpstreamError,
+    UpstreamTransient,
+    UpstreamUnauthorized,
+)
+from drgreen_poller.events import Resource
+from drgreen_poller.poller import HolderPoller
+from drgreen_poller.scheduler import (
+    DUE_SLACK_S,
+    RETRY_AFTER_CAP_S,
+    UNAUTHORIZED_HINT,
+    UNAUTHORIZED_RETRY_S,
+    Timing,
+    delay_after_failure,
+    holds_holder,
+    jittered,
+)
+from drgreen_poller.store import Observation, Store
+
+log = structlog.get_logger(__name__)
+
+ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]]], None]
+
+
+class TierRunner:
+    """Runs one holder × tier and decides when it runs next (the job ``TierScheduler`` calls).
+
+    Success: next run after the jittered interval. Failure: exponential backoff (``Retry-After``
+    as a floor); a 429 or a ``Retry-After`` holds back every tier of the holder until it expires.
+    401/403: ``poller.holder_unauthorized`` is emitted once and the holder is refused: one cheap
+    signed probe per ``unauthorized_retry_s`` (± jitter) and no other request, until a probe
+    succeeds, emits ``poller.holder_recovered`` and makes every tier due at once. Runs of one
+    holder never overlap (a lock per holder). ``stop`` abandons the runs in progress.
+
+    Args:
+        pollers: the ``HolderPoller`` of each holder, by name.
+        store: the state database.
+        clock: the time source.
+        timings: the ``Timing`` of each tier.
+        rng: randomness for jitter.
+        on_result: told ``(holder, tier, outcome, events)`` after every run, outcome being
+            ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery worker).
+        unauthorized_retry_s: the probe interval of a refused holder.
+    """
+
+    def __init__(
+        self,
+        pollers: Mapping[str, HolderPoller],
+        store: Store,
+        clock: Clock,
+        timings: Mapping[str, Timing],
+        rng: random.Random,
+        on_result: ResultHook = lambda holder, tier, outcome, events: None,
+        *,
+        unauthorized_retry_s: float = UNAUTHORIZED_RETRY_S,
+    ) -> None:
+        self.pollers = dict(pollers)
+        self.store = store
+        self.clock = clock
+        self.timings = dict(timings)
+        self.rng = rng
+        self.on_result = on_result
+        self.unauthorized_retry_s = unauthorized_retry_s
+        self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        self._locks = {name: asyncio.Lock() for name in self.pollers}
+        self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
+        self._stopping = False
+        self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
+        self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self, holder: str, tier: str) -> float | None:
+        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds.
+
+        Returns None, rescheduling nothing, once ``stop`` was called (the run did not start, or
+        was abandoned with nothing of it written) or when the state database failed (the
+        daemon is told through ``on_fatal``).
+        """
+        if self._stopping:
+            return None
+        task = asyncio.create_task(self._run_in_turn(holder, tier))
+        self._running[task] = (holder, tier, self.clock.monotonic())
+        self._idle.clear()
+        try:
+            await asyncio.wait({task})
+        finally:
+            if not task.done():  # this job itself was cancelled: take the run down with it
+                task.cancel()
+                await asyncio.wait({task})
+            del self._running[task]
+            if not self._running:
+                self._idle.set()
+        if task.cancelled():
+            log.info("poll_abandoned", holder=holder, tier=tier)
+            return None
+        when = self._outcome(holder, tier, task)
+        if when is not None:
+            self.reschedule(holder, tier, when)
+        return when
+
+    def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float | None:
+        try:
+            return task.result()
+        except StoreError as exc:
+            # The tier cannot go on without its state: the daemon must stop (systemd restarts
+            # it) rather than limp on. Raising would only give APScheduler a traceback to log.
+            log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
+            self.on_fatal(exc)
+            return None
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Start no new run and abandon the runs in progress, at most ``timeout_s``.
+
+        Their requests are cut and their transactions roll back, so nothing of a half-done run
+        is written; the next start runs them again. True if every run ended in time.
+        """
+        self._stopping = True
+        for task in self._running:
+            task.cancel()
+        return await self.wait_idle(timeout_s)
+
+    def longest_run_s(self) -> float:
+        """How long the oldest run in progress has been going (0 when idle)."""
+        now = self.clock.monotonic()
+        return max((now - started for _, _, started in self._running.values()), default=0.0)
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no run is in progress, at most ``timeout_s``; True if idle."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run_in_turn(self, holder: str, tier: str) -> float:
+        async with self._locks[holder]:
+            return await self._run_locked(holder, tier)
+
+    async def _run_locked(self, holder: str, tier: str) -> float:
+        timing = self.timings[tier]
+        now = self.clock.now().timestamp()
+        refused = await self._refusals()
+        # A refused key waits for its next probe, a throttled holder for its hold to expire:
+        # not a single request of any tier before then.
+        blocked_until = refused.get(holder, self._held_until.get(holder, 0.0))
+        if now + DUE_SLACK_S < blocked_until:
+            return blocked_until
+        if holder in refused:
+            return await self._probe(holder, tier, now)
+        next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
+        try:
+            result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
+        except UpstreamUnauthorized as exc:
+            self.on_result(holder, tier, "unauthorized", [])
+            return await self._unauthorized(holder, tier, exc)
+        except (UpstreamError, ConcurrentUpdate) as exc:
+            self.on_result(holder, tier, "failed", [])
+            return await self._failed(holder, tier, exc, timing)
+        except StoreError:
+            raise  # the database is gone: the daemon must stop, not spin
+        except Exception as exc:  # loop-level boundary: log, back off, carry on
+            log.exception("poll_crashed", holder=holder, tier=tier)
+            self.on_result(holder, tier, "failed", [])
+            return await self._failed(holder, tier, exc, timing)
+        self.on_result(holder, tier, "ok", result.events)
+        return next_due
+
+    async def _refusals(self) -> dict[str, float]:
+        """Refused holders and when each is probed next; a mark left in the database by an
+        earlier run is probed at once, before any tier polls."""
+        if self._refused is None:
+            marked = await self.store.unauthorized_holders()
+            # Another holder's run may have loaded (and added to) it meanwhile: keep that one.
+            self._refused = self._refused or dict.fromkeys(marked, 0.0)
+        return self._refused
+
+    async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:
+        now = self.clock.now().timestamp()
+        runs = await self.store.tier_runs(holder)
+        failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
+        next_due = now + delay_after_failure(exc, failures, timing, self.rng)
+        await self.store.record_failure(
+            holder, tier, now=self.clock.now(), error=_describe(exc), next_due_at=next_due
+        )
+        log.warning(
+            "poll_failed",
+            holder=holder,
+            tier=tier,
+            error=_describe(exc),
+            error_class=type(exc).__name__,
+            consecutive_failures=failures,
+            retry_in_s=round(next_due - now, 1),
+        )
+        if holds_holder(exc):  # the other tiers wait too (and so does a restarted daemon)
+            self._held_until[holder] = max(self._held_until.get(holder, 0.0), next_due)
+            await self.store.postpone(holder, next_due)
+        return next_due
+
+    async def _unauthorized(self, holder: str, tier: str, exc: UpstreamUnauthorized) -> float:
+        now = self.clock.now()
+        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
+        next_probe = now.timestamp() + retry_s
+        await self.store.record_failure(
+            holder, tier, now=now, error=_describe(exc), next_due_at=next_probe
+        )
+        log.error(
+            "holder_unauthorized",
+            holder=holder,
+            tier=tier,
+            status=exc.status,
+            error=exc.message,
+            hint=UNAUTHORIZED_HINT,
+            retry_in_s=round(retry_s, 1),
+        )
+        if holder not in await self.store.unauthorized_holders():
+            details = {"status": exc.status, "message": exc.message, "tier": tier}
+            await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
+        return await self._await_probe(holder, next_probe)
+
+    async def _probe(self, holder: str, tier: str, now: float) -> float:
+        """One cheap signed call for a refused holder; when it works, every tier is due now."""
+        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
+        try:
+            await self.pollers[holder].probe()
+        except UpstreamError as exc:
+            if isinstance(exc, UpstreamTransient) and exc.retry_after_s is not None:
+                retry_s = max(retry_s, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
+            refused = isinstance(exc, UpstreamUnauthorized)
+            log.warning(
+                "holder_still_unauthorized" if refused else "holder_probe_failed",
+                holder=holder,
+                error=_describe(exc),
+                retry_in_s=round(retry_s, 1),
+            )
+            return await self._await_probe(holder, now + retry_s)
+        await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
+        del (await self._refusals())[holder]
+        self._held_until.pop(holder, None)
+        log.info("holder_recovered", holder=holder)
+        # Every tier resumes at once: those not fired yet are due now; those fired and waiting
+        # for the lock poll next anyway (a second job would poll them twice).
+        fired = {(name, fired_tier) for name, fired_tier, _ in self._running.values()}
+        for other in self.timings:
+            if (holder, other) not in fired:
+                self.reschedule(holder, other, now)
+        return now
+
+    async def _await_probe(self, holder: str, next_probe: float) -> float:
+        """Refuse the holder until ``next_probe``: every tier waits for it, across a restart."""
+        (await self._refusals())[holder] = next_probe
+        await self.store.postpone(holder, next_probe)
+        for tier in self.timings:
+            self.reschedule(holder, tier, next_probe)
+        return next_probe
+
+    async def _holder_event(
+        self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None
+    ) -> None:
+        """The event and the holder's unauthorized mark (``since``; None clears it), together."""
+        observation = Observation(
+            Resource("holder", holder),
+            snapshot={"event": kind},
+            tier=None,
+            obj={"name": holder},
+            changes=[Change(kind, {}, extra=dict(details))],
+        )
+        committed = await self.store.commit_holder_event(
+            holder, observation, now=self.clock.now(), unauthorized_since=since
+        )
+        self.on_result(holder, "holder", "event", committed.events)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
