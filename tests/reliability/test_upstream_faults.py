@@ -131,9 +131,6 @@ class TestUpstreamFaults:
         details = [e for e in log if e["t"] >= started and "{orderId}" in e["endpoint"]]
         assert len(details) <= 2, f"the vanished order was asked for {len(details)} times"
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 7 point 5: a 429 holds back only its own tier; fixed on i7-sched"
-    )
     @pytest.mark.timeout(60)
     async def test_a_429_holds_back_every_tier(self, world: World) -> None:
         """After a 429 with Retry-After no request of that holder goes out until it expires."""
@@ -148,11 +145,6 @@ class TestUpstreamFaults:
         assert not early, f"{len(early)} requests during Retry-After: {sorted(set(early))}"
         world.assert_well()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="found here: a tier run longer than its interval is skipped by APScheduler "
-        "(max instances) and never scheduled again; fixed on i7-sched",
-    )
     @pytest.mark.timeout(60)
     async def test_a_sweep_longer_than_the_interval(self, world: World) -> None:
         """A slow but successful sweep that outlasts the interval: the tier still runs after it."""
@@ -213,11 +205,6 @@ class TestPagination:
 
 
 class TestRevokedKey:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 7 point 5: no [schedule] unauthorized_retry (a refused key waits 15 min) "
-        "nor POST /_sandbox/holders/{name}/restore; both fixed on i7-sched",
-    )
     @pytest.mark.timeout(90)
     async def test_revoked_then_restored(
         self, control: Control, sandbox: SandboxProcess, tmp_path: Path
