@@ -40,7 +40,7 @@ pytest: $(VENV)/.installed-dev
 test: lint typecheck pytest
 
 # The reliability suite at full size (crash loop, upstream faults, disk, properties): real
-# processes, about 5 minutes. `make test` runs its short form with everything else.
+# processes, about 7 minutes. `make test` runs its short form with everything else.
 reliability: $(VENV)/.installed-dev
 	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability -p no:cacheprovider -q
 
