@@ -276,9 +276,10 @@ async def _until_stopped(
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    if delivering.done() and not delivering.cancelled() and delivering.exception():
+    failure = delivering.exception() if delivering.done() and not delivering.cancelled() else None
+    if isinstance(failure, StoreError):
         # The poller logs its own failures (state_database_failed); the worker's end here.
-        log.error("state_database_failed", source="delivery", error=str(delivering.exception()))
+        log.error("state_database_failed", source="delivery", error=str(failure))
     for failed in (delivering, fatal):
         if failed.done():
             failed.result()  # a StoreError: the database went away

@@ -45,11 +45,11 @@ def event_id(
     """``evt_`` + 26 base32 characters (130 bits) of SHA-256 over the transition itself.
 
     The transition is: the holder, the resource, the event type, the values it moved to, and
-    its position (the resource's ``sequence``). Derived again from the same state (a poll
-    repeated after a crash rolled its commit back) it is the same id. Two different events of a
-    resource differ in type, in values or in sequence, and sequences are never reused, even
-    after the state was lost or restored (see ``store`` and the README's "Guarantees"), so two
-    different events never share an id.
+    its position (the resource's ``sequence``). Derived again from the same state by the same
+    run (a commit retried) it is the same id; the id a commit stores is the one every delivery
+    attempt sends. Two different events of a resource differ in type, in values or in sequence,
+    and sequences are never reused, even after the state was lost or restored (see
+    ``store.lineage`` and the README's "Guarantees"), so two different events never share an id.
     """
     values = json.dumps(moved_to, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     text = "\x1f".join((holder, resource.key, event_type, values, str(sequence)))

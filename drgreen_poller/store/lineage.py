@@ -71,7 +71,10 @@ def floor_at(now: datetime) -> int:
 
     A resource gets at most a few events per poll and a poll takes far longer than the few
     milliseconds this leaves, so no earlier open of any copy of this state can have numbered
-    an event above the floor of a later one (unless the wall clock was set back).
+    an event above the floor of a later one, as long as the wall clock is not set back (the
+    unit starts after ``time-sync.target``; a restored copy still never goes below its own
+    recorded floor). A floor stepped ahead of the clock would break the case that matters
+    most, a new database after the old one was lost, which only the clock can number above.
     """
     return int(now.timestamp() * 1000)
 
