@@ -136,6 +136,28 @@ class TestRestore:
         )
 
 
+class TestRestoreKeepsWhatItReplaces:
+    async def test_over_a_damaged_database_and_twice_in_a_row(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        """restore replaces even a damaged file, and every database it replaces is kept as was."""
+        assert (await _run("-c", str(config), "poll-once"))[0] == 0
+        assert (await _run("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
+        state = tmp_path / "state.db"
+        damaged = os.urandom(8192)
+        state.write_bytes(damaged)
+        kept = []
+        for _ in range(2):
+            code, out, err = await _run("-c", str(config), "restore", str(tmp_path / "b.db"))
+            assert code == 0, err
+            kept.append(Path(out.splitlines()[1].rsplit(" ", 1)[1]))
+        assert kept[0] != kept[1]
+        assert kept[0].read_bytes() == damaged
+        with sqlite3.connect(kept[1]) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert (await _run("-c", str(config), "status"))[0] == 0
+
+
 class TestStateUnderTheDaemon:
     @pytest.mark.timeout(60)
     async def test_a_new_state_says_so(self, config: Path) -> None:

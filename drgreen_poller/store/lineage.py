@@ -200,11 +200,22 @@ def backup_database(source: Path, target: Path, taken_at: datetime) -> int:
 
 
 def _copy_database(source: Path, target: Path, *, backup_taken_at: str) -> None:
-    """Copy with SQLite's backup API beside ``target`` (0600), mark it, rename it into place.
-
-    A mark already in the copy is kept (a backup put back keeps the time it was taken).
-    """
+    """Copy with SQLite's backup API beside ``target`` (0600), mark it, rename it into place."""
     temporary = target.with_name(f".{target.name}.partial")
+    _write_copy(source, temporary, backup_taken_at=backup_taken_at)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_copy(source: Path, temporary: Path, *, backup_taken_at: str) -> None:
+    """Write a self-contained, marked copy of ``source`` at ``temporary`` (0600).
+
+    A mark already in the copy is kept (a backup put back keeps the time it was taken); a
+    state from before the lineage table gets its lineage when it is first opened.
+    """
     temporary.unlink(missing_ok=True)
     os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     try:
@@ -212,15 +223,15 @@ def _copy_database(source: Path, target: Path, *, backup_taken_at: str) -> None:
         try:
             live.backup(copy)
             with copy:
-                copy.execute(
-                    "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
-                    (backup_taken_at,),
-                )
+                if copy.execute("SELECT 1 FROM sqlite_master WHERE name = 'lineage'").fetchone():
+                    copy.execute(
+                        "UPDATE lineage SET backup_taken_at = COALESCE(backup_taken_at, ?)",
+                        (backup_taken_at,),
+                    )
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
         finally:
             copy.close()
             live.close()
-        os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -260,26 +271,38 @@ class FileIdentity:
 def restore_database(copy: Path, path: Path, now: datetime) -> Path | None:
     """Put ``copy`` in place at ``path``; returns where the database it replaced was kept.
 
-    The caller holds the state lock (no daemon runs). The current database, if any, is
-    checkpointed and renamed aside (nothing is destroyed); its journal files go with it. The
-    copy is checked to be a drgreen-poller state, written beside ``path`` and renamed into
-    place, marked so that its first open moves the sequence floor up.
+    The caller holds the state lock (no daemon runs). The copy is checked to be a
+    drgreen-poller state, written beside ``path`` and marked as put back; only then is the
+    current database, if any, moved aside with its journal (nothing is destroyed, even a
+    damaged file) and the copy renamed into place.
     """
     _check_state_file(copy)
-    kept = None
-    if path.exists():
-        kept = path.with_name(f"{path.name}.before-restore-{now.strftime('%Y%m%dT%H%M%SZ')}")
-        current = sqlite3.connect(path)
-        try:
-            current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            current.close()
-        os.replace(path, kept)
-    for suffix in ("-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
-    _copy_database(
-        copy, path, backup_taken_at="an unknown time (put back by drgreen-poller restore)"
-    )
+    temporary = path.with_name(f".{path.name}.restoring")
+    _write_copy(copy, temporary, backup_taken_at=RESTORED_MARK)
+    try:
+        kept = _move_aside(path, now) if path.exists() else None
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return kept
+
+
+RESTORED_MARK = "an unknown time (put back by drgreen-poller restore)"
+
+
+def _move_aside(path: Path, now: datetime) -> Path:
+    """Rename the database and its WAL to a new ``.before-restore-TIME`` name; drop its -shm."""
+    stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
+    kept = path.with_name(f"{path.name}.before-restore-{stamp}")
+    number = 1
+    while kept.exists():
+        kept, number = path.with_name(f"{path.name}.before-restore-{stamp}-{number}"), number + 1
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        os.replace(wal, kept.with_name(kept.name + "-wal"))  # its committed work goes with it
+    path.with_name(path.name + "-shm").unlink(missing_ok=True)  # rebuilt from the WAL
+    os.replace(path, kept)
     return kept
 
 
@@ -296,7 +319,7 @@ def _check_state_file(copy: Path) -> None:
             db.close()
     except sqlite3.Error as exc:
         raise StoreError(f"{copy} is not a SQLite database: {exc}") from exc
-    if not {"lineage", "events", "entities"} <= tables:
-        raise StoreError(f"{copy} is not a drgreen-poller state (or predates backups)")
+    if not {"events", "entities"} <= tables:
+        raise StoreError(f"{copy} is not a drgreen-poller state database")
     if not ok:
         raise StoreError(f"{copy} is damaged (SQLite's quick_check failed)")
