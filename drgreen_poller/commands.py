@@ -169,11 +169,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _state_origin(state: dict[str, Any]) -> str:
     """When the state began and, if it was restored, when and why (history may be missing)."""
+    if state["new"] and state["restore_reason"]:
+        return f"  began {state['began_at']}: {state['restore_reason']}"
     if state["new"]:
         return f"  began {state['began_at']} (just now: there was no state at this path)"
     line = f"  began {state['began_at'] or 'before drgreen-poller recorded it'}"
     if state["restored_at"]:
-        line += f"; restored {state['restored_at']}: {state['restore_reason']}"
+        line += f"; {state['restore_reason']} (noticed {state['restored_at']})"
     return line
 
 

@@ -89,7 +89,16 @@ class Runtime:
 
 def log_lineage(lineage: Lineage, path: Path) -> None:
     """Say when the state is new or was restored: both mean history may have been lost."""
-    if lineage.fresh:
+    if lineage.fresh and lineage.rebased_now:
+        log.error(
+            "state_lost",
+            path=str(path),
+            began_at=lineage.began_at,
+            reason=lineage.rebase_reason,
+            hint="what exists upstream is taken as it is (first_sync); new events count on "
+            "from a new sequence floor so no id or sequence is reused",
+        )
+    elif lineage.fresh:
         log.warning(
             "state_created",
             path=str(path),

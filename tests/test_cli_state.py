@@ -188,6 +188,13 @@ class TestStateUnderTheDaemon:
             " ran; stopping so that nothing is written where it would be lost"
         )
         assert "Traceback" not in err
+        process, lines = await _start(config)  # what systemd does next
+        await _stop(process)
+        [lost] = [line for line in lines if line["event"] == "state_lost"]
+        assert lost["level"] == "error"
+        assert str(lost["reason"]).startswith("the state that was here before is gone")
+        code, out, _ = await _run("-c", str(config), "status")
+        assert "the state that was here before is gone" in out.splitlines()[1]
 
     @pytest.mark.timeout(60)
     async def test_replaced_while_running_stops_with_one_line(

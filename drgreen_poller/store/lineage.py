@@ -136,6 +136,16 @@ async def _create(db: aiosqlite.Connection, now: datetime) -> bool:
     return fresh
 
 
+def _lost_reason(seen: dict[str, Any] | None) -> str | None:
+    """Why a new database is not a first start: ``<state>.lineage`` says a state was here."""
+    if seen is None:
+        return None
+    return (
+        f"the state that was here before is gone (opened {seen.get('generation', '?')} times);"
+        " what it had seen but not announced is lost: restore a backup if there is one"
+    )
+
+
 def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | None:
     """Why this database may be behind what was already delivered from this path, if it is."""
     if row["backup_taken_at"]:
@@ -159,7 +169,8 @@ async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> L
     try:
         fresh = await _one(db, "SELECT 1 FROM lineage") is None and await _create(db, now)
         row = await _row(db)
-        reason = None if fresh else _restore_reason(row, _read_sidecar(path))
+        seen = _read_sidecar(path)
+        reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
         if reason:
             await db.execute(
                 "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
