@@ -74,7 +74,7 @@ class HolderStatus:
 
 async def status_report(config: Config) -> dict[str, Any]:
     """Per holder: active set sizes, last and next poll, failures; delivery backlog per sink."""
-    store = await Store.open(config.daemon.state_path)
+    store = await Store.open(config.daemon.state_path, writer=False)
     try:
         runs = {(r.holder, r.tier): r for r in await store.tier_runs()}
         sizes = await store.tier_sizes()
@@ -132,7 +132,7 @@ def _holder_json(status: HolderStatus) -> dict[str, Any]:
 async def list_events(
     config: Config, *, patterns: Sequence[str], since: datetime | None, limit: int
 ) -> list[dict[str, Any]]:
-    store = await Store.open(config.daemon.state_path)
+    store = await Store.open(config.daemon.state_path, writer=False)
     try:
         return await store.events(patterns=patterns, since=since, limit=limit)
     finally:
@@ -224,7 +224,7 @@ async def list_deliveries(
 ) -> list[DeliveryRow]:
     if sink is not None:
         _sink(config, sink)
-    store = await Store.open(config.daemon.state_path)
+    store = await Store.open(config.daemon.state_path, writer=False)
     try:
         return await store.deliveries(state=state, sink=sink, limit=limit)
     finally:
@@ -280,7 +280,8 @@ async def backup(config: Config, target: Path, clock: Clock) -> tuple[Path, int]
     """
     source, now = config.daemon.state_path, clock.now()
     target = _backup_target(source, target, now)
-    store = await Store.open(source, clock=clock)  # brings an older schema up to date first
+    # Brings an older schema up to date first; a backup is no start of the state.
+    store = await Store.open(source, clock=clock, writer=False)
     await store.close()
     try:
         size = await asyncio.to_thread(backup_database, source, target, now)

@@ -251,7 +251,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
 async def _print_attempts(config: Config, ids: Sequence[int]) -> None:
     from drgreen_poller.store import Store
 
-    store = await Store.open(config.daemon.state_path)
+    store = await Store.open(config.daemon.state_path, writer=False)
     try:
         for delivery_id in ids:
             for a in await store.attempts(delivery_id):

@@ -126,12 +126,20 @@ def log_lineage(lineage: Lineage, path: Path) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(config: Config, clock: Clock) -> AsyncIterator[Runtime]:
-    """Open the store and the HTTP session and build one poller per holder; close them last."""
-    store = await Store.open(config.daemon.state_path, sinks=sink_routes(config), clock=clock)
+async def open_runtime(
+    config: Config, clock: Clock, *, dry_run: bool = False
+) -> AsyncIterator[Runtime]:
+    """Open the store and the HTTP session and build one poller per holder; close them last.
+
+    A dry run opens the store as a reader: it records nothing of its own.
+    """
+    store = await Store.open(
+        config.daemon.state_path, sinks=sink_routes(config), clock=clock, writer=not dry_run
+    )
     log_lineage(store.lineage, config.daemon.state_path)
     try:
-        await store.ensure_holders([h.name for h in config.holders], clock.now())
+        if not dry_run:
+            await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
             pollers = {}
             for holder in config.holders:
@@ -178,7 +186,7 @@ async def _poll_all(
     results: list[PollResult],
     failures: list[tuple[str, str, UpstreamError]],
 ) -> None:
-    async with open_runtime(config, clock) as runtime:
+    async with open_runtime(config, clock, dry_run=dry_run) as runtime:
         for name, poller in runtime.pollers.items():
             for tier in TIERS:
                 next_due = clock.now().timestamp() + tier_timing[tier].interval_s

@@ -253,3 +253,20 @@ class TestStateRestored:
         assert [e["type"] for e in shop.emitted[before:]] == ["order.rejected"]
         assert_ids_name_one_transition(shop.emitted)
         assert _receive_all(shop.emitted).dropped == []
+
+
+class TestReaders:
+    async def test_a_reader_records_nothing(self, tmp_path: Path) -> None:
+        """A reader (a listing, a dry run) counts no start: generation, floor and file stay."""
+        clock = FakeClock()
+        path = tmp_path / "r.db"
+        await (await Store.open(path, clock=clock)).close()
+        recorded = sidecar_path(path).read_bytes()
+        clock.advance(3600)
+        reader = await Store.open(path, clock=clock, writer=False)
+        await reader.close()
+        writer = await Store.open(path, clock=clock)
+        await writer.close()
+        assert reader.lineage.sequence_floor == writer.lineage.sequence_floor
+        assert writer.lineage.generation == reader.lineage.generation + 1 == 2
+        assert sidecar_path(path).read_bytes() != recorded

@@ -279,9 +279,18 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, path: Path, *, sinks: Sequence[SinkRoute] = (), clock: Clock | None = None
+        cls,
+        path: Path,
+        *,
+        sinks: Sequence[SinkRoute] = (),
+        clock: Clock | None = None,
+        writer: bool = True,
     ) -> Self:
         """Open (creating 0600 if needed) and migrate the database at ``path``.
+
+        A ``writer`` (the daemon, poll-once, the repairing commands) counts as a start of the
+        state: it raises the sequence floor and records the open (``lineage``). A reader (a
+        listing, a dry run) only reads it.
 
         Raises:
             StoreError: the file cannot be opened, or its schema is newer than this program.
@@ -307,7 +316,7 @@ class Connection:
             try:
                 await db.execute("PRAGMA journal_mode = WAL")
                 await _migrate(db, path)
-                lineage = await open_lineage(db, path, now)
+                lineage = await open_lineage(db, path, now, record=writer)
             finally:
                 os.close(setup_lock)
             await db.execute("PRAGMA synchronous = FULL")

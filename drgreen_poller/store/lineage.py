@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -160,11 +160,26 @@ def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | No
     return None
 
 
-async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> Lineage:
+async def open_lineage(
+    db: aiosqlite.Connection, path: Path, now: datetime, *, record: bool = True
+) -> Lineage:
     """Create or read the lineage row, raise the floor, note a restore, count this open.
 
-    Runs inside the caller's setup lock, after the migrations, in one transaction.
+    Runs inside the caller's setup lock, after the migrations, in one transaction. With
+    ``record`` false (a reader, a dry run) an existing row is only read: the floor this open
+    would number from is computed, nothing is written.
     """
+    existing = await _one(db, "SELECT * FROM lineage")
+    if existing is not None and not record:
+        floor = max(int(existing["sequence_floor"]), floor_at(now))
+        restored = _restore_reason(existing, _read_sidecar(path))  # shown, not yet recorded
+        if restored is None:
+            return _lineage(existing, fresh=False, floor=floor)
+        return replace(
+            _lineage(existing, fresh=False, floor=floor),
+            rebased_at=iso_ms(now),
+            rebase_reason=restored,
+        )
     await db.execute("BEGIN IMMEDIATE")
     try:
         fresh = await _one(db, "SELECT 1 FROM lineage") is None and await _create(db, now)
@@ -187,15 +202,19 @@ async def open_lineage(db: aiosqlite.Connection, path: Path, now: datetime) -> L
         raise
     await db.execute("COMMIT")
     _write_sidecar(path, row["lineage"], row["generation"])
+    return _lineage(row, fresh=fresh, floor=int(row["sequence_floor"]), now=reason is not None)
+
+
+def _lineage(row: aiosqlite.Row, *, fresh: bool, floor: int, now: bool = False) -> Lineage:
     return Lineage(
         lineage=row["lineage"],
         began_at=row["began_at"],
         fresh=fresh,
-        sequence_floor=int(row["sequence_floor"]),
+        sequence_floor=floor,
         generation=int(row["generation"]),
         rebased_at=row["rebased_at"],
         rebase_reason=row["rebase_reason"],
-        rebased_now=reason is not None,
+        rebased_now=now,
     )
 
 
