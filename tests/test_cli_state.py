@@ -92,6 +92,9 @@ class TestBackup:
         code, _, err = await _run("-c", str(config), "backup", str(state))
         assert code == 1
         assert "is the state database itself" in err
+        code, _, err = await _run("-c", str(config), "backup", f"{tmp_path / 'nodir'}/")
+        assert code == 1
+        assert err.splitlines()[-1].endswith("nodir/: no such directory")
         code, _, err = await _run("-c", str(config), "backup", str(tmp_path / "no" / "b.db"))
         assert code == 1
         assert err.splitlines()[-1] == (
