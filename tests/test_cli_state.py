@@ -34,15 +34,25 @@ async def _start(config: Path) -> tuple[Process, list[dict[str, object]]]:
     )
     assert process.stdout is not None
     lines: list[dict[str, object]] = []
-    while not any(line["event"] == "poll_finished" for line in lines):
-        lines.append(json.loads(await asyncio.wait_for(process.stdout.readline(), 10)))
+    try:
+        while not any(line["event"] == "poll_finished" for line in lines):
+            lines.append(json.loads(await asyncio.wait_for(process.stdout.readline(), 10)))
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
     return process, lines
 
 
 async def _stop(process: Process) -> tuple[int, str, str]:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
 
@@ -213,6 +223,12 @@ class TestStateUnderTheDaemon:
 
 
 async def _stop_by_itself(process: Process) -> tuple[int, str, str]:
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    """Wait for the daemon to stop on its own; one that does not is killed, not left behind."""
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
