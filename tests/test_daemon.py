@@ -149,8 +149,15 @@ class TestFatal:
         daemon = Daemon(config)
         daemon.start()
         await _until(daemon.first_synced, daemon)
-        with sqlite3.connect(config.daemon.state_path) as db:
+        db = sqlite3.connect(config.daemon.state_path, timeout=10, isolation_level=None)
+        try:
+            # Take the write lock first: a statement that reads, then writes, while the daemon
+            # commits in between gets "database is locked" at once, without waiting.
+            db.execute("BEGIN IMMEDIATE")
             db.execute("DROP TABLE tier_runs")  # the disk or the file broke under us
+            db.execute("COMMIT")
+        finally:
+            db.close()
         assert daemon.task is not None
         with pytest.raises(StoreError, match="tier_runs"):
             await asyncio.wait_for(daemon.task, 10)
