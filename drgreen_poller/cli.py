@@ -47,23 +47,39 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _add_globals(parser: argparse.ArgumentParser, default: Any) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (``check-config -c FILE``)."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="the TOML configuration (default: $DRGREEN_POLLER_CONFIG, then "
+        "/etc/drgreen-poller/config.toml)",
+    )
+    parser.add_argument(
+        "--log-level", choices=logs.LEVELS, default=default, help="override [daemon] log_level"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default=default,
+        help="override [daemon] log_format",
+    )
+    return parser
+
+
+# Given after the command's name, they replace what was given before it; absent, they leave it.
+_GLOBALS = _add_globals(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drgreen-poller",
         description="Webhooks for the Dr Green DAPP API: poll politely, deliver signed events.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="PATH",
-        help="the TOML configuration (default: $DRGREEN_POLLER_CONFIG, then "
-        "/etc/drgreen-poller/config.toml)",
-    )
-    parser.add_argument("--log-level", choices=logs.LEVELS, help="override [daemon] log_level")
-    parser.add_argument(
-        "--log-format", choices=logs.LOG_FORMATS, help="override [daemon] log_format"
-    )
+    _add_globals(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _daemon_commands(commands)
     _operator_commands(commands)
@@ -75,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _daemon_commands(commands: Any) -> None:
     run = commands.add_parser(
         "run",
+        parents=[_GLOBALS],
         help="run the daemon",
         description="Poll every holder's tiers on schedule and record events until stopped "
         "(SIGINT/SIGTERM). A second run on the same state database refuses to start.",
@@ -82,6 +99,7 @@ def _daemon_commands(commands: Any) -> None:
     run.set_defaults(handler=handlers.cmd_run)
     check = commands.add_parser(
         "check-config",
+        parents=[_GLOBALS],
         help="validate the configuration",
         description="Load and validate the configuration; with --online, make one signed call "
         "per holder and explain a refusal.",
@@ -90,6 +108,7 @@ def _daemon_commands(commands: Any) -> None:
     check.set_defaults(handler=handlers.cmd_check_config)
     once = commands.add_parser(
         "poll-once",
+        parents=[_GLOBALS],
         help="one pass of every tier, printing the events",
         description="Poll every tier of every holder once and print the events as JSON lines. "
         "They are recorded (and queued for the sinks) unless --dry-run is given.",
@@ -101,16 +120,22 @@ def _daemon_commands(commands: Any) -> None:
 def _operator_commands(commands: Any) -> None:
     status = commands.add_parser(
         "status",
+        parents=[_GLOBALS],
         help="active sets, polls, failures and delivery backlog",
         description="Per holder: active set size per tier, last and next poll, failures; "
         "delivery backlog per sink. Safe while the daemon runs.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=handlers.cmd_status)
-    events = commands.add_parser("events", help="the event log", description="The event log.")
+    events = commands.add_parser(
+        "events", parents=[_GLOBALS], help="the event log", description="The event log."
+    )
     events_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     listing = events_commands.add_parser(
-        "list", help="list logged events", description="List logged events, oldest first."
+        "list",
+        parents=[_GLOBALS],
+        help="list logged events",
+        description="List logged events, oldest first.",
     )
     listing.add_argument(
         "--type", action="append", metavar="GLOB", help="event types, e.g. 'order.*' (repeatable)"
@@ -123,6 +148,7 @@ def _operator_commands(commands: Any) -> None:
     listing.set_defaults(handler=handlers.cmd_events_list)
     track = commands.add_parser(
         "track",
+        parents=[_GLOBALS],
         help="watch an order or client from now on",
         description="Add an order or client to the active set, e.g. right after the store "
         "created it, so its first events are not left to discovery.",
@@ -133,6 +159,7 @@ def _operator_commands(commands: Any) -> None:
     track.set_defaults(handler=handlers.cmd_track)
     backup = commands.add_parser(
         "backup",
+        parents=[_GLOBALS],
         help="copy the state database consistently, also while the daemon runs",
         description="Copy the state database with SQLite's online backup: one consistent "
         "file, safe while the daemon runs. PATH is a file or an existing directory (the copy "
@@ -144,6 +171,7 @@ def _operator_commands(commands: Any) -> None:
     backup.set_defaults(handler=handlers.cmd_backup)
     restore = commands.add_parser(
         "restore",
+        parents=[_GLOBALS],
         help="put a backup back in place of the state (the daemon stopped)",
         description="Put a backup made by 'backup' (or any copy of a state database) in place "
         "of the state. Refused while the daemon runs. The current database is kept beside it "
@@ -157,11 +185,14 @@ def _operator_commands(commands: Any) -> None:
 
 def _delivery_commands(commands: Any) -> None:
     deliveries = commands.add_parser(
-        "deliveries", help="the delivery log and its repairs", description="The delivery log."
+        "deliveries",
+        parents=[_GLOBALS],
+        help="the delivery log and its repairs",
+        description="The delivery log.",
     )
     actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
     listing = actions.add_parser(
-        "list", help="list deliveries", description="Deliveries, newest first."
+        "list", parents=[_GLOBALS], help="list deliveries", description="Deliveries, newest first."
     )
     listing.add_argument("--state", choices=("pending", "delivering", "delivered", "failed"))
     listing.add_argument("--sink", metavar="NAME")
@@ -170,6 +201,7 @@ def _delivery_commands(commands: Any) -> None:
     listing.set_defaults(handler=handlers.cmd_deliveries_list)
     retry = actions.add_parser(
         "retry",
+        parents=[_GLOBALS],
         help="requeue failed deliveries",
         description="Requeue deliveries with a fresh retry schedule; receivers see the same "
         "webhook-id as before. Safe while the daemon runs (it picks them up within seconds).",
@@ -180,6 +212,7 @@ def _delivery_commands(commands: Any) -> None:
     retry.set_defaults(handler=handlers.cmd_deliveries_retry)
     replay = actions.add_parser(
         "replay",
+        parents=[_GLOBALS],
         help="send past events to a sink again",
         description="New deliveries to a sink of every event it takes since a time (same "
         "event ids, so receivers can tell repeats).",
@@ -189,6 +222,7 @@ def _delivery_commands(commands: Any) -> None:
     replay.set_defaults(handler=handlers.cmd_deliveries_replay)
     listen = commands.add_parser(
         "listen",
+        parents=[_GLOBALS],
         help="a local receiver that verifies and prints events",
         description="Receive webhooks on 127.0.0.1, verify their signatures and print each "
         "event (for store developers). Secrets: --secret, else the configuration's webhook sinks.",
@@ -201,7 +235,10 @@ def _delivery_commands(commands: Any) -> None:
     )
     listen.set_defaults(handler=handlers.cmd_listen)
     secret = commands.add_parser(
-        "secret", help="print a new whsec_ secret", description="Print a new webhook secret."
+        "secret",
+        parents=[_GLOBALS],
+        help="print a new whsec_ secret",
+        description="Print a new webhook secret.",
     )
     secret.set_defaults(handler=handlers.cmd_secret)
 
@@ -209,6 +246,7 @@ def _delivery_commands(commands: Any) -> None:
 def _tool_commands(commands: Any) -> None:
     sandbox = commands.add_parser(
         "sandbox",
+        parents=[_GLOBALS],
         help="run the local Dr Green sandbox",
         description=(
             "Serve the Dr Green sandbox: the DAPP API under /api/v1 (signed like the real one) "
@@ -238,6 +276,7 @@ def _tool_commands(commands: Any) -> None:
     sandbox.set_defaults(handler=handlers.cmd_sandbox)
     demo = commands.add_parser(
         "demo",
+        parents=[_GLOBALS],
         help="a scripted tour on an in-process sandbox",
         description=(
             "Start a sandbox in this process and walk a customer and an order through their "

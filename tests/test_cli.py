@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller import __version__
+from drgreen_poller.cli import build_parser
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.trial import write_trial_config
@@ -145,3 +146,36 @@ class TestTrialConfig:
         with pytest.raises(ConfigError, match="not written by --write-config"):
             write_trial_config(tmp_path, {"api_key": "a", "secret_key": "s", "base_url": "u"})
         assert (tmp_path / "config.toml").read_text() == "[daemon]\n"
+
+
+class TestGlobalOptions:
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            (["-c", "a.toml", "status"], ("a.toml", None)),
+            (["status", "-c", "b.toml", "--log-level", "debug"], ("b.toml", "debug")),
+            (
+                ["-c", "a.toml", "--log-level", "error", "status", "-c", "b.toml"],
+                ("b.toml", "error"),
+            ),
+            (["events", "list", "--config", "c.toml"], ("c.toml", None)),
+            (["deliveries", "list", "--log-level", "warning"], (None, "warning")),
+        ],
+    )
+    def test_before_or_after_the_command(
+        self, argv: list[str], expected: tuple[str | None, str | None]
+    ) -> None:
+        """-c, --log-level and --log-format work before or after the command; after wins."""
+        args = build_parser().parse_args(argv)
+        assert (args.config, args.log_level) == expected
+
+    async def test_check_config_takes_c_after_its_name(self, tmp_path: Path) -> None:
+        """``check-config -c FILE`` reads FILE (it was refused as an unknown argument)."""
+        path = tmp_path / "bad.toml"
+        path.write_text('[api]\nburst = "many"\n')
+        process = await asyncio.create_subprocess_exec(
+            *CLI, "check-config", "-c", str(path), stdout=PIPE, stderr=PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 2
+        assert "error: api.burst: must be an integer, not a string" in stderr.decode()
