@@ -30,7 +30,7 @@ from drgreen_poller.changes import (
     strain_removed,
 )
 from drgreen_poller.clock import Clock
-from drgreen_poller.errors import UpstreamNotFound
+from drgreen_poller.errors import UpstreamNotFound, UpstreamUnauthorized
 from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
 from drgreen_poller.store import TRACKED, Entity, Observation, Store
@@ -42,6 +42,8 @@ COMMISSIONS, STRAINS = "commissions", "strains"
 TIERS = (ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC, COMMISSIONS, STRAINS)
 # orderStatus values the list endpoint's ``status`` filter accepts (anything else is a 400).
 FILTERABLE_STATUSES = frozenset({"PENDING", "PROCESSING", "SHIPPED", "DELIVERED"})
+# Dr Green's "authenticated, but not this holder's resource" (docs 04-errors).
+FORBIDDEN = 403
 # An entity tracked by id (``drgreen-poller track``) before any poll saw it: its snapshot holds
 # only this mark, and its first observation counts as first seen (``*.created`` and so on).
 TRACKED_MARK = TRACKED
@@ -251,13 +253,20 @@ class HolderPoller:
         return observations + await self._order_fallbacks(missing)
 
     async def _order_fallbacks(self, missing: list[Entity]) -> list[Observation]:
-        """Order detail for tracked orders a sweep did not reach (detail lacks adminApproval)."""
+        """Order detail for tracked orders a sweep did not reach (detail lacks adminApproval).
+
+        An order detail cannot show leaves the active set: gone (404, ``orderDetails: null``) or
+        not this holder's (403, after this run's list call was accepted, so the key is fine).
+        """
         observations = []
         for entity in missing[: self.settings.max_detail_fallbacks]:
             try:
                 order = await self.api.order(entity.resource.id)
-            except UpstreamNotFound:
-                log.warning("order_vanished", holder=self.holder, order_id=entity.resource.id)
+            except (UpstreamNotFound, UpstreamUnauthorized) as exc:
+                if isinstance(exc, UpstreamUnauthorized) and exc.status != FORBIDDEN:
+                    raise
+                event = "order_vanished" if isinstance(exc, UpstreamNotFound) else "order_not_ours"
+                log.warning(event, holder=self.holder, order_id=entity.resource.id)
                 observations.append(
                     Observation(
                         entity.resource, entity.snapshot, tier=None, created_at=entity.created_at,
