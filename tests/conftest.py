@@ -12,7 +12,7 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.signing import ApiCredentials, generate_credentials
-from tests.fakes import ScriptedApi, start
+from tests.fakes import ScriptedApi, WebhookReceiver, start
 
 ClientFactory = Callable[..., ApiClient]
 
@@ -64,6 +64,17 @@ async def scripted() -> AsyncIterator[tuple[ScriptedApi, str]]:
     server = await start(api.app)
     try:
         yield api, str(server.make_url("/api/v1"))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    """A verifying webhook receiver on loopback and its URL."""
+    hook = WebhookReceiver()
+    server = await start(hook.app)
+    try:
+        yield hook, str(server.make_url("/drgreen/events"))
     finally:
         await server.close()
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
@@ -43,20 +41,12 @@ def _webhook(
     return WebhookSink(config, DELIVERY)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    hook = WebhookReceiver()
-    server = await start(hook.app)
-    try:
-        yield hook, str(server.make_url("/drgreen/events"))
-    finally:
-        await server.close()
-
-
 class TestWebhookSink:
-    async def test_standard_webhooks_headers(self, receiver: tuple[WebhookReceiver, str]) -> None:
+    async def test_standard_webhooks_headers(
+        self, webhook_receiver: tuple[WebhookReceiver, str]
+    ) -> None:
         """webhook-id, integer-second timestamp, v1 signature over the exact bytes sent."""
-        hook, url = receiver
+        hook, url = webhook_receiver
         sink = _webhook(url)
         outcome = await sink.deliver("evt_1", "order.approved", BODY, NOW)
         await sink.close()
@@ -76,10 +66,10 @@ class TestWebhookSink:
         )  # fmt: skip
 
     async def test_rotation_signs_with_every_secret(
-        self, receiver: tuple[WebhookReceiver, str]
+        self, webhook_receiver: tuple[WebhookReceiver, str]
     ) -> None:
         """Two secrets: two v1 entries separated by one space, each verifying alone."""
-        hook, url = receiver
+        hook, url = webhook_receiver
         sink = _webhook(url, OLD_SECRET, SECRET)
         await sink.deliver("evt_1", "order.approved", BODY, NOW)
         await sink.close()
@@ -92,9 +82,9 @@ class TestWebhookSink:
                 signature_header=header, body=BODY, now_s=NOW.timestamp(),
             )  # fmt: skip
 
-    async def test_hex_scheme(self, receiver: tuple[WebhookReceiver, str]) -> None:
+    async def test_hex_scheme(self, webhook_receiver: tuple[WebhookReceiver, str]) -> None:
         """signature = "hmac-sha256-hex": X-Signature sha256=<hex> and X-Timestamp instead."""
-        hook, url = receiver
+        hook, url = webhook_receiver
         sink = _webhook(url, signature="hmac-sha256-hex")
         await sink.deliver("evt_1", "order.approved", BODY, NOW)
         await sink.close()
@@ -104,10 +94,10 @@ class TestWebhookSink:
         assert "webhook-signature" not in headers
 
     async def test_failure_keeps_status_excerpt_and_hint(
-        self, receiver: tuple[WebhookReceiver, str]
+        self, webhook_receiver: tuple[WebhookReceiver, str]
     ) -> None:
         """A 503 is a failed attempt with its status, the answer's first bytes and Retry-After."""
-        hook, url = receiver
+        hook, url = webhook_receiver
         hook.fail_next, hook.retry_after = 1, "120"
         sink = _webhook(url)
         outcome = await sink.deliver("evt_1", "order.approved", BODY, NOW)
@@ -133,9 +123,9 @@ class TestWebhookSink:
         assert (outcome.ok, outcome.status) == (False, 302)
         assert visited == ["/hook"]
 
-    async def test_timeout(self, receiver: tuple[WebhookReceiver, str]) -> None:
+    async def test_timeout(self, webhook_receiver: tuple[WebhookReceiver, str]) -> None:
         """A receiver slower than the sink's timeout is a failed attempt classed "timeout"."""
-        hook, url = receiver
+        hook, url = webhook_receiver
         hook.hang_next = 1
         sink = _webhook(url, timeout_s=0.2)
         outcome = await sink.deliver("evt_1", "order.approved", BODY, NOW)

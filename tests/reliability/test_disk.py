@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from drgreen_poller.signing import generate_credentials
-from tests.fakes import WebhookReceiver, start
+from tests.fakes import WebhookReceiver
 from tests.reliability.disk_support import (
     CLOCK,
     Daemon,
@@ -67,39 +67,29 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    hook = WebhookReceiver()
-    server = await start(hook.app)
-    try:
-        yield hook, str(server.make_url("/drgreen/events"))
-    finally:
-        await server.close()
-
-
 def _world(
     tmp_path: Path,
     state_dir: Path,
     sandbox: Sandbox,
-    receiver: tuple[WebhookReceiver, str],
+    webhook_receiver: tuple[WebhookReceiver, str],
     session: aiohttp.ClientSession,
 ) -> World:
     state = state_dir / "state.db"
-    config = write_config(tmp_path, sandbox, state, receiver[1])
+    config = write_config(tmp_path, sandbox, state, webhook_receiver[1])
     driver = Driver(session, sandbox.control_url, random.Random(11))
-    return World(sandbox, receiver[0], driver, config, state)
+    return World(sandbox, webhook_receiver[0], driver, config, state)
 
 
 @pytest.fixture
 def world(
     tmp_path: Path,
     sandbox: Sandbox,
-    receiver: tuple[WebhookReceiver, str],
+    webhook_receiver: tuple[WebhookReceiver, str],
     session: aiohttp.ClientSession,
 ) -> World:
     """The world with its state in ``tmp_path/state``."""
     (tmp_path / "state").mkdir()
-    return _world(tmp_path, tmp_path / "state", sandbox, receiver, session)
+    return _world(tmp_path, tmp_path / "state", sandbox, webhook_receiver, session)
 
 
 @pytest.fixture
@@ -160,12 +150,12 @@ class TestDiskFull:
         tmp_path: Path,
         small_disk: Path,
         sandbox: Sandbox,
-        receiver: tuple[WebhookReceiver, str],
+        webhook_receiver: tuple[WebhookReceiver, str],
         session: aiohttp.ClientSession,
         start_daemon: StartDaemon,
     ) -> None:
         """Filling the state disk under changes stops the daemon with one line; nothing is lost."""
-        w = _world(tmp_path, small_disk, sandbox, receiver, session)
+        w = _world(tmp_path, small_disk, sandbox, webhook_receiver, session)
         for _ in range(FILL_ROUNDS):
             daemon = await start_daemon(w.config)
             await daemon.synced()
