@@ -47,14 +47,7 @@ async def _start(config: Path) -> tuple[Process, list[dict[str, object]]]:
 async def _stop(process: Process) -> tuple[int, str, str]:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await _stop_by_itself(process)
 
 
 class TestBackup:

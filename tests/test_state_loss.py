@@ -1,14 +1,13 @@
 """State lost or restored: no event id ever names two events, and a README receiver keeps all.
 
 The README tells receivers to deduplicate on ``webhook-id`` and to drop an event whose
-``sequence`` is not above the last one applied for its resource. These tests delete the state
-database, or put an older copy of it back, between runs of a real poller against the sandbox,
-and check both rules against everything the runs emitted.
+``sequence`` is not above the last one applied for its resource (``examples/receiver.py``).
+These tests delete the state database, or put an older copy of it back, between runs of a
+real poller against the sandbox, and check that receiver against everything the runs emitted.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,27 +26,7 @@ from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.lineage import backup_database, sidecar_path
-
-
-@dataclass
-class ReadmeReceiver:
-    """A receiver written as the README says: dedupe on id, drop stale by sequence."""
-
-    applied: list[dict[str, Any]] = field(default_factory=list)
-    dropped: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
-    last_sequence: dict[str, int] = field(default_factory=dict)
-
-    def receive(self, event: dict[str, Any]) -> None:
-        resource = event["holder"] + json.dumps(event["resource"], sort_keys=True)
-        if event["id"] in self.ids:
-            self.dropped.append(("duplicate", event))
-        elif event["sequence"] <= self.last_sequence.get(resource, -1):
-            self.dropped.append(("stale", event))
-        else:
-            self.ids.add(event["id"])
-            self.last_sequence[resource] = event["sequence"]
-            self.applied.append(event)
+from tests.example_receiver import dropped_by_example_receiver
 
 
 def _transition(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -132,13 +111,6 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
         yield made
 
 
-def _receive_all(events: list[dict[str, Any]]) -> ReadmeReceiver:
-    receiver = ReadmeReceiver()
-    for event in events:
-        receiver.receive(event)
-    return receiver
-
-
 class TestStateDeleted:
     async def test_no_id_reused_and_every_event_kept(self, shop: Shop) -> None:
         """After the database is deleted, new transitions get new ids and higher sequences."""
@@ -155,9 +127,7 @@ class TestStateDeleted:
             "order.shipped",
         ]
         assert_ids_name_one_transition(shop.emitted)
-        receiver = _receive_all(shop.emitted)
-        assert receiver.dropped == []
-        assert len(receiver.applied) == len(shop.emitted)
+        assert dropped_by_example_receiver(shop.emitted) == []
 
     async def test_holder_events_on_two_databases_differ(self, tmp_path: Path) -> None:
         """The same kind of holder event in a later, new database is a new id."""
@@ -206,7 +176,7 @@ class TestStateRestored:
         assert (store.lineage.rebase_reason or "").startswith(reason)
         assert [e["type"] for e in shop.emitted[before:]] == ["order.paid", "order.processing"]
         assert_ids_name_one_transition(shop.emitted)
-        assert _receive_all(shop.emitted).dropped == []
+        assert dropped_by_example_receiver(shop.emitted) == []
 
     async def test_another_database_at_the_path_is_rebased(
         self, shop: Shop, tmp_path: Path
@@ -252,7 +222,7 @@ class TestStateRestored:
         # Paid and unpaid again meanwhile: upstream shows only the rejection as new.
         assert [e["type"] for e in shop.emitted[before:]] == ["order.rejected"]
         assert_ids_name_one_transition(shop.emitted)
-        assert _receive_all(shop.emitted).dropped == []
+        assert dropped_by_example_receiver(shop.emitted) == []
 
 
 class TestReaders:

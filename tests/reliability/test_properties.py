@@ -10,7 +10,6 @@ must reach the state it stores. A few hundred examples run in ``make test``;
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -40,11 +39,12 @@ from drgreen_poller.changes import (
 )
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.errors import SigningError
-from drgreen_poller.events import Resource, encode
+from drgreen_poller.events import Resource
 from drgreen_poller.models import parse_client, parse_order, parse_strain
 from drgreen_poller.signing import canonical_json, canonical_query, rebuild_canonical
 from drgreen_poller.store import Observation, Store
 from drgreen_poller.store.lineage import backup_database
+from tests.example_receiver import dropped_by_example_receiver
 
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
 PROPERTY = settings(
@@ -510,32 +510,13 @@ def _transition(event: dict[str, Any]) -> tuple[Any, ...]:
     return (*where, event["type"], json.dumps(event["data"]["previous"], sort_keys=True))
 
 
-def _example_receiver() -> Any:
-    """examples/receiver.py, loaded from its file (it is a script, not a package module)."""
-    path = Path(__file__).parents[2] / "examples" / "receiver.py"
-    spec = importlib.util.spec_from_file_location("drgreen_example_receiver", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-receiver = _example_receiver()
-
-
 def _check_ids_and_receiver(events: list[dict[str, Any]]) -> None:
     """No id names two transitions; examples/receiver.py keeps every event it has not seen."""
     named: dict[str, tuple[Any, ...]] = {}
     for event in events:
         assert named.setdefault(event["id"], _transition(event)) == _transition(event), event
-    db = receiver.open_db(":memory:")
-    try:
-        for event in events:
-            new, stale = receiver.record(db, event["id"], event, encode(event))
-            assert not (new and stale), f"a real event dropped as stale: {event}"
-    finally:
-        db.close()
+    stale = [event for why, event in dropped_by_example_receiver(events) if why == "stale"]
+    assert stale == [], f"real events dropped as stale: {stale}"
 
 
 class TestEventIds:
