@@ -182,7 +182,8 @@ async def open_lineage(
         )
     await db.execute("BEGIN IMMEDIATE")
     try:
-        fresh = await _one(db, "SELECT 1 FROM lineage") is None and await _create(db, now)
+        # The caller's setup lock keeps any other process from creating the row meanwhile.
+        fresh = existing is None and await _create(db, now)
         row = await _row(db)
         seen = _read_sidecar(path)
         reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
