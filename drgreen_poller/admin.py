@@ -272,14 +272,14 @@ def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:
     return found
 
 
-async def backup(config: Config, target: Path, clock: Clock) -> tuple[Path, int]:
-    """Copy the state consistently to ``target`` (a file, or a directory to name it in).
+async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:
+    """Copy the state consistently to ``given`` (a file, or a directory to name it in).
 
     Returns the copy's path and size. Raises ``StoreError`` when there is no state to copy or
     the copy cannot be written.
     """
     source, now = config.daemon.state_path, clock.now()
-    target = _backup_target(source, target, now)
+    target = _backup_target(source, given, now)
     # Brings an older schema up to date first; a backup is no start of the state.
     store = await Store.open(source, clock=clock, writer=False)
     await store.close()
@@ -290,9 +290,13 @@ async def backup(config: Config, target: Path, clock: Clock) -> tuple[Path, int]
     return target, size
 
 
-def _backup_target(source: Path, target: Path, now: datetime) -> Path:
+def _backup_target(source: Path, given: str, now: datetime) -> Path:
+    """Where the copy goes: ``given`` itself, or a dated file in it when it is a directory."""
     if not source.is_file():
         raise StoreError(f"there is no state database at {source} to back up")
+    target = Path(given)
+    if given.endswith("/") and not target.is_dir():
+        raise StoreError(f"cannot write the backup into {given}: no such directory")
     if target.is_dir():
         target = target / f"drgreen-poller-state-{now.strftime('%Y%m%dT%H%M%SZ')}.db"
     if not target.parent.is_dir():

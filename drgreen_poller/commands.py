@@ -203,13 +203,10 @@ def cmd_events_list(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from drgreen_poller.admin import backup
-    from drgreen_poller.errors import StoreError
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
-    if args.path.endswith("/") and not Path(args.path).is_dir():
-        raise StoreError(f"cannot write the backup into {args.path}: no such directory")
-    target, size = asyncio.run(backup(config, Path(args.path), SystemClock()))
+    target, size = asyncio.run(backup(config, args.path, SystemClock()))
     print(f"backed up {config.daemon.state_path} to {target} ({size:,} bytes)")
     return EXIT_OK
 
