@@ -56,13 +56,9 @@ class Change:
     current: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _step(
-    kind: str, key: str, before: Any, after: Any, *, occurred_at: str | None, inferred: bool = False
-) -> Change:
+def _step(kind: str, key: str, before: Any, after: Any, *, occurred_at: str | None) -> Change:
     """A change of one field from ``before`` to ``after``."""
-    return Change(
-        kind, {key: before}, inferred=inferred, occurred_at=occurred_at, current={key: after}
-    )
+    return Change(kind, {key: before}, occurred_at=occurred_at, current={key: after})
 
 
 @dataclass(frozen=True, slots=True)

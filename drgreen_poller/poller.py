@@ -300,7 +300,7 @@ class HolderPoller:
                 detection,
                 entity,
                 tier,
-                dict(client.raw),
+                client.raw,
                 client.created_at,
                 silent=silent and entity is None,
             )
@@ -357,7 +357,7 @@ class HolderPoller:
         entity = stored.get(resource.key)
         summary = await self.api.commissions_summary()
         detection = detect_commissions(entity.snapshot if entity else None, summary)
-        o = _observation(resource, detection, entity, None, dict(summary.raw), None, silent=False)
+        o = _observation(resource, detection, entity, None, summary.raw, None, silent=False)
         return [o] if o else []
 
     async def _strains(self, first_sync: bool) -> list[Observation]:
@@ -378,7 +378,7 @@ class HolderPoller:
                     detection,
                     entity,
                     None,
-                    dict(strain.raw),
+                    strain.raw,
                     None,
                     silent=silent and entity is None,
                 )
