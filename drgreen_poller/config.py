@@ -78,6 +78,8 @@ class DaemonConfig:
     log_format: LogFormat = "auto"
     http_listen: str = "127.0.0.1:9187"
     first_sync: FirstSync = "seed"
+    # /healthz is 503 while a sink's oldest owed delivery has waited longer than this
+    health_max_delivery_age_s: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +185,19 @@ _SINK_KEYS: dict[str, set[str]] = {
 }
 
 
+_DAEMON_KEYS = {
+    "state_path",
+    "log_level",
+    "log_format",
+    "http_listen",
+    "first_sync",
+    "health_max_delivery_age",
+}
+
+
 def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
     d = DaemonConfig()
-    with r.table("daemon", value, {f for f in DaemonConfig.__slots__}) as t:
+    with r.table("daemon", value, _DAEMON_KEYS) as t:
         state = r.get(t, "daemon", "state_path", string, None)
         return DaemonConfig(
             state_path=(base_dir / state) if state else d.state_path,
@@ -198,6 +210,13 @@ def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
             http_listen=r.get(t, "daemon", "http_listen", listen_address, d.http_listen),
             first_sync=cast(
                 FirstSync, r.get(t, "daemon", "first_sync", choice("seed", "emit"), d.first_sync)
+            ),
+            health_max_delivery_age_s=r.get(
+                t,
+                "daemon",
+                "health_max_delivery_age",
+                positive_duration,
+                d.health_max_delivery_age_s,
             ),
         )
 

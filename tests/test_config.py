@@ -73,6 +73,7 @@ class TestExample:
         assert config.schedule.stale_after_s == 7 * 86400
         assert config.schedule.terminal_order_statuses == ("DELIVERED", "CANCELLED")
         assert config.schedule.unauthorized_retry_s == 300
+        assert config.daemon.health_max_delivery_age_s == 900
         assert config.delivery.retry_schedule_s == (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
         assert [s.kind for s in config.sinks] == ["webhook", "file"]
         assert config.sinks[0].secrets[0].value == WHSEC
@@ -89,6 +90,7 @@ class TestDefaults:
         assert config.daemon.first_sync == "seed"
         assert config.schedule.jitter == 0.10
         assert config.schedule.unauthorized_retry_s == 300
+        assert config.daemon.health_max_delivery_age_s == 900
         assert config.sinks == ()
         assert any("no" in w and "sinks" in w for w in config.warnings)
 
@@ -107,6 +109,12 @@ class TestDefaults:
     def test_durations(self, text: str | float, seconds: float) -> None:
         """Durations are strings with a unit or plain seconds."""
         assert duration(text) == seconds
+
+    def test_health_max_delivery_age(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """[daemon] health_max_delivery_age is read as a duration."""
+        extra = '[daemon]\nstate_path = "state.db"\nhealth_max_delivery_age = "30m"'
+        config = load_config(_minimal(tmp_path, credentials, extra), {})
+        assert config.daemon.health_max_delivery_age_s == 1800
 
     def test_path_from_env(self) -> None:
         """-c wins, then DRGREEN_POLLER_CONFIG, then the default path."""
@@ -177,6 +185,14 @@ class TestProblems:
                 "schedule.unauthorized_retry: 'soon' is not a duration",
             ),
             ("[schedule]\nunauthorized_retry = 0", "schedule.unauthorized_retry: must be"),
+            (
+                '[daemon]\nhealth_max_delivery_age = "soon"',
+                "daemon.health_max_delivery_age: 'soon' is not a duration",
+            ),
+            (
+                "[daemon]\nhealth_max_delivery_age = 0",
+                "daemon.health_max_delivery_age: must be more than zero",
+            ),
             (
                 '[daemon]\nfirst_sync = "all"',
                 "daemon.first_sync: must be one of seed, emit; got 'all'",
