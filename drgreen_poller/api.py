@@ -9,7 +9,6 @@ the retry. Medical data is dropped before anything leaves this module.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -61,6 +60,10 @@ from drgreen_poller.signing import (
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# Told ``(endpoint, status, duration_ms)`` after every request: the HTTP status as text, or the
+# error class ("timeout", "ClientConnectorError") when no response came.
+RequestHook = Callable[[str, str, float], None]
 
 USER_AGENT = f"drgreen-poller/{__version__}"
 DEFAULT_TAKE = 100
@@ -117,6 +120,7 @@ class ApiClient:
         clock: the time source (token bucket, ``Retry-After`` dates).
         bucket: the holder's token bucket; one is made from ``settings`` when not given.
         holder: the holder's name, for logs.
+        on_request: hooks told about every request as it ends (metrics subscribe here).
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class ApiClient:
         *,
         bucket: TokenBucket | None = None,
         holder: str = "",
+        on_request: Sequence[RequestHook] = (),
     ) -> None:
         self._session = session
         self._base = settings.base_url.rstrip("/")
@@ -137,8 +142,8 @@ class ApiClient:
         self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
         self.holder = holder
         self.requests_sent = 0  # every request that left, for the canonical poll log line
-        # (endpoint, HTTP status or error class) → count, for /metrics
-        self.stats: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Observers of every request (httpx's event hooks): subscribe by appending.
+        self.request_hooks: list[RequestHook] = list(on_request)
 
     # --- transport ------------------------------------------------------------------------
 
@@ -196,13 +201,12 @@ class ApiClient:
                 status, retry_after = response.status, response.headers.get("Retry-After")
                 location = response.headers.get("Location", "")
         except TimeoutError as exc:
-            self.stats[(endpoint, "timeout")] += 1
+            self._tell(endpoint, "timeout", started)
             raise UpstreamTimeout("no response within the timeout", endpoint=endpoint) from exc
         except aiohttp.ClientError as exc:
-            self.stats[(endpoint, type(exc).__name__)] += 1
+            self._tell(endpoint, type(exc).__name__, started)
             raise UpstreamUnavailable(type(exc).__name__, endpoint=endpoint) from exc
-        self.stats[(endpoint, str(status))] += 1
-        duration_ms = round((self._clock.monotonic() - started) * 1000, 1)
+        duration_ms = self._tell(endpoint, str(status), started)
         log.debug(
             "upstream_request_finished",
             holder=self.holder,
@@ -219,6 +223,13 @@ class ApiClient:
         return interpret_response(
             status, body, retry_after=retry_after, now=self._clock.now(), endpoint=endpoint
         )
+
+    def _tell(self, endpoint: str, status: str, started: float) -> float:
+        """Tell the request hooks how a request ended; returns its duration in ms."""
+        duration_ms = round((self._clock.monotonic() - started) * 1000, 1)
+        for hook in self.request_hooks:
+            hook(endpoint, status, duration_ms)
+        return duration_ms
 
     async def health(self) -> bool:
         """Whether ``GET /public/healthStatus`` (unsigned) answers with success."""

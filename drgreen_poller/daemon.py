@@ -223,11 +223,13 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     sinks = build_sinks(config.sinks, config.delivery)
     worker = DeliveryWorker(
         store, sinks, config.delivery, clock, rng,
-        on_attempt=lambda sink, outcome: metrics.deliveries.labels(sink, outcome).inc(),
+        on_attempt=metrics.delivery_attempted,
     )  # fmt: skip
 
-    def polled(holder: str, tier: str, outcome: str, events: Sequence[Mapping[str, Any]]) -> None:
-        metrics.poll_finished(holder, tier, outcome, events)
+    def polled(
+        holder: str, tier: str, outcome: str, events: Sequence[Mapping[str, Any]], took_s: float
+    ) -> None:
+        metrics.poll_finished(holder, tier, outcome, events, took_s)
         if events:
             worker.wake()  # fresh events go out at once, not at the next check
 
@@ -242,11 +244,13 @@ async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
     names = list(runtime.pollers)
     now = clock.now().timestamp()
     due = await _first_dues(store, names, tier_timing, now, rng)
-    clients = {name: poller.api for name, poller in runtime.pollers.items()}
-    inputs = HealthInputs(names, tier_timing, started_at=now)
-    listener = await _listen(
-        config.daemon.http_listen, build_app(store, metrics, clients, inputs, clock)
-    )
+    for name, poller in runtime.pollers.items():
+        metrics.watch_api(name, poller.api)
+    inputs = HealthInputs(
+        names, tier_timing, started_at=now, sinks=list(sinks),
+        max_delivery_age_s=config.daemon.health_max_delivery_age_s,
+    )  # fmt: skip
+    listener = await _listen(config.daemon.http_listen, build_app(store, metrics, inputs, clock))
     stop_delivery = asyncio.Event()
     delivering = asyncio.create_task(worker.run(stop_delivery, STOP_GRACE_S))
     scheduler.start(due)

@@ -63,7 +63,8 @@ class DeliveryWorker:
         config: ``[delivery]``: timeout, retry schedule, retention, concurrency.
         clock: the time source.
         rng: randomness for retry jitter.
-        on_attempt: told ``(sink, outcome)`` for every attempt (metrics).
+        on_attempt: told ``(sink, outcome)`` for every attempt (metrics), outcome being
+            ``delivered``, ``retrying`` or ``failed`` (given up).
     """
 
     def __init__(
@@ -147,8 +148,7 @@ class DeliveryWorker:
 
     def _log(self, record: AttemptRecord) -> None:
         sink = record.sink
-        outcome = "delivered" if record.ok else record.state
-        self.on_attempt(sink, outcome)
+        self.on_attempt(sink, record.outcome)
         fields = {
             "sink": sink, "event_id": record.event_id, "delivery_id": record.delivery_id,
             "attempt": record.attempt, "duration_ms": record.duration_ms,

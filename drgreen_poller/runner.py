@@ -41,7 +41,8 @@ from drgreen_poller.store import Observation, Store
 
 log = structlog.get_logger(__name__)
 
-ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]]], None]
+# (holder, tier, outcome, events, duration_s): duration_s is how long the poll itself took.
+ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]], float], None]
 
 
 class TierRunner:
@@ -60,8 +61,9 @@ class TierRunner:
         clock: the time source.
         timings: the ``Timing`` of each tier.
         rng: randomness for jitter.
-        on_result: told ``(holder, tier, outcome, events)`` after every run, outcome being
-            ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery worker).
+        on_result: told ``(holder, tier, outcome, events, duration_s)`` after every run,
+            outcome being ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery
+            worker); an operational event is told as tier ``holder``, outcome ``event``.
         unauthorized_retry_s: the probe interval of a refused holder.
     """
 
@@ -72,7 +74,7 @@ class TierRunner:
         clock: Clock,
         timings: Mapping[str, Timing],
         rng: random.Random,
-        on_result: ResultHook = lambda holder, tier, outcome, events: None,
+        on_result: ResultHook = lambda holder, tier, outcome, events, duration_s: None,
         *,
         unauthorized_retry_s: float = UNAUTHORIZED_RETRY_S,
     ) -> None:
@@ -173,21 +175,22 @@ class TierRunner:
         if holder in refused:
             return await self._probe(holder, tier, now)
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
+        started = self.clock.monotonic()
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
-            self.on_result(holder, tier, "unauthorized", [])
+            self.on_result(holder, tier, "unauthorized", [], self.clock.monotonic() - started)
             return await self._unauthorized(holder, tier, exc)
         except (UpstreamError, ConcurrentUpdate) as exc:
-            self.on_result(holder, tier, "failed", [])
+            self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing)
         except StoreError:
             raise  # the database is gone: the daemon must stop, not spin
         except Exception as exc:  # loop-level boundary: log, back off, carry on
             log.exception("poll_crashed", holder=holder, tier=tier)
-            self.on_result(holder, tier, "failed", [])
+            self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing)
-        self.on_result(holder, tier, "ok", result.events)
+        self.on_result(holder, tier, "ok", result.events, self.clock.monotonic() - started)
         return next_due
 
     async def _refusals(self) -> dict[str, float]:
@@ -292,7 +295,7 @@ class TierRunner:
         committed = await self.store.commit_holder_event(
             holder, observation, now=self.clock.now(), unauthorized_since=since
         )
-        self.on_result(holder, "holder", "event", committed.events)
+        self.on_result(holder, "holder", "event", committed.events, 0.0)
 
 
 def _describe(exc: Exception) -> str:

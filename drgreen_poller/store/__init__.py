@@ -8,7 +8,13 @@ a second daemon off the same file. Nothing here decides what to poll or when to 
 from __future__ import annotations
 
 from drgreen_poller.store.connection import MIGRATIONS, Connection, SinkRoute, StateLock
-from drgreen_poller.store.outbox import AttemptRecord, DeliveryRow, DueDelivery, Outbox
+from drgreen_poller.store.outbox import (
+    AttemptRecord,
+    DeliveryRow,
+    DueDelivery,
+    Outbox,
+    SinkBacklog,
+)
 from drgreen_poller.store.polling import (
     TRACKED,
     CommitResult,
@@ -33,6 +39,7 @@ __all__ = [
     "DueDelivery",
     "Entity",
     "Observation",
+    "SinkBacklog",
     "SinkRoute",
     "StateLock",
     "Store",

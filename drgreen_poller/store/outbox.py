@@ -51,6 +51,30 @@ class AttemptRecord:
     sink: str = ""  # for the caller's logs; not stored (the delivery row has them)
     event_id: str = ""
 
+    @property
+    def outcome(self) -> str:
+        """What the attempt came to: ``delivered``, ``retrying`` (a later attempt is scheduled)
+        or ``failed`` (given up: the row is dead until requeued)."""
+        if self.ok:
+            return "delivered"
+        return "retrying" if self.state == "pending" else "failed"
+
+
+# The states of a delivery not (yet) delivered: the backlog of a sink.
+UNDELIVERED_STATES = ("pending", "delivering", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkBacklog:
+    """A sink's deliveries not delivered: counts by state, and the oldest still owed.
+
+    ``oldest_due_at`` is when the oldest ``pending`` or ``delivering`` row was created (ISO
+    text; None when nothing is owed). ``failed`` rows are dead until requeued, not owed.
+    """
+
+    counts: dict[str, int]
+    oldest_due_at: str | None
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
@@ -124,6 +148,21 @@ class Outbox(Connection):
         )
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
+
+    async def undelivered(self) -> dict[str, SinkBacklog]:
+        """Per sink with any: rows pending, delivering and failed, and the oldest owed one."""
+        rows = await self._rows(
+            "SELECT sink, SUM(state = 'pending'), SUM(state = 'delivering'),"
+            " SUM(state = 'failed'),"
+            " MIN(CASE WHEN state IN ('pending', 'delivering') THEN created_at END)"
+            " FROM deliveries WHERE state IN ('pending', 'delivering', 'failed') GROUP BY sink"
+        )
+        return {
+            row[0]: SinkBacklog(
+                dict(zip(UNDELIVERED_STATES, (int(n) for n in row[1:4]), strict=True)), row[4]
+            )
+            for row in rows
+        }
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
         """Log finished attempts and move their rows on, all in one transaction."""
