@@ -78,6 +78,9 @@ class DaemonConfig:
     log_format: LogFormat = "auto"
     http_listen: str = "127.0.0.1:9187"
     first_sync: FirstSync = "seed"
+    # On stop, polling and delivery wind down together within this; keep it below the unit's
+    # TimeoutStopSec (45 s), after which systemd kills the process.
+    stop_grace_s: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,8 @@ _SINK_KEYS: dict[str, set[str]] = {
 
 def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
     d = DaemonConfig()
-    with r.table("daemon", value, {f for f in DaemonConfig.__slots__}) as t:
+    keys = {"state_path", "log_level", "log_format", "http_listen", "first_sync", "stop_grace"}
+    with r.table("daemon", value, keys) as t:
         state = r.get(t, "daemon", "state_path", string, None)
         return DaemonConfig(
             state_path=(base_dir / state) if state else d.state_path,
@@ -199,6 +203,7 @@ def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
             first_sync=cast(
                 FirstSync, r.get(t, "daemon", "first_sync", choice("seed", "emit"), d.first_sync)
             ),
+            stop_grace_s=r.get(t, "daemon", "stop_grace", positive_duration, d.stop_grace_s),
         )
 
 

@@ -7,7 +7,7 @@ app serving both. It reads the store and the API clients' counters; it changes n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,14 +143,15 @@ def build_app(
     store: Store,
     metrics: Metrics,
     clients: Mapping[str, ApiClient],
-    inputs: HealthInputs,
+    inputs: Callable[[], HealthInputs],
     clock: Clock,
 ) -> web.Application:
-    """The aiohttp app serving ``/healthz`` and ``/metrics``."""
+    """The aiohttp app serving ``/healthz`` and ``/metrics``; ``inputs`` gives what the health
+    rule judges as the configuration stands now (a reload changes holders and intervals)."""
 
     async def healthz(_: web.Request) -> web.Response:
         problems = health_problems(
-            inputs,
+            inputs(),
             await store.tier_runs(),
             await store.unauthorized_holders(),
             clock.now().timestamp(),

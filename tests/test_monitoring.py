@@ -12,7 +12,7 @@ import pytest
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import load_config
-from drgreen_poller.daemon import run_daemon
+from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.errors import DrGreenError
 from drgreen_poller.monitoring import HealthInputs, health_problems
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
@@ -68,8 +68,8 @@ class TestListener:
             config = load_config(
                 write_config(tmp_path, box.base_url, holder, http_listen=f"127.0.0.1:{port}"), {}
             )
-            stop = asyncio.Event()
-            daemon = asyncio.create_task(run_daemon(config, SystemClock(), stop))
+            controls = Controls()
+            daemon = asyncio.create_task(run_daemon(config, SystemClock(), controls))
             try:
                 async with aiohttp.ClientSession() as session:
                     body = await _wait_for_polls(session, port, daemon)
@@ -77,7 +77,7 @@ class TestListener:
                         assert health.status == 200
                         assert await health.json() == {"status": "ok"}
             finally:
-                stop.set()
+                controls.request_stop()
                 await asyncio.wait_for(daemon, 5)
         assert 'drgreen_poller_polls_total{holder="shop",outcome="ok",tier="active_orders"}' in body
         assert 'endpoint="GET /dapp/orders",holder="shop",status="200"' in body
@@ -95,7 +95,7 @@ class TestListener:
                     write_config(tmp_path, box.base_url, holder, http_listen=address), {}
                 )
                 with pytest.raises(DrGreenError, match=r"daemon\.http_listen: cannot listen on"):
-                    await run_daemon(config, SystemClock(), asyncio.Event())
+                    await run_daemon(config, SystemClock(), Controls())
 
 
 async def _wait_for_polls(

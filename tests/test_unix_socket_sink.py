@@ -13,7 +13,7 @@ from aiohttp import web
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
-from drgreen_poller.daemon import sink_routes
+from drgreen_poller.service import sink_routes
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import Resource
