@@ -44,8 +44,16 @@ class ConfigChanges:
         return tuple(name for name, what in self.holders_changed.items() if "keys" in what)
 
     def log_fields(self) -> dict[str, Any]:
-        """The non-empty parts, as fields of the ``config_reloaded`` line."""
-        return {f.name: value for f in dataclasses.fields(self) if (value := getattr(self, f.name))}
+        """The non-empty parts, as fields of the ``config_reloaded`` line (lists, not tuples:
+        the console then renders them as a JSON reader sees them)."""
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict) and value:
+                fields[f.name] = {name: list(what) for name, what in value.items()}
+            elif isinstance(value, tuple) and value:
+                fields[f.name] = list(value)
+        return fields
 
 
 def config_changes(old: Config, new: Config) -> ConfigChanges:
