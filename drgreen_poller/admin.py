@@ -22,11 +22,11 @@ import aiohttp
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config, SinkConfig, duration
-from drgreen_poller.daemon import api_settings
 from drgreen_poller.errors import ConfigError, StoreError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
+from drgreen_poller.service import api_settings
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.store import DeliveryRow, StateLock, Store
 from drgreen_poller.store.lineage import backup_database, restore_database

@@ -72,17 +72,17 @@ def _stop_as_if_terminated() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from drgreen_poller.daemon import run_daemon
+    from drgreen_poller.daemon import Controls, run_daemon
 
     config = _load(args)
     output = _configure_logs(args, config, sys.stdout, on_closed=_stop_as_if_terminated)
+    path = config_path(args.config, os.environ)
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await run_daemon(config, SystemClock(), stop)
+        controls = Controls()
+        controls.install(asyncio.get_running_loop())
+        # A reload reads the same file again, with the environment of now.
+        await run_daemon(config, SystemClock(), controls, lambda: load_config(path))
         return EXIT_OK
 
     code = asyncio.run(main())

@@ -78,6 +78,9 @@ class DaemonConfig:
     log_format: LogFormat = "auto"
     http_listen: str = "127.0.0.1:9187"
     first_sync: FirstSync = "seed"
+    # On stop, polling and delivery wind down together within this; keep it below the unit's
+    # TimeoutStopSec (45 s), after which systemd kills the process.
+    stop_grace_s: float = 20.0
     # /healthz is 503 while a sink's oldest owed delivery has waited longer than this
     health_max_delivery_age_s: float = 900.0
 
@@ -191,6 +194,7 @@ _DAEMON_KEYS = {
     "log_format",
     "http_listen",
     "first_sync",
+    "stop_grace",
     "health_max_delivery_age",
 }
 
@@ -211,6 +215,7 @@ def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
             first_sync=cast(
                 FirstSync, r.get(t, "daemon", "first_sync", choice("seed", "emit"), d.first_sync)
             ),
+            stop_grace_s=r.get(t, "daemon", "stop_grace", positive_duration, d.stop_grace_s),
             health_max_delivery_age_s=r.get(
                 t,
                 "daemon",

@@ -1,158 +1,68 @@
-"""The composition root: builds every part from the configuration and runs the daemon.
+"""The composition root: runs the parts ``service`` builds, from start to stop, with reloads.
 
-The only module that knows every part. ``run_daemon`` holds the state lock, opens the store and
-the HTTP session, starts the scheduler, tells systemd it is ready, and on stop abandons the polls
-in progress (nothing of them is written), lets deliveries in flight finish within a grace period,
-and closes the session and the database last.
+The only module that knows every part at run time. ``run_daemon`` holds the state lock, opens the
+store and the HTTP session (``service.open_runtime``), builds the parts (``build_service``) and
+``serve``s them: every loop in one ``asyncio.TaskGroup``; a reload (SIGHUP) applies the file
+anew, or keeps the running configuration when the file is invalid; on stop, polls in progress are
+abandoned (nothing of them is written) while deliveries in flight finish, together under one grace
+period, and a second stop request ends at once. The store and the session close last.
 ``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
-from drgreen_poller.delivery import DeliveryWorker
-from drgreen_poller.errors import DrGreenError, StateLocked, StoreError, UpstreamError
-from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
-from drgreen_poller.poller import TIERS, HolderPoller, PollResult, PollSettings
-from drgreen_poller.runner import TierRunner
-from drgreen_poller.scheduler import TierScheduler, Timing, initial_due
-from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.sinks import build_sinks
-from drgreen_poller.store import SinkRoute, StateLock, Store
-from drgreen_poller.store.lineage import Lineage
+from drgreen_poller.errors import ConfigError, DrGreenError, StateLocked, StoreError, UpstreamError
+from drgreen_poller.monitoring import build_app
+from drgreen_poller.poller import TIERS, PollResult
+from drgreen_poller.scheduler import Timing
+from drgreen_poller.service import (
+    Service,
+    apply_config,
+    build_service,
+    first_dues,
+    open_runtime,
+    timings,
+)
+from drgreen_poller.store import StateLock
 from drgreen_poller.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
-# On stop, deliveries in flight get this long to finish before they are cancelled.
-STOP_GRACE_S = 20.0
 # A poll running longer than this is stuck: the watchdog stops vouching for the daemon.
 STUCK_RUN_S = 600.0
-
-
-def api_settings(config: Config) -> ApiSettings:
-    api = config.api
-    return ApiSettings(api.base_url, api.timeout_s, api.requests_per_second, api.burst)
-
-
-def poll_settings(config: Config) -> PollSettings:
-    return PollSettings(
-        first_sync=config.daemon.first_sync,
-        stale_after_s=config.schedule.stale_after_s,
-        order_terminal_statuses=frozenset(config.schedule.terminal_order_statuses),
-    )
-
-
-def timings(config: Config) -> dict[str, Timing]:
-    s = config.schedule
-    intervals = {
-        "active_orders": s.active_orders_s,
-        "stale_orders": s.stale_orders_s,
-        "pending_kyc": s.pending_kyc_s,
-        "commissions": s.commissions_s,
-        "strains": s.strains_s,
-    }
-    return {
-        tier: Timing(interval, s.jitter, s.backoff_base_s, s.backoff_max_s)
-        for tier, interval in intervals.items()
-    }
-
-
-def sink_routes(config: Config) -> list[SinkRoute]:
-    return [SinkRoute(sink.name, sink.events) for sink in config.sinks]
+ConfigLoader = Callable[[], Config]
 
 
 @dataclass
-class Runtime:
-    """The parts shared by ``run`` and ``poll-once``."""
+class Controls:
+    """What the outside asks of a running daemon: signals in production, calls in tests."""
 
-    config: Config
-    clock: Clock
-    store: Store
-    session: aiohttp.ClientSession
-    pollers: dict[str, HolderPoller]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    force: asyncio.Event = field(default_factory=asyncio.Event)
+    reload: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def request_stop(self) -> None:
+        """The first request stops within the grace period; any further one stops at once."""
+        if self.stop.is_set():
+            self.force.set()
+        self.stop.set()
 
-def log_lineage(lineage: Lineage, path: Path) -> None:
-    """Say when the state is new or was restored: both mean history may have been lost."""
-    if lineage.fresh and lineage.rebased_now:
-        log.error(
-            "state_lost",
-            path=str(path),
-            began_at=lineage.began_at,
-            reason=lineage.rebase_reason,
-            hint="what exists upstream is taken as it is (first_sync); new events count on "
-            "from a new sequence floor so no id or sequence is reused",
-        )
-    elif lineage.fresh:
-        log.warning(
-            "state_created",
-            path=str(path),
-            began_at=lineage.began_at,
-            hint="no state existed at this path: if one did before, it was lost; what exists "
-            "upstream is taken as it is (first_sync), and new events count on from a new "
-            "sequence floor so no id or sequence is reused",
-        )
-    elif lineage.rebased_now:
-        log.warning(
-            "state_restored",
-            path=str(path),
-            reason=lineage.rebase_reason,
-            sequence_floor=lineage.sequence_floor,
-            hint="changes since the copy was made may be announced again, under new ids",
-        )
-    else:
-        log.info(
-            "state_opened",
-            path=str(path),
-            began_at=lineage.began_at,
-            restored_at=lineage.rebased_at,
-            restore_reason=lineage.rebase_reason,
-        )
-
-
-@asynccontextmanager
-async def open_runtime(
-    config: Config, clock: Clock, *, dry_run: bool = False
-) -> AsyncIterator[Runtime]:
-    """Open the store and the HTTP session and build one poller per holder; close them last.
-
-    A dry run opens the store as a reader: it records nothing of its own.
-    """
-    store = await Store.open(
-        config.daemon.state_path, sinks=sink_routes(config), clock=clock, writer=not dry_run
-    )
-    log_lineage(store.lineage, config.daemon.state_path)
-    try:
-        if not dry_run:
-            await store.ensure_holders([h.name for h in config.holders], clock.now())
-        async with aiohttp.ClientSession() as session:
-            pollers = {}
-            for holder in config.holders:
-                credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
-                api = ApiClient(
-                    session, api_settings(config), credentials, clock, holder=holder.name
-                )
-                pollers[holder.name] = HolderPoller(
-                    holder.name, holder.strain_countries, api, store, clock, poll_settings(config)
-                )
-            yield Runtime(config, clock, store, session, pollers)
-    finally:
-        await store.close()
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGINT and SIGTERM request a stop; SIGHUP a reload."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
 
 
 async def poll_once(
@@ -199,92 +109,67 @@ async def _poll_all(
                     failures.append((name, tier, exc))
 
 
-async def run_daemon(config: Config, clock: Clock, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set.
+async def run_daemon(
+    config: Config, clock: Clock, controls: Controls, load: ConfigLoader | None = None
+) -> None:
+    """Run until ``controls`` asks for a stop; ``load`` reads the file anew on a reload.
 
     Raises:
-        StoreError: another daemon holds the database, or it cannot be opened.
+        StoreError: another daemon holds the database, it cannot be opened, or it went away.
+        DrGreenError: the HTTP listener cannot listen.
     """
     lock = StateLock(config.daemon.state_path)
     lock.acquire()
     try:
         async with open_runtime(config, clock) as runtime:
-            await _serve(runtime, stop)
+            await serve(build_service(runtime), controls, load)
     finally:
         lock.release()
 
 
-async def _serve(runtime: Runtime, stop: asyncio.Event) -> None:
-    config, clock, store = runtime.config, runtime.clock, runtime.store
+async def serve(service: Service, controls: Controls, load: ConfigLoader | None = None) -> None:
+    """Run every loop of ``service`` in one task group until a stop, then wind them down."""
     notifier = Notifier()
-    rng = random.Random()
-    tier_timing = timings(config)
-    metrics = Metrics()
-    sinks = build_sinks(config.sinks, config.delivery)
-    worker = DeliveryWorker(
-        store, sinks, config.delivery, clock, rng,
-        on_attempt=metrics.delivery_attempted,
-    )  # fmt: skip
-
-    def polled(
-        holder: str, tier: str, outcome: str, events: Sequence[Mapping[str, Any]], took_s: float
-    ) -> None:
-        metrics.poll_finished(holder, tier, outcome, events, took_s)
-        if events:
-            worker.wake()  # fresh events go out at once, not at the next check
-
-    runner = TierRunner(
-        runtime.pollers, store, clock, tier_timing, rng, on_result=polled,
-        unauthorized_retry_s=config.schedule.unauthorized_retry_s,
-    )  # fmt: skip
-    scheduler = TierScheduler(runner.run)
-    runner.reschedule = scheduler.schedule
     fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    runner.on_fatal = lambda exc: None if fatal.done() else fatal.set_exception(exc)
-    names = list(runtime.pollers)
-    now = clock.now().timestamp()
-    due = await _first_dues(store, names, tier_timing, now, rng)
-    for name, poller in runtime.pollers.items():
-        metrics.watch_api(name, poller.api)
-    inputs = HealthInputs(
-        names, tier_timing, started_at=now, sinks=list(sinks),
-        max_delivery_age_s=config.daemon.health_max_delivery_age_s,
-    )  # fmt: skip
-    listener = await _listen(config.daemon.http_listen, build_app(store, metrics, inputs, clock))
-    stop_delivery = asyncio.Event()
-    delivering = asyncio.create_task(worker.run(stop_delivery, STOP_GRACE_S))
-    scheduler.start(due)
-    log.info("daemon_started", holders=len(names), sinks=len(sinks))
-    notifier.notify("READY=1", f"STATUS=polling {len(names)} holder(s), {len(sinks)} sink(s)")
-    watchdog = asyncio.create_task(_watchdog(notifier, runner, worker, scheduler, clock, stop))
+    service.runner.on_fatal = lambda exc: None if fatal.done() else fatal.set_exception(exc)
+    app = build_app(
+        service.runtime.store, service.metrics, service.health_inputs, service.runtime.clock
+    )
+    listener = await _listen(service.config.daemon.http_listen, app)
     try:
-        await _until_stopped(stop, delivering, fatal)
+        async with asyncio.TaskGroup() as tasks:
+            draining = asyncio.Event()
+            delivering = tasks.create_task(service.worker.run(draining, _grace(service)))
+            upkeep = [
+                tasks.create_task(_watchdog(notifier, service)),
+                tasks.create_task(_reloads(service, controls, load, notifier)),
+            ]
+            service.scheduler.start(await first_dues(service, list(service.runner.pollers)))
+            _announce_ready(service, notifier)
+            await _until_stopped(controls.stop, delivering, fatal)
+            for task in upkeep:
+                task.cancel()
+            await _wind_down(service, notifier, draining, delivering, controls.force)
+    except* StoreError as failures:
+        raise failures.exceptions[0] from None
     finally:
-        notifier.notify("STOPPING=1")
-        log.info("daemon_stopping", grace_s=STOP_GRACE_S)
-        await _stop_polling(scheduler, runner, clock)
-        stop_delivery.set()
-        await delivering
-        watchdog.cancel()
-        for sink in sinks.values():
+        if service.scheduler.running:  # a fatal error skipped the wind-down
+            await _stop_polling(service, 0.0)
+        for sink in (*service.worker.sinks.values(), *service.retired_sinks):
             await sink.close()
         if listener is not None:
             await listener.cleanup()
         log.info("daemon_stopped")
 
 
-async def _stop_polling(scheduler: TierScheduler, runner: TierRunner, clock: Clock) -> None:
-    """No new upstream request from here on: runs in progress are abandoned, not finished.
+def _grace(service: Service) -> float:
+    return service.config.daemon.stop_grace_s
 
-    A half-done sweep is worth nothing (its transaction rolls back; the next start redoes it),
-    so stopping waits for no request to return.
-    """
-    scheduler.pause()
-    await runner.stop(STOP_GRACE_S)
-    # Jobs APScheduler fired just before the pause start now, see the stop and end; shutting
-    # down before that would cancel them, which APScheduler logs as a failed job.
-    await clock.sleep(0)
-    scheduler.shutdown()
+
+def _announce_ready(service: Service, notifier: Notifier) -> None:
+    holders, sinks = len(service.runner.pollers), len(service.worker.sinks)
+    log.info("daemon_started", holders=holders, sinks=sinks)
+    notifier.notify("READY=1", f"STATUS=polling {holders} holder(s), {sinks} sink(s)")
 
 
 async def _until_stopped(
@@ -301,28 +186,110 @@ async def _until_stopped(
     if isinstance(failure, StoreError):
         # The poller logs its own failures (state_database_failed); the worker's end here.
         log.error("state_database_failed", source="delivery", error=str(failure))
-    for failed in (delivering, fatal):
-        if failed.done():
-            failed.result()  # a StoreError: the database went away
+    if fatal.done():
+        fatal.result()  # a StoreError: the database went away
 
 
-async def _first_dues(
-    store: Store, names: list[str], tier_timing: dict[str, Timing], now: float, rng: random.Random
-) -> dict[tuple[str, str], float]:
-    """When each holder × tier first runs: stored due times, overdue work first but spread."""
-    stored = {(r.holder, r.tier): r.next_due_at for r in await store.tier_runs()}
-    return {
-        (holder, tier): initial_due(
-            stored.get((holder, tier)),
-            now=now,
-            timing=tier_timing[tier],
-            slot=index,
-            slots=len(names),
-            rng=rng,
+async def _wind_down(
+    service: Service,
+    notifier: Notifier,
+    draining: asyncio.Event,
+    delivering: asyncio.Task[None],
+    force: asyncio.Event,
+) -> None:
+    """Polling and delivery stop together within one grace period; ``force`` ends it at once.
+
+    Polls in progress are abandoned at once (a half-done sweep is worth nothing: its transaction
+    rolls back and the next start redoes it). Deliveries in flight get the grace period; those
+    still running after it, or when ``force`` is set, are cut: their rows go back to pending at
+    the next start, under the same event ids.
+    """
+    grace_s = _grace(service)
+    notifier.notify("STOPPING=1")
+    log.info("daemon_stopping", grace_s=grace_s, deliveries_in_flight=service.worker.in_flight)
+    draining.set()
+    polling = asyncio.ensure_future(_stop_polling(service, grace_s))
+    pending: set[asyncio.Future[Any]] = {polling, delivering}
+    forced = asyncio.ensure_future(force.wait())
+    while pending and not forced.done():
+        done, _ = await asyncio.wait({*pending, forced}, return_when=asyncio.FIRST_COMPLETED)
+        pending -= done
+    forced.cancel()
+    if pending:
+        log.warning("daemon_stop_forced", deliveries_cut=service.worker.in_flight)
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+        service.scheduler.shutdown()
+    if not polling.cancelled():
+        polling.result()
+
+
+async def _stop_polling(service: Service, grace_s: float) -> None:
+    """No new upstream request from here on: runs in progress are abandoned, not finished."""
+    service.scheduler.pause()
+    await service.runner.stop(grace_s)
+    # Jobs APScheduler fired just before the pause start now, see the stop and end; shutting
+    # down before that would cancel them, which APScheduler logs as a failed job.
+    await service.runtime.clock.sleep(0)
+    service.scheduler.shutdown()
+
+
+async def _reloads(
+    service: Service, controls: Controls, load: ConfigLoader | None, notifier: Notifier
+) -> None:
+    """Apply the configuration file anew at each reload request, until cancelled."""
+    while True:
+        await controls.reload.wait()
+        controls.reload.clear()
+        if load is None:
+            log.warning("config_reload_ignored", reason="this daemon was not started from a file")
+            continue
+        notifier.notify("RELOADING=1", f"MONOTONIC_USEC={_monotonic_us()}")
+        await reload_once(service, load)
+        notifier.notify("READY=1")
+        await _close_retired(service)
+
+
+async def reload_once(service: Service, load: ConfigLoader) -> bool:
+    """Load the file and apply it; an invalid file keeps the running configuration.
+
+    Returns whether the new configuration was applied.
+    """
+    path = str(service.config.path) if service.config.path else None
+    try:
+        new = load()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config_reload_failed", path=path, problem=problem, kept="running config")
+        return False
+    for warning in new.warnings:
+        log.warning("config_warning", path=path, warning=warning)
+    changes = await apply_config(service, new)
+    if changes.empty:
+        log.info("config_reloaded", path=path, changed=False)
+        return True
+    log.info("config_reloaded", path=path, changed=True, **changes.log_fields())
+    if changes.restart_required:
+        log.warning(
+            "config_needs_restart",
+            keys=list(changes.restart_required),
+            hint="these keys keep their running values until the daemon restarts",
         )
-        for index, holder in enumerate(names)
-        for tier in TIERS
-    }
+    return True
+
+
+async def _close_retired(service: Service) -> None:
+    """Close the sinks a reload replaced or removed, once the attempts using them end."""
+    retired, service.retired_sinks = service.retired_sinks, []
+    await service.worker.wait_in_flight()
+    for sink in retired:
+        await sink.close()
+
+
+def _monotonic_us() -> int:
+    # sd_notify's RELOADING=1 wants CLOCK_MONOTONIC, which the event loop's clock is on Linux.
+    return int(asyncio.get_running_loop().time() * 1e6)
 
 
 async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
@@ -343,20 +310,15 @@ async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
     return runner
 
 
-async def _watchdog(
-    notifier: Notifier,
-    runner: TierRunner,
-    worker: DeliveryWorker,
-    scheduler: TierScheduler,
-    clock: Clock,
-    stop: asyncio.Event,
-) -> None:
-    """``WATCHDOG=1`` at half the watchdog interval, only while both loops make progress."""
+async def _watchdog(notifier: Notifier, service: Service) -> None:
+    """``WATCHDOG=1`` at half the watchdog interval, only while both loops make progress;
+    runs until cancelled."""
     if notifier.watchdog_s is None:
         return
-    while not stop.is_set():
-        polling_ok = scheduler.running and runner.longest_run_s() < STUCK_RUN_S
-        delivery_ok = clock.monotonic() - worker.last_tick < STUCK_RUN_S
+    clock, scheduler = service.runtime.clock, service.scheduler
+    while True:
+        polling_ok = scheduler.running and service.runner.longest_run_s() < STUCK_RUN_S
+        delivery_ok = clock.monotonic() - service.worker.last_tick < STUCK_RUN_S
         if polling_ok and delivery_ok:
             notifier.notify("WATCHDOG=1")
         await clock.sleep(notifier.watchdog_s / 2)

@@ -87,6 +87,16 @@ class DeliveryWorker:
         self._last_upkeep = clock.monotonic()
         self.last_tick = clock.monotonic()
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts under way now."""
+        return len(self._in_flight)
+
+    async def wait_in_flight(self) -> None:
+        """Until the attempts under way now have ended (not those started meanwhile)."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
     def wake(self) -> None:
         """New rows were committed: look for due work now rather than at the next check."""
         self._wake.set()
@@ -170,21 +180,23 @@ class DeliveryWorker:
     async def run(self, stop: asyncio.Event, grace_s: float) -> None:
         """Deliver until ``stop``; then let attempts in flight finish for ``grace_s``.
 
-        Attempts still running after the grace period are cancelled: their rows stay
-        ``delivering`` and go back to ``pending`` at the next start (same event ids).
+        Attempts still running after the grace period, or when this task is cancelled, are cut:
+        their rows stay ``delivering`` and go back to ``pending`` at the next start (same ids).
         """
         reset = await self.store.reset_delivering(self.clock.now())
         if reset:
             log.info("deliveries_resumed", count=reset)
-        while not stop.is_set():
-            await self._fill()
-            await self._wait(stop)
-            await self._collect()
-            await self._upkeep()
-            self.last_tick = self.clock.monotonic()
-        if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=grace_s)
-            await self._collect()
+        try:
+            while not stop.is_set():
+                await self._fill()
+                await self._wait(stop)
+                await self._collect()
+                await self._upkeep()
+                self.last_tick = self.clock.monotonic()
+            if self._in_flight:
+                await asyncio.wait(self._in_flight, timeout=grace_s)
+                await self._collect()
+        finally:
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)

@@ -21,7 +21,7 @@ from aiohttp import web
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.config import Config, parse_config
-from drgreen_poller.daemon import run_daemon
+from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.listener import ListenerState, build_listener
 from drgreen_poller.sandbox import HolderInfo, SandboxState, create_app, seed_demo
 from drgreen_poller.signing import generate_webhook_secret
@@ -239,8 +239,8 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
                 "The daemon polls every second; the existing orders and customers are "
                 "taken as they are (first_sync = seed).\n"
             )
-            stop = asyncio.Event()
-            daemon = asyncio.create_task(run_daemon(config, clock, stop))
+            controls = Controls()
+            daemon = asyncio.create_task(run_daemon(config, clock, controls))
             try:
                 api = ApiClient(
                     session, ApiSettings(f"{sandbox}/api/v1"), holder.credentials, clock
@@ -249,7 +249,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
                 await clock.sleep(1.5)  # the first sync
                 await story.play()
             finally:  # also on Ctrl-C: the daemon stops as under SIGTERM and closes its session
-                stop.set()
+                controls.request_stop()
                 await daemon
             lines = (Path(tmp) / "events.jsonl").read_text().splitlines()
         counts = state.request_counts(holder.name)

@@ -10,7 +10,7 @@ changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -171,6 +171,10 @@ class Metrics:
         self.budget.labels(holder).set(api.bucket.rate)
         api.request_hooks.append(self._request_hook(holder))
 
+    def unwatch_api(self, holder: str) -> None:
+        """The holder is polled no more (a reload removed it): its budget is no longer shown."""
+        self.budget.remove(holder)
+
     def _request_hook(self, holder: str) -> RequestHook:
         def requested(endpoint: str, status: str, duration_ms: float) -> None:
             self.upstream.labels(holder, endpoint, status).inc()
@@ -277,22 +281,23 @@ def delivery_problems(
 
 
 def build_app(
-    store: Store, metrics: Metrics, inputs: HealthInputs, clock: Clock
+    store: Store, metrics: Metrics, inputs: Callable[[], HealthInputs], clock: Clock
 ) -> web.Application:
-    """The aiohttp app serving ``/healthz`` and ``/metrics``."""
+    """The aiohttp app serving ``/healthz`` and ``/metrics``; ``inputs`` gives what the health
+    rule judges as the configuration stands now (a reload changes holders and intervals)."""
 
     async def healthz(_: web.Request) -> web.Response:
-        now = clock.now().timestamp()
+        now, judged = clock.now().timestamp(), inputs()
         problems = health_problems(
-            inputs, await store.tier_runs(), await store.unauthorized_holders(), now
+            judged, await store.tier_runs(), await store.unauthorized_holders(), now
         )
-        problems += delivery_problems(await store.undelivered(), inputs.max_delivery_age_s, now)
+        problems += delivery_problems(await store.undelivered(), judged.max_delivery_age_s, now)
         if problems:
             return web.json_response({"status": "unhealthy", "reasons": problems}, status=503)
         return web.json_response({"status": "ok"})
 
     async def metrics_page(_: web.Request) -> web.Response:
-        await metrics.refresh(store, inputs.sinks, clock.now().timestamp())
+        await metrics.refresh(store, inputs().sinks, clock.now().timestamp())
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -102,7 +102,7 @@ class TierRunner:
         was abandoned with nothing of it written) or when the state database failed (the
         daemon is told through ``on_fatal``).
         """
-        if self._stopping:
+        if self._stopping or holder not in self.pollers:  # stopping, or removed by a reload
             return None
         task = asyncio.create_task(self._run_in_turn(holder, tier))
         self._running[task] = (holder, tier, self.clock.monotonic())
@@ -144,6 +144,36 @@ class TierRunner:
         for task in self._running:
             task.cancel()
         return await self.wait_idle(timeout_s)
+
+    def add_holder(self, holder: str, poller: HolderPoller) -> None:
+        """Poll ``holder`` from now on, or with a new poller (new keys, new settings)."""
+        self.pollers[holder] = poller
+        self._locks.setdefault(holder, asyncio.Lock())
+
+    def remove_holder(self, holder: str) -> None:
+        """Poll ``holder`` no more: its runs in progress are abandoned (nothing of them is
+        written) and its holds forgotten. Its state stays in the database."""
+        self.pollers.pop(holder, None)
+        for task, (name, _, _) in self._running.items():
+            if name == holder:
+                task.cancel()
+        self._held_until.pop(holder, None)
+        if self._refused is not None:
+            self._refused.pop(holder, None)
+
+    async def probe_now(self, holder: str) -> bool:
+        """A refused holder was given new keys: probe at once rather than at the next interval.
+
+        Returns whether the holder was refused (and so is probed now).
+        """
+        refused = await self._refusals()
+        if holder not in refused:
+            return False
+        refused[holder] = 0.0
+        now = self.clock.now().timestamp()
+        for tier in self.timings:
+            self.reschedule(holder, tier, now)
+        return True
 
     def longest_run_s(self) -> float:
         """How long the oldest run in progress has been going (0 when idle)."""

@@ -151,6 +151,11 @@ class TierScheduler:
             misfire_grace_time=None,
         )
 
+    def unschedule(self, holder: str, tier: str) -> None:
+        """Drop the run of ``holder``/``tier`` (a holder removed by a reload)."""
+        if self._scheduler.get_job(f"{holder}/{tier}") is not None:
+            self._scheduler.remove_job(f"{holder}/{tier}")
+
     def next_run(self, holder: str, tier: str) -> float | None:
         job = self._scheduler.get_job(f"{holder}/{tier}")
         return job.next_run_time.timestamp() if job and job.next_run_time else None

@@ -10,7 +10,7 @@ import pytest
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, load_config
-from drgreen_poller.daemon import poll_once, run_daemon
+from drgreen_poller.daemon import Controls, poll_once, run_daemon
 from drgreen_poller.errors import StoreError
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import Store
@@ -38,15 +38,15 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.stop = asyncio.Event()
+        self.controls = Controls()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_daemon(self.config, CLOCK, self.stop))
+        self.controls = Controls()
+        self.task = asyncio.create_task(run_daemon(self.config, CLOCK, self.controls))
 
     async def halt(self) -> None:
-        self.stop.set()
+        self.controls.request_stop()
         assert self.task is not None
         await asyncio.wait_for(self.task, 5)
 
@@ -116,7 +116,7 @@ class TestDaemon:
         first.start()
         await _until(first.first_synced, first)
         with pytest.raises(StoreError, match="already running"):
-            await run_daemon(config, CLOCK, asyncio.Event())
+            await run_daemon(config, CLOCK, Controls())
         await first.halt()
 
     async def test_poll_once_dry_run_writes_nothing(

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig, load_config
-from drgreen_poller.daemon import run_daemon
+from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import DrGreenError, UpstreamError
 from drgreen_poller.monitoring import (
@@ -167,7 +167,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         inputs = HealthInputs(
             ["shop"], dict.fromkeys(TIERS, HOUR), clock.now().timestamp(), ["store"]
         )
-        app = await start(build_app(store, metrics, inputs, clock))
+        app = await start(build_app(store, metrics, lambda: inputs, clock))
         try:
             yield Rig(
                 clock, box, store, metrics, runner, hook, worker, session, str(app.make_url(""))
@@ -264,6 +264,14 @@ class TestPollSeries:
             "drgreen_poller_upstream_request_duration_seconds_count", endpoint="GET /dapp/orders"
         )
         assert requests == seen["GET /dapp/orders"]
+
+    async def test_a_holder_removed_by_reload_loses_its_budget(self, rig: Rig) -> None:
+        """Unwatching a holder's client (a reload removed it) takes its budget off the page."""
+        rig.metrics.unwatch_api("shop")
+        assert (
+            await rig.value("drgreen_poller_upstream_budget_requests_per_second", holder="shop")
+            is None
+        )
 
     async def test_a_refused_connection_is_counted_by_error_class(self, rig: Rig) -> None:
         """A request that gets no response is counted under its error class."""
@@ -443,8 +451,8 @@ class TestListener:
             config = load_config(
                 write_config(tmp_path, box.base_url, holder, http_listen=f"127.0.0.1:{port}"), {}
             )
-            stop = asyncio.Event()
-            daemon = asyncio.create_task(run_daemon(config, SystemClock(), stop))
+            controls = Controls()
+            daemon = asyncio.create_task(run_daemon(config, SystemClock(), controls))
             try:
                 async with aiohttp.ClientSession() as session:
                     body = await _wait_for_polls(session, port, daemon)
@@ -452,7 +460,7 @@ class TestListener:
                         assert health.status == 200
                         assert await health.json() == {"status": "ok"}
             finally:
-                stop.set()
+                controls.request_stop()
                 await asyncio.wait_for(daemon, 5)
         assert 'drgreen_poller_polls_total{holder="shop",outcome="ok",tier="active_orders"}' in body
         assert 'endpoint="GET /dapp/orders",holder="shop",status="200"' in body
@@ -475,7 +483,7 @@ class TestListener:
                     write_config(tmp_path, box.base_url, holder, http_listen=address), {}
                 )
                 with pytest.raises(DrGreenError, match=r"daemon\.http_listen: cannot listen on"):
-                    await run_daemon(config, SystemClock(), asyncio.Event())
+                    await run_daemon(config, SystemClock(), Controls())
 
 
 async def _wait_for_polls(

@@ -13,11 +13,11 @@ from aiohttp import web
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
-from drgreen_poller.daemon import sink_routes
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import Resource
 from drgreen_poller.sandbox import SandboxState
+from drgreen_poller.service import sink_routes
 from drgreen_poller.signing import generate_webhook_secret, verify_webhook
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import Observation, Store

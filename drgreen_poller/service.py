@@ -1,0 +1,329 @@
+"""Builds every part of the daemon from a ``Config``, and applies a new ``Config`` to them (reload).
+
+With ``daemon`` the composition root: this module knows how each part is made from its section of
+the configuration; ``daemon`` knows how they run together (the task group, signals, stopping).
+It opens the store and the HTTP session, but starts no loop and sends no request itself.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.clock import Clock
+from drgreen_poller.config import Config, HolderConfig
+from drgreen_poller.delivery import DeliveryWorker
+from drgreen_poller.monitoring import HealthInputs, Metrics
+from drgreen_poller.poller import TIERS, HolderPoller, PollSettings
+from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
+from drgreen_poller.runner import TierRunner
+from drgreen_poller.scheduler import TierScheduler, Timing, initial_due, jittered
+from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.sinks import Sink, build_sinks
+from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store.lineage import Lineage
+
+log = structlog.get_logger(__name__)
+
+
+def api_settings(config: Config) -> ApiSettings:
+    api = config.api
+    return ApiSettings(api.base_url, api.timeout_s, api.requests_per_second, api.burst)
+
+
+def poll_settings(config: Config) -> PollSettings:
+    return PollSettings(
+        first_sync=config.daemon.first_sync,
+        stale_after_s=config.schedule.stale_after_s,
+        order_terminal_statuses=frozenset(config.schedule.terminal_order_statuses),
+    )
+
+
+def timings(config: Config) -> dict[str, Timing]:
+    s = config.schedule
+    intervals = {
+        "active_orders": s.active_orders_s,
+        "stale_orders": s.stale_orders_s,
+        "pending_kyc": s.pending_kyc_s,
+        "commissions": s.commissions_s,
+        "strains": s.strains_s,
+    }
+    return {
+        tier: Timing(interval, s.jitter, s.backoff_base_s, s.backoff_max_s)
+        for tier, interval in intervals.items()
+    }
+
+
+def sink_routes(config: Config) -> list[SinkRoute]:
+    return [SinkRoute(sink.name, sink.events) for sink in config.sinks]
+
+
+@dataclass
+class Runtime:
+    """The parts shared by ``run`` and ``poll-once``."""
+
+    config: Config
+    clock: Clock
+    store: Store
+    session: aiohttp.ClientSession
+    pollers: dict[str, HolderPoller]
+
+    def client(self, holder: HolderConfig, bucket_from: ApiClient | None = None) -> ApiClient:
+        """The API client of ``holder``; ``bucket_from`` hands over a token bucket, so that
+        rebuilding a client on reload never resets its request budget."""
+        credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
+        bucket = bucket_from.bucket if bucket_from is not None else None
+        return ApiClient(
+            self.session,
+            api_settings(self.config),
+            credentials,
+            self.clock,
+            bucket=bucket,
+            holder=holder.name,
+        )
+
+    def poller(self, holder: HolderConfig, api: ApiClient) -> HolderPoller:
+        return HolderPoller(
+            holder.name,
+            holder.strain_countries,
+            api,
+            self.store,
+            self.clock,
+            poll_settings(self.config),
+        )
+
+
+def log_lineage(lineage: Lineage, path: Path) -> None:
+    """Say when the state is new or was restored: both mean history may have been lost."""
+    if lineage.fresh and lineage.rebased_now:
+        log.error(
+            "state_lost",
+            path=str(path),
+            began_at=lineage.began_at,
+            reason=lineage.rebase_reason,
+            hint="what exists upstream is taken as it is (first_sync); new events count on "
+            "from a new sequence floor so no id or sequence is reused",
+        )
+    elif lineage.fresh:
+        log.warning(
+            "state_created",
+            path=str(path),
+            began_at=lineage.began_at,
+            hint="no state existed at this path: if one did before, it was lost; what exists "
+            "upstream is taken as it is (first_sync), and new events count on from a new "
+            "sequence floor so no id or sequence is reused",
+        )
+    elif lineage.rebased_now:
+        log.warning(
+            "state_restored",
+            path=str(path),
+            reason=lineage.rebase_reason,
+            sequence_floor=lineage.sequence_floor,
+            hint="changes since the copy was made may be announced again, under new ids",
+        )
+    else:
+        log.info(
+            "state_opened",
+            path=str(path),
+            began_at=lineage.began_at,
+            restored_at=lineage.rebased_at,
+            restore_reason=lineage.rebase_reason,
+        )
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config, clock: Clock, *, dry_run: bool = False
+) -> AsyncIterator[Runtime]:
+    """Open the store and the HTTP session and build one poller per holder; close them last.
+
+    A dry run opens the store as a reader: it records nothing of its own.
+    """
+    store = await Store.open(
+        config.daemon.state_path, sinks=sink_routes(config), clock=clock, writer=not dry_run
+    )
+    log_lineage(store.lineage, config.daemon.state_path)
+    try:
+        if not dry_run:
+            await store.ensure_holders([h.name for h in config.holders], clock.now())
+        async with aiohttp.ClientSession() as session:
+            runtime = Runtime(config, clock, store, session, {})
+            for holder in config.holders:
+                runtime.pollers[holder.name] = runtime.poller(holder, runtime.client(holder))
+            yield runtime
+    finally:
+        await store.close()
+
+
+@dataclass
+class Service:
+    """Every part of a running daemon, built from one ``Config`` (``build_service``).
+
+    ``runner.pollers`` and ``worker.sinks`` are the live sets a reload changes; each poller's API
+    client reports its requests to ``metrics`` (``Metrics.watch_api``).
+    """
+
+    runtime: Runtime
+    rng: random.Random
+    metrics: Metrics
+    worker: DeliveryWorker
+    runner: TierRunner
+    scheduler: TierScheduler
+    started_at: float
+    retired_sinks: list[Sink] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    def health_inputs(self) -> HealthInputs:
+        """What ``/healthz`` judges, as the configuration stands now."""
+        return HealthInputs(
+            list(self.runner.pollers), self.runner.timings, self.started_at,
+            sinks=list(self.worker.sinks),
+            max_delivery_age_s=self.config.daemon.health_max_delivery_age_s,
+        )  # fmt: skip
+
+
+def build_service(runtime: Runtime, rng: random.Random | None = None) -> Service:
+    """The delivery worker, the tier runner and its scheduler over an open ``runtime``."""
+    config, clock, store = runtime.config, runtime.clock, runtime.store
+    rng = rng or random.Random()
+    metrics = Metrics()
+    worker = DeliveryWorker(
+        store, build_sinks(config.sinks, config.delivery), config.delivery, clock, rng,
+        on_attempt=metrics.delivery_attempted,
+    )  # fmt: skip
+
+    def polled(
+        holder: str, tier: str, outcome: str, events: Sequence[Mapping[str, Any]], took_s: float
+    ) -> None:
+        metrics.poll_finished(holder, tier, outcome, events, took_s)
+        if events:
+            worker.wake()  # fresh events go out at once, not at the next check
+
+    runner = TierRunner(
+        runtime.pollers, store, clock, timings(config), rng, on_result=polled,
+        unauthorized_retry_s=config.schedule.unauthorized_retry_s,
+    )  # fmt: skip
+    scheduler = TierScheduler(runner.run)
+    runner.reschedule = scheduler.schedule
+    for name, poller in runner.pollers.items():
+        metrics.watch_api(name, poller.api)
+    started = clock.now().timestamp()
+    return Service(runtime, rng, metrics, worker, runner, scheduler, started)
+
+
+async def first_dues(service: Service, holders: list[str]) -> dict[tuple[str, str], float]:
+    """When each of ``holders`` × tier first runs: stored due times, overdue work first but
+    spread, and holders never polled before staggered over the first minute."""
+    stored = {(r.holder, r.tier): r.next_due_at for r in await service.runtime.store.tier_runs()}
+    now = service.runtime.clock.now().timestamp()
+    tier_timing = service.runner.timings
+    return {
+        (holder, tier): initial_due(
+            stored.get((holder, tier)),
+            now=now,
+            timing=tier_timing[tier],
+            slot=index,
+            slots=len(holders),
+            rng=service.rng,
+        )
+        for index, holder in enumerate(holders)
+        for tier in TIERS
+    }
+
+
+async def apply_config(service: Service, new: Config) -> ConfigChanges:
+    """Make the running service follow ``new`` (a reload); returns what changed.
+
+    Nothing of the state is lost: holders removed keep their rows (and resume where they were if
+    added back); runs in progress of a removed holder are abandoned as on stop. Keys only a restart
+    can apply keep their running values.
+    """
+    old = service.config
+    changes = config_changes(old, new)
+    runtime = service.runtime
+    runtime.config = replace(new, daemon=keep_restart_keys(old.daemon, new.daemon))
+    runner = service.runner
+    before, runner.timings = runner.timings, timings(runtime.config)
+    runner.unauthorized_retry_s = runtime.config.schedule.unauthorized_retry_s
+    await _apply_holders(service, old, changes)
+    _tighten_schedule(service, before)
+    _apply_sinks(service, old)
+    for name in changes.rekeyed:
+        await service.runner.probe_now(name)
+    return changes
+
+
+def _tighten_schedule(service: Service, before: Mapping[str, Timing]) -> None:
+    """Shorter intervals take effect at once: a run due later than one new interval moves
+    closer. (Longer ones apply from the next run.)"""
+    runner = service.runner
+    now = service.runtime.clock.now().timestamp()
+    for holder in runner.pollers:
+        for tier, timing in runner.timings.items():
+            scheduled = service.scheduler.next_run(holder, tier)
+            if scheduled is None or timing.interval_s >= before[tier].interval_s:
+                continue
+            soonest = now + jittered(timing.interval_s, timing.jitter, service.rng)
+            if scheduled > soonest:
+                service.scheduler.schedule(holder, tier, soonest)
+
+
+async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) -> None:
+    runtime, runner = service.runtime, service.runner
+    for name in changes.holders_removed:
+        runner.remove_holder(name)
+        for tier in TIERS:
+            service.scheduler.unschedule(name, tier)
+        service.metrics.unwatch_api(name)
+    rebuild_all = api_settings(old) != api_settings(runtime.config) or poll_settings(
+        old
+    ) != poll_settings(runtime.config)
+    for holder in runtime.config.holders:
+        if holder.name in changes.holders_added:
+            continue
+        if rebuild_all or holder.name in changes.holders_changed:
+            current = runner.pollers.get(holder.name)
+            same_budget = api_settings(old) == api_settings(runtime.config)
+            bucket_from = current.api if current is not None and same_budget else None
+            _install(service, holder, runtime.client(holder, bucket_from))
+    if changes.holders_added:
+        await runtime.store.ensure_holders(changes.holders_added, runtime.clock.now())
+        for holder in runtime.config.holders:
+            if holder.name in changes.holders_added:
+                _install(service, holder, runtime.client(holder))
+        due = await first_dues(service, list(changes.holders_added))
+        for (holder_name, tier), when in due.items():
+            service.scheduler.schedule(holder_name, tier, when)
+
+
+def _install(service: Service, holder: HolderConfig, api: ApiClient) -> None:
+    service.runner.add_holder(holder.name, service.runtime.poller(holder, api))
+    service.metrics.watch_api(holder.name, api)
+
+
+def _apply_sinks(service: Service, old: Config) -> None:
+    """Sinks follow the new file: new events are routed by it; unchanged sinks keep their
+    connections; replaced and removed ones are retired (closed once their attempts end)."""
+    config, worker = service.config, service.worker
+    kept_timeout = old.delivery.timeout_s == config.delivery.timeout_s
+    unchanged = {s.name for s in config.sinks if kept_timeout and s in old.sinks}
+    names = [s.name for s in config.sinks]
+    fresh = build_sinks(tuple(s for s in config.sinks if s.name not in unchanged), config.delivery)
+    sinks = {name: worker.sinks[name] if name in unchanged else fresh[name] for name in names}
+    service.retired_sinks.extend(
+        sink for name, sink in worker.sinks.items() if sinks.get(name) is not sink
+    )
+    worker.sinks = sinks
+    worker.config = config.delivery
+    service.runtime.store.sinks = tuple(sink_routes(config))

@@ -1,0 +1,464 @@
+"""Reloading the configuration (SIGHUP) while the daemon runs: what changes, what is kept.
+
+The comparison is tested from tables; applying it runs the real daemon against the sandbox and
+real receivers on loopback, in-process (``Controls.reload``) and as ``drgreen-poller run`` under a
+real SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from asyncio.subprocess import PIPE, Process
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp.test_utils import TestServer
+
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.config import Config, Secret, load_config
+from drgreen_poller.daemon import Controls, run_daemon
+from drgreen_poller.reload import config_changes, keep_restart_keys
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.signing import generate_credentials
+from tests.conftest import write_config
+from tests.fakes import WebhookReceiver, start
+
+CLOCK = SystemClock()
+CLI = (sys.executable, "-m", "drgreen_poller")
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _sink(name: str, url: str) -> str:
+    return f"""
+[[sinks]]
+name = "{name}"
+kind = "webhook"
+url = "{url}"
+secret_file = "store.whsec"
+events = ["order.*"]
+"""
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[LocalSandbox]:
+    async with LocalSandbox(SandboxState(CLOCK)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def shop(box: LocalSandbox) -> HolderInfo:
+    return box.state.create_holder("shop")
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[[], Awaitable[tuple[WebhookReceiver, str]]]]:
+    """A factory of verifying webhook receivers on loopback (each with its URL)."""
+    servers: list[TestServer] = []
+
+    async def make() -> tuple[WebhookReceiver, str]:
+        hook = WebhookReceiver()
+        servers.append(await start(hook.app))
+        return hook, str(servers[-1].make_url("/events"))
+
+    yield make
+    for server in servers:
+        await server.close()
+
+
+async def _until(check: Callable[[], bool], task: asyncio.Task[Any], timeout_s: float = 5) -> None:
+    """Wait (20 ms steps of real time) until ``check`` holds; the daemon ending fails at once."""
+    deadline = CLOCK.monotonic() + timeout_s
+    while not check():
+        if task.done():
+            task.result()
+            raise AssertionError("the daemon stopped on its own")
+        if CLOCK.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await CLOCK.sleep(0.02)
+
+
+class TestConfigChanges:
+    @pytest.fixture
+    def base(self, shop: HolderInfo, tmp_path: Path) -> Config:
+        (tmp_path / "store.whsec").write_text(SECRET)
+        sink = _sink("store", "http://127.0.0.1:9/hook?token=t0ps3cret")
+        return load_config(write_config(tmp_path, "http://127.0.0.1:1/api/v1", shop, extra=sink))
+
+    def test_the_same_file_changes_nothing(self, base: Config) -> None:
+        """Loading an unchanged file again is an empty change with nothing to log."""
+        changes = config_changes(base, base)
+        assert changes.empty
+        assert changes.log_fields() == {}
+
+    def test_holders_added_removed_and_rekeyed(self, base: Config) -> None:
+        """Holders are compared by name: new names are added, gone ones removed, keys noticed."""
+        shop = base.holders[0]
+        rekeyed = replace(shop, secret_key=Secret(generate_credentials().secret_key, "x"))
+        other = replace(shop, name="other")
+        assert config_changes(base, replace(base, holders=(rekeyed, other))).log_fields() == {
+            "holders_added": ["other"],
+            "holders_changed": {"shop": ["keys"]},
+        }
+        assert config_changes(base, replace(base, holders=())).holders_removed == ("shop",)
+        countries = replace(shop, strain_countries=("PRT",))
+        changed = config_changes(base, replace(base, holders=(countries,)))
+        assert changed.holders_changed == {"shop": ("strain_countries",)}
+        assert changed.rekeyed == ()
+
+    def test_sinks_say_what_changed_but_never_a_secret_or_url(self, base: Config) -> None:
+        """A rotated secret and a new URL are named, their values never appear."""
+        store = base.sinks[0]
+        rotated = replace(
+            store,
+            secrets=(Secret("whsec_bmV3IHNlY3JldCB2YWx1ZQ==", "inline"), *store.secrets),
+            url="http://127.0.0.1:9/hook?token=n3wt0ken",
+        )
+        changes = config_changes(base, replace(base, sinks=(rotated,)))
+        assert changes.sinks_changed == {"store": ("url", "secrets")}
+        shown = json.dumps(changes.log_fields())
+        for secret in ("t0ps3cret", "n3wt0ken", "bmV3IHNlY3JldCB2YWx1ZQ", SECRET[6:]):
+            assert secret not in shown
+
+    def test_settings_show_old_and_new_values(self, base: Config) -> None:
+        """Plain settings are listed as ``section.key: old → new`` in the file's own terms."""
+        new = replace(
+            base,
+            schedule=replace(base.schedule, active_orders_s=30.0),
+            api=replace(base.api, requests_per_second=2.5),
+            delivery=replace(base.delivery, retry_schedule_s=(0.0, 60.0)),
+        )
+        assert config_changes(base, new).settings == (
+            "api.requests_per_second: 200.0 → 2.5",
+            "schedule.active_orders: 0.2s → 30s",
+            "delivery.retry_schedule: [0s, 60s, 600s, 3600s, 21600s, 57600s] → [0s, 60s]",
+        )
+
+    def test_keys_only_a_restart_applies_are_kept(self, base: Config) -> None:
+        """state_path, http_listen and logging keep their running values and are listed."""
+        moved = replace(
+            base.daemon,
+            state_path=Path("/elsewhere.db"),
+            log_level="debug",
+            first_sync="emit",
+        )
+        changes = config_changes(base, replace(base, daemon=moved))
+        assert changes.restart_required == ("daemon.state_path", "daemon.log_level")
+        assert changes.settings == ("daemon.first_sync: seed → emit",)
+        kept = keep_restart_keys(base.daemon, moved)
+        assert (kept.state_path, kept.log_level, kept.first_sync) == (
+            base.daemon.state_path,
+            base.daemon.log_level,
+            "emit",
+        )
+
+
+class Running:
+    """``run_daemon`` in-process on a config file that a test rewrites and reloads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.controls = Controls()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        config = load_config(self.path)
+        self.task = asyncio.create_task(
+            run_daemon(config, CLOCK, self.controls, lambda: load_config(self.path))
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.task is not None
+        self.controls.request_stop()
+        await asyncio.wait_for(self.task, 5)
+
+    async def until(self, check: Callable[[], bool], timeout_s: float = 5) -> None:
+        assert self.task is not None
+        await _until(check, self.task, timeout_s)
+
+    async def reload(self, logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
+        """Ask for a reload and wait for its outcome line (``config_reloaded`` or the first
+        ``config_reload_failed``)."""
+        seen = len(logs)
+        self.controls.reload.set()
+        outcomes = {"config_reloaded", "config_reload_failed"}
+        await self.until(lambda: any(e["event"] in outcomes for e in logs[seen:]))
+        return next(e for e in logs[seen:] if e["event"] in outcomes)
+
+
+def _events(hook: WebhookReceiver) -> list[str]:
+    return [d.event["type"] for d in hook.accepted()]
+
+
+class TestReloadApplied:
+    @pytest.mark.timeout(30)
+    async def test_sinks_follow_the_new_file(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """A sink added by reload gets the next event; a removed one gets nothing more."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        (first, first_url), (second, second_url) = await receivers(), await receivers()
+        path = write_config(
+            tmp_path, box.base_url, shop, first_sync="emit", extra=_sink("first", first_url)
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                order = box.state.create_order("shop")
+                await daemon.until(lambda: _events(first) == ["order.created"])
+                write_config(
+                    tmp_path,
+                    box.base_url,
+                    shop,
+                    first_sync="emit",
+                    extra=_sink("second", second_url),
+                )
+                reloaded = await daemon.reload(logs)
+                box.state.approve_order(order.id)
+                await daemon.until(lambda: _events(second) == ["order.approved"])
+        assert reloaded["sinks_added"] == ["second"]
+        assert reloaded["sinks_removed"] == ["first"]
+        assert _events(first) == ["order.created"]
+
+    @pytest.mark.timeout(30)
+    async def test_holders_added_and_removed(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """An added holder is polled from the reload on; a removed one is not polled again."""
+        other = box.state.create_holder("other")
+        path = write_config(tmp_path, box.base_url, shop)
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                await daemon.until(lambda: _requests(box, "shop") > 0)
+                write_config(tmp_path, box.base_url, other)
+                reloaded = await daemon.reload(logs)
+                await CLOCK.sleep(0.1)  # a request sent just before the reload may land now
+                shop_requests = _requests(box, "shop")
+                await daemon.until(lambda: _requests(box, "other") > 0)
+                await CLOCK.sleep(0.5)  # two and a half intervals of 0.2 s
+                assert _requests(box, "shop") == shop_requests
+        assert reloaded["holders_added"] == ["other"]
+        assert reloaded["holders_removed"] == ["shop"]
+
+    @pytest.mark.timeout(30)
+    async def test_intervals_and_api_settings_apply_at_once(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """Longer intervals apply from the next run; shorter ones move a far run closer now."""
+        path = write_config(tmp_path, box.base_url, shop)
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                await daemon.until(lambda: _requests(box, "shop") > 0)
+                write_config(tmp_path, box.base_url, shop, interval="1h")
+                slow = await daemon.reload(logs)
+                await CLOCK.sleep(0.5)  # runs in progress end and reschedule an hour away
+                quiet = _requests(box, "shop")
+                await CLOCK.sleep(0.5)
+                assert _requests(box, "shop") == quiet
+                fast = write_config(tmp_path, box.base_url, shop).read_text()
+                path.write_text(
+                    fast.replace("requests_per_second = 200", "requests_per_second = 50")
+                )
+                quick = await daemon.reload(logs)
+                await daemon.until(lambda: _requests(box, "shop") > quiet)
+        assert "schedule.active_orders: 0.2s → 3600s" in slow["settings"]
+        assert "api.requests_per_second: 200.0 → 50.0" in quick["settings"]
+
+    @pytest.mark.timeout(30)
+    async def test_new_keys_end_a_refusal_at_once(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A refused holder given working keys is probed at the reload, not an interval later."""
+        revoked = box.state.create_holder("revoked")
+        box.state.revoke_holder_key("revoked")
+        path = write_config(tmp_path, box.base_url, revoked, extra='unauthorized_retry = "1h"')
+        # The file names the holder "revoked" with revoked keys; the reload gives it shop's.
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                await daemon.until(lambda: _logged(logs, "holder_unauthorized"))
+                (tmp_path / "shop.api_key").write_text(shop.credentials.api_key)
+                (tmp_path / "shop.secret_key").write_text(shop.credentials.secret_key)
+                reloaded = await daemon.reload(logs)
+                await daemon.until(lambda: _logged(logs, "holder_recovered"))
+        assert reloaded["holders_changed"] == {"revoked": ["keys"]}
+
+    @pytest.mark.timeout(30)
+    async def test_an_invalid_file_keeps_the_running_config(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """Each problem of a bad file is one error line; polling and delivery go on as before."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        path = write_config(
+            tmp_path, box.base_url, shop, first_sync="emit", extra=_sink("store", url)
+        )
+        good = path.read_text()
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                order = box.state.create_order("shop")
+                await daemon.until(lambda: _events(hook) == ["order.created"])
+                path.write_text(
+                    good.replace("requests_per_second = 200", 'requests_per_second = "x"')
+                    + "\n[bogus]\n"
+                )
+                await daemon.reload(logs)
+                failed = [e for e in logs if e["event"] == "config_reload_failed"]
+                box.state.approve_order(order.id)
+                await daemon.until(lambda: _events(hook) == ["order.created", "order.approved"])
+        assert [e["log_level"] for e in failed] == ["error", "error"]
+        assert {e["problem"].split(":")[0] for e in failed} == {"api.requests_per_second", "bogus"}
+        assert not _logged(logs, "config_reloaded")
+
+
+def _requests(box: LocalSandbox, holder: str) -> int:
+    total: int = box.state.request_counts(holder)["total"]
+    return total
+
+
+def _logged(logs: list[MutableMapping[str, Any]], event: str) -> bool:
+    return any(e["event"] == event for e in logs)
+
+
+class Process_:
+    """``drgreen-poller run`` in a subprocess, its JSON log read line by line."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+
+    async def until_logged(self, event: str, timeout_s: float = 10) -> dict[str, Any]:
+        """Read the log until a line named ``event``; returns it."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.process.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"the daemon ended before logging {event}")
+                self.lines.append(json.loads(raw))
+                if self.lines[-1]["event"] == event:
+                    return self.lines[-1]
+
+    async def finish(self) -> tuple[int, list[dict[str, Any]], str]:
+        """Wait for the exit; returns the exit code, every log line and stderr."""
+        out, err = await asyncio.wait_for(self.process.communicate(), 10)
+        self.lines.extend(json.loads(line) for line in out.splitlines())
+        assert self.process.returncode is not None
+        return self.process.returncode, self.lines, err.decode()
+
+
+@pytest.fixture
+async def run_cli() -> AsyncIterator[Callable[[Path], Awaitable[Process_]]]:
+    """Starts ``drgreen-poller -c PATH run``; whatever is still running at the end is killed."""
+    started: list[Process] = []
+
+    async def launch(path: Path) -> Process_:
+        process = await asyncio.create_subprocess_exec(
+            *CLI, "-c", str(path), "--log-format", "json", "run", stdout=PIPE, stderr=PIPE
+        )
+        started.append(process)
+        return Process_(process)
+
+    yield launch
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _received(hook: WebhookReceiver, expected: list[str], timeout_s: float = 10) -> None:
+    deadline = CLOCK.monotonic() + timeout_s
+    while _events(hook) != expected:
+        assert CLOCK.monotonic() < deadline, f"{_events(hook)} != {expected}"
+        await CLOCK.sleep(0.02)
+
+
+class TestSignals:
+    @pytest.mark.timeout(45)
+    async def test_sighup_reloads_a_running_daemon(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        run_cli: Callable[[Path], Awaitable[Process_]],
+        tmp_path: Path,
+    ) -> None:
+        """SIGHUP: a sink added to the file gets the next event; a broken file changes nothing."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        (first, first_url), (second, second_url) = await receivers(), await receivers()
+        one = _sink("first", first_url)
+        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=one)
+        daemon = await run_cli(path)
+        await daemon.until_logged("daemon_started")
+        order = box.state.create_order("shop")
+        await _received(first, ["order.created"])
+        both = one + _sink("second", second_url)
+        write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=both)
+        daemon.process.send_signal(signal.SIGHUP)
+        reloaded = await daemon.until_logged("config_reloaded")
+        box.state.approve_order(order.id)
+        await _received(second, ["order.approved"])
+        path.write_text(
+            path.read_text().replace('strain_countries = ["GBR"]', "strain_countries = 3")
+        )
+        daemon.process.send_signal(signal.SIGHUP)
+        failed = await daemon.until_logged("config_reload_failed")
+        box.state.pay_order(order.id)
+        await _received(first, ["order.created", "order.approved", "order.paid"])
+        await _received(second, ["order.approved", "order.paid"])
+        daemon.process.send_signal(signal.SIGTERM)
+        code, lines, err = await daemon.finish()
+        assert code == 0, err
+        assert reloaded["sinks_added"] == ["second"]
+        assert failed["level"] == "error"
+        assert failed["problem"].startswith("holders[0].strain_countries: ")
+        assert [line["event"] for line in lines].count("config_reloaded") == 1
+        assert "Traceback" not in err
+
+    @pytest.mark.timeout(30)
+    async def test_a_second_sigterm_stops_at_once(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        run_cli: Callable[[Path], Awaitable[Process_]],
+        tmp_path: Path,
+    ) -> None:
+        """A delivery hanging through the grace period is cut by a second SIGTERM; the next
+        start delivers it under the same id."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        hook.hang_next = 1
+        sink = _sink("store", url) + 'timeout = "1h"\n'
+        extra = sink.replace("[[sinks]]", '[delivery]\ntimeout = "1h"\n\n[[sinks]]')
+        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
+        path.write_text(path.read_text().replace("[daemon]", '[daemon]\nstop_grace = "1h"'))
+        daemon = await run_cli(path)
+        box.state.create_order("shop")
+        while not hook.received:
+            await CLOCK.sleep(0.02)
+        daemon.process.send_signal(signal.SIGTERM)
+        stopping = await daemon.until_logged("daemon_stopping")
+        daemon.process.send_signal(signal.SIGTERM)
+        code, lines, err = await daemon.finish()
+        assert (code, err) == (0, "")
+        assert stopping["deliveries_in_flight"] == 1
+        assert "daemon_stop_forced" in [line["event"] for line in lines]
+        again = await run_cli(path)
+        await _received(hook, ["order.created"])
+        again.process.send_signal(signal.SIGTERM)
+        assert (await again.finish())[0] == 0
+        assert hook.accepted()[0].id == hook.received[0].id
