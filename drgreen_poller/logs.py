@@ -1,7 +1,9 @@
 """Logging set-up: structlog to stdout, JSON off a terminal, console on one; done once per process.
 
 Owns the processor chain and the routing of stdlib loggers (aiohttp, APScheduler, aiosqlite)
-through structlog, held at WARNING whatever our level. It must never be where a secret, a
+through structlog, held at WARNING whatever our level. When the stream is systemd's journal
+(``$JOURNAL_STREAM`` names it), every line starts with its syslog priority (``<4>``), so
+``journalctl -p warning`` filters. It must never be where a secret, a
 payload body or a customer's data gets logged: callers log ids, hashes or sizes instead, and
 tracebacks carry no local variables. When the reader of the log stream goes away (a closed
 pipe), lines are dropped from then on and the caller is told once.
@@ -13,8 +15,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
-from typing import Literal, TextIO, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -25,6 +27,9 @@ LEVELS = ("debug", "info", "warning", "error")
 # aiosqlite writes every statement with its parameters (customers' names, e-mails, phone
 # numbers), and it, asyncio and APScheduler would write thousands of lines a minute.
 THIRD_PARTY_FLOOR = logging.WARNING
+JOURNAL_ENV = "JOURNAL_STREAM"
+# sd-daemon(3)'s priorities, which journald reads from a "<N>" at the start of each line.
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
 def _not_chatter(record: logging.LogRecord) -> bool:
@@ -86,11 +91,43 @@ class LogOutput:
             hook()
 
 
+def is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is the journal: ``$JOURNAL_STREAM`` ("DEV:INO") names its file.
+
+    Compared, not just present: a child of a service inherits the variable while its own
+    output may go to a pipe or a file.
+    """
+    dev, _, ino = environ.get(JOURNAL_ENV, "").partition(":")
+    try:
+        found = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # a StringIO, a closed or detached stream
+        return False
+    return f"{found.st_dev}:{found.st_ino}" == f"{dev}:{ino}"
+
+
+class JournalPriority:
+    """A renderer wrapped so each line it makes starts with its level's ``<N>`` priority.
+
+    Every physical line gets the prefix (a console traceback is several), since journald
+    reads the priority line by line.
+    """
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        level = str(event_dict.get("level", method_name))
+        prefix = f"<{PRIORITIES.get(level, PRIORITIES['info'])}>"
+        text = str(self._renderer(logger, method_name, event_dict))
+        return prefix + text.replace("\n", "\n" + prefix)
+
+
 def configure(
     level: str = "info",
     fmt: LogFormat = "auto",
     stream: TextIO | None = None,
     on_closed: Callable[[], None] = lambda: None,
+    environ: Mapping[str, str] | None = None,
 ) -> LogOutput:
     """Configure structlog and the stdlib root logger; returns the stream lines go to.
 
@@ -99,8 +136,10 @@ def configure(
         fmt: ``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise).
         stream: where lines go; standard output by default.
         on_closed: called once if the stream's reader goes away (``run | grep -m1 ...``).
+        environ: where ``$JOURNAL_STREAM`` is read; the process environment by default.
     """
-    out = LogOutput(stream or sys.stdout, on_closed)
+    target = stream or sys.stdout
+    out = LogOutput(target, on_closed)
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.typing.Processor] = [
@@ -116,6 +155,8 @@ def configure(
             colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
     )
+    if is_journal(target, os.environ if environ is None else environ):
+        renderer = JournalPriority(renderer)
     structlog.configure(
         # JSON lines carry tracebacks as data; the console renderer formats them itself.
         processors=[*shared, *([_DICT_TRACEBACKS] if use_json else []), renderer],

@@ -6,7 +6,10 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -103,3 +106,76 @@ class TestLogOutput:
             assert output.write("x" * 100_000) == 100_000
             assert output.reader_gone
             assert not output.isatty()
+
+
+# Every level through structlog, an exception, and library lines through the stdlib.
+EMIT_EVERY_LEVEL = """
+import logging, sys, structlog
+from drgreen_poller import logs
+logs.configure("debug", sys.argv[1])
+log = structlog.get_logger("drgreen_poller.test")
+log.debug("at_debug"); log.info("at_info"); log.warning("at_warning")
+log.error("at_error"); log.critical("at_critical")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("at_exception")
+logging.getLogger("aiohttp.client").warning("library warning")
+logging.getLogger("apscheduler").error("library error")
+"""
+EXPECTED_PRIORITIES = [7, 6, 4, 3, 2, 3, 4, 3]
+
+
+def _emit_every_level(tmp_path: Path, fmt: str, journal: str | None) -> str:
+    """EMIT_EVERY_LEVEL's stdout; JOURNAL_STREAM names that file unless ``journal`` is given."""
+    out_path = tmp_path / "stdout.log"
+    with out_path.open("w") as out:
+        found = os.fstat(out.fileno())
+        env = {**os.environ, logs.JOURNAL_ENV: journal or f"{found.st_dev}:{found.st_ino}"}
+        subprocess.run(  # noqa: S603 (our own interpreter running a fixed script)
+            [sys.executable, "-c", EMIT_EVERY_LEVEL, fmt],
+            stdout=out,
+            env=env,
+            check=True,
+            timeout=30,
+        )
+    return out_path.read_text()
+
+
+class TestJournal:
+    def test_json_lines_carry_their_priority(self, tmp_path: Path) -> None:
+        """Into the journal, each JSON line starts with <N> of its level, library lines too."""
+        lines = _emit_every_level(tmp_path, "json", None).splitlines()
+        prefixes = [int(line[1 : line.index(">")]) for line in lines]
+        assert prefixes == EXPECTED_PRIORITIES
+        records = [json.loads(line[line.index(">") + 1 :]) for line in lines]
+        assert [r["event"] for r in records][:5] == [
+            "at_debug",
+            "at_info",
+            "at_warning",
+            "at_error",
+            "at_critical",
+        ]
+        assert records[6]["event"] == "library warning"
+
+    def test_console_tracebacks_are_prefixed_on_every_line(self, tmp_path: Path) -> None:
+        """A console traceback spans lines: every one of them carries the error priority."""
+        text = _emit_every_level(tmp_path, "console", None)
+        traceback = text[text.index("at_exception") :].split("library warning")[0]
+        lines = traceback.splitlines()
+        assert len(lines) > 3
+        assert all(line.startswith("<3>") for line in lines[1:-1])
+        assert "ValueError: boom" in traceback
+        assert all(line[:1] == "<" for line in text.splitlines())
+
+    def test_no_prefix_when_the_stream_is_not_the_journal(self, tmp_path: Path) -> None:
+        """JOURNAL_STREAM naming another file (an inherited variable) leaves lines plain JSON."""
+        other = os.stat(tmp_path)
+        text = _emit_every_level(tmp_path, "json", f"{other.st_dev}:{other.st_ino}")
+        events = [json.loads(line)["event"] for line in text.splitlines()]
+        assert events[0] == "at_debug"
+        assert len(events) == len(EXPECTED_PRIORITIES)
+
+    def test_a_stream_without_a_file_is_not_the_journal(self) -> None:
+        """A stream with no file descriptor (a StringIO) is never taken for the journal."""
+        assert not logs.is_journal(io.StringIO(), {logs.JOURNAL_ENV: "1:2"})
