@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all test lint format typecheck pytest reliability demo sandbox bench clean
+.PHONY: all test lint lint-unit format typecheck pytest reliability demo sandbox bench clean
 
 all: test
 
@@ -23,9 +23,33 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev lint-unit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The systemd unit, where systemd-analyze exists (skipped, saying so, where it does not):
+# `verify` must pass without a word (a misspelt key is only a warning to it) and `security` must
+# rate it at most $(UNIT_EXPOSURE_MAX) (its --threshold counts in tenths). `verify` also checks that every Exec*= program exists; ExecStart= names
+# /opt/drgreen-poller/bin/drgreen-poller, where the README's install steps put it, which a
+# checkout does not have. So verify reads a copy of the unit in a temporary directory with
+# that prefix pointed at this checkout's $(BIN)/: the same console script, installed by pip the
+# same way, and every other line as shipped.
+UNIT := systemd/drgreen-poller.service
+UNIT_EXPOSURE_MAX := 1.5
+lint-unit: $(VENV)/.installed
+	@if ! command -v systemd-analyze >/dev/null 2>&1; then \
+		echo "lint-unit: systemd-analyze not found: unit checks skipped"; exit 0; fi; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT || exit 1; \
+	sed 's|/opt/drgreen-poller/bin/|$(CURDIR)/$(BIN)/|g' $(UNIT) > "$$tmp/drgreen-poller.service" || exit 1; \
+	said=$$(systemd-analyze verify "$$tmp/drgreen-poller.service" 2>&1); code=$$?; \
+	if [ $$code -ne 0 ] || [ -n "$$said" ]; then \
+		echo "$$said" >&2; echo "lint-unit: systemd-analyze verify $(UNIT) failed" >&2; exit 1; fi; \
+	echo "lint-unit: systemd-analyze verify $(UNIT): ok"; \
+	threshold=$$(echo "$(UNIT_EXPOSURE_MAX)" | awk '{ print int($$1 * 10 + 0.5) }'); \
+	report=$$(systemd-analyze security --offline=true --threshold=$$threshold --no-pager $(UNIT)); \
+	code=$$?; echo "lint-unit: $$(echo "$$report" | tail -n 1)"; \
+	if [ $$code -ne 0 ]; then echo "lint-unit: $(UNIT) is rated above $(UNIT_EXPOSURE_MAX)" >&2; fi; \
+	exit $$code
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
