@@ -105,7 +105,14 @@ async def _poll_all(
                         await poller.poll_tier(tier, next_due_at=next_due, dry_run=dry_run)
                     )
                 except UpstreamError as exc:
-                    log.warning("poll_failed", holder=name, tier=tier, error=str(exc))
+                    log.warning(
+                        "poll_failed",
+                        holder=name,
+                        tier=tier,
+                        outcome="failed",
+                        error=str(exc),
+                        error_class=type(exc).__name__,
+                    )
                     failures.append((name, tier, exc))
 
 

@@ -171,7 +171,12 @@ class DeliveryWorker:
             log.info("delivery_attempt_finished", outcome="delivered", **fields)
         elif record.state == "pending":
             retry_in = (record.next_attempt_at or 0) - self.clock.now().timestamp()
-            log.warning("delivery_attempt_failed", retry_in_s=round(retry_in, 1), **fields)
+            log.warning(
+                "delivery_attempt_failed",
+                outcome="retrying",
+                retry_in_s=round(retry_in, 1),
+                **fields,
+            )
         else:
             log.error("delivery_failed", outcome="failed", excerpt=record.excerpt, **fields)
 

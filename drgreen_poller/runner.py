@@ -105,7 +105,8 @@ class TierRunner:
         if self._stopping or holder not in self.pollers:  # stopping, or removed by a reload
             return None
         task = asyncio.create_task(self._run_in_turn(holder, tier))
-        self._running[task] = (holder, tier, self.clock.monotonic())
+        started = self.clock.monotonic()
+        self._running[task] = (holder, tier, started)
         self._idle.clear()
         try:
             await asyncio.wait({task})
@@ -117,7 +118,13 @@ class TierRunner:
             if not self._running:
                 self._idle.set()
         if task.cancelled():
-            log.info("poll_abandoned", holder=holder, tier=tier)
+            log.info(
+                "poll_abandoned",
+                holder=holder,
+                tier=tier,
+                outcome="abandoned",
+                duration_ms=self._ms_since(started),
+            )
             return None
         when = self._outcome(holder, tier, task)
         if when is not None:
@@ -210,16 +217,16 @@ class TierRunner:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
             self.on_result(holder, tier, "unauthorized", [], self.clock.monotonic() - started)
-            return await self._unauthorized(holder, tier, exc)
+            return await self._unauthorized(holder, tier, exc, self._ms_since(started))
         except (UpstreamError, ConcurrentUpdate) as exc:
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
-            return await self._failed(holder, tier, exc, timing)
+            return await self._failed(holder, tier, exc, timing, self._ms_since(started))
         except StoreError:
             raise  # the database is gone: the daemon must stop, not spin
         except Exception as exc:  # loop-level boundary: log, back off, carry on
             log.exception("poll_crashed", holder=holder, tier=tier)
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
-            return await self._failed(holder, tier, exc, timing)
+            return await self._failed(holder, tier, exc, timing, self._ms_since(started))
         self.on_result(holder, tier, "ok", result.events, self.clock.monotonic() - started)
         return next_due
 
@@ -232,7 +239,13 @@ class TierRunner:
             self._refused = self._refused or dict.fromkeys(marked, 0.0)
         return self._refused
 
-    async def _failed(self, holder: str, tier: str, exc: Exception, timing: Timing) -> float:
+    def _ms_since(self, started: float) -> float:
+        """Milliseconds since ``started`` (a monotonic reading): a run's ``duration_ms``."""
+        return round((self.clock.monotonic() - started) * 1000, 1)
+
+    async def _failed(
+        self, holder: str, tier: str, exc: Exception, timing: Timing, duration_ms: float
+    ) -> float:
         now = self.clock.now().timestamp()
         runs = await self.store.tier_runs(holder)
         failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
@@ -244,6 +257,8 @@ class TierRunner:
             "poll_failed",
             holder=holder,
             tier=tier,
+            outcome="failed",
+            duration_ms=duration_ms,
             error=_describe(exc),
             error_class=type(exc).__name__,
             consecutive_failures=failures,
@@ -254,7 +269,9 @@ class TierRunner:
             await self.store.postpone(holder, next_due)
         return next_due
 
-    async def _unauthorized(self, holder: str, tier: str, exc: UpstreamUnauthorized) -> float:
+    async def _unauthorized(
+        self, holder: str, tier: str, exc: UpstreamUnauthorized, duration_ms: float
+    ) -> float:
         now = self.clock.now()
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
         next_probe = now.timestamp() + retry_s
@@ -265,6 +282,8 @@ class TierRunner:
             "holder_unauthorized",
             holder=holder,
             tier=tier,
+            outcome="unauthorized",
+            duration_ms=duration_ms,
             status=exc.status,
             error=exc.message,
             hint=UNAUTHORIZED_HINT,
@@ -278,6 +297,7 @@ class TierRunner:
     async def _probe(self, holder: str, tier: str, now: float) -> float:
         """One cheap signed call for a refused holder; when it works, every tier is due now."""
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
+        started = self.clock.monotonic()
         try:
             await self.pollers[holder].probe()
         except UpstreamError as exc:
@@ -287,6 +307,9 @@ class TierRunner:
             log.warning(
                 "holder_still_unauthorized" if refused else "holder_probe_failed",
                 holder=holder,
+                tier=tier,
+                outcome="unauthorized" if refused else "failed",
+                duration_ms=self._ms_since(started),
                 error=_describe(exc),
                 retry_in_s=round(retry_s, 1),
             )
@@ -294,7 +317,13 @@ class TierRunner:
         await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
         del (await self._refusals())[holder]
         self._held_until.pop(holder, None)
-        log.info("holder_recovered", holder=holder)
+        log.info(
+            "holder_recovered",
+            holder=holder,
+            tier=tier,
+            outcome="ok",
+            duration_ms=self._ms_since(started),
+        )
         # Every tier resumes at once: those not fired yet are due now; those fired and waiting
         # for the lock poll next anyway (a second job would poll them twice).
         fired = {(name, fired_tier) for name, fired_tier, _ in self._running.values()}
