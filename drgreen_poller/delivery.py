@@ -162,23 +162,19 @@ class DeliveryWorker:
         fields = {
             "sink": sink, "event_id": record.event_id, "delivery_id": record.delivery_id,
             "attempt": record.attempt, "duration_ms": record.duration_ms,
+            "outcome": record.outcome,  # the name the metrics count it under too
         }  # fmt: skip
         if record.status is not None:
             fields["status"] = record.status
         if record.error_class is not None:
             fields["error_class"] = record.error_class
         if record.ok:
-            log.info("delivery_attempt_finished", outcome="delivered", **fields)
+            log.info("delivery_attempt_finished", **fields)
         elif record.state == "pending":
             retry_in = (record.next_attempt_at or 0) - self.clock.now().timestamp()
-            log.warning(
-                "delivery_attempt_failed",
-                outcome="retrying",
-                retry_in_s=round(retry_in, 1),
-                **fields,
-            )
+            log.warning("delivery_attempt_failed", retry_in_s=round(retry_in, 1), **fields)
         else:
-            log.error("delivery_failed", outcome="failed", excerpt=record.excerpt, **fields)
+            log.error("delivery_failed", excerpt=record.excerpt, **fields)
 
     # --- the loop ------------------------------------------------------------------------------
 
