@@ -161,7 +161,9 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
         raise failures.exceptions[0] from None
     finally:
         if service.scheduler.running:  # a fatal error skipped the wind-down
-            await _stop_polling(service, 0.0)
+            # Abandoning runs is quick, but wait for it: shutting APScheduler down with its jobs
+            # still running cancels them, which it logs as failed jobs.
+            await _stop_polling(service, _grace(service))
         for sink in (*service.worker.sinks.values(), *service.retired_sinks):
             await sink.close()
         if listener is not None:
