@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from drgreen_poller.api import ApiClient
-from drgreen_poller.clock import Clock
+from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.config import Config, SinkConfig, duration
 from drgreen_poller.errors import ConfigError, StoreError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.events import Resource, iso_ms
@@ -28,10 +28,13 @@ from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings
 from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.store import DeliveryRow, StateLock, Store
+from drgreen_poller.store import DeliveryRow, ProgressRow, StateLock, Store, TierRun
 from drgreen_poller.store.lineage import backup_database, restore_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
+# A sweep's row is rewritten with every page (at most once a second); one this quiet for longer
+# than this (or twice the API timeout, if that is longer) belongs to a daemon that stopped.
+SWEEP_STALLED_S = 60.0
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -63,6 +66,7 @@ class TierStatus:
     next_due_at: str | None
     consecutive_failures: int
     last_error: str | None
+    sweep: dict[str, Any] | None = None
 
 
 @dataclass
@@ -72,33 +76,31 @@ class HolderStatus:
     tiers: list[TierStatus] = field(default_factory=list)
 
 
-async def status_report(config: Config) -> dict[str, Any]:
-    """Per holder: active set sizes, last and next poll, failures; delivery backlog per sink."""
+async def status_report(config: Config, now: datetime | None = None) -> dict[str, Any]:
+    """Per holder: active set sizes, last and next poll, failures, sweeps in progress; delivery
+    backlog per sink. ``now`` (the system clock's by default) judges how fresh a sweep's row is.
+    """
+    now = now or SystemClock().now()
     store = await Store.open(config.daemon.state_path, writer=False)
     try:
         runs = {(r.holder, r.tier): r for r in await store.tier_runs()}
         sizes = await store.tier_sizes()
         unauthorized = await store.unauthorized_holders()
         backlog = await store.backlog()
+        progress = await store.progress_rows()
         lineage = store.lineage
     finally:
         await store.close()
-    holders = []
-    for holder in config.holders:
-        status = HolderStatus(holder.name, unauthorized.get(holder.name))
-        for tier in TIERS:
-            run = runs.get((holder.name, tier))
-            status.tiers.append(
-                TierStatus(
-                    tier=tier,
-                    active=sizes.get((holder.name, tier), 0) if tier in _SET_TIERS else None,
-                    last_success_at=run.last_success_at if run else None,
-                    next_due_at=_when(run.next_due_at) if run and run.next_due_at else None,
-                    consecutive_failures=run.consecutive_failures if run else 0,
-                    last_error=run.last_error if run else None,
-                )
-            )
-        holders.append(status)
+    stalled_after_s = max(SWEEP_STALLED_S, 2 * config.api.timeout_s)
+    sweeps = {(p.holder, p.tier): sweep_status(p, now, stalled_after_s) for p in progress}
+    holders = [
+        HolderStatus(
+            holder.name,
+            unauthorized.get(holder.name),
+            [_tier_status(holder.name, tier, runs, sizes, sweeps) for tier in TIERS],
+        )
+        for holder in config.holders
+    ]
     sinks = {s.name: backlog.get(s.name, {}) for s in config.sinks}
     return {
         "state_path": str(config.daemon.state_path),
@@ -115,6 +117,44 @@ async def status_report(config: Config) -> dict[str, Any]:
 
 
 _SET_TIERS = ("active_orders", "stale_orders", "pending_kyc")
+
+
+def _tier_status(
+    holder: str,
+    tier: str,
+    runs: dict[tuple[str, str], TierRun],
+    sizes: dict[tuple[str, str], int],
+    sweeps: dict[tuple[str, str], dict[str, Any]],
+) -> TierStatus:
+    run = runs.get((holder, tier))
+    return TierStatus(
+        tier=tier,
+        active=sizes.get((holder, tier), 0) if tier in _SET_TIERS else None,
+        last_success_at=run.last_success_at if run else None,
+        next_due_at=_when(run.next_due_at) if run and run.next_due_at else None,
+        consecutive_failures=run.consecutive_failures if run else 0,
+        last_error=run.last_error if run else None,
+        sweep=sweeps.get((holder, tier)),
+    )
+
+
+def sweep_status(row: ProgressRow, now: datetime, stalled_after_s: float) -> dict[str, Any]:
+    """A tier run's progress row as ``status`` shows it: how far, since when, and how fresh.
+
+    ``stalled`` means no page for longer than ``stalled_after_s``: the daemon (or poll-once)
+    that wrote it has stopped or is stuck, and the row is left from it.
+    """
+    updated = datetime.fromisoformat(row.updated_at.replace("Z", "+00:00"))
+    updated_s_ago = round(max(0.0, (now - updated).total_seconds()), 1)
+    return {
+        "started_at": row.started_at,
+        "updated_at": row.updated_at,
+        "updated_s_ago": updated_s_ago,
+        "pages": row.pages,
+        "records": row.records,
+        "expected_records": row.expected_records,
+        "stalled": updated_s_ago > stalled_after_s,
+    }
 
 
 def _when(timestamp: float) -> str:

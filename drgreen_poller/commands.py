@@ -117,10 +117,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_poll_once(args: argparse.Namespace) -> int:
     from drgreen_poller.daemon import poll_once
     from drgreen_poller.events import encode
+    from drgreen_poller.progress_bar import PollBar, wants_bar
 
     config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    results, failures = asyncio.run(poll_once(config, SystemClock(), dry_run=args.dry_run))
+    bar = PollBar(sys.stderr, enabled=wants_bar(sys.stderr, os.environ))
+    _configure_logs(args, config, bar.log_stream)
+    with bar:
+        polled = poll_once(config, SystemClock(), dry_run=args.dry_run, on_progress=bar.update)
+        results, failures = asyncio.run(polled)
     events = [event for result in results for event in result.events]
     for event in events:
         print(encode(event))
@@ -161,10 +165,35 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  {tier['tier']:14}{size:>15}  last ok {tier['last_success_at'] or 'never':24}"
                 f"  next {tier['next_due_at'] or '-'}{trouble}"
             )
+            if tier["sweep"]:
+                print(_sweep_line(tier["sweep"]))
     for sink, states in report["deliveries"].items():
         shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
         print(f"sink {sink}: {shown}")
     return EXIT_OK
+
+
+def _sweep_line(sweep: dict[str, Any]) -> str:
+    """A tier run reading its pages now, or one left by a daemon that stopped (``stalled``)."""
+    expected = sweep["expected_records"]
+    read = f"{sweep['pages']} page(s), {sweep['records']:,}" + (
+        f" of {expected:,} records" if expected else " records"
+    )
+    quiet = _ago(sweep["updated_s_ago"])
+    if sweep["stalled"]:
+        return (
+            f"    stalled: the sweep begun {sweep['started_at']} stopped at {read}, {quiet} ago"
+            " (was the daemon stopped?)"
+        )
+    return f"    sweeping since {sweep['started_at']}: {read} (last page {quiet} ago)"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def _state_origin(state: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,10 @@ from drgreen_poller.config import Config
 from drgreen_poller.errors import ConfigError, DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import build_app
 from drgreen_poller.poller import TIERS, PollResult
+from drgreen_poller.progress import OnProgress
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.service import (
+    Runtime,
     Service,
     apply_config,
     build_service,
@@ -66,9 +69,10 @@ class Controls:
 
 
 async def poll_once(
-    config: Config, clock: Clock, *, dry_run: bool
+    config: Config, clock: Clock, *, dry_run: bool, on_progress: OnProgress | None = None
 ) -> tuple[list[PollResult], list[tuple[str, str, UpstreamError]]]:
-    """One pass of every tier of every holder; failures are collected, not raised."""
+    """One pass of every tier of every holder; failures are collected, not raised.
+    ``on_progress`` hears every page read (the bar)."""
     results: list[PollResult] = []
     failures: list[tuple[str, str, UpstreamError]] = []
     tier_timing = timings(config)
@@ -82,21 +86,22 @@ async def poll_once(
                 "(use poll-once --dry-run, or stop the daemon)"
             ) from None
     try:
-        await _poll_all(config, clock, dry_run, tier_timing, results, failures)
+        runtime = open_runtime(config, clock, dry_run=dry_run, on_progress=on_progress)
+        await _poll_all(runtime, clock, dry_run, tier_timing, results, failures)
     finally:
         lock.release()
     return results, failures
 
 
 async def _poll_all(
-    config: Config,
+    opening: AbstractAsyncContextManager[Runtime],
     clock: Clock,
     dry_run: bool,
     tier_timing: dict[str, Timing],
     results: list[PollResult],
     failures: list[tuple[str, str, UpstreamError]],
 ) -> None:
-    async with open_runtime(config, clock, dry_run=dry_run) as runtime:
+    async with opening as runtime:
         for name, poller in runtime.pollers.items():
             for tier in TIERS:
                 next_due = clock.now().timestamp() + tier_timing[tier].interval_s

@@ -33,6 +33,7 @@ from drgreen_poller.clock import Clock
 from drgreen_poller.errors import UpstreamNotFound, UpstreamUnauthorized
 from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
+from drgreen_poller.progress import OnProgress, ProgressPolicy, SweepProgress, TierProgress
 from drgreen_poller.store import TRACKED, Entity, Observation, Store
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ class PollSettings:
     order_terminal_statuses: frozenset[str] = ORDER_TERMINAL_STATUSES
     take: int = 100
     max_detail_fallbacks: int = 50
+    progress: ProgressPolicy = field(default_factory=ProgressPolicy)
 
 
 @dataclass(slots=True)
@@ -107,6 +109,7 @@ class HolderPoller:
         store: the state database.
         clock: the time source.
         settings: polling rules.
+        on_progress: called on every page a tier run reads, and once when it ends (a bar).
     """
 
     def __init__(
@@ -117,6 +120,8 @@ class HolderPoller:
         store: Store,
         clock: Clock,
         settings: PollSettings,
+        *,
+        on_progress: OnProgress | None = None,
     ) -> None:
         self.holder = holder
         self.countries = tuple(countries)
@@ -124,6 +129,11 @@ class HolderPoller:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self._on_progress = on_progress
+        # The current tier run's progress (tier runs of one holder never overlap).
+        self._progress = self._new_progress("", writer=None)
+        # Tiers whose progress row no earlier process can have left behind.
+        self._rows_checked: set[str] = set()
 
     async def poll_tier(
         self, tier: str, *, next_due_at: float, dry_run: bool = False
@@ -136,15 +146,12 @@ class HolderPoller:
         runs = await self.store.tier_runs(self.holder)
         first_sync = not any(r.tier == tier and r.seeded_at for r in runs)
         requests_before, started = self.api.requests_sent, self.clock.monotonic()
-        observations = await self.observe(tier, first_sync=first_sync)
-        now = self.clock.now()
-        if dry_run:
-            events = await self.store.preview(self.holder, observations, now=now)
-        else:
-            committed = await self.store.commit_poll(
-                self.holder, tier, observations, now=now, next_due_at=next_due_at
-            )
-            events = committed.events
+        self._progress = self._new_progress(tier, writer=None if dry_run else self.store)
+        try:
+            observations = await self.observe(tier, first_sync=first_sync)
+            events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
+        finally:
+            await self._progress.finish()
         result = PollResult(
             self.holder,
             tier,
@@ -166,6 +173,31 @@ class HolderPoller:
             duration_ms=round((self.clock.monotonic() - started) * 1000, 1),
         )
         return result
+
+    def _new_progress(self, tier: str, writer: Store | None) -> TierProgress:
+        row_left = writer is not None and tier not in self._rows_checked
+        if writer is not None:
+            self._rows_checked.add(tier)
+        return TierProgress(
+            SweepProgress(self.holder, tier, self.clock.now()),
+            self.clock,
+            self.settings.progress,
+            writer=writer,
+            on_progress=self._on_progress,
+            row_left=row_left,
+        )
+
+    async def _record(
+        self, tier: str, observations: list[Observation], next_due_at: float, *, dry_run: bool
+    ) -> list[dict[str, Any]]:
+        """Commit the run (or, in a dry run, preview it); the events it made."""
+        now = self.clock.now()
+        if dry_run:
+            return await self.store.preview(self.holder, observations, now=now)
+        committed = await self.store.commit_poll(
+            self.holder, tier, observations, now=now, next_due_at=next_due_at
+        )
+        return committed.events
 
     async def probe(self) -> None:
         """One cheap signed call (the order counts): whether Dr Green accepts the key again.
@@ -339,7 +371,7 @@ class HolderPoller:
         """
         seen: dict[str, R] = {}
         stored: dict[str, Entity] = {}
-        async for page in pages:
+        async for page in self._counted(pages, full=full):
             ids = [item.id for item in page.items]
             known = await self.store.entities_by_key(self.holder, (f"{kind}:{i}" for i in ids))
             stored.update({e.resource.id: e for e in known.values()})
@@ -349,6 +381,17 @@ class HolderPoller:
             if not full and wanted <= seen.keys() and not (discover and all_new):
                 break
         return seen, stored
+
+    async def _counted(
+        self, pages: AsyncIterator[Page[R]], *, full: bool
+    ) -> AsyncIterator[Page[R]]:
+        """``pages``, each counted in the run's progress before it is handed on.
+
+        A ``full`` sweep reads the whole list, so the list's own count is what it expects.
+        """
+        async for page in pages:
+            await self._progress.page(len(page.items), page.meta.item_count if full else None)
+            yield page
 
     # --- commissions and strains ---------------------------------------------------------------
 
@@ -368,7 +411,8 @@ class HolderPoller:
         for country in self.countries:
             previous = {e.resource.id: e for e in stored if e.resource.country == country}
             seen: dict[str, Any] = {}
-            async for page in self.api.strain_pages(country, take=self.settings.take):
+            strain_pages = self.api.strain_pages(country, take=self.settings.take)
+            async for page in self._counted(strain_pages, full=False):
                 seen.update({s.id: s for s in page.items if s.id not in seen})
             for strain in seen.values():
                 entity = previous.get(strain.id)

@@ -23,6 +23,7 @@ from drgreen_poller.config import Config, HolderConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.monitoring import HealthInputs, Metrics
 from drgreen_poller.poller import TIERS, HolderPoller, PollSettings
+from drgreen_poller.progress import OnProgress
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.scheduler import TierScheduler, Timing, initial_due, jittered
@@ -75,6 +76,7 @@ class Runtime:
     store: Store
     session: aiohttp.ClientSession
     pollers: dict[str, HolderPoller]
+    on_progress: OnProgress | None = None  # hears every page a poller reads (poll-once's bar)
 
     def client(self, holder: HolderConfig, bucket_from: ApiClient | None = None) -> ApiClient:
         """The API client of ``holder``; ``bucket_from`` hands over a token bucket, so that
@@ -98,6 +100,7 @@ class Runtime:
             self.store,
             self.clock,
             poll_settings(self.config),
+            on_progress=self.on_progress,
         )
 
 
@@ -141,7 +144,7 @@ def log_lineage(lineage: Lineage, path: Path) -> None:
 
 @asynccontextmanager
 async def open_runtime(
-    config: Config, clock: Clock, *, dry_run: bool = False
+    config: Config, clock: Clock, *, dry_run: bool = False, on_progress: OnProgress | None = None
 ) -> AsyncIterator[Runtime]:
     """Open the store and the HTTP session and build one poller per holder; close them last.
 
@@ -155,7 +158,7 @@ async def open_runtime(
         if not dry_run:
             await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
-            runtime = Runtime(config, clock, store, session, {})
+            runtime = Runtime(config, clock, store, session, {}, on_progress)
             for holder in config.holders:
                 runtime.pollers[holder.name] = runtime.poller(holder, runtime.client(holder))
             yield runtime

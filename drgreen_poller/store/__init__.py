@@ -1,8 +1,9 @@
 """The SQLite state: the only package with SQL. One aiosqlite connection, WAL, numbered migrations.
 
 ``Store`` combines the polling state (holders, run state, snapshots, events, the transactional
-outbox write) and the delivery outbox (claims, attempts, operator actions). ``StateLock`` keeps
-a second daemon off the same file. Nothing here decides what to poll or when to retry.
+outbox write), the delivery outbox (claims, attempts, operator actions) and the progress rows of
+long tier runs (for ``status``). ``StateLock`` keeps a second daemon off the same file. Nothing
+here decides what to poll or when to retry.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from drgreen_poller.store.polling import (
     PollingState,
     TierRun,
 )
+from drgreen_poller.store.progress import ProgressRow, ProgressRows
 
 
-class Store(PollingState, Outbox):
+class Store(PollingState, Outbox, ProgressRows):
     """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "DueDelivery",
     "Entity",
     "Observation",
+    "ProgressRow",
     "SinkBacklog",
     "SinkRoute",
     "StateLock",

@@ -114,6 +114,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: where the state came from, and the floor under every new sequence (lineage.py)
     LINEAGE_MIGRATION,
+    # 5: long tier runs in progress, for `status` (progress.py)
+    """
+    CREATE TABLE sweep_progress (
+        holder TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        pages INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        expected_records INTEGER,
+        PRIMARY KEY (holder, tier)
+    );
+    """,
 )
 
 
