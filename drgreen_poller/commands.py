@@ -399,10 +399,12 @@ class _Announcement(io.TextIOBase):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from drgreen_poller.demo import run_demo
+    from drgreen_poller.demo import DaemonLines, run_demo
 
-    # The story is the output; the daemon's own log lines only when asked for.
-    logs.configure(args.log_level or "warning", args.log_format or "auto", stream=sys.stderr)
+    # One printer: the daemon's log lines (warnings and up unless asked) are lines of the
+    # story, never a second stream racing it on the terminal.
+    lines = DaemonLines(sys.stdout, raw=args.log_format == "json")
+    logs.configure(args.log_level or "warning", "json", stream=cast(TextIO, lines))
 
     async def main() -> int:
         await run_demo(out=sys.stdout)

@@ -97,29 +97,6 @@ class TestSandboxCommand:
         assert "Traceback" not in err
 
 
-class TestDemo:
-    @pytest.mark.timeout(60)
-    async def test_demo_tells_the_whole_story(self) -> None:
-        """The demo runs sandbox, daemon and receiver by itself; every step's events arrive."""
-        code, out, err = await _run("demo", timeout_s=55)
-        assert code == 0, err
-        for line in (
-            "client.kyc.completed",
-            "order.created",
-            "order.paid",
-            "commission.accrued",
-            "order.delivered",
-            "order.rejected",
-        ):
-            assert "webhook ok       evt_" in out
-            assert line in out
-        assert "(inferred)" in out  # shipped, never seen
-        assert "(answering 503 on purpose)" in out  # and then retried
-        assert "still waiting" not in out
-        assert "every signature verified" in out
-        assert "Traceback" not in err
-
-
 class TestTrialConfig:
     async def test_write_config_gives_a_working_setup(self, tmp_path: Path) -> None:
         """sandbox --write-config writes a config that passes check-config --online."""
