@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -387,11 +388,12 @@ class _Announcement(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if self._pending and text.strip():
-            from drgreen_poller.trial import write_trial_config
+            from drgreen_poller.trial import next_steps, program_name, write_trial_config
 
             self._pending = False
             path = write_trial_config(self._directory, json.loads(text))
-            print(f"wrote {path}; try: drgreen-poller -c {path} poll-once", file=sys.stderr)
+            program = program_name(sys.argv[0], sys.executable, shutil.which)
+            print(next_steps(path, program), file=sys.stderr, flush=True)
         return self._out.write(text)
 
     def flush(self) -> None:

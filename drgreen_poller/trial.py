@@ -1,13 +1,16 @@
 """``sandbox --write-config DIR``: a ready-to-use configuration for trying the daemon locally.
 
 Owns the files written for a sandbox holder: its key pair (0600), a webhook secret, and a
-``config.toml`` pointing at the sandbox with short intervals and a JSON Lines sink. It writes
-nothing else and never overwrites a config the user has edited (it refuses instead).
+``config.toml`` pointing at the sandbox with short intervals and a JSON Lines sink, and the
+commands it then suggests, spelled the way this program was started so they work as printed.
+It writes nothing else and never overwrites a config the user has edited (it refuses instead).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ from drgreen_poller.errors import ConfigError
 from drgreen_poller.signing import generate_webhook_secret
 
 MARKER = "# written by: drgreen-poller sandbox --write-config"
+# Where the trial's webhook sink posts: ``listen``'s default address.
+WEBHOOK_URL = "http://127.0.0.1:8080/drgreen/events"
 
 CONFIG_TEMPLATE = """{marker}
 # A configuration for trying drgreen-poller against the local sandbox ({base_url}).
@@ -49,7 +54,7 @@ events = ["*"]
 [[sinks]]
 name = "store"
 kind = "webhook"
-url = "http://127.0.0.1:8080/drgreen/events"
+url = "{webhook_url}"
 secret_file = "store.whsec"
 events = ["order.*", "client.*"]
 """
@@ -77,7 +82,41 @@ def write_trial_config(directory: Path, ready: dict[str, Any]) -> Path:
         whsec = directory / "store.whsec"
         if not whsec.exists():
             _write_private(whsec, generate_webhook_secret() + "\n")
-        _write_private(config, CONFIG_TEMPLATE.format(marker=MARKER, base_url=ready["base_url"]))
+        _write_private(
+            config,
+            CONFIG_TEMPLATE.format(
+                marker=MARKER, base_url=ready["base_url"], webhook_url=WEBHOOK_URL
+            ),
+        )
     except OSError as exc:
         raise ConfigError(f"--write-config {directory}: {exc.strerror or exc}") from exc
     return config
+
+
+def program_name(argv0: str, executable: str, which: Callable[[str], str | None]) -> str:
+    """This program as the user can type it again: its name when that is what ``PATH`` finds,
+    else the path it was started by, or ``PYTHON -m drgreen_poller`` for ``python -m``."""
+    if Path(argv0).name == "__main__.py":
+        return f"{shlex.quote(executable)} -m drgreen_poller"
+    name = Path(argv0).name
+    found = which(name)
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return name
+    return shlex.quote(argv0)
+
+
+def next_steps(config: Path, program: str) -> str:
+    """What was written and the commands to try next, one per line, each runnable as printed."""
+    directory = config.parent
+    dgp = f"{program} -c {shlex.quote(str(config))}"
+    return "\n".join(
+        [
+            f"wrote {config} (holder demo; sinks: a file, {directory / 'events.jsonl'}, and a"
+            f" webhook to {WEBHOOK_URL} signed with {directory / 'store.whsec'})",
+            "next, each in a terminal of its own (this one keeps the sandbox running):",
+            f"  {dgp} listen                  # receives the webhook sink's events",
+            f"  {dgp} check-config --online   # validates, then one signed call",
+            f"  {dgp} poll-once --dry-run     # first sync: what exists is taken as it is",
+            f"  {dgp} run                     # the daemon: events reach listen within seconds",
+        ]
+    )
