@@ -130,10 +130,10 @@ class HolderPoller:
         self.clock = clock
         self.settings = settings
         self._on_progress = on_progress
-        # The current tier run's progress (tier runs of one holder never overlap).
-        self._progress = self._new_progress("", writer=None)
         # Tiers whose progress row no earlier process can have left behind.
         self._rows_checked: set[str] = set()
+        # The current tier run's progress (tier runs of one holder never overlap).
+        self._progress = self._new_progress("", writer=None)
 
     async def poll_tier(
         self, tier: str, *, next_due_at: float, dry_run: bool = False
