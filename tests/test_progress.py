@@ -237,11 +237,15 @@ class TestStatusShowsSweeps:
             report = await status_report(config, now=written + timedelta(seconds=later_s))
             sweep = report["holders"][0]["tiers"][0]["sweep"]
             assert (sweep["updated_s_ago"], sweep["stalled"]) == (later_s, stalled)
+        five_min_ago = SystemClock().now() - timedelta(minutes=5)
+        stale = SweepProgress("shop", "stale_orders", five_min_ago, 2, 150)
+        await store.record_progress(stale, five_min_ago)
         code, out, err = await _cli("-c", str(path), "status")
         assert code == 0, err
         assert "    stalled: the sweep begun 2026-11-23T09:59:51.000Z stopped at 9 page(s)," in out
         assert "900 records" in out
         assert "(was the daemon stopped?)" in out
+        assert "stopped at 2 page(s), 150 records, 5 min ago" in out
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
