@@ -3,7 +3,8 @@
 Owns the story and its printing only: in a temporary directory, a Dr Green sandbox, the real
 daemon (configured like a user would) and a receiver that verifies every signature; customers
 and orders move through their lifecycles, Dr Green hiccups, the receiver fails once, and each
-event is printed as it arrives, then a summary. Everything runs on 127.0.0.1 and ends by itself.
+event is printed as it arrives, then a summary. The daemon's log lines are printed by the same
+printer, as lines of the story (``DaemonLines``). Everything runs on 127.0.0.1 and ends by itself.
 """
 
 from __future__ import annotations
