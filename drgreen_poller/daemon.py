@@ -280,11 +280,16 @@ async def reload_once(service: Service, load: ConfigLoader) -> bool:
 
 
 async def _close_retired(service: Service) -> None:
-    """Close the sinks a reload replaced or removed, once the attempts using them end."""
-    retired, service.retired_sinks = service.retired_sinks, []
+    """Close the sinks a reload replaced or removed, once the attempts using them end.
+
+    Each stays in ``retired_sinks`` until it is closed: a stop cancelling this wait leaves them
+    to ``serve``'s own closing.
+    """
+    retired = list(service.retired_sinks)
     await service.worker.wait_in_flight()
     for sink in retired:
         await sink.close()
+        service.retired_sinks.remove(sink)
 
 
 def _monotonic_us() -> int:

@@ -8,6 +8,7 @@ real SIGHUP.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import sys
@@ -26,9 +27,9 @@ from drgreen_poller.config import Config, Secret, load_config
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.reload import config_changes, keep_restart_keys
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import generate_credentials
+from drgreen_poller.signing import generate_credentials, generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
-from tests.fakes import WebhookReceiver, start
+from tests.fakes import Delivery, WebhookReceiver, start
 
 CLOCK = SystemClock()
 CLI = (sys.executable, "-m", "drgreen_poller")
@@ -462,3 +463,73 @@ class TestSignals:
         again.process.send_signal(signal.SIGTERM)
         assert (await again.finish())[0] == 0
         assert hook.accepted()[0].id == hook.received[0].id
+
+
+def _signed_with(delivery: Delivery, secret: str) -> bool:
+    return verify_webhook(
+        [secret],
+        msg_id=delivery.id,
+        timestamp=delivery.headers["webhook-timestamp"],
+        signature_header=delivery.headers["webhook-signature"],
+        body=delivery.body,
+        now_s=CLOCK.now().timestamp(),
+    )
+
+
+class TestReloadRaces:
+    @pytest.mark.timeout(30)
+    async def test_a_rotated_secret_signs_the_next_attempt(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """After a reload that rotates a sink's secret, the next event is signed with it."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        path = write_config(
+            tmp_path, box.base_url, shop, first_sync="emit", extra=_sink("store", url)
+        )
+        rotated = generate_webhook_secret()
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                order = box.state.create_order("shop")
+                await daemon.until(lambda: _events(hook) == ["order.created"])
+                (tmp_path / "store.whsec").write_text(rotated)
+                reloaded = await daemon.reload(logs)
+                box.state.approve_order(order.id)
+                await daemon.until(lambda: len(_events(hook)) == 2)
+        assert reloaded["sinks_changed"] == {"store": ["secrets"]}
+        first, second = hook.accepted()
+        assert [_signed_with(first, SECRET), _signed_with(first, rotated)] == [True, False]
+        assert [_signed_with(second, SECRET), _signed_with(second, rotated)] == [False, True]
+
+    @pytest.mark.timeout(30)
+    async def test_a_sink_retired_while_its_attempt_hangs_is_closed_on_stop(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """A sink replaced by a reload while its attempt hangs is still closed when a stop
+        cuts that attempt (no unclosed HTTP session is left behind)."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        hook.hang_next = 1
+        extra = '[delivery]\ntimeout = "1h"\n' + _sink("store", url)
+        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
+        with structlog.testing.capture_logs() as logs:
+            daemon = Running(path)
+            await daemon.__aenter__()
+            assert daemon.task is not None
+            box.state.create_order("shop")
+            await daemon.until(lambda: bool(hook.received))
+            (tmp_path / "store.whsec").write_text(generate_webhook_secret())
+            await daemon.reload(logs)
+            daemon.controls.request_stop()
+            daemon.controls.request_stop()
+            await asyncio.wait_for(daemon.task, 5)
+        gc.collect()  # an unclosed aiohttp session warns when collected
+        assert _logged(logs, "daemon_stop_forced")
