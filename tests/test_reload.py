@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, Secret, load_config
 from drgreen_poller.daemon import Controls, run_daemon
+from drgreen_poller.errors import StoreError
 from drgreen_poller.reload import config_changes, keep_restart_keys
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.signing import generate_credentials, generate_webhook_secret, verify_webhook
@@ -533,3 +534,26 @@ class TestReloadRaces:
             await asyncio.wait_for(daemon.task, 5)
         gc.collect()  # an unclosed aiohttp session warns when collected
         assert _logged(logs, "daemon_stop_forced")
+
+
+class TestFatalErrors:
+    @pytest.mark.timeout(30)
+    async def test_the_delivery_side_losing_the_database_says_so(
+        self, box: LocalSandbox, tmp_path: Path
+    ) -> None:
+        """When the delivery worker is the first to find the database gone, the daemon logs
+        ``state_database_failed`` for it before stopping with that error."""
+        revoked = box.state.create_holder("revoked")
+        box.state.revoke_holder_key("revoked")
+        path = write_config(tmp_path, box.base_url, revoked, extra='unauthorized_retry = "1h"')
+        with structlog.testing.capture_logs() as logs:
+            daemon = Running(path)
+            await daemon.__aenter__()
+            assert daemon.task is not None
+            # Refused for an hour, the holder's tiers touch the database no more.
+            await daemon.until(lambda: _logged(logs, "holder_unauthorized"))
+            (tmp_path / "state.db").unlink()
+            with pytest.raises(StoreError, match="was deleted"):
+                await asyncio.wait_for(daemon.task, 10)
+        failed = [e for e in logs if e["event"] == "state_database_failed"]
+        assert [(e["log_level"], e.get("source")) for e in failed] == [("error", "delivery")]
