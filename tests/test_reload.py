@@ -11,9 +11,11 @@ import asyncio
 import gc
 import json
 import signal
+import sqlite3
 import sys
 from asyncio.subprocess import PIPE, Process
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -466,6 +468,16 @@ class TestSignals:
         assert hook.accepted()[0].id == hook.received[0].id
 
 
+def _marked_unauthorized(state: Path) -> bool:
+    """Whether the database remembers holder "revoked" as refused (False before it exists)."""
+    if not state.exists():
+        return False
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        query = "SELECT unauthorized_since FROM holders WHERE name = 'revoked'"
+        row = db.execute(query).fetchone()
+    return row is not None and row[0] is not None
+
+
 def _signed_with(delivery: Delivery, secret: str) -> bool:
     return verify_webhook(
         [secret],
@@ -534,6 +546,45 @@ class TestReloadRaces:
             await asyncio.wait_for(daemon.task, 5)
         gc.collect()  # an unclosed aiohttp session warns when collected
         assert _logged(logs, "daemon_stop_forced")
+
+    @pytest.mark.timeout(30)
+    async def test_a_refused_holder_removed_and_added_back_is_probed(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A refused holder removed by one reload and added back by another with working keys
+        recovers at once (its refusal is not silently forgotten, leaving the mark for good)."""
+        revoked = box.state.create_holder("revoked")
+        box.state.revoke_holder_key("revoked")
+        refusing = 'unauthorized_retry = "1h"'
+        path = write_config(tmp_path, box.base_url, revoked, extra=refusing)
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                await daemon.until(lambda: _marked_unauthorized(tmp_path / "state.db"))
+                write_config(tmp_path, box.base_url, replace(shop, name="other"), extra=refusing)
+                assert (await daemon.reload(logs))["holders_removed"] == ["revoked"]
+                write_config(tmp_path, box.base_url, replace(shop, name="revoked"), extra=refusing)
+                assert (await daemon.reload(logs))["holders_added"] == ["revoked"]
+                await daemon.until(lambda: _logged(logs, "holder_recovered"))
+
+    @pytest.mark.timeout(30)
+    async def test_new_keys_given_during_a_refused_run_are_tried_at_once(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A run that started with the old keys and is refused after a reload gave new ones
+        does not park the holder until the next probe: the new keys are probed at once."""
+        keyed = box.state.create_holder("keyed")
+        refusing = 'unauthorized_retry = "1h"'
+        path = write_config(tmp_path, box.base_url, keyed, extra=refusing)
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                await daemon.until(lambda: _requests(box, "keyed") > 0)
+                box.state.add_fault({"kind": "slow", "delay_s": 1, "holder": "keyed"})
+                box.state.revoke_holder_key("keyed")
+                await CLOCK.sleep(0.4)  # a run (0.2 s intervals) is now waiting on its answer
+                write_config(tmp_path, box.base_url, replace(shop, name="keyed"), extra=refusing)
+                assert (await daemon.reload(logs))["holders_changed"] == {"keyed": ["keys"]}
+                await daemon.until(lambda: _logged(logs, "holder_unauthorized"))
+                await daemon.until(lambda: _logged(logs, "holder_recovered"))
 
 
 class TestFatalErrors:
