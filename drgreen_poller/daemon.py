@@ -293,6 +293,8 @@ async def _close_retired(service: Service) -> None:
     to ``serve``'s own closing.
     """
     retired = list(service.retired_sinks)
+    if not retired:  # nothing to wait for: the next reload is not held up by a slow receiver
+        return
     await service.worker.wait_in_flight()
     for sink in retired:
         await sink.close()

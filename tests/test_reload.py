@@ -470,12 +470,17 @@ class TestSignals:
 
 def _marked_unauthorized(state: Path) -> bool:
     """Whether the database remembers holder "revoked" as refused (False before it exists)."""
+    query = "SELECT unauthorized_since FROM holders WHERE name = 'revoked'"
+    return _value(state, query) is not None
+
+
+def _value(state: Path, query: str) -> Any:
+    """The first column of the first row of ``query`` (None when none, or no database yet)."""
     if not state.exists():
-        return False
+        return None
     with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
-        query = "SELECT unauthorized_since FROM holders WHERE name = 'revoked'"
         row = db.execute(query).fetchone()
-    return row is not None and row[0] is not None
+    return row[0] if row is not None else None
 
 
 def _signed_with(delivery: Delivery, secret: str) -> bool:
@@ -586,6 +591,32 @@ class TestReloadRaces:
                 await daemon.until(lambda: _logged(logs, "holder_unauthorized"))
                 await daemon.until(lambda: _logged(logs, "holder_recovered"))
 
+    @pytest.mark.timeout(30)
+    async def test_a_hanging_attempt_does_not_hold_up_the_next_reload(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """A reload that retires no sink does not wait for the attempts in flight, so the next
+        reload is applied at once even while a receiver hangs."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        hook.hang_next = 1
+        extra = '[delivery]\ntimeout = "1h"\n' + _sink("store", url)
+        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
+        with structlog.testing.capture_logs() as logs:
+            async with Running(path) as daemon:
+                box.state.create_order("shop")
+                await daemon.until(lambda: bool(hook.received))
+                assert (await daemon.reload(logs))["changed"] is False
+                write_config(
+                    tmp_path, box.base_url, shop, first_sync="emit", interval="1s", extra=extra
+                )
+                assert (await daemon.reload(logs))["changed"] is True
+                daemon.controls.request_stop()  # leaving, the second request cuts the attempt
+
 
 class TestFatalErrors:
     @pytest.mark.timeout(30)
@@ -601,8 +632,10 @@ class TestFatalErrors:
             daemon = Running(path)
             await daemon.__aenter__()
             assert daemon.task is not None
-            # Refused for an hour, the holder's tiers touch the database no more.
-            await daemon.until(lambda: _logged(logs, "holder_unauthorized"))
+            # Refused for an hour, the holder's tiers touch the database no more once the
+            # refusal is stored (its last write, postponing the tiers, follows within ms).
+            await daemon.until(lambda: _marked_unauthorized(tmp_path / "state.db"))
+            await CLOCK.sleep(0.3)
             (tmp_path / "state.db").unlink()
             with pytest.raises(StoreError, match="was deleted"):
                 await asyncio.wait_for(daemon.task, 10)
