@@ -151,7 +151,7 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
     try:
         async with asyncio.TaskGroup() as tasks:
             draining = asyncio.Event()
-            delivering = tasks.create_task(service.worker.run(draining, _grace(service)))
+            delivering = tasks.create_task(_deliver(service, draining))
             upkeep = [
                 tasks.create_task(_watchdog(notifier, service)),
                 tasks.create_task(_reloads(service, controls, load, notifier)),
@@ -176,6 +176,16 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
         log.info("daemon_stopped")
 
 
+async def _deliver(service: Service, draining: asyncio.Event) -> None:
+    """The delivery worker's loop. Its failed database is logged here, as the poller logs its
+    own: the task group ends ``serve`` at once when this task fails."""
+    try:
+        await service.worker.run(draining, _grace(service))
+    except StoreError as exc:
+        log.error("state_database_failed", source="delivery", error=str(exc))
+        raise
+
+
 def _grace(service: Service) -> float:
     return service.config.daemon.stop_grace_s
 
@@ -189,17 +199,14 @@ def _announce_ready(service: Service, notifier: Notifier) -> None:
 async def _until_stopped(
     stop: asyncio.Event, delivering: asyncio.Task[None], fatal: asyncio.Future[None]
 ) -> None:
-    """Wait for ``stop``; if the delivery worker or a poll hits a fatal error first, raise it."""
+    """Wait for ``stop``; a poll's fatal error first is raised here, the delivery worker's by
+    the task group."""
     stopping = asyncio.ensure_future(stop.wait())
     watched: set[asyncio.Future[Any]] = {stopping, delivering, fatal}
     try:
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    failure = delivering.exception() if delivering.done() and not delivering.cancelled() else None
-    if isinstance(failure, StoreError):
-        # The poller logs its own failures (state_database_failed); the worker's end here.
-        log.error("state_database_failed", source="delivery", error=str(failure))
     if fatal.done():
         fatal.result()  # a StoreError: the database went away
 
@@ -294,11 +301,18 @@ async def reload_once(service: Service, load: ConfigLoader) -> bool:
 
 
 async def _close_retired(service: Service) -> None:
-    """Close the sinks a reload replaced or removed, once the attempts using them end."""
-    retired, service.retired_sinks = service.retired_sinks, []
+    """Close the sinks a reload replaced or removed, once the attempts using them end.
+
+    Each stays in ``retired_sinks`` until it is closed: a stop cancelling this wait leaves them
+    to ``serve``'s own closing.
+    """
+    retired = list(service.retired_sinks)
+    if not retired:  # nothing to wait for: the next reload is not held up by a slow receiver
+        return
     await service.worker.wait_in_flight()
     for sink in retired:
         await sink.close()
+        service.retired_sinks.remove(sink)
 
 
 def _monotonic_us() -> int:

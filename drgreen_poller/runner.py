@@ -88,6 +88,7 @@ class TierRunner:
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self._locks = {name: asyncio.Lock() for name in self.pollers}
+        self._keys = dict.fromkeys(self.pollers, 0)  # holder → pollers installed since start
         self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
         self._stopping = False
         self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
@@ -156,10 +157,12 @@ class TierRunner:
         """Poll ``holder`` from now on, or with a new poller (new keys, new settings)."""
         self.pollers[holder] = poller
         self._locks.setdefault(holder, asyncio.Lock())
+        self._keys[holder] = self._keys.get(holder, 0) + 1
 
     def remove_holder(self, holder: str) -> None:
         """Poll ``holder`` no more: its runs in progress are abandoned (nothing of them is
-        written) and its holds forgotten. Its state stays in the database."""
+        written) and its holds forgotten. Its state stays in the database (a refusal too: see
+        ``probe_now``)."""
         self.pollers.pop(holder, None)
         for task, (name, _, _) in self._running.items():
             if name == holder:
@@ -169,12 +172,13 @@ class TierRunner:
             self._refused.pop(holder, None)
 
     async def probe_now(self, holder: str) -> bool:
-        """A refused holder was given new keys: probe at once rather than at the next interval.
+        """A refused holder was given new keys, or added back: probe at once rather than at the
+        next interval (only a probe clears the refusal the database remembers).
 
         Returns whether the holder was refused (and so is probed now).
         """
         refused = await self._refusals()
-        if holder not in refused:
+        if holder not in refused and holder not in await self.store.unauthorized_holders():
             return False
         refused[holder] = 0.0
         now = self.clock.now().timestamp()
@@ -201,7 +205,7 @@ class TierRunner:
             return await self._run_locked(holder, tier)
 
     async def _run_locked(self, holder: str, tier: str) -> float:
-        timing = self.timings[tier]
+        timing, keys = self.timings[tier], self._keys[holder]
         now = self.clock.now().timestamp()
         refused = await self._refusals()
         # A refused key waits for its next probe, a throttled holder for its hold to expire:
@@ -210,14 +214,14 @@ class TierRunner:
         if now + DUE_SLACK_S < blocked_until:
             return blocked_until
         if holder in refused:
-            return await self._probe(holder, tier, now)
+            return await self._probe(holder, tier, now, keys)
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
         started = self.clock.monotonic()
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
             self.on_result(holder, tier, "unauthorized", [], self.clock.monotonic() - started)
-            return await self._unauthorized(holder, tier, exc, self._ms_since(started))
+            return await self._unauthorized(holder, tier, exc, self._ms_since(started), keys)
         except (UpstreamError, ConcurrentUpdate) as exc:
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing, self._ms_since(started))
@@ -270,7 +274,12 @@ class TierRunner:
         return next_due
 
     async def _unauthorized(
-        self, holder: str, tier: str, exc: UpstreamUnauthorized, duration_ms: float
+        self,
+        holder: str,
+        tier: str,
+        exc: UpstreamUnauthorized,
+        duration_ms: float,
+        keys: int,
     ) -> float:
         now = self.clock.now()
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
@@ -292,9 +301,9 @@ class TierRunner:
         if holder not in await self.store.unauthorized_holders():
             details = {"status": exc.status, "message": exc.message, "tier": tier}
             await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
-        return await self._await_probe(holder, next_probe)
+        return await self._await_probe(holder, next_probe, keys)
 
-    async def _probe(self, holder: str, tier: str, now: float) -> float:
+    async def _probe(self, holder: str, tier: str, now: float, keys: int) -> float:
         """One cheap signed call for a refused holder; when it works, every tier is due now."""
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
         started = self.clock.monotonic()
@@ -313,7 +322,7 @@ class TierRunner:
                 error=_describe(exc),
                 retry_in_s=round(retry_s, 1),
             )
-            return await self._await_probe(holder, now + retry_s)
+            return await self._await_probe(holder, now + retry_s, keys)
         await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
         del (await self._refusals())[holder]
         self._held_until.pop(holder, None)
@@ -332,10 +341,17 @@ class TierRunner:
                 self.reschedule(holder, other, now)
         return now
 
-    async def _await_probe(self, holder: str, next_probe: float) -> float:
-        """Refuse the holder until ``next_probe``: every tier waits for it, across a restart."""
+    async def _await_probe(self, holder: str, next_probe: float, keys: int) -> float:
+        """Refuse the holder until ``next_probe``: every tier waits for it, across a restart.
+
+        ``keys``: the holder's poller generation when the refused run began; if a reload has
+        installed new keys since, they are probed at once instead.
+        """
         (await self._refusals())[holder] = next_probe
         await self.store.postpone(holder, next_probe)
+        if self._keys.get(holder) != keys:
+            next_probe = self.clock.now().timestamp()
+            (await self._refusals())[holder] = next_probe
         for tier in self.timings:
             self.reschedule(holder, tier, next_probe)
         return next_probe

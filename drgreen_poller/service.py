@@ -262,7 +262,7 @@ async def apply_config(service: Service, new: Config) -> ConfigChanges:
     await _apply_holders(service, old, changes)
     _tighten_schedule(service, before)
     _apply_sinks(service, old)
-    for name in changes.rekeyed:
+    for name in (*changes.rekeyed, *changes.holders_added):
         await service.runner.probe_now(name)
     return changes
 
