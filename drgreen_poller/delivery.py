@@ -84,6 +84,9 @@ class DeliveryWorker:
         self.on_attempt = on_attempt
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
+        # The sink object that accepted each delivery, until recorded: the one to fsync, even
+        # when a reload has replaced it under the same name meanwhile.
+        self._accepted_by: dict[int, Sink] = {}
         self._last_upkeep = clock.monotonic()
         self.last_tick = clock.monotonic()
 
@@ -117,6 +120,8 @@ class DeliveryWorker:
             outcome = Outcome(False, error_class="sink no longer configured")
         else:
             outcome = await self._deliver(sink, row, started)
+            if outcome.ok:
+                self._accepted_by[row.id] = sink
         attempt = row.attempts + 1
         duration_ms = round((self.clock.monotonic() - t0) * 1000, 1)
         state, next_at = self._next(outcome, row.scheduled_attempts + 1, sink is None)
@@ -147,11 +152,9 @@ class DeliveryWorker:
 
     async def _record(self, records: list[AttemptRecord]) -> None:
         """Make accepted events durable in their sinks, then log every attempt in one write."""
-        delivered_to = {r.sink for r in records if r.ok}
-        for name in delivered_to:
-            sink = self.sinks.get(name)
-            if sink is not None:
-                await sink.sync()
+        accepted = [self._accepted_by.pop(r.delivery_id, None) for r in records]
+        for sink in {id(s): s for s in accepted if s is not None}.values():
+            await sink.sync()
         await self.store.record_attempts(records, self.clock.now())
         for record in records:
             self._log(record)

@@ -305,6 +305,18 @@ class TestConcurrency:
         await server.close()
 
 
+class SyncCountingSink(FileSink):
+    """A real file sink that counts its fsyncs."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        super().__init__(config)
+        self.syncs = 0
+
+    async def sync(self) -> None:
+        self.syncs += 1
+        await super().sync()
+
+
 class TestFileSinkThroughTheWorker:
     async def test_lines_written_before_recorded_delivered(self, tmp_path: Path) -> None:
         """File deliveries are fsynced, then recorded delivered; the file holds each event once."""
@@ -329,6 +341,27 @@ class TestFileSinkThroughTheWorker:
         assert len(lines) == 2
         assert '"type":"order.created"' in lines[0]
         await sinks["audit"].close()
+        await store.close()
+
+    async def test_the_sink_that_took_the_line_is_synced_after_a_reload(
+        self, tmp_path: Path
+    ) -> None:
+        """A reload replacing a file sink between an attempt and its record still fsyncs the
+        sink that wrote the line before the row is recorded delivered."""
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
+        config = SinkConfig(name="audit", kind="file", path=tmp_path / "events.jsonl")
+        old, new = SyncCountingSink(config), SyncCountingSink(config)
+        worker = DeliveryWorker(store, {"audit": old}, DeliveryConfig(), clock, random.Random(0))
+        observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])
+        await store.commit_events("shop", [observation], now=clock.now())
+        [row] = await store.claim_due(clock.now(), 1)
+        record = await worker._attempt(row)
+        worker.sinks = {"audit": new}  # what a reload does
+        await worker._record([record])
+        assert (old.syncs, new.syncs) == (1, 0)
+        await old.close()
+        await new.close()
         await store.close()
 
     async def test_unknown_sink_fails_at_once(self, tmp_path: Path) -> None:
