@@ -162,7 +162,9 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
             for task in upkeep:
                 task.cancel()
             await _wind_down(service, notifier, draining, delivering, controls.force)
-    except* StoreError as failures:
+    except ExceptionGroup as failures:
+        # The first loop to fail ends the daemon: raise it as itself, not wrapped in a group (a
+        # StoreError is one line for the user; anything else keeps its own traceback).
         raise failures.exceptions[0] from None
     finally:
         if service.scheduler.running:  # a fatal error skipped the wind-down

@@ -297,7 +297,12 @@ async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) 
             continue
         if rebuild_all or holder.name in changes.holders_changed:
             current = runner.pollers.get(holder.name)
-            same_budget = api_settings(old) == api_settings(runtime.config)
+            # The token bucket carries over unless the budget itself changed: a reload of a
+            # timeout or a URL must not hand every holder a full burst again.
+            same_budget = (old.api.requests_per_second, old.api.burst) == (
+                runtime.config.api.requests_per_second,
+                runtime.config.api.burst,
+            )
             bucket_from = current.api if current is not None and same_budget else None
             _install(service, holder, runtime.client(holder, bucket_from))
     if changes.holders_added:

@@ -30,6 +30,7 @@ from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.errors import StoreError
 from drgreen_poller.reload import config_changes, keep_restart_keys
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.service import apply_config, build_service, open_runtime
 from drgreen_poller.signing import generate_credentials, generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
 from tests.fakes import Delivery, WebhookReceiver, start
@@ -641,3 +642,20 @@ class TestFatalErrors:
                 await asyncio.wait_for(daemon.task, 10)
         failed = [e for e in logs if e["event"] == "state_database_failed"]
         assert [(e["log_level"], e.get("source")) for e in failed] == [("error", "delivery")]
+
+
+class TestApplyConfig:
+    async def test_the_request_budget_survives_unless_it_changes(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """A reload of the API timeout keeps each holder's token bucket; a new rate replaces it."""
+        config = load_config(write_config(tmp_path, box.base_url, shop))
+        async with open_runtime(config, CLOCK) as runtime:
+            service = build_service(runtime)
+            bucket = service.runner.pollers["shop"].api.bucket
+            slower = replace(config, api=replace(config.api, timeout_s=99.0))
+            await apply_config(service, slower)
+            assert service.runner.pollers["shop"].api.bucket is bucket
+            faster = replace(slower, api=replace(config.api, requests_per_second=7.0))
+            await apply_config(service, faster)
+            assert service.runner.pollers["shop"].api.bucket is not bucket
