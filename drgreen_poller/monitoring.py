@@ -184,16 +184,19 @@ class Metrics:
 
     # --- at scrape time ---------------------------------------------------------------------------
 
-    async def refresh(self, store: Store, sinks: Sequence[str], now: float) -> None:
-        """Fill the gauges that are read from the state database."""
-        self._fill_backlog(await store.undelivered(), sinks, now)
+    async def refresh(self, store: Store, judged: HealthInputs, now: float) -> None:
+        """Fill the gauges that are read from the state database, for the holders and sinks
+        configured now (the database keeps the rows of holders a reload removed)."""
+        self._fill_backlog(await store.undelivered(), judged.sinks, now)
+        holders = set(judged.holders)
         self.active.clear()
         for (holder, tier), count in (await store.tier_sizes()).items():
-            self.active.labels(holder, tier).set(count)
+            if holder in holders:
+                self.active.labels(holder, tier).set(count)
         self.last_success.clear()
         for run in await store.tier_runs():
             success = _parse(run.last_success_at)
-            if success is not None:
+            if success is not None and run.holder in holders:
                 self.last_success.labels(run.holder, run.tier).set(success.timestamp())
 
     def _fill_backlog(
@@ -297,7 +300,7 @@ def build_app(
         return web.json_response({"status": "ok"})
 
     async def metrics_page(_: web.Request) -> web.Response:
-        await metrics.refresh(store, inputs().sinks, clock.now().timestamp())
+        await metrics.refresh(store, inputs(), clock.now().timestamp())
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

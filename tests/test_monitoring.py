@@ -8,7 +8,7 @@ import base64
 import random
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ class Rig:
     worker: DeliveryWorker
     session: aiohttp.ClientSession
     url: str
+    judged: list[HealthInputs]  # [what the app judges now]: a test may swap it, as a reload does
 
     async def poll(self, tier: str = ACTIVE_ORDERS) -> None:
         assert await self.runner.run("shop", tier) is not None
@@ -167,11 +168,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         inputs = HealthInputs(
             ["shop"], dict.fromkeys(TIERS, HOUR), clock.now().timestamp(), ["store"]
         )
-        app = await start(build_app(store, metrics, lambda: inputs, clock))
+        judged = [inputs]
+        app = await start(build_app(store, metrics, lambda: judged[0], clock))
         try:
-            yield Rig(
-                clock, box, store, metrics, runner, hook, worker, session, str(app.make_url(""))
-            )
+            url = str(app.make_url(""))
+            yield Rig(clock, box, store, metrics, runner, hook, worker, session, url, judged)
         finally:
             await app.close()
             await sink.close()
@@ -230,6 +231,17 @@ class TestPollSeries:
             "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=COMMISSIONS
         )
         assert when == rig.clock.now().timestamp()
+
+    async def test_a_holder_no_longer_configured_has_no_series(self, rig: Rig) -> None:
+        """Once a reload removes a holder, its last success time and active set leave /metrics."""
+        await rig.poll(COMMISSIONS)
+        assert await rig.value(
+            "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=COMMISSIONS
+        )
+        rig.judged[0] = replace(rig.judged[0], holders=[])
+        _, samples = await rig.scrape()
+        per_holder = ("drgreen_poller_last_success", "drgreen_poller_active_entities")
+        assert [name for name, labels in samples if name.startswith(per_holder) and labels] == []
 
     async def test_a_failed_poll_sets_no_success_time(self, rig: Rig) -> None:
         """A poll that fails is counted failed and leaves the last success time unset."""
