@@ -1,8 +1,9 @@
 """Operator commands over the state database: status, the event log, tracking, online checks.
 
-Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore`` and
-``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite in
-WAL mode). Printing and exit codes belong to the CLI.
+Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore``, ``listen``'s secrets
+and ``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite
+in WAL mode), and the readers never create a state database. Printing and exit codes belong to
+the CLI.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import aiohttp
 
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock, SystemClock
-from drgreen_poller.config import Config, SinkConfig, duration
+from drgreen_poller.config import Config, duration
 from drgreen_poller.errors import (
     ConfigError,
     SigningError,
@@ -35,7 +36,7 @@ from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
 from drgreen_poller.signing import WEBHOOK_SECRET_PREFIX, ApiCredentials, webhook_key
-from drgreen_poller.store import DeliveryRow, ProgressRow, StateLock, Store, TierRun
+from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
 from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
@@ -44,7 +45,7 @@ TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 SWEEP_STALLED_S = 60.0
 
 
-def _require_state(config: Config) -> Path:
+def require_state(config: Config) -> Path:
     """The state database's path, when there is one: a reader or a repair never creates it.
 
     Raises:
@@ -59,9 +60,9 @@ def _require_state(config: Config) -> Path:
     return path
 
 
-async def _reader(config: Config) -> Store:
+async def open_reader(config: Config) -> Store:
     """The existing state database, opened to read (no start of the state recorded)."""
-    return await Store.open(_require_state(config), writer=False)
+    return await Store.open(require_state(config), writer=False)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -112,7 +113,7 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
         StoreError: there is no state database (a reader never creates one).
     """
     now = now or SystemClock().now()
-    store = await _reader(config)
+    store = await open_reader(config)
     try:
         runs = await store.tier_runs()
         sizes = await store.tier_sizes()
@@ -166,10 +167,10 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
 
 
 def _since(lineage: Lineage, now: datetime) -> float:
-    """When a tier that never succeeded started to be late: when the state began."""
-    if lineage.began_at is None:
-        return now.timestamp()
-    return datetime.fromisoformat(lineage.began_at.replace("Z", "+00:00")).timestamp()
+    """When a tier that never succeeded started to be late: when the state began (or now, for
+    a state older than that record)."""
+    began = lineage.began_at or iso_ms(now)
+    return datetime.fromisoformat(began.replace("Z", "+00:00")).timestamp()
 
 
 def failed_deliveries(backlog: dict[str, dict[str, int]]) -> list[str]:
@@ -242,7 +243,7 @@ async def list_events(
     config: Config, *, patterns: Sequence[str], since: datetime | None, limit: int
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` matching events, oldest first (a log's order)."""
-    store = await _reader(config)
+    store = await open_reader(config)
     try:
         return await store.events(patterns=patterns, since=since, limit=limit)
     finally:
@@ -322,114 +323,6 @@ def event_patterns(values: Sequence[str] | None) -> list[str]:
         if not _GLOB_RE.match(pattern):
             raise ConfigError(f"--type {pattern!r} is not an event pattern such as 'order.*'")
     return patterns
-
-
-# --- deliveries ----------------------------------------------------------------------------------
-
-DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
-
-
-async def list_deliveries(
-    config: Config, *, state: str | None, sink: str | None, limit: int, attempts: bool = False
-) -> list[DeliveryListing]:
-    """The newest ``limit`` matching deliveries, oldest first (as ``events list``), each with
-    its attempt log when ``attempts``."""
-    if sink is not None:
-        _sink(config, sink)
-    store = await _reader(config)
-    try:
-        rows = await store.deliveries(state=state, sink=sink, limit=limit)
-        return [
-            DeliveryListing(row, await store.attempts(row.id) if attempts else [])
-            for row in reversed(rows)
-        ]
-    finally:
-        await store.close()
-
-
-@dataclass
-class DeliveryListing:
-    """One delivery as ``deliveries list`` shows it, and its attempts (when asked for)."""
-
-    row: DeliveryRow
-    attempts: list[dict[str, Any]]
-
-    def json(self) -> dict[str, Any]:
-        row = self.row
-        due = row.state == "pending"
-        return {
-            "id": row.id,
-            "sink": row.sink,
-            "state": row.state,
-            "event_id": row.event_id,
-            "event_type": row.event_type,
-            "attempts": row.attempts,
-            "last_outcome": row.last_outcome,
-            "next_attempt_at": iso_ms(datetime.fromtimestamp(row.next_attempt_at, UTC))
-            if due
-            else None,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            **({"attempt_log": [_attempt_json(a) for a in self.attempts]} if self.attempts else {}),
-        }
-
-
-def _attempt_json(attempt: dict[str, Any]) -> dict[str, Any]:
-    return {k: bool(v) if k == "ok" else v for k, v in attempt.items() if k != "delivery_id"}
-
-
-# Why a delivery in each state cannot be requeued by ``deliveries retry ID``.
-NOT_REQUEUED = {
-    None: "no such delivery",
-    "delivered": "already delivered",
-    "delivering": "being delivered right now (a daemon stopped mid-attempt puts it back to "
-    "pending when it starts again)",
-}
-
-
-async def retry_deliveries(
-    config: Config, ids: Sequence[int], now: datetime
-) -> dict[int, str | None]:
-    """Requeue deliveries ``ids`` (failed or pending: due now, fresh schedule, same event ids).
-
-    Returns, per id, None when it was requeued, else why not (``NOT_REQUEUED``).
-    """
-    store = await Store.open(_require_state(config))
-    try:
-        found = await store.requeue(ids, now)
-    finally:
-        await store.close()
-    return {
-        i: None if state in ("failed", "pending") else NOT_REQUEUED[state]
-        for i, state in found.items()
-    }
-
-
-async def retry_failed(config: Config, now: datetime) -> int:
-    """Requeue every failed delivery; returns how many."""
-    store = await Store.open(_require_state(config))
-    try:
-        return await store.requeue_failed(now)
-    finally:
-        await store.close()
-
-
-async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
-    """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
-    patterns = _sink(config, sink).events
-    store = await Store.open(_require_state(config))
-    try:
-        return await store.replay(sink, patterns, since, now)
-    finally:
-        await store.close()
-
-
-def _sink(config: Config, name: str) -> SinkConfig:
-    for sink in config.sinks:
-        if sink.name == name:
-            return sink
-    known = ", ".join(s.name for s in config.sinks) or "none configured"
-    raise ConfigError(f"--sink {name!r}: no such sink ({known})")
 
 
 def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:

@@ -282,7 +282,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_list(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import list_deliveries
+    from drgreen_poller.deliveries import list_deliveries
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
@@ -313,7 +313,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_retry(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import retry_deliveries, retry_failed
+    from drgreen_poller.deliveries import retry_deliveries, retry_failed
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
@@ -333,7 +333,8 @@ def cmd_deliveries_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_replay(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import parse_since, replay
+    from drgreen_poller.admin import parse_since
+    from drgreen_poller.deliveries import replay
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)

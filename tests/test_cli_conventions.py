@@ -178,6 +178,12 @@ class TestRetry:
             "stopped mid-attempt puts it back to pending when it starts again)",
             "error: delivery 999 not requeued: no such delivery",
         ]
+        code, out, _ = await _run(
+            "-c", config, "deliveries", "list", "--state", "pending", "--json"
+        )
+        [requeued] = [json.loads(line) for line in out.splitlines()]
+        assert (requeued["id"], requeued["attempts"]) == (failed[0], 1)
+        assert requeued["next_attempt_at"].endswith("Z")
         code, out, err = await _run("-c", config, "deliveries", "retry", *map(str, failed[1:]))
         assert (code, err) == (0, "")
         assert out.splitlines() == [f"delivery {i} requeued" for i in failed[1:]]

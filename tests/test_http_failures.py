@@ -206,6 +206,11 @@ class TestDescribe:
             failure = describe(exc, f"unix socket {path}", TIMEOUT_S)
         assert failure.message == f"cannot connect to unix socket {path}: no such file or directory"
 
+    def test_anything_else(self) -> None:
+        """Any other client error still says where the request went, then aiohttp's words."""
+        failure = describe(aiohttp.InvalidURL("http://[::1"), "[::1]:80", TIMEOUT_S)
+        assert failure == Failure("request failed", "request to [::1]:80 failed: http://[::1")
+
 
 class TestAddress:
     @pytest.mark.parametrize(
