@@ -227,7 +227,10 @@ class CommandSink:
                 env=env,
             )
         except OSError as exc:
-            return Outcome(False, error_class=type(exc).__name__, excerpt=exc.strerror)
+            reason = (exc.strerror or str(exc)).lower()
+            return Outcome(
+                False, error_class="cannot run", excerpt=f"cannot run {self.argv[0]}: {reason}"
+            )
         try:
             async with asyncio.timeout(self.timeout_s):
                 _, stderr = await process.communicate(body)

@@ -225,10 +225,11 @@ class TestCommandSink:
         assert (outcome.ok, outcome.error_class) == (False, "timeout")
 
     async def test_missing_program(self) -> None:
-        """A program that does not exist is a failed attempt naming the error."""
+        """A program that does not exist is a failed attempt saying so in words."""
         config = SinkConfig(name="cmd", kind="command", command=("/nonexistent/notify",))
         outcome = await CommandSink(config, DELIVERY).deliver("evt_1", "x", BODY, NOW)
-        assert (outcome.ok, outcome.error_class) == (False, "FileNotFoundError")
+        assert (outcome.ok, outcome.error_class) == (False, "cannot run")
+        assert outcome.excerpt == "cannot run /nonexistent/notify: no such file or directory"
 
 
 SHORT_WRITE_SCRIPT = """
