@@ -37,6 +37,7 @@ from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
 from drgreen_poller.signing import WEBHOOK_SECRET_PREFIX, ApiCredentials, webhook_key
 from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
+from drgreen_poller.store.connection import check_writable
 from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
@@ -58,6 +59,17 @@ def require_state(config: Config) -> Path:
             "runs; is daemon.state_path right?)"
         )
     return path
+
+
+def require_writable_state(config: Config) -> Path:
+    """``require_state`` for a repair: first whether it could write there, then whether there
+    is a state to repair (an unwritable directory is the first thing to fix).
+
+    Raises:
+        StoreError: the state's directory or files cannot be written, or there is no state.
+    """
+    check_writable(config.daemon.state_path)
+    return require_state(config)
 
 
 async def open_reader(config: Config) -> Store:

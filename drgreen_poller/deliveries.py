@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from drgreen_poller.admin import open_reader, require_state
+from drgreen_poller.admin import open_reader, require_writable_state
 from drgreen_poller.config import Config, SinkConfig
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import iso_ms
@@ -83,7 +83,7 @@ async def retry_deliveries(
 
     Returns, per id, None when it was requeued, else why not (``NOT_REQUEUED``).
     """
-    store = await Store.open(require_state(config))
+    store = await Store.open(require_writable_state(config))
     try:
         found = await store.requeue(ids, now)
     finally:
@@ -96,7 +96,7 @@ async def retry_deliveries(
 
 async def retry_failed(config: Config, now: datetime) -> int:
     """Requeue every failed delivery; returns how many."""
-    store = await Store.open(require_state(config))
+    store = await Store.open(require_writable_state(config))
     try:
         return await store.requeue_failed(now)
     finally:
@@ -106,7 +106,7 @@ async def retry_failed(config: Config, now: datetime) -> int:
 async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
     """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
     patterns = _sink(config, sink).events
-    store = await Store.open(require_state(config))
+    store = await Store.open(require_writable_state(config))
     try:
         return await store.replay(sink, patterns, since, now)
     finally:
