@@ -129,7 +129,8 @@ def _operator_commands(commands: Any) -> None:
         description="Per holder: active set size per tier, last and next poll, failures; "
         "delivery backlog per sink; health. Safe while the daemon runs. Exit status: 0 "
         "healthy; 1 unhealthy (a holder's key refused, a tier not polled successfully within "
-        "its interval plus slack, failed deliveries waiting for 'deliveries retry') or no "
+        "its interval plus slack, an undelivered event older than [daemon] "
+        "health_max_delivery_age, failed deliveries waiting for 'deliveries retry') or no "
         "state database; 2 configuration error.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -212,6 +212,22 @@ class TestStatusHealth:
         assert f"  sink hook: {failed} failed delivery(ies), retried only by an operator" in out
 
     @pytest.mark.timeout(60)
+    async def test_overdue_deliveries_are_1(
+        self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
+    ) -> None:
+        """Events owed to a sink for longer than health_max_delivery_age (nobody delivering
+        them) make status exit 1, by /healthz's own rule."""
+        audit = '[[sinks]]\nname = "audit"\nkind = "file"\npath = "events.jsonl"\n'
+        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=audit)
+        text = path.read_text().replace("[daemon]\n", "[daemon]\nhealth_max_delivery_age = 0.001\n")
+        path.write_text(text)
+        assert (await _run("-c", str(path), "poll-once"))[0] == 0
+        code, out, _ = await _run("-c", str(path), "status", "--json")
+        report = json.loads(out)
+        assert (code, report["healthy"]) == (1, False)
+        assert report["problems"][0].startswith("sink audit: oldest undelivered event waiting ")
+
+    @pytest.mark.timeout(60)
     async def test_refused_key_is_1(
         self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
     ) -> None:
