@@ -1,8 +1,9 @@
 """Operator commands over the state database: status, the event log, tracking, online checks.
 
-Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore`` and
-``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite in
-WAL mode). Printing and exit codes belong to the CLI.
+Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore``, ``listen``'s secrets
+and ``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite
+in WAL mode), and the readers never create a state database. Printing and exit codes belong to
+the CLI.
 """
 
 from __future__ import annotations
@@ -21,20 +22,59 @@ import aiohttp
 
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock, SystemClock
-from drgreen_poller.config import Config, SinkConfig, duration
-from drgreen_poller.errors import ConfigError, StoreError, UpstreamError, UpstreamUnauthorized
+from drgreen_poller.config import Config, duration
+from drgreen_poller.errors import (
+    ConfigError,
+    SigningError,
+    StoreError,
+    UpstreamError,
+    UpstreamUnauthorized,
+)
 from drgreen_poller.events import Resource, iso_ms
+from drgreen_poller.monitoring import HealthInputs, delivery_problems, health_problems
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
-from drgreen_poller.service import api_settings
-from drgreen_poller.signing import ApiCredentials
-from drgreen_poller.store import DeliveryRow, ProgressRow, StateLock, Store, TierRun
-from drgreen_poller.store.lineage import backup_database, restore_database
+from drgreen_poller.service import api_settings, timings
+from drgreen_poller.signing import WEBHOOK_SECRET_PREFIX, ApiCredentials, webhook_key
+from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
+from drgreen_poller.store.connection import check_writable
+from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 # A sweep's row is rewritten with every page (at most once a second); one this quiet for longer
 # than this (or twice the API timeout, if that is longer) belongs to a daemon that stopped.
 SWEEP_STALLED_S = 60.0
+
+
+def require_state(config: Config) -> Path:
+    """The state database's path, when there is one: a reader or a repair never creates it.
+
+    Raises:
+        StoreError: no file at ``daemon.state_path``.
+    """
+    path = config.daemon.state_path
+    if not path.is_file():
+        raise StoreError(
+            f"there is no state database at {path} (the daemon creates it when it first "
+            "runs; is daemon.state_path right?)"
+        )
+    return path
+
+
+def require_writable_state(config: Config) -> Path:
+    """``require_state`` for a repair: first whether it could write there, then whether there
+    is a state to repair (an unwritable directory is the first thing to fix).
+
+    Raises:
+        StoreError: the state's directory or files cannot be written, or there is no state.
+    """
+    check_writable(config.daemon.state_path)
+    return require_state(config)
+
+
+async def open_reader(config: Config) -> Store:
+    """The existing state database, opened to read (no start of the state recorded)."""
+    return await Store.open(require_state(config), writer=False)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -78,30 +118,50 @@ class HolderStatus:
 
 async def status_report(config: Config, now: datetime | None = None) -> dict[str, Any]:
     """Per holder: active set sizes, last and next poll, failures, sweeps in progress; delivery
-    backlog per sink. ``now`` (the system clock's by default) judges how fresh a sweep's row is.
+    backlog per sink; and whether all is healthy (``healthy``, with the ``problems`` if not).
+    ``now`` (the system clock's by default) judges how fresh a sweep's row is, and how late.
+
+    Raises:
+        StoreError: there is no state database (a reader never creates one).
     """
     now = now or SystemClock().now()
-    store = await Store.open(config.daemon.state_path, writer=False)
+    store = await open_reader(config)
     try:
-        runs = {(r.holder, r.tier): r for r in await store.tier_runs()}
+        runs = await store.tier_runs()
         sizes = await store.tier_sizes()
         unauthorized = await store.unauthorized_holders()
         backlog = await store.backlog()
+        undelivered = await store.undelivered()
         progress = await store.progress_rows()
         lineage = store.lineage
     finally:
         await store.close()
     stalled_after_s = max(SWEEP_STALLED_S, 2 * config.api.timeout_s)
     sweeps = {(p.holder, p.tier): sweep_status(p, now, stalled_after_s) for p in progress}
+    by_tier = {(r.holder, r.tier): r for r in runs}
     holders = [
         HolderStatus(
             holder.name,
             unauthorized.get(holder.name),
-            [_tier_status(holder.name, tier, runs, sizes, sweeps) for tier in TIERS],
+            [_tier_status(holder.name, tier, by_tier, sizes, sweeps) for tier in TIERS],
         )
         for holder in config.holders
     ]
     sinks = {s.name: backlog.get(s.name, {}) for s in config.sinks}
+    # The daemon's /healthz rules, judged from the state, plus failed deliveries.
+    max_age_s, now_s = config.daemon.health_max_delivery_age_s, now.timestamp()
+    problems = [
+        *health_problems(
+            HealthInputs([h.name for h in config.holders], timings(config), _since(lineage, now)),
+            runs,
+            unauthorized,
+            now_s,
+        ),
+        *delivery_problems(
+            {s: undelivered[s] for s in sinks if s in undelivered}, max_age_s, now_s
+        ),
+        *failed_deliveries(sinks),
+    ]
     return {
         "state_path": str(config.daemon.state_path),
         "state": {
@@ -113,7 +173,29 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
         },
         "holders": [_holder_json(h) for h in holders],
         "deliveries": sinks,
+        "healthy": not problems,
+        "problems": problems,
     }
+
+
+def _since(lineage: Lineage, now: datetime) -> float:
+    """When a tier that never succeeded started to be late: when the state began (or now, for
+    a state older than that record)."""
+    began = lineage.began_at or iso_ms(now)
+    return datetime.fromisoformat(began.replace("Z", "+00:00")).timestamp()
+
+
+def failed_deliveries(backlog: dict[str, dict[str, int]]) -> list[str]:
+    """A problem per sink with failed deliveries: nothing retries them until an operator does.
+
+    (``/healthz`` leaves them out: restarting the daemon would not bring them back.)
+    """
+    return [
+        f"sink {sink}: {states['failed']} failed delivery(ies), retried only by an operator "
+        "(deliveries list --state failed; deliveries retry --all-failed)"
+        for sink, states in backlog.items()
+        if states.get("failed")
+    ]
 
 
 _SET_TIERS = ("active_orders", "stale_orders", "pending_kyc")
@@ -172,7 +254,8 @@ def _holder_json(status: HolderStatus) -> dict[str, Any]:
 async def list_events(
     config: Config, *, patterns: Sequence[str], since: datetime | None, limit: int
 ) -> list[dict[str, Any]]:
-    store = await Store.open(config.daemon.state_path, writer=False)
+    """The newest ``limit`` matching events, oldest first (a log's order)."""
+    store = await open_reader(config)
     try:
         return await store.events(patterns=patterns, since=since, limit=limit)
     finally:
@@ -254,62 +337,45 @@ def event_patterns(values: Sequence[str] | None) -> list[str]:
     return patterns
 
 
-# --- deliveries ----------------------------------------------------------------------------------
-
-DELIVERY_STATES = ("pending", "delivering", "delivered", "failed")
-
-
-async def list_deliveries(
-    config: Config, *, state: str | None, sink: str | None, limit: int
-) -> list[DeliveryRow]:
-    if sink is not None:
-        _sink(config, sink)
-    store = await Store.open(config.daemon.state_path, writer=False)
-    try:
-        return await store.deliveries(state=state, sink=sink, limit=limit)
-    finally:
-        await store.close()
-
-
-async def retry_deliveries(config: Config, ids: Sequence[int] | None, now: datetime) -> int:
-    """Requeue failed deliveries (``ids``, or every failed one); they keep their event ids."""
-    store = await Store.open(config.daemon.state_path)
-    try:
-        return await store.requeue(ids, now)
-    finally:
-        await store.close()
-
-
-async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
-    """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
-    patterns = _sink(config, sink).events
-    store = await Store.open(config.daemon.state_path)
-    try:
-        return await store.replay(sink, patterns, since, now)
-    finally:
-        await store.close()
-
-
-def _sink(config: Config, name: str) -> SinkConfig:
-    for sink in config.sinks:
-        if sink.name == name:
-            return sink
-    known = ", ".join(s.name for s in config.sinks) or "none configured"
-    raise ConfigError(f"--sink {name!r}: no such sink ({known})")
-
-
 def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:
-    """Secrets for ``listen``: those given, else every webhook sink's in the configuration.
+    """Secrets for ``listen``: those given (each a well-formed ``whsec_`` secret), else every
+    webhook sink's in the configuration.
 
     Raises:
-        ConfigError: none given and none configured.
+        ConfigError: a malformed ``--secret`` (one line each, never echoing it), or none given
+            and none configured.
     """
+    problems = [
+        f"--secret{f' #{n}' if len(given) > 1 else ''}: {problem}"
+        for n, secret in enumerate(given, 1)
+        if (problem := _whsec_problem(secret))
+    ]
+    if problems:
+        raise ConfigError(problems)
     if given:
         return list(given)
     found = [s.value for sink in (config.sinks if config else ()) for s in sink.secrets]
     if not found:
         raise ConfigError("listen needs --secret (or a configuration with a webhook sink)")
     return found
+
+
+def _whsec_problem(secret: str) -> str | None:
+    """What is wrong with a ``whsec_`` secret given on the command line (None: nothing)."""
+    if not secret.strip():
+        return "empty; give a whsec_ secret (make one with: drgreen-poller secret)"
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return (
+            "not a whsec_ secret (for a hmac-sha256-hex sink, pass its configuration "
+            "with -c instead of --secret)"
+        )
+    try:
+        size = len(webhook_key(secret))
+    except SigningError:
+        return "the text after whsec_ is not base64"
+    if not 24 <= size <= 64:
+        return f"holds {size} bytes; a whsec_ secret holds 24 to 64 (drgreen-poller secret)"
+    return None
 
 
 async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:

@@ -28,6 +28,7 @@ from drgreen_poller.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from drgreen_poller.http_failures import address, describe
 from drgreen_poller.models import (
     ApprovalSummary,
     Client,
@@ -202,10 +203,12 @@ class ApiClient:
                 location = response.headers.get("Location", "")
         except TimeoutError as exc:
             self._tell(endpoint, "timeout", started)
-            raise UpstreamTimeout("no response within the timeout", endpoint=endpoint) from exc
+            failure = describe(exc, address(url), self._timeout.total or 0)
+            raise UpstreamTimeout(failure.message, endpoint=endpoint) from exc
         except aiohttp.ClientError as exc:
             self._tell(endpoint, type(exc).__name__, started)
-            raise UpstreamUnavailable(type(exc).__name__, endpoint=endpoint) from exc
+            failure = describe(exc, address(url), self._timeout.total or 0)
+            raise UpstreamUnavailable(failure.message, endpoint=endpoint) from exc
         duration_ms = self._tell(endpoint, str(status), started)
         log.debug(
             "upstream_request_finished",

@@ -113,7 +113,11 @@ def _daemon_commands(commands: Any) -> None:
         description="Poll every tier of every holder once and print the events as JSON lines. "
         "They are recorded (and queued for the sinks) unless --dry-run is given.",
     )
-    once.add_argument("--dry-run", action="store_true", help="write nothing, only show")
+    once.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write nothing, only show (with no state yet: against an empty one, creating none)",
+    )
     once.set_defaults(handler=handlers.cmd_poll_once)
 
 
@@ -121,9 +125,13 @@ def _operator_commands(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         parents=[_GLOBALS],
-        help="active sets, polls, failures and delivery backlog",
+        help="active sets, polls, failures and delivery backlog; exit 1 when unhealthy",
         description="Per holder: active set size per tier, last and next poll, failures; "
-        "delivery backlog per sink. Safe while the daemon runs.",
+        "delivery backlog per sink; health. Safe while the daemon runs. Exit status: 0 "
+        "healthy; 1 unhealthy (a holder's key refused, a tier not polled successfully within "
+        "its interval plus slack, an undelivered event older than [daemon] "
+        "health_max_delivery_age, failed deliveries waiting for 'deliveries retry') or no "
+        "state database; 2 configuration error.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=handlers.cmd_status)
@@ -135,7 +143,8 @@ def _operator_commands(commands: Any) -> None:
         "list",
         parents=[_GLOBALS],
         help="list logged events",
-        description="List logged events, oldest first.",
+        description="List logged events, oldest first (the newest --limit of them, like tail). "
+        "Nothing to list prints 'no events' on a terminal and nothing otherwise.",
     )
     listing.add_argument(
         "--type", action="append", metavar="GLOB", help="event types, e.g. 'order.*' (repeatable)"
@@ -192,19 +201,31 @@ def _delivery_commands(commands: Any) -> None:
     )
     actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
     listing = actions.add_parser(
-        "list", parents=[_GLOBALS], help="list deliveries", description="Deliveries, newest first."
+        "list",
+        parents=[_GLOBALS],
+        help="list deliveries",
+        description="List deliveries, oldest first as 'events list' (the newest --limit of "
+        "them, like tail). Nothing to list prints 'no deliveries' on a terminal and nothing "
+        "otherwise.",
     )
     listing.add_argument("--state", choices=("pending", "delivering", "delivered", "failed"))
     listing.add_argument("--sink", metavar="NAME")
-    listing.add_argument("--limit", type=_positive_int, default=50, help="(default 50)")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, help="at most this many, newest (default 50)"
+    )
     listing.add_argument("--attempts", action="store_true", help="show every attempt too")
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON delivery per line (attempts in attempt_log)"
+    )
     listing.set_defaults(handler=handlers.cmd_deliveries_list)
     retry = actions.add_parser(
         "retry",
         parents=[_GLOBALS],
         help="requeue failed deliveries",
         description="Requeue deliveries with a fresh retry schedule; receivers see the same "
-        "webhook-id as before. Safe while the daemon runs (it picks them up within seconds).",
+        "webhook-id as before. Safe while the daemon runs (it picks them up within seconds). "
+        "Each ID is confirmed or said why not (no such delivery, already delivered, being "
+        "delivered); exit 1 when any ID was not requeued.",
     )
     chosen = retry.add_mutually_exclusive_group(required=True)
     chosen.add_argument("ids", nargs="*", type=_positive_int, default=[], metavar="ID")
@@ -229,7 +250,12 @@ def _delivery_commands(commands: Any) -> None:
     )
     listen.add_argument("--port", type=_port, default=8080, help="(default 8080)")
     listen.add_argument("--host", default="127.0.0.1", help="(default 127.0.0.1)")
-    listen.add_argument("--secret", action="append", default=[], help="whsec_... (repeatable)")
+    listen.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        help="whsec_... (repeatable; a malformed one is refused)",
+    )
     listen.add_argument(
         "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N"
     )

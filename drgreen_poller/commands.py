@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -123,6 +123,12 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     config = _load(args)
     bar = PollBar(sys.stderr, enabled=wants_bar(sys.stderr, os.environ))
     _configure_logs(args, config, bar.log_stream)
+    if args.dry_run and not config.daemon.state_path.exists():
+        print(
+            f"no state at {config.daemon.state_path} yet: showing what a first pass would "
+            "find, against an empty state (nothing written)",
+            file=sys.stderr,
+        )
     with bar:
         polled = poll_once(config, SystemClock(), dry_run=args.dry_run, on_progress=bar.update)
         results, failures = asyncio.run(polled)
@@ -149,10 +155,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
-    report = asyncio.run(status_report(config))
+    report = asyncio.run(status_report(config, SystemClock().now()))
+    code = EXIT_OK if report["healthy"] else EXIT_FAILURE
     if args.json:
         print(json.dumps(report, indent=2))
-        return EXIT_OK
+        return code
     print(f"state: {report['state_path']}")
     print(_state_origin(report["state"]))
     for holder in report["holders"]:
@@ -171,7 +178,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for sink, states in report["deliveries"].items():
         shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
         print(f"sink {sink}: {shown}")
-    return EXIT_OK
+    print("health: ok" if report["healthy"] else "health: UNHEALTHY")
+    for problem in report["problems"]:
+        print(f"  {problem}")
+    return code
 
 
 def _sweep_line(sweep: dict[str, Any]) -> str:
@@ -228,7 +238,16 @@ def cmd_events_list(args: argparse.Namespace) -> int:
                 f"{event['observed_at']}  {event['holder']:10} {event['type']:32}"
                 f" {resource['type']} {resource['id']} #{event['sequence']}{flag}"
             )
+    if not events:
+        _say_none("events")
     return EXIT_OK
+
+
+def _say_none(what: str) -> None:
+    """An empty listing: a line for a person at a terminal; nothing for a program (JSON Lines
+    or plain, an empty result is no lines)."""
+    if sys.stdout.isatty():
+        print(f"no {what}")
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -263,51 +282,59 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_list(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import list_deliveries
+    from drgreen_poller.deliveries import list_deliveries
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
-    rows = asyncio.run(list_deliveries(config, state=args.state, sink=args.sink, limit=args.limit))
-    for row in rows:
+    listing = asyncio.run(
+        list_deliveries(
+            config, state=args.state, sink=args.sink, limit=args.limit, attempts=args.attempts
+        )
+    )
+    for delivery in listing:
+        if args.json:
+            print(json.dumps(delivery.json(), separators=(",", ":")))
+            continue
+        row = delivery.row
         print(
             f"{row.id:>7} {row.sink:12} {row.state:10} attempts={row.attempts:<2}"
             f" {row.event_type:30} {row.event_id}  last={row.last_outcome or '-'}"
         )
-    if args.attempts and rows:
-        asyncio.run(_print_attempts(config, [row.id for row in rows]))
+        for a in delivery.attempts:
+            outcome = a["status"] if a["status"] is not None else a["error_class"] or ""
+            excerpt = (a["response_excerpt"] or "")[:60].replace("\n", " ")
+            print(
+                f"{row.id:>7}.{a['attempt']} {a['started_at']} {a['duration_ms']:>8.1f} ms"
+                f"  {'ok' if a['ok'] else 'failed'} {outcome}  {excerpt}"
+            )
+    if not listing:
+        _say_none("deliveries")
     return EXIT_OK
 
 
-async def _print_attempts(config: Config, ids: Sequence[int]) -> None:
-    from drgreen_poller.store import Store
-
-    store = await Store.open(config.daemon.state_path, writer=False)
-    try:
-        for delivery_id in ids:
-            for a in await store.attempts(delivery_id):
-                outcome = a["status"] if a["status"] is not None else a["error_class"] or ""
-                excerpt = (a["response_excerpt"] or "")[:60].replace("\n", " ")
-                print(
-                    f"{delivery_id:>7}.{a['attempt']} {a['started_at']} {a['duration_ms']:>8.1f} ms"
-                    f"  {'ok' if a['ok'] else 'failed'} {outcome}  {excerpt}"
-                )
-    finally:
-        await store.close()
-
-
 def cmd_deliveries_retry(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import retry_deliveries
+    from drgreen_poller.deliveries import retry_deliveries, retry_failed
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)
-    ids = None if args.all_failed else args.ids
-    count = asyncio.run(retry_deliveries(config, ids, SystemClock().now()))
-    print(f"{count} delivery(ies) requeued")
-    return EXIT_OK if count or args.all_failed else EXIT_FAILURE
+    now = SystemClock().now()
+    if args.all_failed:
+        count = asyncio.run(retry_failed(config, now))
+        print(f"{count} delivery(ies) requeued")
+        return EXIT_OK
+    refused = 0
+    for delivery_id, why in asyncio.run(retry_deliveries(config, args.ids, now)).items():
+        if why is None:
+            print(f"delivery {delivery_id} requeued")
+        else:
+            refused += 1
+            print(f"error: delivery {delivery_id} not requeued: {why}", file=sys.stderr)
+    return EXIT_FAILURE if refused else EXIT_OK
 
 
 def cmd_deliveries_replay(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import parse_since, replay
+    from drgreen_poller.admin import parse_since
+    from drgreen_poller.deliveries import replay
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -72,10 +74,22 @@ async def poll_once(
     config: Config, clock: Clock, *, dry_run: bool, on_progress: OnProgress | None = None
 ) -> tuple[list[PollResult], list[tuple[str, str, UpstreamError]]]:
     """One pass of every tier of every holder; failures are collected, not raised.
-    ``on_progress`` hears every page read (the bar)."""
+    ``on_progress`` hears every page read (the bar).
+
+    A dry run where there is no state yet (a fresh install's first look) polls against an
+    empty state in a scratch directory, removed afterwards: it creates no database.
+    """
     results: list[PollResult] = []
     failures: list[tuple[str, str, UpstreamError]] = []
     tier_timing = timings(config)
+    if dry_run and not config.daemon.state_path.exists():
+        with tempfile.TemporaryDirectory(prefix="drgreen-poller-dry-run-") as scratch:
+            empty = replace(config.daemon, state_path=Path(scratch) / "state.db")
+            runtime = open_runtime(
+                replace(config, daemon=empty), clock, dry_run=True, on_progress=on_progress
+            )
+            await _poll_all(runtime, clock, True, tier_timing, results, failures)
+        return results, failures
     lock = StateLock(config.daemon.state_path)
     if not dry_run:  # writing beside a running daemon would race it for the same changes
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from drgreen_poller.clock import Clock
+from drgreen_poller.config_fields import is_whsec
 from drgreen_poller.signing import sign_hex, verify_webhook
 
 
@@ -34,8 +35,10 @@ def _verified(state: ListenerState, headers: dict[str, str], body: bytes, now_s:
         return any(
             hmac.compare_digest(sign_hex(s, body), headers["x-signature"]) for s in state.secrets
         )
+    # A hmac-sha256-hex sink's secret may be any text: only whsec_ ones sign Standard Webhooks.
+    standard = [s for s in state.secrets if is_whsec(s)]
     return verify_webhook(
-        state.secrets,
+        standard,
         msg_id=headers.get("webhook-id", ""),
         timestamp=headers.get("webhook-timestamp", ""),
         signature_header=headers.get("webhook-signature", ""),

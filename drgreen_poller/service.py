@@ -153,9 +153,9 @@ async def open_runtime(
     store = await Store.open(
         config.daemon.state_path, sinks=sink_routes(config), clock=clock, writer=not dry_run
     )
-    log_lineage(store.lineage, config.daemon.state_path)
     try:
-        if not dry_run:
+        if not dry_run:  # a reader records no start of the state, and has none to announce
+            log_lineage(store.lineage, config.daemon.state_path)
             await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
             runtime = Runtime(config, clock, store, session, {}, on_progress)

@@ -20,6 +20,7 @@ import structlog
 from drgreen_poller import __version__
 from drgreen_poller.config import DeliveryConfig, SinkConfig
 from drgreen_poller.envelope import parse_retry_after
+from drgreen_poller.http_failures import address, describe
 from drgreen_poller.signing import sign_hex, sign_webhook
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,9 @@ class WebhookSink:
         self._scheme = config.signature
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s or delivery.timeout_s)
         self._unix_socket = config.unix_socket
+        self._where = (
+            f"unix socket {self._unix_socket}" if self._unix_socket else address(self._url)
+        )
         self._limit = delivery.concurrency
         self._session: aiohttp.ClientSession | None = None
 
@@ -112,10 +116,9 @@ class WebhookSink:
                 answer = await response.content.read(EXCERPT_BYTES)
                 status = response.status
                 hint = parse_retry_after(response.headers.get("Retry-After"), now)
-        except TimeoutError:
-            return Outcome(False, error_class="timeout")
-        except aiohttp.ClientError as exc:
-            return Outcome(False, error_class=type(exc).__name__, excerpt=str(exc)[:EXCERPT_BYTES])
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            failure = describe(exc, self._where, self._timeout.total or 0)
+            return Outcome(False, error_class=failure.kind, excerpt=failure.message)
         return Outcome(200 <= status < 300, status, None, _excerpt(answer), hint)
 
     async def sync(self) -> None:
@@ -224,7 +227,10 @@ class CommandSink:
                 env=env,
             )
         except OSError as exc:
-            return Outcome(False, error_class=type(exc).__name__, excerpt=exc.strerror)
+            reason = (exc.strerror or str(exc)).lower()
+            return Outcome(
+                False, error_class="cannot run", excerpt=f"cannot run {self.argv[0]}: {reason}"
+            )
         try:
             async with asyncio.timeout(self.timeout_s):
                 _, stderr = await process.communicate(body)

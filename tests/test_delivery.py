@@ -135,7 +135,7 @@ class TestRetries:
                 await _advance_to_next(bench)
         assert await bench.states() == ["failed"]
         assert await bench.worker.run_once() == 0
-        assert await bench.store.requeue(None, bench.clock.now()) == 1
+        assert await bench.store.requeue_failed(bench.clock.now()) == 1
         assert await bench.worker.run_once() == 1
         assert await bench.states() == ["delivered"]
         assert {d.id for d in bench.hook.received} == {bench.hook.received[0].id}

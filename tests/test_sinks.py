@@ -133,12 +133,13 @@ class TestWebhookSink:
         assert (outcome.ok, outcome.error_class) == (False, "timeout")
 
     async def test_connection_refused(self) -> None:
-        """Nobody listening is a failed attempt with the error class."""
+        """Nobody listening is a failed attempt saying so in words, not an aiohttp class."""
         sink = _webhook("http://127.0.0.1:9/hook")
         outcome = await sink.deliver("evt_1", "order.approved", BODY, NOW)
         await sink.close()
         assert not outcome.ok
-        assert outcome.error_class == "ClientConnectorError"
+        assert outcome.error_class == "connection refused"
+        assert outcome.excerpt == "cannot connect to 127.0.0.1:9: connection refused"
 
     async def test_unix_socket(self, tmp_path: Path) -> None:
         """With unix_socket set, the request travels over the socket."""
@@ -224,10 +225,11 @@ class TestCommandSink:
         assert (outcome.ok, outcome.error_class) == (False, "timeout")
 
     async def test_missing_program(self) -> None:
-        """A program that does not exist is a failed attempt naming the error."""
+        """A program that does not exist is a failed attempt saying so in words."""
         config = SinkConfig(name="cmd", kind="command", command=("/nonexistent/notify",))
         outcome = await CommandSink(config, DELIVERY).deliver("evt_1", "x", BODY, NOW)
-        assert (outcome.ok, outcome.error_class) == (False, "FileNotFoundError")
+        assert (outcome.ok, outcome.error_class) == (False, "cannot run")
+        assert outcome.excerpt == "cannot run /nonexistent/notify: no such file or directory"
 
 
 SHORT_WRITE_SCRIPT = """

@@ -196,7 +196,8 @@ class TestForeignOwner:
         if not IS_ROOT:
             _skip_or_fail("a file of another owner needs root to create")
         config = _config(config_dir, state_dir / "state.db")
-        assert _cli(config, ["status"]).returncode == 0  # root creates the database, 0600
+        # root creates the database, 0600 (track writes; a reader such as status creates none)
+        assert _cli(config, ["track", "order", ORDER_ID]).returncode == 0
         state_dir.chmod(0o777)
         _own(config_dir)
         for args, code in (("run",), 1), (("check-config",), 2):

@@ -221,27 +221,38 @@ class Outbox(Connection):
         )
         return [dict(row) for row in rows]
 
-    async def requeue(self, ids: Sequence[int] | None, now: datetime) -> int:
-        """Failed deliveries (``ids``, or all when None) become pending with a fresh schedule."""
-        stamp = iso_ms(now)
+    async def requeue_failed(self, now: datetime) -> int:
+        """Every failed delivery becomes pending with a fresh schedule; returns how many."""
         async with self._transaction() as db:
-            if ids is None:
-                cursor = await db.execute(
-                    "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
-                    " next_attempt_at = ?, updated_at = ? WHERE state = 'failed'",
-                    (now.timestamp(), stamp),
-                )
-                return cursor.rowcount
-            count = 0
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
+                " next_attempt_at = ?, updated_at = ? WHERE state = 'failed'",
+                (now.timestamp(), iso_ms(now)),
+            )
+            return cursor.rowcount
+
+    async def requeue(self, ids: Sequence[int], now: datetime) -> dict[int, str | None]:
+        """Deliveries ``ids`` that are failed or pending become due now with a fresh schedule.
+
+        Returns the state each id was in (None: no such delivery); only the ``failed`` and
+        ``pending`` ones were requeued.
+        """
+        stamp = iso_ms(now)
+        found: dict[int, str | None] = {}
+        async with self._transaction() as db:
             for delivery_id in ids:
                 cursor = await db.execute(
-                    "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
-                    " next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN"
-                    " ('failed', 'pending')",
-                    (now.timestamp(), stamp, delivery_id),
+                    "SELECT state FROM deliveries WHERE id = ?", (delivery_id,)
                 )
-                count += cursor.rowcount
-            return count
+                row = await cursor.fetchone()
+                found[delivery_id] = None if row is None else str(row[0])
+                if found[delivery_id] in ("failed", "pending"):
+                    await db.execute(
+                        "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
+                        " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                        (now.timestamp(), stamp, delivery_id),
+                    )
+        return found
 
     async def replay(
         self, sink: str, patterns: Sequence[str], since: datetime, now: datetime

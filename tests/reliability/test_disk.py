@@ -204,7 +204,9 @@ class TestReadOnly:
         state_dir.mkdir()
         config = _offline_config(tmp_path, state_dir / "state.db")
         if request.param != "empty":
-            code, _, err = await run_cli(config, "status")  # creates the state database
+            # track writes, so it creates the state database (a reader such as status never does)
+            order = "00000000-0000-4000-8000-000000000001"
+            code, _, err = await run_cli(config, "track", "order", order)
             assert code == 0, err
         try:
             with read_only(state_dir):
