@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -29,6 +30,9 @@ RETRY_JITTER = 0.20
 RETRY_AFTER_MAX_S = 6 * 3600.0
 # With nothing due, look again at least this often (rows requeued by the CLI, clock drift).
 IDLE_RECHECK_S = 5.0
+# Rows claimed per slot, counting the one under way: a finishing attempt starts a claimed row at
+# once, so the slots stay busy while the loop writes (one commit per turn, not per event).
+CLAIM_AHEAD = 4
 # Old delivered rows and events are pruned this often.
 UPKEEP_EVERY_S = 3600.0
 
@@ -52,6 +56,15 @@ def retry_delay(
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
     return delay
+
+
+def until_next_due(upcoming: float | None, now: float) -> float:
+    """Seconds to sleep before looking for due rows again, given the earliest pending one."""
+    if upcoming is None or upcoming <= now:
+        # Nothing pending, or due rows held back behind an earlier event in flight (its
+        # finishing wakes us): just look again in a while.
+        return IDLE_RECHECK_S
+    return min(upcoming - now, IDLE_RECHECK_S)
 
 
 class DeliveryWorker:
@@ -84,6 +97,12 @@ class DeliveryWorker:
         self.on_attempt = on_attempt
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
+        # Claimed ahead, not started yet: a finishing attempt starts the next one at once, so
+        # the slots stay busy while the loop is writing to the database.
+        self._queued: deque[DueDelivery] = deque()
+        self._finished: list[asyncio.Task[AttemptRecord]] = []  # ended, not recorded yet
+        self._progress = asyncio.Event()  # an attempt ended
+        self._starting = False  # finishing attempts may start queued rows (only inside run)
         # The sink object that accepted each delivery, until recorded: the one to fsync, even
         # when a reload has replaced it under the same name meanwhile.
         self._accepted_by: dict[int, Sink] = {}
@@ -152,12 +171,16 @@ class DeliveryWorker:
 
     async def _record(self, records: list[AttemptRecord]) -> None:
         """Make accepted events durable in their sinks, then log every attempt in one write."""
-        accepted = [self._accepted_by.pop(r.delivery_id, None) for r in records]
-        for sink in {id(s): s for s in accepted if s is not None}.values():
-            await sink.sync()
+        await self._sync_accepted(records)
         await self.store.record_attempts(records, self.clock.now())
         for record in records:
             self._log(record)
+
+    async def _sync_accepted(self, records: list[AttemptRecord]) -> None:
+        """fsync each sink that accepted one of ``records`` (before they are recorded)."""
+        accepted = [self._accepted_by.pop(r.delivery_id, None) for r in records]
+        for sink in {id(s): s for s in accepted if s is not None}.values():
+            await sink.sync()
 
     def _log(self, record: AttemptRecord) -> None:
         sink = record.sink
@@ -190,60 +213,89 @@ class DeliveryWorker:
         reset = await self.store.reset_delivering(self.clock.now())
         if reset:
             log.info("deliveries_resumed", count=reset)
+        # One waiter on ``stop`` for the whole run, not a new task per turn.
+        stopping = asyncio.create_task(stop.wait())
+        self._starting = True
         try:
             while not stop.is_set():
-                await self._fill()
-                await self._wait(stop)
-                await self._collect()
+                upcoming = await self._turn()
+                await self._wait(stopping, upcoming)
                 await self._upkeep()
                 self.last_tick = self.clock.monotonic()
-            if self._in_flight:
-                await asyncio.wait(self._in_flight, timeout=grace_s)
-                await self._collect()
+            await self._drain(grace_s)
         finally:
+            self._starting = False
+            stopping.cancel()
             for task in self._in_flight:
                 task.cancel()
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await asyncio.gather(stopping, *self._in_flight, return_exceptions=True)
             self._in_flight.clear()
+            self._finished.clear()
 
-    async def _fill(self) -> None:
-        free = self.config.concurrency - len(self._in_flight)
-        if free <= 0:
+    def _start(self, row: DueDelivery) -> None:
+        task = asyncio.create_task(self._attempt(row))
+        self._in_flight.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[AttemptRecord]) -> None:
+        """An attempt ended: keep it for the next turn's write, and start a queued row."""
+        self._in_flight.discard(task)
+        if task.cancelled():
             return
-        self._wake.clear()
-        for row in await self.store.claim_due(self.clock.now(), free):
-            self._in_flight.add(asyncio.create_task(self._attempt(row)))
+        self._finished.append(task)
+        self._progress.set()
+        if self._starting and self._queued:
+            self._start(self._queued.popleft())
 
-    async def _wait(self, stop: asyncio.Event) -> None:
-        """Until an attempt finishes, new rows arrive, the next row falls due, or ``stop``."""
-        waiters: set[asyncio.Task[object]] = {asyncio.create_task(stop.wait())}
+    async def _turn(self) -> float | None:
+        """Record ended attempts and claim work for the free slots and queue: one transaction.
+
+        Returns when the earliest pending row falls due (None: no room, or nothing pending).
+        """
+        done, self._finished = self._finished, []
+        self._progress.clear()
+        records = [task.result() for task in done]
+        await self._sync_accepted(records)
+        room = CLAIM_AHEAD * self.config.concurrency - len(self._in_flight) - len(self._queued)
+        if room > 0:
+            self._wake.clear()  # rows committed from here on are seen by this claim or wake us
+        settled = await self.store.settle(records, self.clock.now(), max(room, 0))
+        self._queued.extend(settled.claimed)
+        while self._queued and len(self._in_flight) < self.config.concurrency:
+            self._start(self._queued.popleft())
+        for record in records:
+            self._log(record)
+        return settled.next_attempt_at
+
+    async def _wait(self, stopping: asyncio.Task[object], upcoming: float | None) -> None:
+        """Until an attempt ends, new rows arrive, the next row falls due, or ``stop``."""
+        if self._finished:
+            return  # ended attempts to record: the next turn writes them (and refills)
+        waiters: list[asyncio.Task[object]] = [asyncio.create_task(self._progress.wait())]
         if len(self._in_flight) < self.config.concurrency:
-            # Room for more: new rows or the next due row can start work. When full, only a
-            # finished attempt frees a slot (and the next fill claims whatever came meanwhile).
-            waiters.add(asyncio.create_task(self._wake.wait()))
-            waiters.add(asyncio.create_task(self.clock.sleep(await self._until_next_due())))
+            # A free slot: new rows or the next due row can start work at once. With every slot
+            # busy, only an ended attempt frees one (and its turn claims whatever came meanwhile).
+            delay = until_next_due(upcoming, self.clock.now().timestamp())
+            waiters.append(asyncio.create_task(self._wake.wait()))
+            waiters.append(asyncio.create_task(self.clock.sleep(delay)))
         try:
-            await asyncio.wait({*waiters, *self._in_flight}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stopping, *waiters}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
 
-    async def _until_next_due(self) -> float:
-        upcoming = await self.store.next_attempt_at()
-        now = self.clock.now().timestamp()
-        if upcoming is None or upcoming <= now:
-            # Nothing pending, or due rows held back behind an earlier event in flight (its
-            # finishing wakes us): just look again in a while.
-            return IDLE_RECHECK_S
-        return min(upcoming - now, IDLE_RECHECK_S)
-
-    async def _collect(self) -> None:
-        done = [task for task in self._in_flight if task.done()]
-        if not done:
-            return
-        self._in_flight.difference_update(done)
-        await self._record([task.result() for task in done])
+    async def _drain(self, grace_s: float) -> None:
+        """On stop: queued rows go back to pending; attempts under way get ``grace_s``."""
+        self._starting = False
+        if self._queued:
+            await self.store.release([row.id for row in self._queued], self.clock.now())
+            self._queued.clear()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace_s)
+        done, self._finished = self._finished, []
+        if done:
+            await self._record([task.result() for task in done])
 
     async def _upkeep(self) -> None:
         if self.clock.monotonic() - self._last_upkeep < UPKEEP_EVERY_S:

@@ -403,9 +403,9 @@ class CountingWorker(DeliveryWorker):
 
     fills = 0
 
-    async def _fill(self) -> None:
+    async def _turn(self) -> float | None:
         self.fills += 1
-        await super()._fill()
+        return await super()._turn()
 
 
 class TestNoSpin:

@@ -14,6 +14,7 @@ from drgreen_poller.store.outbox import (
     DeliveryRow,
     DueDelivery,
     Outbox,
+    Settled,
     SinkBacklog,
 )
 from drgreen_poller.store.polling import (
@@ -42,6 +43,7 @@ __all__ = [
     "Entity",
     "Observation",
     "ProgressRow",
+    "Settled",
     "SinkBacklog",
     "SinkRoute",
     "StateLock",

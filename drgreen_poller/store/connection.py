@@ -14,12 +14,12 @@ import os
 import pwd
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
@@ -28,6 +28,8 @@ from drgreen_poller.errors import StateLocked, StoreError
 from drgreen_poller.store.lineage import LINEAGE_MIGRATION, FileIdentity, Lineage, open_lineage
 
 BUSY_TIMEOUT_MS = 5000
+
+T = TypeVar("T")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the polling state and the outbox
@@ -371,6 +373,29 @@ class Connection:
                 raise StoreError(f"writing the state database failed: {exc}") from exc
             raise
 
+    async def _atomically(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` as ONE call into SQLite's thread.
+
+        ``_transaction`` hands every statement to aiosqlite's thread and back (a queue put, a
+        thread switch and a loop wake-up each); on the delivery path those round trips cost more
+        than SQLite itself. ``work`` gets the plain ``sqlite3`` connection and runs in that
+        thread, so it must be short, synchronous SQL only. A cancelled caller does not cut it:
+        it commits or rolls back whole before the next queued statement runs.
+
+        Raises:
+            StoreError: SQLite failed (the transaction was rolled back).
+        """
+        async with self._lock:
+            self._identity.check()  # a stat: the file deleted or replaced stops every write
+            try:
+                # aiosqlite's private ``_execute(fn, *args)`` queues ``fn`` on the connection's
+                # own thread (the public API offers only one statement per hand-off); this is
+                # the one place that relies on it (tests/test_store.py TestAtomically).
+                result: T = await self._db._execute(_run_atomically, self._db._conn, work)  # type: ignore[no-untyped-call]  # aiosqlite leaves _execute unannotated
+            except sqlite3.Error as exc:
+                raise StoreError(f"writing the state database failed: {exc}") from exc
+            return result
+
     async def _abandon(self) -> None:
         """Roll back whatever transaction is open, once every queued statement has run."""
         try:
@@ -391,6 +416,19 @@ class Connection:
         """Run ``sql`` for each row, all in one transaction."""
         async with self._transaction() as db:
             await db.executemany(sql, rows)
+
+
+def _run_atomically(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """In SQLite's thread: ``work(conn)`` in one transaction, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:

@@ -7,6 +7,8 @@ retry timing (``delivery.py`` does) and knows nothing of HTTP.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,7 +95,8 @@ class DeliveryRow:
 
 
 _DUE_SQL = """
-    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset
+    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
+        d.next_attempt_at
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= ?
       AND NOT EXISTS (
@@ -106,6 +109,87 @@ _DUE_SQL = """
     ORDER BY d.next_attempt_at, d.id
     LIMIT ?
 """
+
+
+_NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+
+# The delivery loop's statements take a whole batch as one JSON array: each statement is one
+# step in SQLite's thread, where a statement per row would trade the GIL with the event loop once
+# per row (json_each and json_group_array: SQLite's JSON1, built in since 3.38, and compiled into
+# the sqlite3 of common Python builds before that).
+_CLAIM_SQL = f"""
+    SELECT json_group_array(json_array(
+        id, event_id, type, sink, attempts, body, schedule_offset, next_attempt_at))
+    FROM ({_DUE_SQL})
+"""  # noqa: S608 - a constant query; the values are bound
+_MARK_DELIVERING_SQL = (
+    "UPDATE deliveries SET state = 'delivering', updated_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
+_INSERT_ATTEMPTS_SQL = """
+    INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,
+        ok, status, error_class, response_excerpt)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+        json_extract(value, '$[6]'), json_extract(value, '$[7]')
+    FROM json_each(?)
+"""
+_MOVE_ON_SQL = (
+    "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="
+    " COALESCE(?, next_attempt_at), last_outcome = ?, updated_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one turn of the delivery loop got back: the rows it claimed, and when the earliest
+    pending row falls due (None when it claimed all it asked for, or nothing is pending)."""
+
+    claimed: list[DueDelivery]
+    next_attempt_at: float | None
+
+
+def _claim(conn: sqlite3.Connection, now: datetime, limit: int) -> list[DueDelivery]:
+    """In SQLite's thread, inside a transaction: the due rows chosen, marked ``delivering``."""
+    if limit <= 0:
+        return []
+    [found] = conn.execute(_CLAIM_SQL, (now.timestamp(), limit)).fetchone()
+    rows = sorted(json.loads(found), key=lambda row: (row[7], row[0]))  # the due order
+    chosen, seen = [], set()
+    for row in rows:  # one row per (sink, event) in flight, even after a replay
+        if (row[3], row[1]) not in seen:
+            seen.add((row[3], row[1]))
+            chosen.append(row)
+    if chosen:
+        conn.execute(_MARK_DELIVERING_SQL, (iso_ms(now), json.dumps([row[0] for row in chosen])))
+    return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in chosen]
+
+
+def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: datetime) -> None:
+    """In SQLite's thread, inside a transaction: log the attempts and move their rows on."""
+    if not records:
+        return
+    attempts = [
+        [r.delivery_id, r.attempt, iso_ms(r.started_at), r.duration_ms, int(r.ok),
+         r.status, r.error_class, r.excerpt]
+        for r in records
+    ]  # fmt: skip
+    conn.execute(_INSERT_ATTEMPTS_SQL, (json.dumps(attempts),))
+    # One statement per distinct outcome: a batch of successes is one UPDATE.
+    moves: dict[tuple[str, int, float | None, str], list[int]] = {}
+    for r in records:
+        moves.setdefault((r.state, r.attempt, r.next_attempt_at, _outcome(r)), []).append(
+            r.delivery_id
+        )
+    stamp = iso_ms(now)
+    for (state, attempt, next_at, outcome), ids in moves.items():
+        conn.execute(_MOVE_ON_SQL, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+
+
+def _next_attempt_at(conn: sqlite3.Connection) -> float | None:
+    value = conn.execute(_NEXT_SQL).fetchone()[0]
+    return float(value) if value is not None else None
 
 
 class Outbox(Connection):
@@ -127,25 +211,20 @@ class Outbox(Connection):
         A later event of a resource waits while an earlier one is pending or in flight, so each
         sink receives a resource's events in sequence order; other resources are not held up.
         """
-        async with self._transaction() as db:
-            async with db.execute(_DUE_SQL, (now.timestamp(), limit)) as cursor:
-                rows = list(await cursor.fetchall())
-            chosen, seen = [], set()
-            for row in rows:  # one row per (sink, event) in flight, even after a replay
-                if (row[3], row[1]) not in seen:
-                    seen.add((row[3], row[1]))
-                    chosen.append(row)
-            await db.executemany(
-                "UPDATE deliveries SET state = 'delivering', updated_at = ? WHERE id = ?",
-                [(iso_ms(now), row[0]) for row in chosen],
-            )
-        return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in chosen]
+        return await self._atomically(lambda conn: _claim(conn, now, limit))
+
+    async def release(self, ids: Sequence[int], now: datetime) -> None:
+        """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
+        stamp = iso_ms(now)
+        await self._write(
+            "UPDATE deliveries SET state = 'pending', updated_at = ?"
+            " WHERE id = ? AND state = 'delivering'",
+            [(stamp, delivery_id) for delivery_id in ids],
+        )
 
     async def next_attempt_at(self) -> float | None:
         """The earliest time a pending row becomes due (None when nothing is pending)."""
-        rows = await self._rows(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
-        )
+        rows = await self._rows(_NEXT_SQL)
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 
@@ -166,35 +245,23 @@ class Outbox(Connection):
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
         """Log finished attempts and move their rows on, all in one transaction."""
-        if not records:
-            return
-        stamp = iso_ms(now)
-        async with self._transaction() as db:
-            await db.executemany(
-                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
-                " ok, status, error_class, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.delivery_id,
-                        r.attempt,
-                        iso_ms(r.started_at),
-                        r.duration_ms,
-                        int(r.ok),
-                        r.status,
-                        r.error_class,
-                        r.excerpt,
-                    )
-                    for r in records
-                ],
-            )
-            await db.executemany(
-                "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="
-                " COALESCE(?, next_attempt_at), last_outcome = ?, updated_at = ? WHERE id = ?",
-                [
-                    (r.state, r.attempt, r.next_attempt_at, _outcome(r), stamp, r.delivery_id)
-                    for r in records
-                ],
-            )
+        if records:
+            await self._atomically(lambda conn: _record(conn, records, now))
+
+    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
+        """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
+
+        The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). The
+        claim sees the attempts just recorded, so a resource's next event can follow at once.
+        """
+
+        def work(conn: sqlite3.Connection) -> Settled:
+            _record(conn, records, now)
+            claimed = _claim(conn, now, limit)
+            upcoming = _next_attempt_at(conn) if len(claimed) < limit else None
+            return Settled(claimed, upcoming)
+
+        return await self._atomically(work)
 
     async def deliveries(
         self, *, state: str | None = None, sink: str | None = None, limit: int = 100
