@@ -195,6 +195,32 @@ class TestOrdering:
         assert await bench.states() == ["failed", "delivered"]
 
 
+class TestRunLoopOrdering:
+    async def test_batched_claims_keep_each_resource_in_order(self, bench: Bench) -> None:
+        """Through the running loop (claims batched and ahead of free slots, some attempts
+        failing and retried), every order's events arrive in sequence order."""
+        for number in range(8):
+            await bench.emit(f"o-{number}", "order.created", "order.approved", "order.paid")
+        bench.hook.fail_next = 3
+        stop = asyncio.Event()
+        task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
+        # Three first tries fail; each holds its order's two later events back.
+        await _until(lambda: len(bench.hook.accepted()) == 15)
+        await _until_async(lambda: _no_delivering(bench.store))
+        bench.clock.advance(SCHEDULE[1] * 1.2 + 1)  # the failed ones fall due again
+        await _until(lambda: len(bench.hook.accepted()) == 24)
+        stop.set()
+        await task
+        by_order: dict[str, list[int]] = {}
+        for delivery in bench.hook.accepted():
+            by_order.setdefault(delivery.event["resource"]["id"], []).append(
+                delivery.event["sequence"]
+            )
+        assert len(by_order) == 8
+        assert all(seqs == sorted(seqs) and len(set(seqs)) == 3 for seqs in by_order.values())
+        assert await bench.states() == ["delivered"] * 24
+
+
 class TestReplay:
     async def test_a_replayed_event_is_not_in_flight_twice(self, bench: Bench) -> None:
         """While the original delivery of an event is in flight, its replay waits."""
@@ -244,6 +270,20 @@ class TestLoop:
         await _until(lambda: len(bench.hook.accepted()) == 1)
         stop.set()
         await task
+
+    async def test_stop_gives_back_rows_claimed_ahead(self, bench: Bench) -> None:
+        """Rows claimed ahead but never attempted are pending again after a stop, not stuck
+        ``delivering``; only the attempt cut by the stop is left for the next start."""
+        bench.hook.hang_next = 4  # the four slots hang; the rest wait in the worker's queue
+        for number in range(10):
+            await bench.emit(f"o-{number}", "order.created")
+        stop = asyncio.Event()
+        task = asyncio.create_task(bench.worker.run(stop, grace_s=0.1))
+        await _until(lambda: len(bench.hook.received) == 4)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert sorted(await bench.states()) == ["delivering"] * 4 + ["pending"] * 6
+        assert len(bench.hook.received) == 4
 
     async def test_stop_drains_then_cancels(self, bench: Bench) -> None:
         """On stop, an attempt outliving the grace (0.2 s) is cancelled; it is redone next start."""
@@ -375,6 +415,10 @@ class TestFileSinkThroughTheWorker:
         [row] = await store.deliveries()
         assert (row.state, row.last_outcome) == ("failed", "sink no longer configured")
         await store.close()
+
+
+async def _no_delivering(store: Store) -> bool:
+    return all(row.state != "delivering" for row in await store.deliveries(limit=1000))
 
 
 async def _all_delivered(store: Store) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
@@ -262,3 +263,89 @@ class TestPrune:
         assert await store.prune(later - timedelta(days=30)) == (3, 1)
         assert [e["type"] for e in await store.events(limit=0)] == ["client.created"]
         assert [(r.sink, r.state) for r in await store.deliveries()] == [("kyc", "failed")]
+
+
+class TestAtomically:
+    """``_atomically``: the one use of aiosqlite's private ``_execute`` (a whole transaction
+    as one call into the connection's thread)."""
+
+    async def test_commits_what_the_work_wrote(self, store: Store) -> None:
+        """The work runs in one transaction on the real connection and is committed."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("INSERT INTO holders (name, added_at) VALUES ('h', 'now')")
+            return conn.in_transaction
+
+        assert await store._atomically(work) is True
+        assert not store._db.in_transaction
+        assert [row[0] for row in await store._rows("SELECT name FROM holders")] == ["h"]
+
+    async def test_rolls_back_whole_on_an_error(self, store: Store) -> None:
+        """A failing statement rolls the whole transaction back and becomes a ``StoreError``."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO holders (name, added_at) VALUES ('h', 'now')")
+            conn.execute("INSERT INTO holders (name, added_at) VALUES ('h', 'again')")
+
+        with pytest.raises(StoreError, match="UNIQUE"):
+            await store._atomically(work)
+        assert not store._db.in_transaction
+        assert await store._rows("SELECT name FROM holders") == []
+
+    async def test_a_cancelled_caller_does_not_cut_it(self, store: Store) -> None:
+        """Cancelling the caller leaves no open transaction; the next write works."""
+        import asyncio
+
+        many = [(f"h-{n}", "now") for n in range(2000)]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO holders (name, added_at) VALUES (?, ?)", many)
+
+        task = asyncio.create_task(store._atomically(work))
+        await asyncio.wait([task], timeout=0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.ensure_holders(["late"], NOW)
+        count = (await store._rows("SELECT COUNT(*) FROM holders"))[0][0]
+        assert count in (1, 2001)  # all of the work or none of it, and the later write
+
+
+class TestBatchedClaims:
+    async def test_claimed_body_is_the_stored_text_exactly(self, store: Store) -> None:
+        """A claim hands over each event's stored text byte for byte (escapes, non-ASCII,
+        control and line-separator characters included), in due order."""
+        tricky = 'é ü 漢 🌿 "q" \\ \u2028 \x01 \t </script>'
+        observation = Observation(
+            ORDER, {}, None, obj={"id": ORDER.id, "note": tricky},
+            changes=[Change("order.approved", {}), Change("order.paid", {})],
+        )  # fmt: skip
+        await store.commit_events("main", [observation], now=NOW)
+        claimed = await store.claim_due(NOW, 10)
+        stored = {
+            row["id"]: row["body"] for row in await store._rows("SELECT id, body FROM events")
+        }
+        assert [(row.sink, row.event_type) for row in claimed] == [
+            ("store", "order.approved"), ("audit", "order.approved"),
+        ]  # fmt: skip
+        assert all(row.body == stored[row.event_id] for row in claimed)
+        assert json.loads(claimed[0].body)["data"]["object"]["note"] == tricky
+
+    async def test_settle_records_then_claims_the_next_in_one_go(self, store: Store) -> None:
+        """Recording an event's attempt and claiming in one turn hands over the resource's
+        next event at once, and moves the recorded row on."""
+        from drgreen_poller.store import AttemptRecord
+
+        observation = Observation(
+            ORDER, {}, None, changes=[Change("order.approved", {}), Change("order.paid", {})]
+        )
+        await store.commit_events("main", [observation], now=NOW)
+        first = [row for row in await store.claim_due(NOW, 10) if row.sink == "store"]
+        done = [
+            AttemptRecord(row.id, 1, NOW, 1.0, True, 204, None, None, "delivered") for row in first
+        ]
+        settled = await store.settle(done, NOW, 10)
+        assert [(row.sink, row.event_type) for row in settled.claimed] == [("store", "order.paid")]
+        # audit's copy of order.paid is pending, held back behind audit's order.approved
+        assert settled.next_attempt_at == NOW.timestamp()
+        [attempt] = await store.attempts(first[0].id)
+        assert (attempt["ok"], attempt["status"], attempt["attempt"]) == (1, 204, 1)
