@@ -269,7 +269,7 @@ class DeliveryWorker:
 
     async def _wait(self, stopping: asyncio.Task[object], upcoming: float | None) -> None:
         """Until an attempt ends, new rows arrive, the next row falls due, or ``stop``."""
-        if self._finished:
+        if self._finished and not self._can_batch():
             return  # ended attempts to record: the next turn writes them (and refills)
         waiters: list[asyncio.Task[object]] = [asyncio.create_task(self._progress.wait())]
         if len(self._in_flight) < self.config.concurrency:
@@ -284,6 +284,17 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+
+    def _can_batch(self) -> bool:
+        """Whether the next write can wait for more ended attempts: every slot is busy, enough
+        is queued to keep them busy meanwhile, and fewer than a slot's worth have ended. Under
+        load this makes one commit cover ``concurrency`` attempts; when quiet, none waits."""
+        concurrency = self.config.concurrency
+        return (
+            len(self._finished) < concurrency
+            and len(self._in_flight) >= concurrency
+            and len(self._queued) >= concurrency
+        )
 
     async def _drain(self, grace_s: float) -> None:
         """On stop: queued rows go back to pending; attempts under way get ``grace_s``."""
