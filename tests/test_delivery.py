@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
 from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Sink, WebhookSink
-from drgreen_poller.store import AttemptRecord, Observation, SinkRoute, Store
+from drgreen_poller.store import AttemptRecord, Observation, Settled, SinkRoute, Store
 from tests.fakes import WebhookReceiver, start
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -219,6 +220,47 @@ class TestRunLoopOrdering:
         assert len(by_order) == 8
         assert all(seqs == sorted(seqs) and len(set(seqs)) == 3 for seqs in by_order.values())
         assert await bench.states() == ["delivered"] * 24
+
+
+class SettleCountingStore(Store):
+    """The real store, counting the delivery loop's writes."""
+
+    settles = 0
+
+    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
+        self.settles += 1
+        return await super().settle(records, now, limit)
+
+
+class TestBatchedWrites:
+    async def test_one_write_covers_many_attempts(self, tmp_path: Path) -> None:
+        """Draining a backlog takes far fewer transactions than events: each turn records
+        every attempt that ended and claims a batch ahead of the free slots."""
+        hook = WebhookReceiver()
+        server = await start(hook.app)
+        store = await SettleCountingStore.open(tmp_path / "s.db", sinks=[SinkRoute("s", ("*",))])
+        config = SinkConfig(
+            name="s", kind="webhook", url=str(server.make_url("/")), secrets=(Secret(SECRET, "t"),)
+        )
+        delivery = DeliveryConfig(concurrency=4)
+        sink = WebhookSink(config, delivery)
+        clock = FakeClock()
+        worker = DeliveryWorker(store, {"s": sink}, delivery, clock, random.Random(0))
+        observations = [
+            Observation(Resource("order", f"o-{n}"), {}, None, changes=[Change("order.paid", {})])
+            for n in range(60)
+        ]
+        await store.commit_events("shop", observations, now=clock.now())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        await _until_async(lambda: _all_delivered(store))
+        stop.set()
+        await task
+        assert len(hook.accepted()) == 60
+        assert store.settles < 60 / 2
+        await sink.close()
+        await store.close()
+        await server.close()
 
 
 class TestReplay:
