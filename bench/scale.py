@@ -10,6 +10,10 @@ the share of a core at the default intervals is CPU seconds per interval / 60 s.
 
     .venv/bin/python bench/scale.py [--profile quick|full] [--append]
     .venv/bin/python bench/scale.py --holders 1000 --scale 1 --intervals 3
+    .venv/bin/python bench/scale.py --holders 1000 --scale 0.5 --py-spy /tmp/daemon.folded
+
+``--py-spy FILE`` (py-spy installed in the venv) samples the daemon during the measured
+intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed.
 
 quick (``make bench``): 100 holders at scale 0.25 and 1,000 at scale 0.5, one interval each.
 full: 100 and 1,000 at the default intervals (scale 1), 5,000 at scale 2, three intervals each.
@@ -150,7 +154,7 @@ async def drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def measure(holders: int, scale: float, intervals: int) -> Result:
+async def measure(holders: int, scale: float, intervals: int, spy: Path | None) -> Result:
     with tempfile.TemporaryDirectory(prefix="drgreen-scale-") as tmp:
         directory = Path(tmp)
         sandbox, ready = await start_sandbox()
@@ -162,7 +166,7 @@ async def measure(holders: int, scale: float, intervals: int) -> Result:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=tmp,
             )  # fmt: skip
             try:
-                return await steady_state(daemon, sandbox.pid, holders, scale, intervals)
+                return await steady_state(daemon, sandbox.pid, holders, scale, intervals, spy)
             finally:
                 daemon.terminate()
                 await daemon.wait()
@@ -172,18 +176,56 @@ async def measure(holders: int, scale: float, intervals: int) -> Result:
 
 
 async def steady_state(
-    daemon: asyncio.subprocess.Process, sandbox_pid: int, holders: int, scale: float, k: int
+    daemon: asyncio.subprocess.Process,
+    sandbox_pid: int,
+    holders: int,
+    scale: float,
+    k: int,
+    spy: Path | None,
 ) -> Result:
     first_active, first_all = await first_sweeps(daemon, holders)
     assert daemon.stdout is not None
     reader = asyncio.create_task(drain(daemon.stdout))
     interval = DEFAULT_INTERVALS_S["active_orders"] * scale
     d0, s0 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
-    await CLOCK.sleep(interval * k)
+    if spy is None:
+        await CLOCK.sleep(interval * k)
+    else:
+        await py_spy(daemon.pid, interval * k, spy)
     d1, s1 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
     rss = rss_mb(daemon.pid)
     reader.cancel()
     return Result(holders, scale, k, first_active, first_all, (d1 - d0) / k, (s1 - s0) / k, rss)
+
+
+async def py_spy(pid: int, seconds: float, out: Path) -> None:
+    """Sample ``pid`` for ``seconds`` into folded stacks at ``out``; print the top functions."""
+    spy = await asyncio.create_subprocess_exec(
+        str(BIN.parent / "py-spy"), "record", "--nonblocking", "-p", str(pid),
+        "-d", str(round(seconds)), "-r", "100", "-f", "raw", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await spy.wait()
+    print(top_functions(out.read_text().splitlines()))  # noqa: ASYNC240 - once, sampling over
+
+
+def top_functions(folded: Sequence[str], count: int = 40) -> str:
+    """The functions most often on the stack (inclusive share of the samples), idle excluded."""
+    # Waiting in epoll, and aiosqlite's worker thread blocked on its queue (``tx.get()``).
+    idle = (".select (selectors.py", "_connection_worker_thread (aiosqlite/core.py:59)")
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in folded:
+        stack, _, number = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(mark in frames[-1] for mark in idle):
+            continue
+        samples += int(number)
+        for name in {f.split(":")[0] + ")" if ":" in f else f for f in frames}:
+            totals[name] = totals.get(name, 0) + int(number)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    lines = [f"{100 * n / max(1, samples):5.1f} %  {name}" for name, n in ranked]
+    return "\n".join([f"busy samples: {samples}", *lines])
 
 
 def machine() -> str:
@@ -237,7 +279,7 @@ async def main(args: argparse.Namespace) -> None:
     results = []
     for holders, scale, k in sizes:
         print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
-        results.append(await measure(holders, scale, k))
+        results.append(await measure(holders, scale, k, args.py_spy))
     text = table(results)
     print(text)
     if args.append:
@@ -257,6 +299,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--holders", type=int, nargs="*", help="sizes (overrides the profile)")
     parser.add_argument("--scale", type=float, default=1.0, help="with --holders")
     parser.add_argument("--intervals", type=int, default=1, help="with --holders")
+    parser.add_argument("--py-spy", type=Path, help="profile the daemon into this file")
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
     return parser.parse_args(argv)
 

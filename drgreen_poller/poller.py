@@ -247,9 +247,7 @@ class HolderPoller:
             for e in await self.store.entities(self.holder, kind="order", tier=ACTIVE_ORDERS)
         }
         pages = self.api.order_pages(take=self.settings.take)
-        seen, stored = await self._sweep(
-            pages, "order", set(tracked), discover=True, full=first_sync
-        )
+        seen, stored = await self._sweep(pages, "order", tracked, discover=True, full=first_sync)
         silent = first_sync and self.settings.first_sync == "seed"
         observations = [
             o
@@ -276,7 +274,7 @@ class HolderPoller:
         observations: list[Observation] = []
         for status, entities in sorted(by_status.items()):
             pages = self.api.order_pages(take=self.settings.take, status=status)
-            seen, _ = await self._sweep(pages, "order", set(entities), discover=False, full=False)
+            seen, _ = await self._sweep(pages, "order", entities, discover=False, full=False)
             for order_id, entity in entities.items():
                 if order_id in seen:
                     if o := self._order_observation(seen[order_id], entity, silent=False):
@@ -319,9 +317,7 @@ class HolderPoller:
             for e in await self.store.entities(self.holder, kind="client", tier=PENDING_KYC)
         }
         pages = self.api.client_pages(take=self.settings.take)
-        seen, stored = await self._sweep(
-            pages, "client", set(tracked), discover=True, full=first_sync
-        )
+        seen, stored = await self._sweep(pages, "client", tracked, discover=True, full=first_sync)
         silent = first_sync and self.settings.first_sync == "seed"
         observations = []
         for client in seen.values():
@@ -358,7 +354,7 @@ class HolderPoller:
         self,
         pages: AsyncIterator[Page[R]],
         kind: str,
-        wanted: set[str],
+        wanted: Mapping[str, Entity],
         *,
         discover: bool,
         full: bool,
@@ -366,19 +362,24 @@ class HolderPoller:
         """Read pages newest first until every wanted id is seen (and, when discovering, until
         a page holds something already known: new records sit above known ones).
 
-        Returns the records seen (deduplicated by id: offset pages can shift) and the stored
-        entities among them.
+        ``wanted`` holds the tier's entities as this run already read them; only the other ids
+        of a page are looked up. Returns the records seen (deduplicated by id: offset pages can
+        shift) and the stored entities among them.
         """
         seen: dict[str, R] = {}
         stored: dict[str, Entity] = {}
         async for page in self._counted(pages, full=full):
             ids = [item.id for item in page.items]
-            known = await self.store.entities_by_key(self.holder, (f"{kind}:{i}" for i in ids))
-            stored.update({e.resource.id: e for e in known.values()})
+            known = {i: wanted[i] for i in ids if i in wanted}
+            others = [f"{kind}:{i}" for i in ids if i not in known]
+            if others:
+                found = await self.store.entities_by_key(self.holder, others)
+                known.update({e.resource.id: e for e in found.values()})
+            stored.update(known)
             for item in page.items:
                 seen.setdefault(item.id, item)
             all_new = bool(ids) and not known
-            if not full and wanted <= seen.keys() and not (discover and all_new):
+            if not full and wanted.keys() <= seen.keys() and not (discover and all_new):
                 break
         return seen, stored
 
