@@ -265,6 +265,45 @@ class TestStaleTier:
         assert "GET /dapp/orders/{orderId}" in endpoints
 
 
+class TestUnchangedOrders:
+    async def test_an_unchanged_order_moves_to_the_stale_tier_as_it_ages(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """An order nothing happened to moves to the stale tier once older than stale_after."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.clock.advance(8 * 86400)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        [entity] = await world.store.entities("shop", kind="order")
+        assert (entity.resource.id, entity.tier) == (order.id, STALE_ORDERS)
+
+    async def test_each_moved_field_is_found_once(self, make_world: Callable[..., Any]) -> None:
+        """A move of any one status field is an event in the next run, and no event after it."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.patch_order(order.id, {"paymentStatus": "ON_HOLD"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.state.patch_order(order.id, {"adminApproval": "VERIFIED"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        world.state.patch_order(order.id, {"orderStatus": "PROCESSING"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.processing"]
+        assert await world.poll(ACTIVE_ORDERS) == []
+
+    async def test_a_seeded_tier_stays_seeded(self, make_world: Callable[..., Any]) -> None:
+        """After its first sync a tier's new orders are events, run after run."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 3)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.state.create_order("shop")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        world.state.create_order("shop")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+
+
 class TestCommissionsAndStrains:
     async def test_commission_accrual(self, make_world: Callable[..., Any]) -> None:
         """The first summary is a baseline; a rise in USD is commission.accrued."""
