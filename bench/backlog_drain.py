@@ -33,10 +33,10 @@ INTRO = (
     "`bench/backlog_drain.py`: N real `order.created` events due in the state (as after a "
     "receiver outage), drained by `drgreen-poller run` (its own process, default concurrency "
     "16) to a loopback receiver (its own process, answering 204), against raw aiohttp POSTs of "
-    "the same bodies and headers at the same concurrency to the same receiver. Seconds are "
-    "measured at the receiver from the first arrival to the last; runs alternate and the "
-    "medians are shown. Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick profile scales "
-    "the 30 s to its size)."
+    "the same bodies and headers (signed beforehand) at the same concurrency to the same "
+    "receiver. Seconds are measured at the receiver from the first arrival to the last; runs "
+    "alternate and the medians are shown. Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick "
+    "profile scales the 30 s to its size)."
 )
 PROFILES = {"quick": (20_000, 2), "full": (100_000, 3)}
 CONCURRENCY = DeliveryConfig().concurrency
