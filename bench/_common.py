@@ -14,8 +14,11 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
+import textwrap
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -56,6 +59,24 @@ def machine() -> str:
 def command() -> str:
     """The exact command this script was started with."""
     return shlex.join(sys.orig_argv)
+
+
+def revision() -> str:
+    """The commit measured, marked ``+ changes`` when the work tree differs from it."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (no git)"
+
+    def ask(*args: str) -> str:
+        run = subprocess.run(  # noqa: S603 -- fixed arguments to git, no shell
+            [git, *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False
+        )
+        return run.stdout.strip() if run.returncode == 0 else ""
+
+    commit = ask("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (" + changes" if ask("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def today() -> str:
@@ -207,13 +228,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def wrap(text: str) -> str:
+    """A paragraph wrapped at the repository's line length."""
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
 def run_record(profile: str, body: str, notes: Sequence[str] = ()) -> str:
     """One run's entry: heading, date, machine, command, the table and notes."""
     parts = [
         f"### Run of {today()} ({profile} profile)",
-        f"Machine: {machine()}. Command: `{command()}`.",
+        f"Machine: {machine()}.\nCommand: `{command()}` at commit {revision()}.",
         body,
-        *notes,
+        *(wrap(note) for note in notes),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -226,7 +252,7 @@ def append_run(section: str, intro: str, record: str, path: Path = BENCHMARKS) -
     lines = text.splitlines(keepends=True)
     start = next((i for i, ln in enumerate(lines) if ln.rstrip() == heading), None)
     if start is None:
-        block = f"{heading}\n\n{intro}\n\n{record}\n"
+        block = f"{heading}\n\n{wrap(intro)}\n\n{record}\n"
         cut = text.find(f"\n{LAST_SECTION}\n")
         text = text + "\n" + block if cut < 0 else text[: cut + 1] + block + text[cut + 1 :]
     else:
