@@ -9,7 +9,7 @@ token bucket), faces payments made the same way; its latency is the time from th
 the loop's response showing it. Time is scaled: intervals and the request budget (1 request/s)
 are multiplied by the scale; latencies are printed as measured and divided by the scale.
 
-    .venv/bin/python bench/detection_latency.py [--profile quick|full] [--append]
+    .venv/bin/python bench/detection_latency.py [--profile quick|full] [--no-append]
 """
 
 from __future__ import annotations
@@ -26,21 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _common import CpuShare, append_run, machine, profile_arguments, run_record
 from aiohttp import web
+from scale import BIN, start_sandbox
 
 from drgreen_poller import logs
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import BIN, append_section, machine, start_sandbox
-
 CLOCK = SystemClock()
 INTERVAL_S = 60.0  # active_orders at its default
 BUDGET_RPS = 1.0  # the politeness budget, per holder
 # profile → (N active orders, time scale (0.1: ten times faster), payments per side)
 PROFILES = {"quick": (1000, 0.05, 40), "full": (1000, 0.1, 100)}
+# Payments to the daemon's side are spread over this many active_orders intervals.
+DAEMON_SPAN_INTERVALS = 5
+INTRO = (
+    "`bench/detection_latency.py`: one holder with N = 1,000 active orders, paid at random "
+    "moments through the sandbox's control API; latency from the payment to `order.paid` at a "
+    "loopback webhook, against the docs' per-order loop (GET /dapp/orders/{id} for each active "
+    "order in turn, the real ApiClient under the same token bucket) from the payment to the "
+    "loop's response showing it."
+)
 
 
 @dataclass(slots=True)
@@ -137,7 +145,7 @@ async def daemon_side(
             await wait_first_sync(daemon)
             assert daemon.stdout is not None
             drain = asyncio.create_task(daemon.stdout.read())
-            span_s = 10 * INTERVAL_S * scale
+            span_s = DAEMON_SPAN_INTERVALS * INTERVAL_S * scale
             await pay_at_random(box["control_url"], ids[:payments], span_s, side)
             await settle(side, 2 * INTERVAL_S * scale + 10)
             drain.cancel()
@@ -199,6 +207,8 @@ async def main(args: argparse.Namespace) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
     print(f"machine: {machine()}", flush=True)
     print(f"N = {orders} active orders, time × {scale:g}, {payments} payments a side", flush=True)
+    share = CpuShare()
+    share.start()
     sandbox, box = await start_sandbox()
     try:
         keys, ids = await create_holder(box["control_url"], orders)
@@ -215,22 +225,19 @@ async def main(args: argparse.Namespace) -> None:
         row(f"docs' per-order loop, {BUDGET_RPS:g} req/s", docs, scale),
     ])  # fmt: skip
     print(text)
-    if args.append:
+    if not args.no_append:
         target = (
             f"Target: p99 ≤ interval × 1.1 + sweep time ({INTERVAL_S * 1.1:g} s + the sweep). "
             f"Time scaled by {scale:g}: every interval and the budget ({BUDGET_RPS:g} request/s "
             f"per holder) run {1 / scale:g}× faster; the last two columns divide by {scale:g}."
         )
-        command = " ".join([".venv/bin/python bench/detection_latency.py", *sys.argv[1:]])
-        append_section(
-            "Detection latency", f"{args.profile} profile", command, f"{target}\n\n{text}"
-        )
+        notes = [target, share.sentence()]
+        append_run("Detection latency", INTRO, run_record(args.profile, text, notes))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    profile_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,7 @@ It times every holder × tier's first sweep from the daemon's ``poll_finished`` 
 and the daemon's VmRSS. Intervals may be scaled (every ``[schedule]`` interval times the scale);
 the share of a core at the default intervals is CPU seconds per interval / 60 s.
 
-    .venv/bin/python bench/scale.py [--profile quick|full] [--append]
+    .venv/bin/python bench/scale.py [--profile quick|full] [--no-append]
     .venv/bin/python bench/scale.py --holders 1000 --scale 1 --intervals 3
     .venv/bin/python bench/scale.py --holders 1000 --scale 0.5 --py-spy /tmp/daemon.folded
 
@@ -25,16 +25,15 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _common import CpuShare, append_run, machine, profile_arguments, run_record
 
 from drgreen_poller.clock import SystemClock
 
@@ -53,6 +52,17 @@ PROFILES = {
     "full": [(100, 1.0, 3), (1000, 1.0, 3), (5000, 2.0, 3)],
 }
 BIN = Path(sys.executable).parent / "drgreen-poller"
+INTRO = (
+    "`bench/scale.py`: H holders × 100 active orders each; the sandbox and the daemon (a file "
+    "sink, the default budget of 1 request/s per holder) each in its own process. CPU is utime + "
+    "stime from /proc over whole active_orders intervals after every first sweep, per interval."
+)
+TARGETS = (
+    "Targets at 1,000 holders: ≤ 8 % of a core and ≤ 150 MB at the default intervals, every "
+    f"first sweep within the first-run window ({FIRST_RUN_WINDOW_S:g} s, or the active_orders "
+    "interval when shorter) + 10 s. With a scale, every [schedule] interval is multiplied by it; "
+    "the share of a core is the CPU per interval over the default 60 s."
+)
 CLOCK = SystemClock()
 TICKS_S = os.sysconf("SC_CLK_TCK")
 
@@ -228,14 +238,6 @@ def top_functions(folded: Sequence[str], count: int = 40) -> str:
     return "\n".join([f"busy samples: {samples}", *lines])
 
 
-def machine() -> str:
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return (
-        f"{platform.machine()} {platform.system()} {platform.release()}, {os.cpu_count()} cores, "
-        f"{mem_kb / 2**20:.0f} GiB, Python {platform.python_version()}"
-    )
-
-
 def table(results: Sequence[Result]) -> str:
     rows = [
         "| holders | scale | active_orders interval | intervals measured | daemon CPU s/interval "
@@ -253,54 +255,32 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(rows)
 
 
-def append_section(section: str, title: str, command: str, body: str) -> None:
-    """Add one run to BENCHMARKS.md at the end of its ``## section`` (made when missing):
-    a ``###`` title with the date, the exact command and the machine, then ``body``."""
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")  # noqa: TID251 - a report's date
-    entry = f"### {title}, {stamp}\n\n`{command}` on {machine()}.\n\n{body}\n\n"
-    text = path.read_text(encoding="utf-8")
-    heading = f"## {section}\n"
-    if heading not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n"
-    start = text.index(heading) + len(heading)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    text = text[:end].rstrip("\n") + "\n\n" + entry + text[end:]
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 async def main(args: argparse.Namespace) -> None:
     if args.holders:
         sizes = [(n, args.scale, args.intervals) for n in args.holders]
     else:
         sizes = PROFILES[args.profile]
     print(f"machine: {machine()}", flush=True)
-    results = []
+    results, share = [], CpuShare()
+    share.start()
     for holders, scale, k in sizes:
         print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
         results.append(await measure(holders, scale, k, args.py_spy))
     text = table(results)
     print(text)
-    if args.append:
-        targets = (
-            "Targets at 1,000 holders: ≤ 8 % of a core and ≤ 150 MB at the default intervals, "
-            f"every first sweep within the first-run window ({FIRST_RUN_WINDOW_S:g} s, or the "
-            "active_orders interval when shorter) + 10 s."
-        )
-        command = " ".join([".venv/bin/python bench/scale.py", *sys.argv[1:]])
-        title = f"{args.profile} profile" if not args.holders else "chosen sizes"
-        append_section("Scale", title, command, f"{targets}\n\n{text}")
+    if not args.no_append:
+        notes = [TARGETS, share.sentence()]
+        profile = args.profile if not args.holders else "chosen sizes"
+        append_run("Scale", INTRO, run_record(profile, text, notes))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    profile_arguments(parser)
     parser.add_argument("--holders", type=int, nargs="*", help="sizes (overrides the profile)")
     parser.add_argument("--scale", type=float, default=1.0, help="with --holders")
     parser.add_argument("--intervals", type=int, default=1, help="with --holders")
     parser.add_argument("--py-spy", type=Path, help="profile the daemon into this file")
-    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
     return parser.parse_args(argv)
 
 
