@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import UserDict
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -60,6 +61,11 @@ class TestMedicalData:
 
         value = UserDict({"medicalRecord": 1, "items": Items([{"medicalRecord": 2, "n": 3}])})
         assert strip_medical(value) == {"items": [{"n": 3}]}
+
+    def test_other_values_pass_through(self) -> None:
+        """A value of a type JSON does not decode to (a Decimal amount) comes back as it is."""
+        value = {"amount": Decimal("1.50")}
+        assert strip_medical(value)["amount"] is value["amount"]
 
     def test_strip_leaves_the_input_alone(self) -> None:
         """``strip_medical`` copies: the value it was given keeps its keys."""
