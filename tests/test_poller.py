@@ -208,6 +208,18 @@ class TestFirstSync:
         assert (await world.poll(ACTIVE_ORDERS)).count("order.created") == 3
         assert "client.created" in await world.poll(PENDING_KYC)
 
+    async def test_a_new_poller_reads_the_seed_from_the_state(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A poller started later (a restart) finds the seed recorded and reports new orders."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 3)
+        await world.poll(ACTIVE_ORDERS)
+        world.state.create_order("shop")
+        later = HolderPoller("shop", (), world.api, world.store, world.clock, PollSettings())
+        result = await later.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        assert (result.first_sync, [e["type"] for e in result.events]) == (False, ["order.created"])
+
 
 class TestCost:
     async def test_thousand_active_orders_within_the_budget(
