@@ -256,6 +256,8 @@ def table(results: Sequence[Result]) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.py_spy and not (BIN.parent / "py-spy").exists():
+        raise SystemExit(f"--py-spy needs py-spy in {BIN.parent}: {BIN.parent}/pip install py-spy")
     if args.holders:
         sizes = [(n, args.scale, args.intervals) for n in args.holders]
     else:
