@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all test lint lint-unit format typecheck pytest reliability demo sandbox bench clean
+.PHONY: all test lint lint-unit format typecheck pytest reliability demo sandbox bench bench-full bench-profile clean
 
 all: test
 
@@ -74,8 +74,24 @@ demo: $(VENV)/.installed
 sandbox: $(VENV)/.installed
 	$(BIN)/drgreen-poller sandbox
 
+# Every script in bench/ (not the _helpers), each printing its table and appending its run to
+# BENCHMARKS.md: `make bench` at the quick profile (under 5 minutes in all on 2 cores),
+# `make bench-full` at the sizes the targets name (about half an hour).
+BENCH_SCRIPTS = $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
+
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/upstream_cost.py
+	@$(MAKE) --no-print-directory bench-profile PROFILE=quick
+
+bench-full: $(VENV)/.installed-dev
+	@$(MAKE) --no-print-directory bench-profile PROFILE=full
+
+bench-profile:
+	@start=$$(date +%s); \
+	for script in $(BENCH_SCRIPTS); do \
+		echo "== $$script --profile $(PROFILE)"; \
+		$(BIN)/python $$script --profile $(PROFILE) || exit 1; \
+	done; \
+	echo "bench: $(words $(BENCH_SCRIPTS)) scripts, $(PROFILE) profile, $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage build dist *.egg-info

@@ -5,19 +5,21 @@ Runs against the sandbox in this process and counts the requests the sandbox rec
 pattern (``GET /dapp/orders/{id}`` for every active order), in the same run. Each store has N
 active orders (created over the last few days) and 1,000 finished orders before them.
 
-    .venv/bin/python bench/upstream_cost.py [N ...]      (default: 100 1000 5000)
+    .venv/bin/python bench/upstream_cost.py [--profile quick|full] [--no-append] [N ...]
+        quick: N = 100, 1000; full: N = 100, 1000, 5000 (given sizes replace the profile's)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import platform
 import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+from _common import append_run, machine, profile_arguments, run_record, table
 
 from drgreen_poller import logs
 from drgreen_poller.api import ApiClient, ApiSettings
@@ -29,6 +31,12 @@ from drgreen_poller.store import Store
 
 HISTORY = 1000
 PASSES_PER_HOUR = 60  # the active_orders tier runs once a minute
+PROFILES = {"quick": [100, 1000], "full": [100, 1000, 5000]}
+SECTION = "Upstream cost: keeping N active orders fresh at the 60 s tier"
+INTRO = (
+    "`bench/upstream_cost.py`: requests the sandbox counted for one `active_orders` pass of "
+    "drgreen-poller after its first sync, against one pass of the docs' per-order pattern."
+)
 
 
 async def measure(active: int) -> tuple[int, int]:
@@ -73,23 +81,29 @@ async def measure(active: int) -> tuple[int, int]:
     return ours, docs
 
 
-async def main(sizes: list[int]) -> None:
+def row(size: int, ours: int, docs: int) -> list[str]:
+    ours_h, docs_h = ours * PASSES_PER_HOUR, docs * PASSES_PER_HOUR
+    fits = "yes" if docs_h <= 3600 else f"no ({docs_h / 3600:.1f}x the budget)"
+    return [f"{size:,}", str(ours), f"{ours_h:,}", f"{docs_h:,}", f"{docs_h / ours_h:.0f}x", fits]
+
+
+async def main(sizes: list[int], profile: str, append: bool) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
-    print(
-        f"machine: {platform.machine()}, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-    print(
-        "| active orders | drgreen-poller req/pass | req/hour | docs' pattern req/hour | "
-        "ratio | docs' pattern fits 1 req/s? |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | --- |")
-    for size in sizes:
-        ours, docs = await measure(size)
-        ours_h, docs_h = ours * PASSES_PER_HOUR, docs * PASSES_PER_HOUR
-        fits = "yes" if docs_h <= 3600 else f"no ({docs_h / 3600:.1f}x the budget)"
-        print(f"| {size:,} | {ours} | {ours_h:,} | {docs_h:,} | {docs_h / ours_h:.0f}x | {fits} |")
+    print(f"machine: {machine()}")
+    rows = [row(size, *await measure(size)) for size in sizes]
+    headers = [
+        "active orders", "drgreen-poller req/pass", "req/hour", "docs' pattern req/hour",
+        "ratio", "docs' pattern fits 1 req/s?",
+    ]  # fmt: skip
+    result = table(headers, rows, "rrrrrl")
+    print(result)
+    if append:
+        append_run(SECTION, INTRO, run_record(profile, result))
 
 
 if __name__ == "__main__":
-    asyncio.run(main([int(a) for a in sys.argv[1:]] or [100, 1000, 5000]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    profile_arguments(parser)
+    parser.add_argument("sizes", nargs="*", type=int, help="active orders per store")
+    args = parser.parse_args()
+    asyncio.run(main(args.sizes or PROFILES[args.profile], args.profile, not args.no_append))

@@ -39,13 +39,12 @@ from drgreen_poller.models import (
     Page,
     Strain,
     parse_approval_summary,
-    parse_client,
+    parse_client_stripped,
     parse_commission,
     parse_commission_summary,
-    parse_order,
+    parse_order_stripped,
     parse_page_meta,
     parse_strain,
-    strip_medical,
 )
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.signing import (
@@ -181,7 +180,8 @@ class ApiClient:
             **self._signer.headers(payload),
         }
         data = None if method.upper() == "GET" else payload.encode("utf-8")
-        return strip_medical(await self._send(method, url, headers, data, f"{method} {route}"))
+        # The body was decoded without its medical keys (``envelope``): nothing to copy here.
+        return await self._send(method, url, headers, data, f"{method} {route}")
 
     async def _send(
         self, method: str, url: URL, headers: dict[str, str], data: bytes | None, endpoint: str
@@ -312,12 +312,17 @@ class ApiClient:
             adminApproval=admin_approval,
             clientIds=json_array(client_ids) if client_ids else None,
         )
-        return self.pages("/dapp/orders", "orders", parse_order, take=take, query=query)
+        return self.pages("/dapp/orders", "orders", parse_order_stripped, take=take, query=query)
 
     async def recent_orders(self, *, take: int = 20, page: int = 1) -> Page[Order]:
         """``GET /dapp/orders/recent``: newest orders with ``updatedAt`` (no ``adminApproval``)."""
         return await self.page(
-            "/dapp/orders/recent", "recentOrders", parse_order, page=page, take=take, order_by=None
+            "/dapp/orders/recent",
+            "recentOrders",
+            parse_order_stripped,
+            page=page,
+            take=take,
+            order_by=None,
         )
 
     async def orders_summary(self) -> ApprovalSummary:
@@ -335,11 +340,13 @@ class ApiClient:
         details = data.get("orderDetails") if isinstance(data, Mapping) else None
         if details is None:
             raise UpstreamNotFound(f"order {order_id} not found", endpoint=f"GET {route}")
-        return parse_order(details)
+        return parse_order_stripped(details)
 
     async def create_order(self, client_id: str) -> Order:
         """``POST /dapp/orders``: an order from the client's server-side cart. Not idempotent."""
-        return parse_order(await self.request("POST", "/dapp/orders", body={"clientId": client_id}))
+        return parse_order_stripped(
+            await self.request("POST", "/dapp/orders", body={"clientId": client_id})
+        )
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -355,7 +362,7 @@ class ApiClient:
             adminApproval=admin_approval,
             isVerified=None if is_verified is None else str(is_verified).lower(),
         )
-        return self.pages("/dapp/clients", "clients", parse_client, take=take, query=query)
+        return self.pages("/dapp/clients", "clients", parse_client_stripped, take=take, query=query)
 
     async def clients_summary(self) -> ApprovalSummary:
         """``GET /dapp/clients/summary``: client counts by ``adminApproval``."""
@@ -364,7 +371,9 @@ class ApiClient:
     async def client(self, client_id: str) -> Client:
         """``GET /dapp/clients/{clientId}``; the medical record it carries is dropped unread."""
         route = "/dapp/clients/{clientId}"
-        return parse_client(await self.request("GET", route, path_params={"clientId": client_id}))
+        return parse_client_stripped(
+            await self.request("GET", route, path_params={"clientId": client_id})
+        )
 
     async def create_client(self, body: Mapping[str, Json]) -> str:
         """``POST /dapp/clients``; returns the new client's id, whichever response shape came."""

@@ -2,12 +2,12 @@
 
 Pure functions from (status, headers, body bytes, now) to the envelope's ``data`` or one of the
 ``UpstreamError`` classes of ``errors.py``. No I/O; never puts a response body into an error
-message (it may hold customer data), only its shape and size.
+message (it may hold customer data), only its shape and size. Medical keys are dropped as the
+body is decoded, at any depth, before anything else sees the document.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,6 +23,7 @@ from drgreen_poller.errors import (
     UpstreamTransient,
     UpstreamUnauthorized,
 )
+from drgreen_poller.models import loads_without_medical
 
 _NOT_FOUND_RE = re.compile(r"\bnot\s+found\b", re.IGNORECASE)
 _TRUE_VALUES = (True, "true")
@@ -48,9 +49,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 def _decode(body: bytes) -> Any:
-    """The JSON document in ``body``, or ``None`` when it is not JSON."""
+    """The JSON document in ``body`` without its medical keys, or ``None`` when it is not JSON."""
     try:
-        return json.loads(body.decode("utf-8"))
+        return loads_without_medical(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
 

@@ -3,11 +3,14 @@
 Each model keeps the few fields the poller reasons about, typed, plus ``raw``: the record as
 received minus anything medical. A field the response did not carry is ``None`` ("unknown"),
 never a default value, so change detection cannot mistake an absent field for a change. Enum
-values stay raw strings: an unknown value passes through. No I/O here.
+values stay raw strings: an unknown value passes through. Medical keys go at decoding
+(``loads_without_medical``, one cheap hook per JSON object) or, for data decoded elsewhere, by
+``strip_medical``'s copy; ``parse_*`` strip, ``parse_*_stripped`` trust the decoder. No I/O here.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,17 +29,45 @@ MEDICAL_KEYS = frozenset({"medicalRecord"})
 _APPROVAL_ALIASES = {"APPROVED": "VERIFIED"}
 
 
+# Types ``strip_medical`` hands back as they are without looking inside (JSON's scalars).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def strip_medical(value: Json) -> Json:
     """A copy of ``value`` with every medical key removed, at any depth."""
-    if isinstance(value, Mapping):
-        return {k: strip_medical(v) for k, v in value.items() if k not in MEDICAL_KEYS}
-    if isinstance(value, list):
-        return [strip_medical(v) for v in value]
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or (kind is not dict and isinstance(value, list)):
+        return [v if type(v) in _SCALARS else strip_medical(v) for v in value]
+    if kind is dict or isinstance(value, Mapping):
+        return {
+            k: v if type(v) in _SCALARS else strip_medical(v)
+            for k, v in value.items()
+            if k not in MEDICAL_KEYS
+        }
     return value
 
 
+def drop_medical_keys(obj: dict[str, Json]) -> dict[str, Json]:
+    """``json.loads`` object hook: a decoded object loses its medical keys (every object is
+    decoded through it, so no depth escapes). Changes ``obj`` in place and returns it."""
+    for key in MEDICAL_KEYS:
+        obj.pop(key, None)
+    return obj
+
+
+def loads_without_medical(text: str | bytes) -> Json:
+    """Decode JSON with every medical key removed at any depth, however its name was escaped.
+
+    Raises:
+        ValueError: not JSON (``json.JSONDecodeError``), or bytes that are not UTF-8.
+    """
+    return json.loads(text, object_hook=drop_medical_keys)
+
+
 def _obj(value: Json, what: str) -> JsonObject:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise UpstreamMalformed(f"{what} is a {type(value).__name__}, not an object")
     return value
 
@@ -135,7 +166,13 @@ class Order:
 
 
 def parse_order(value: Json) -> Order:
-    record = _obj(strip_medical(value), "order")
+    """An ``Order`` from any decoded record (medical keys stripped by a copy)."""
+    return parse_order_stripped(strip_medical(value))
+
+
+def parse_order_stripped(value: Json) -> Order:
+    """An ``Order`` from a record that ``loads_without_medical`` decoded (no copy made)."""
+    record = _obj(value, "order")
     return Order(
         id=_id(record, "order"),
         order_status=_str(record, "orderStatus"),
@@ -162,7 +199,13 @@ class Client:
 
 
 def parse_client(value: Json) -> Client:
-    record = _obj(strip_medical(value), "client")
+    """A ``Client`` from any decoded record (medical keys stripped by a copy)."""
+    return parse_client_stripped(strip_medical(value))
+
+
+def parse_client_stripped(value: Json) -> Client:
+    """A ``Client`` from a record that ``loads_without_medical`` decoded (no copy made)."""
+    record = _obj(value, "client")
     return Client(
         id=_id(record, "client"),
         is_kyc_verified=_bool(record, "isKYCVerified"),

@@ -134,6 +134,11 @@ class HolderPoller:
         self._rows_checked: set[str] = set()
         # The current tier run's progress (tier runs of one holder never overlap).
         self._progress = self._new_progress("", writer=None)
+        # Tiers whose first sync this process saw recorded: a seed mark is never taken back, so
+        # their later runs need not ask the database again.
+        self._seeded: set[str] = set()
+        # Orders created before this are stale; set once per tier run (``observe``).
+        self._stale_cutoff = clock.now()
 
     async def poll_tier(
         self, tier: str, *, next_due_at: float, dry_run: bool = False
@@ -143,8 +148,7 @@ class HolderPoller:
         Raises:
             UpstreamError: the API failed; nothing was written.
         """
-        runs = await self.store.tier_runs(self.holder)
-        first_sync = not any(r.tier == tier and r.seeded_at for r in runs)
+        first_sync = await self._first_sync(tier)
         requests_before, started = self.api.requests_sent, self.clock.monotonic()
         self._progress = self._new_progress(tier, writer=None if dry_run else self.store)
         try:
@@ -152,6 +156,8 @@ class HolderPoller:
             events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
         finally:
             await self._progress.finish()
+        if not dry_run:
+            self._seeded.add(tier)  # the commit recorded the seed (or it was there already)
         result = PollResult(
             self.holder,
             tier,
@@ -173,6 +179,16 @@ class HolderPoller:
             duration_ms=round((self.clock.monotonic() - started) * 1000, 1),
         )
         return result
+
+    async def _first_sync(self, tier: str) -> bool:
+        """Whether no run of ``tier`` was ever committed (its first sync is still to come)."""
+        if tier in self._seeded:
+            return False
+        runs = await self.store.tier_runs(self.holder)
+        if any(r.tier == tier and r.seeded_at for r in runs):
+            self._seeded.add(tier)
+            return False
+        return True
 
     def _new_progress(self, tier: str, writer: Store | None) -> TierProgress:
         row_left = writer is not None and tier not in self._rows_checked
@@ -209,6 +225,7 @@ class HolderPoller:
 
     async def observe(self, tier: str, *, first_sync: bool) -> list[Observation]:
         """Fetch and detect for ``tier``; nothing is written."""
+        self._stale_cutoff = self.clock.now() - timedelta(seconds=self.settings.stale_after_s)
         handlers: dict[str, Callable[[bool], Any]] = {
             ACTIVE_ORDERS: self._active_orders,
             STALE_ORDERS: self._stale_orders,
@@ -227,14 +244,21 @@ class HolderPoller:
         if snapshot.get("orderStatus") == "SHIPPED":
             return STALE_ORDERS  # kept, slowly, until delivered
         created = _parse_time(created_at)
-        cutoff = self.clock.now() - timedelta(seconds=self.settings.stale_after_s)
-        return STALE_ORDERS if created is not None and created < cutoff else ACTIVE_ORDERS
+        stale = created is not None and created < self._stale_cutoff
+        return STALE_ORDERS if stale else ACTIVE_ORDERS
 
     def _order_observation(
         self, order: Order, stored: Entity | None, *, silent: bool
     ) -> Observation | None:
-        detection = detect_order(_previous(stored), order)
         created_at = order.created_at or (stored.created_at if stored else None)
+        # Nothing detect_order could find (the common case) and the tier stays: nothing to store.
+        if (
+            stored is not None
+            and _order_unchanged(stored.snapshot, order)
+            and self._order_tier(stored.snapshot, created_at) == stored.tier
+        ):
+            return None
+        detection = detect_order(_previous(stored), order)
         tier = self._order_tier(detection.snapshot, created_at)
         return _observation(
             Resource("order", order.id), detection, stored, tier, order.raw, created_at,
@@ -247,9 +271,7 @@ class HolderPoller:
             for e in await self.store.entities(self.holder, kind="order", tier=ACTIVE_ORDERS)
         }
         pages = self.api.order_pages(take=self.settings.take)
-        seen, stored = await self._sweep(
-            pages, "order", set(tracked), discover=True, full=first_sync
-        )
+        seen, stored = await self._sweep(pages, "order", tracked, discover=True, full=first_sync)
         silent = first_sync and self.settings.first_sync == "seed"
         observations = [
             o
@@ -276,7 +298,7 @@ class HolderPoller:
         observations: list[Observation] = []
         for status, entities in sorted(by_status.items()):
             pages = self.api.order_pages(take=self.settings.take, status=status)
-            seen, _ = await self._sweep(pages, "order", set(entities), discover=False, full=False)
+            seen, _ = await self._sweep(pages, "order", entities, discover=False, full=False)
             for order_id, entity in entities.items():
                 if order_id in seen:
                     if o := self._order_observation(seen[order_id], entity, silent=False):
@@ -319,9 +341,7 @@ class HolderPoller:
             for e in await self.store.entities(self.holder, kind="client", tier=PENDING_KYC)
         }
         pages = self.api.client_pages(take=self.settings.take)
-        seen, stored = await self._sweep(
-            pages, "client", set(tracked), discover=True, full=first_sync
-        )
+        seen, stored = await self._sweep(pages, "client", tracked, discover=True, full=first_sync)
         silent = first_sync and self.settings.first_sync == "seed"
         observations = []
         for client in seen.values():
@@ -358,7 +378,7 @@ class HolderPoller:
         self,
         pages: AsyncIterator[Page[R]],
         kind: str,
-        wanted: set[str],
+        wanted: Mapping[str, Entity],
         *,
         discover: bool,
         full: bool,
@@ -366,19 +386,24 @@ class HolderPoller:
         """Read pages newest first until every wanted id is seen (and, when discovering, until
         a page holds something already known: new records sit above known ones).
 
-        Returns the records seen (deduplicated by id: offset pages can shift) and the stored
-        entities among them.
+        ``wanted`` holds the tier's entities as this run already read them; only the other ids
+        of a page are looked up. Returns the records seen (deduplicated by id: offset pages can
+        shift) and the stored entities among them.
         """
         seen: dict[str, R] = {}
         stored: dict[str, Entity] = {}
         async for page in self._counted(pages, full=full):
             ids = [item.id for item in page.items]
-            known = await self.store.entities_by_key(self.holder, (f"{kind}:{i}" for i in ids))
-            stored.update({e.resource.id: e for e in known.values()})
+            known = {i: wanted[i] for i in ids if i in wanted}
+            others = [f"{kind}:{i}" for i in ids if i not in known]
+            if others:
+                found = await self.store.entities_by_key(self.holder, others)
+                known.update({e.resource.id: e for e in found.values()})
+            stored.update(known)
             for item in page.items:
                 seen.setdefault(item.id, item)
             all_new = bool(ids) and not known
-            if not full and wanted <= seen.keys() and not (discover and all_new):
+            if not full and wanted.keys() <= seen.keys() and not (discover and all_new):
                 break
         return seen, stored
 
@@ -441,6 +466,22 @@ class HolderPoller:
                         )
                     )
         return observations
+
+
+def _order_unchanged(snapshot: Snapshot, order: Order) -> bool:
+    """Whether ``order`` shows nothing new against its stored snapshot: every status field it
+    carries equals the stored one (a field it lacks is no change). ``detect_order`` would then
+    find no event and return the same snapshot."""
+    if TRACKED_MARK in snapshot:
+        return False
+    return all(
+        value is None or snapshot.get(key) == value
+        for key, value in (
+            ("orderStatus", order.order_status),
+            ("adminApproval", order.admin_approval),
+            ("paymentStatus", order.payment_status),
+        )
+    )
 
 
 def _observation(

@@ -173,6 +173,23 @@ class TestWhatIsRead:
         assert "medicalRecord" not in parsed.raw
         assert "medicalRecord" not in raw
 
+    async def test_nested_or_escaped_medical_record_is_dropped(
+        self, scripted: tuple[ScriptedApi, str], make_client: ClientFactory
+    ) -> None:
+        """A medical record nested in a list item, or its key spelt with a JSON escape, is gone."""
+        api, base = scripted
+        body = (
+            b'{"success":true,"data":{"clients":[{"id":"c1","isKYCVerified":false,'
+            b'"medical\\u0052ecord":{"dob":"1990-01-01"},"cart":{"medicalRecord":{"x":1}}}],'
+            b'"pageMetaDto":{"page":"1","take":"100","hasNextPage":false}}}'
+        )
+        api.then(Scripted(body=body))
+        pages = [page async for page in make_client(base).client_pages()]
+        raw = pages[0].items[0].raw
+        assert "medicalRecord" not in json.dumps(raw)
+        assert "1990" not in json.dumps(raw)
+        assert raw["cart"] == {}
+
     async def test_order_details_null_is_not_found(
         self, scripted: tuple[ScriptedApi, str], make_client: ClientFactory
     ) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from collections import UserDict
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from drgreen_poller.errors import UpstreamMalformed
 from drgreen_poller.models import (
+    loads_without_medical,
     parse_approval_summary,
     parse_client,
+    parse_client_stripped,
     parse_commission,
     parse_commission_summary,
     parse_order,
+    parse_order_stripped,
     parse_page_meta,
     parse_strain,
     strip_medical,
@@ -30,11 +36,71 @@ CLIENT_DETAIL: dict[str, Any] = {
 }
 
 
+ORDER_ITEM: dict[str, Any] = {
+    "id": "o-1",
+    "orderStatus": "PENDING",
+    "adminApproval": "APPROVED",
+    "paymentStatus": "PAID",
+    "createdAt": "2026-05-02T08:00:00.000Z",
+    "client": {"id": "c", "firstName": "Jane"},
+    "orderLines": [{"strainId": "s", "quantity": 2}],
+}
+
+
 class TestMedicalData:
     def test_stripped_at_any_depth(self) -> None:
         """``medicalRecord`` is removed wherever it appears, the rest kept."""
         value = {"a": [{"medicalRecord": {"x": 1}, "b": 2}], "medicalRecord": None}
         assert strip_medical(value) == {"a": [{"b": 2}]}
+
+    def test_stripped_inside_other_mappings_and_lists(self) -> None:
+        """A mapping that is not a dict, and a list subclass, are copied without medical keys."""
+
+        class Items(list[Any]):
+            pass
+
+        value = UserDict({"medicalRecord": 1, "items": Items([{"medicalRecord": 2, "n": 3}])})
+        assert strip_medical(value) == {"items": [{"n": 3}]}
+
+    def test_other_values_pass_through(self) -> None:
+        """A value of a type JSON does not decode to (a Decimal amount) comes back as it is."""
+        value = {"amount": Decimal("1.50")}
+        assert strip_medical(value)["amount"] is value["amount"]
+
+    def test_strip_leaves_the_input_alone(self) -> None:
+        """``strip_medical`` copies: the value it was given keeps its keys."""
+        value = {"a": {"medicalRecord": 1}}
+        strip_medical(value)
+        assert value == {"a": {"medicalRecord": 1}}
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"medicalRecord": {"dob": "1990"}, "id": "c"}',
+            '{"data": {"clients": [{"id": "c", "x": [{"y": {"medicalRecord": 1}}]}]}}',
+            '{"data": {"medical\\u0052ecord": "escaped", "id": "c"}}',
+            '[[{"\\u006dedicalRecord": 1}], {"medicalRecord": [{"medicalRecord": 2}]}]',
+        ],
+    )
+    def test_decoded_without_medical_keys_at_any_depth(self, text: str) -> None:
+        """Decoding drops ``medicalRecord`` from every object, at any depth, however escaped."""
+        decoded = loads_without_medical(text.encode())
+        assert "medicalRecord" not in repr(decoded)
+        assert decoded == strip_medical(json.loads(text))
+
+    def test_decoding_keeps_everything_else(self) -> None:
+        """A document without medical keys decodes exactly as ``json.loads`` decodes it."""
+        text = json.dumps({"orders": [ORDER_ITEM, {**ORDER_ITEM, "id": "o-2"}], "n": [1, 2.5]})
+        assert loads_without_medical(text) == json.loads(text)
+
+    def test_stripped_parsers_read_what_the_decoder_gives(self) -> None:
+        """``parse_*_stripped`` parse a decoded record as ``parse_*`` do, without a copy."""
+        record = loads_without_medical(json.dumps(CLIENT_DETAIL))
+        client = parse_client_stripped(record)
+        assert client == parse_client(CLIENT_DETAIL)
+        assert client.raw is record
+        order = parse_order_stripped(dict(ORDER_ITEM))
+        assert order == parse_order(ORDER_ITEM)
 
     def test_client_raw_has_no_medical_record(self) -> None:
         """A parsed client detail keeps its fields but never the medical record."""

@@ -208,6 +208,18 @@ class TestFirstSync:
         assert (await world.poll(ACTIVE_ORDERS)).count("order.created") == 3
         assert "client.created" in await world.poll(PENDING_KYC)
 
+    async def test_a_new_poller_reads_the_seed_from_the_state(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A poller started later (a restart) finds the seed recorded and reports new orders."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 3)
+        await world.poll(ACTIVE_ORDERS)
+        world.state.create_order("shop")
+        later = HolderPoller("shop", (), world.api, world.store, world.clock, PollSettings())
+        result = await later.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        assert (result.first_sync, [e["type"] for e in result.events]) == (False, ["order.created"])
+
 
 class TestCost:
     async def test_thousand_active_orders_within_the_budget(
@@ -263,6 +275,45 @@ class TestStaleTier:
         ]
         endpoints = [e["endpoint"] for e in world.state.request_counts("shop")["log"]]
         assert "GET /dapp/orders/{orderId}" in endpoints
+
+
+class TestUnchangedOrders:
+    async def test_an_unchanged_order_moves_to_the_stale_tier_as_it_ages(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """An order nothing happened to moves to the stale tier once older than stale_after."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.clock.advance(8 * 86400)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        [entity] = await world.store.entities("shop", kind="order")
+        assert (entity.resource.id, entity.tier) == (order.id, STALE_ORDERS)
+
+    async def test_each_moved_field_is_found_once(self, make_world: Callable[..., Any]) -> None:
+        """A move of any one status field is an event in the next run, and no event after it."""
+        world: World = await make_world()
+        order = world.state.create_order("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.patch_order(order.id, {"paymentStatus": "ON_HOLD"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.state.patch_order(order.id, {"adminApproval": "VERIFIED"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        world.state.patch_order(order.id, {"orderStatus": "PROCESSING"})
+        assert await world.poll(ACTIVE_ORDERS) == ["order.processing"]
+        assert await world.poll(ACTIVE_ORDERS) == []
+
+    async def test_a_seeded_tier_stays_seeded(self, make_world: Callable[..., Any]) -> None:
+        """After its first sync a tier's new orders are events, run after run."""
+        world: World = await make_world()
+        world.state.create_orders("shop", 3)
+        assert await world.poll(ACTIVE_ORDERS) == []
+        world.state.create_order("shop")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        world.state.create_order("shop")
+        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
 
 
 class TestCommissionsAndStrains:

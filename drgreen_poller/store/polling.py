@@ -76,6 +76,11 @@ class CommitResult:
 TRACKED = "_tracked"
 
 
+# What ``_entity`` reads: not ``object`` (the last record, the largest column, which only
+# events read, inside their commit).
+_ENTITY_COLUMNS = "holder, key, kind, id, country, tier, snapshot, sequence, created_at"
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -154,7 +159,7 @@ class PollingState(Connection):
         self, holder: str, *, kind: str | None = None, tier: str | None = None
     ) -> list[Entity]:
         """Stored entities of a holder, optionally of one kind and/or one tier."""
-        sql, params = "SELECT * FROM entities WHERE holder = ?", [holder]
+        sql, params = f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ?", [holder]  # noqa: S608 - a fixed column list
         if kind is not None:
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
@@ -169,7 +174,7 @@ class PollingState(Connection):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = await self._rows(
-                f"SELECT * FROM entities WHERE holder = ? AND key IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ? AND key IN ({marks})",  # noqa: S608 - only placeholders and the fixed column list are interpolated
                 [holder, *chunk],
             )
             found.update({row["key"]: _entity(row) for row in rows})

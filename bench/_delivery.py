@@ -1,0 +1,225 @@
+"""The delivery benches' shared parts: a state with N due deliveries, the daemon run against it,
+and raw aiohttp POSTs of the same bodies, both to the receiver process.
+
+The backlog is made by the real poller (first sync with ``first_sync = "emit"`` over N orders of
+a sandbox holder, so every body is a real ``order.created`` event) once, then copied for every
+run. The daemon is the real ``drgreen-poller run`` in its own process, polling a quiet sandbox
+holder at the default intervals while it delivers. Nothing here judges the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from _common import CLOCK, Received, Receiver
+
+from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
+from drgreen_poller.sinks import EXCERPT_BYTES, WebhookSink
+from drgreen_poller.store import SinkRoute, Store
+
+SINK = "store"
+# Generous: a run that has not finished by then has stalled, and the bench says so.
+SLOWEST_RATE = 100.0  # events/s
+STALL_S = 60.0
+
+CONFIG = """
+[daemon]
+state_path = "state.db"
+http_listen = ""
+log_format = "json"
+
+[api]
+base_url = "{base_url}"
+
+[[holders]]
+name = "quiet"
+api_key_file = "quiet.api_key"
+secret_key_file = "quiet.secret_key"
+strain_countries = []
+
+[delivery]
+concurrency = {concurrency}
+
+[[sinks]]
+name = "{sink}"
+kind = "webhook"
+url = "{url}"
+secret_file = "store.whsec"
+events = ["*"]
+"""
+
+
+@dataclass
+class Backlog:
+    """A state file holding ``count`` due deliveries, and the same requests for raw POSTs."""
+
+    seed: Path
+    requests: list[tuple[bytes, dict[str, str]]]
+    base_url: str
+    quiet: HolderInfo
+    secret: str
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+
+@asynccontextmanager
+async def backlog(count: int, workdir: Path) -> AsyncIterator[Backlog]:
+    """A sandbox (serving the daemon's quiet holder while in use) and the backlog of ``count``."""
+    state = SandboxState(CLOCK)
+    state.create_holder("shop")
+    quiet = state.create_holder("quiet")
+    state.create_orders("shop", count, spacing_s=0.001)
+    async with LocalSandbox(state) as box:
+        seed = workdir / "seed.db"
+        await _first_sync(box, state.holder("shop").credentials, seed)
+        secret = generate_webhook_secret()
+        requests = await _requests(seed, workdir / "scratch.db", secret)
+        if len(requests) != count:
+            raise SystemExit(f"the poller made {len(requests)} deliveries, not {count}")
+        yield Backlog(seed, requests, box.base_url, quiet, secret)
+
+
+async def _first_sync(box: LocalSandbox, credentials: ApiCredentials, seed: Path) -> None:
+    """The real poller's first sweep with ``first_sync = "emit"``: one event per order."""
+    bucket = TokenBucket(rate=1.0, burst=10**9, clock=CLOCK)  # no politeness wait here
+    async with aiohttp.ClientSession() as session:
+        api = ApiClient(session, ApiSettings(box.base_url), credentials, CLOCK, bucket=bucket)
+        store = await Store.open(seed, sinks=[SinkRoute(SINK, ("*",))])
+        try:
+            poller = HolderPoller("shop", [], api, store, CLOCK, PollSettings(first_sync="emit"))
+            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await store.close()
+
+
+async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes, dict[str, str]]]:
+    """The exact bodies the daemon will send (claimed from a copy), with the sink's headers."""
+    shutil.copy(seed, scratch)
+    store = await Store.open(scratch)
+    try:
+        rows = await store.claim_due(CLOCK.now(), 10**9)
+    finally:
+        await store.close()
+    config = SinkConfig(
+        SINK, "webhook", url="http://127.0.0.1/", secrets=(Secret(secret, "bench"),)
+    )
+    sink = WebhookSink(config, DeliveryConfig())
+    now = CLOCK.now()
+    return [
+        (row.body.encode(), sink.headers(row.event_id, row.event_type, row.body.encode(), now))
+        for row in rows
+    ]
+
+
+# --- one run of each ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonRun:
+    """What the receiver saw of one daemon run, and when the daemon was started."""
+
+    received: Received
+    spawned_s: float
+
+    def from_start_s(self) -> float:
+        """Seconds from starting the daemon to the last event's arrival (start-up included)."""
+        return (self.received.last_s or self.spawned_s) - self.spawned_s
+
+
+def write_config(backlog: Backlog, rundir: Path, url: str, concurrency: int) -> Path:
+    rundir.mkdir(parents=True)
+    shutil.copy(backlog.seed, rundir / "state.db")
+    (rundir / "quiet.api_key").write_text(backlog.quiet.credentials.api_key)
+    (rundir / "quiet.secret_key").write_text(backlog.quiet.credentials.secret_key)
+    (rundir / "store.whsec").write_text(backlog.secret)
+    config = rundir / "config.toml"
+    config.write_text(
+        CONFIG.format(base_url=backlog.base_url, concurrency=concurrency, sink=SINK, url=url)
+    )
+    return config
+
+
+async def run_daemon(
+    backlog: Backlog, receiver: Receiver, concurrency: int, rundir: Path
+) -> DaemonRun:
+    """``drgreen-poller run`` on a copy of the backlog until the receiver has every event."""
+    config = write_config(backlog, rundir, receiver.url, concurrency)
+    await receiver.reset()
+    with (rundir / "daemon.log").open("wb") as log:
+        spawned = CLOCK.monotonic()
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drgreen_poller", "-c", str(config), "run",
+            stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            received = await _until_all(backlog.count, receiver, daemon)
+        finally:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+            code = await daemon.wait()
+    if code != 0:
+        raise SystemExit(f"the daemon exited {code}; its log: {rundir / 'daemon.log'}")
+    await _check_delivered(rundir / "state.db")
+    shutil.rmtree(rundir)
+    return DaemonRun(received, spawned)
+
+
+async def _until_all(
+    count: int, receiver: Receiver, daemon: asyncio.subprocess.Process
+) -> Received:
+    deadline = CLOCK.monotonic() + count / SLOWEST_RATE + STALL_S
+    while True:
+        got = await receiver.wait_for(count, 2.0)
+        if got.distinct >= count:
+            return got
+        if daemon.returncode is not None:
+            raise SystemExit(f"the daemon stopped (exit {daemon.returncode}) at {got.distinct}")
+        if CLOCK.monotonic() > deadline:
+            raise SystemExit(f"the daemon delivered only {got.distinct} of {count} in time")
+
+
+async def _check_delivered(state: Path) -> None:
+    """Every row is recorded delivered: the receiver's count is not ahead of the state."""
+    store = await Store.open(state, writer=False)
+    try:
+        owed = await store.undelivered()
+    finally:
+        await store.close()
+    if owed:
+        raise SystemExit(f"rows left undelivered after the run: {owed}")
+
+
+async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Received:
+    """The same bodies and headers, POSTed by ``concurrency`` coroutines over one session."""
+    await receiver.reset()
+    pending = iter(backlog.requests)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def post_all() -> None:
+            for body, headers in pending:
+                async with session.post(
+                    receiver.url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    await response.content.read(EXCERPT_BYTES)
+                    if response.status != 204:
+                        raise SystemExit(f"the receiver answered {response.status}")
+
+        await asyncio.gather(*(post_all() for _ in range(concurrency)))
+    return await receiver.wait_for(backlog.count, STALL_S)

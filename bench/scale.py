@@ -1,0 +1,290 @@
+"""Scale: H holders × 100 active orders, the daemon and the sandbox each in its own process.
+
+Starts ``drgreen-poller sandbox --port 0`` and fills it through its control API (holders, then
+100 orders each in one bulk call per holder), writes a config naming every holder (key files,
+a file sink, the daemon's default politeness budget), and runs ``drgreen-poller run`` on it.
+It times every holder × tier's first sweep from the daemon's ``poll_finished`` lines, then reads
+``/proc/<pid>/stat`` (utime + stime) of both processes over whole ``active_orders`` intervals,
+and the daemon's VmRSS. Intervals may be scaled (every ``[schedule]`` interval times the scale);
+the share of a core at the default intervals is CPU seconds per interval / 60 s.
+
+    .venv/bin/python bench/scale.py [--profile quick|full] [--no-append]
+    .venv/bin/python bench/scale.py --holders 1000 --scale 1 --intervals 3
+    .venv/bin/python bench/scale.py --holders 1000 --scale 0.5 --py-spy /tmp/daemon.folded
+
+``--py-spy FILE`` (py-spy installed in the venv) samples the daemon during the measured
+intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed.
+
+quick (``make bench``): 100 holders at scale 0.25 and 1,000 at scale 0.5, one interval each.
+full: 100 and 1,000 at the default intervals (scale 1), 5,000 at scale 2, three intervals each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _common import CpuShare, append_run, machine, profile_arguments, run_record
+
+from drgreen_poller.clock import SystemClock
+
+ORDERS = 100
+TIERS = 5  # active_orders, stale_orders, pending_kyc, commissions, strains
+DEFAULT_INTERVALS_S = {
+    "active_orders": 60.0,
+    "stale_orders": 1800.0,
+    "pending_kyc": 300.0,
+    "commissions": 900.0,
+    "strains": 3600.0,
+}
+FIRST_RUN_WINDOW_S = 60.0  # scheduler.FIRST_RUN_WINDOW_S: the target is this + 10 s
+PROFILES = {
+    "quick": [(100, 0.25, 1), (1000, 0.5, 1)],
+    "full": [(100, 1.0, 3), (1000, 1.0, 3), (5000, 2.0, 3)],
+}
+BIN = Path(sys.executable).parent / "drgreen-poller"
+INTRO = (
+    "`bench/scale.py`: H holders × 100 active orders each; the sandbox and the daemon (a file "
+    "sink, the default budget of 1 request/s per holder) each in its own process. CPU is utime + "
+    "stime from /proc over whole active_orders intervals after every first sweep, per interval."
+)
+TARGETS = (
+    "Targets at 1,000 holders: ≤ 8 % of a core and ≤ 150 MB at the default intervals, every "
+    f"first sweep within the first-run window ({FIRST_RUN_WINDOW_S:g} s, or the active_orders "
+    "interval when shorter) + 10 s. With a scale, every [schedule] interval is multiplied by it; "
+    "the share of a core is the CPU per interval over the default 60 s."
+)
+CLOCK = SystemClock()
+TICKS_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One size's figures."""
+
+    holders: int
+    scale: float
+    intervals: int
+    first_active_s: float  # daemon start → every holder's first active_orders sweep
+    first_all_s: float  # daemon start → every holder × tier's first sweep
+    daemon_cpu_s: float  # per active_orders interval
+    sandbox_cpu_s: float
+    rss_mb: float
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_S
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def start_sandbox() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN), "sandbox", "--port", "0", "--log-level", "warning",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    ready: dict[str, Any] = json.loads(await proc.stdout.readline())
+    return proc, ready
+
+
+async def populate(control: str, holders: int, directory: Path) -> None:
+    """Create the holders and their orders; write each key pair to two files."""
+    limit = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession() as http:
+
+        async def one(name: str) -> None:
+            async with limit:
+                async with http.post(f"{control}/holders", json={"name": name}) as r:
+                    keys = await r.json()
+                url = f"{control}/holders/{name}/orders"
+                async with http.post(url, json={"count": ORDERS}) as r:
+                    assert r.status == 201, await r.text()
+            (directory / f"{name}.api_key").write_text(keys["api_key"])
+            (directory / f"{name}.secret_key").write_text(keys["secret_key"])
+
+        await asyncio.gather(*(one(f"h{i:05d}") for i in range(holders)))
+
+
+def write_config(directory: Path, base_url: str, holders: int, scale: float) -> Path:
+    schedule = "\n".join(f'{tier} = "{s * scale:g}s"' for tier, s in DEFAULT_INTERVALS_S.items())
+    holder_tables = "".join(
+        f'[[holders]]\nname = "h{i:05d}"\napi_key_file = "h{i:05d}.api_key"\n'
+        f'secret_key_file = "h{i:05d}.secret_key"\n\n'
+        for i in range(holders)
+    )
+    text = (
+        f'[daemon]\nstate_path = "state.db"\nhttp_listen = ""\nlog_format = "json"\n\n'
+        f'[api]\nbase_url = "{base_url}"\n\n[schedule]\n{schedule}\n\n{holder_tables}'
+        '[[sinks]]\nname = "audit"\nkind = "file"\npath = "events.jsonl"\nevents = ["*"]\n'
+    )
+    path = directory / "config.toml"
+    path.write_text(text)
+    return path
+
+
+async def first_sweeps(daemon: asyncio.subprocess.Process, holders: int) -> tuple[float, float]:
+    """Seconds from now until every holder's first active_orders sweep, and every tier's."""
+    assert daemon.stdout is not None
+    started, active, total, first_active = CLOCK.monotonic(), 0, 0, 0.0
+    while total < holders * TIERS:
+        line = await daemon.stdout.readline()
+        if not line:
+            raise SystemExit("the daemon stopped during its first sweeps")
+        record = json.loads(line) if line.startswith(b"{") else {}
+        if record.get("event") != "poll_finished" or not record.get("first_sync"):
+            continue
+        total += 1
+        if record.get("tier") == "active_orders":
+            active += 1
+            if active == holders:
+                first_active = CLOCK.monotonic() - started
+    return first_active, CLOCK.monotonic() - started
+
+
+async def drain(stream: asyncio.StreamReader) -> None:
+    """Read and drop the daemon's log lines (a full pipe would stall it)."""
+    while await stream.readline():
+        pass
+
+
+async def measure(holders: int, scale: float, intervals: int, spy: Path | None) -> Result:
+    with tempfile.TemporaryDirectory(prefix="drgreen-scale-") as tmp:
+        directory = Path(tmp)
+        sandbox, ready = await start_sandbox()
+        try:
+            await populate(ready["control_url"], holders, directory)
+            config = write_config(directory, ready["base_url"], holders, scale)
+            daemon = await asyncio.create_subprocess_exec(
+                str(BIN), "-c", str(config), "run",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=tmp,
+            )  # fmt: skip
+            try:
+                return await steady_state(daemon, sandbox.pid, holders, scale, intervals, spy)
+            finally:
+                daemon.terminate()
+                await daemon.wait()
+        finally:
+            sandbox.terminate()
+            await sandbox.wait()
+
+
+async def steady_state(
+    daemon: asyncio.subprocess.Process,
+    sandbox_pid: int,
+    holders: int,
+    scale: float,
+    k: int,
+    spy: Path | None,
+) -> Result:
+    first_active, first_all = await first_sweeps(daemon, holders)
+    assert daemon.stdout is not None
+    reader = asyncio.create_task(drain(daemon.stdout))
+    interval = DEFAULT_INTERVALS_S["active_orders"] * scale
+    d0, s0 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
+    if spy is None:
+        await CLOCK.sleep(interval * k)
+    else:
+        await py_spy(daemon.pid, interval * k, spy)
+    d1, s1 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
+    rss = rss_mb(daemon.pid)
+    reader.cancel()
+    return Result(holders, scale, k, first_active, first_all, (d1 - d0) / k, (s1 - s0) / k, rss)
+
+
+async def py_spy(pid: int, seconds: float, out: Path) -> None:
+    """Sample ``pid`` for ``seconds`` into folded stacks at ``out``; print the top functions."""
+    spy = await asyncio.create_subprocess_exec(
+        str(BIN.parent / "py-spy"), "record", "--nonblocking", "-p", str(pid),
+        "-d", str(round(seconds)), "-r", "100", "-f", "raw", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await spy.wait()
+    print(top_functions(out.read_text().splitlines()))  # noqa: ASYNC240 - once, sampling over
+
+
+def top_functions(folded: Sequence[str], count: int = 40) -> str:
+    """The functions most often on the stack (inclusive share of the samples), idle excluded."""
+    # Waiting in epoll, and aiosqlite's worker thread blocked on its queue (``tx.get()``).
+    idle = (".select (selectors.py", "_connection_worker_thread (aiosqlite/core.py:59)")
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in folded:
+        stack, _, number = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(mark in frames[-1] for mark in idle):
+            continue
+        samples += int(number)
+        for name in {f.split(":")[0] + ")" if ":" in f else f for f in frames}:
+            totals[name] = totals.get(name, 0) + int(number)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    lines = [f"{100 * n / max(1, samples):5.1f} %  {name}" for name, n in ranked]
+    return "\n".join([f"busy samples: {samples}", *lines])
+
+
+def table(results: Sequence[Result]) -> str:
+    rows = [
+        "| holders | scale | active_orders interval | intervals measured | daemon CPU s/interval "
+        "| % of a core at 60 s | sandbox CPU s/interval | sandbox % at 60 s | daemon RSS MB "
+        "| every first active_orders sweep | every tier's first sweep |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r.holders:,} | {r.scale:g} | {60 * r.scale:g} s | {r.intervals} "
+            f"| {r.daemon_cpu_s:.2f} | {r.daemon_cpu_s / 60 * 100:.1f} % "
+            f"| {r.sandbox_cpu_s:.2f} | {r.sandbox_cpu_s / 60 * 100:.1f} % | {r.rss_mb:.0f} "
+            f"| {r.first_active_s:.0f} s | {r.first_all_s:.0f} s |"
+        )
+    return "\n".join(rows)
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.py_spy and not (BIN.parent / "py-spy").exists():
+        raise SystemExit(f"--py-spy needs py-spy in {BIN.parent}: {BIN.parent}/pip install py-spy")
+    if args.holders:
+        sizes = [(n, args.scale, args.intervals) for n in args.holders]
+    else:
+        sizes = PROFILES[args.profile]
+    print(f"machine: {machine()}", flush=True)
+    results, share = [], CpuShare()
+    share.start()
+    for holders, scale, k in sizes:
+        print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
+        results.append(await measure(holders, scale, k, args.py_spy))
+    text = table(results)
+    print(text)
+    if not args.no_append:
+        notes = [TARGETS, share.sentence()]
+        profile = args.profile if not args.holders else "chosen sizes"
+        append_run("Scale", INTRO, run_record(profile, text, notes))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    profile_arguments(parser)
+    parser.add_argument("--holders", type=int, nargs="*", help="sizes (overrides the profile)")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --holders")
+    parser.add_argument("--intervals", type=int, default=1, help="with --holders")
+    parser.add_argument("--py-spy", type=Path, help="profile the daemon into this file")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args(sys.argv[1:])))
