@@ -1,7 +1,9 @@
 """What every bench script shares: the machine line, profiles, CPU sharing, the loopback receiver
 process, tables and the ``BENCHMARKS.md`` appender.
 
-Bench scripts run as ``python bench/NAME.py`` and import this as ``_common``. Nothing here
+Bench scripts run as ``python bench/NAME.py`` and import this as ``_common``; each takes
+``--profile quick|full`` and ``--no-append`` (``profile_arguments``), since ``make bench`` and
+``make bench-full`` run every ``bench/*.py`` not starting with ``_`` that way. Nothing here
 measures the product itself, and nothing here writes anywhere but ``BENCHMARKS.md``.
 """
 
