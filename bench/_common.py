@@ -71,14 +71,16 @@ def revision() -> str:
 
     def ask(*args: str) -> str:
         run = subprocess.run(  # noqa: S603 -- fixed arguments to git, no shell
-            [git, *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False
+            [git, *args], cwd=BENCHMARKS.parent, capture_output=True, text=True, check=False
         )
         return run.stdout.strip() if run.returncode == 0 else ""
 
     commit = ask("rev-parse", "--short", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
-    return commit + (" + changes" if ask("status", "--porcelain", "--untracked-files=no") else "")
+    # BENCHMARKS.md itself changes as each script of a `make bench` appends to it.
+    dirty = ask("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md")
+    return commit + (" + changes" if dirty else "")
 
 
 def today() -> str:
