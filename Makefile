@@ -89,8 +89,9 @@ bench-full: $(VENV)/.installed-dev
 bench-profile:
 	@start=$$(date +%s); \
 	for script in $(BENCH_SCRIPTS); do \
-		echo "== $$script --profile $(PROFILE)"; \
+		echo "== $$script --profile $(PROFILE)"; began=$$(date +%s); \
 		$(BIN)/python $$script --profile $(PROFILE) || exit 1; \
+		echo "== $$script: $$(( $$(date +%s) - began )) s"; \
 	done; \
 	echo "bench: $(words $(BENCH_SCRIPTS)) scripts, $(PROFILE) profile, $$(( $$(date +%s) - start )) s"
 
