@@ -76,7 +76,8 @@ sandbox: $(VENV)/.installed
 
 # Every script in bench/ (not the _helpers), each printing its table and appending its run to
 # BENCHMARKS.md: `make bench` at the quick profile (under 5 minutes in all on 2 cores),
-# `make bench-full` at the sizes the targets name (about half an hour).
+# `make bench-full` at the sizes the targets name (delivery, drain and upstream cost: 8 to 9
+# minutes). Every script takes --profile quick|full (bench/_common.py's profile_arguments).
 BENCH_SCRIPTS = $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
 bench: $(VENV)/.installed-dev
@@ -88,8 +89,9 @@ bench-full: $(VENV)/.installed-dev
 bench-profile:
 	@start=$$(date +%s); \
 	for script in $(BENCH_SCRIPTS); do \
-		echo "== $$script --profile $(PROFILE)"; \
+		echo "== $$script --profile $(PROFILE)"; began=$$(date +%s); \
 		$(BIN)/python $$script --profile $(PROFILE) || exit 1; \
+		echo "== $$script: $$(( $$(date +%s) - began )) s"; \
 	done; \
 	echo "bench: $(words $(BENCH_SCRIPTS)) scripts, $(PROFILE) profile, $$(( $$(date +%s) - start )) s"
 

@@ -1,7 +1,9 @@
 """What every bench script shares: the machine line, profiles, CPU sharing, the loopback receiver
 process, tables and the ``BENCHMARKS.md`` appender.
 
-Bench scripts run as ``python bench/NAME.py`` and import this as ``_common``. Nothing here
+Bench scripts run as ``python bench/NAME.py`` and import this as ``_common``; each takes
+``--profile quick|full`` and ``--no-append`` (``profile_arguments``), since ``make bench`` and
+``make bench-full`` run every ``bench/*.py`` not starting with ``_`` that way. Nothing here
 measures the product itself, and nothing here writes anywhere but ``BENCHMARKS.md``.
 """
 
@@ -69,14 +71,16 @@ def revision() -> str:
 
     def ask(*args: str) -> str:
         run = subprocess.run(  # noqa: S603 -- fixed arguments to git, no shell
-            [git, *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False
+            [git, *args], cwd=BENCHMARKS.parent, capture_output=True, text=True, check=False
         )
         return run.stdout.strip() if run.returncode == 0 else ""
 
     commit = ask("rev-parse", "--short", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
-    return commit + (" + changes" if ask("status", "--porcelain", "--untracked-files=no") else "")
+    # BENCHMARKS.md itself changes as each script of a `make bench` appends to it.
+    dirty = ask("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md")
+    return commit + (" + changes" if dirty else "")
 
 
 def today() -> str:
