@@ -289,20 +289,19 @@ async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) 
         for tier in TIERS:
             service.scheduler.unschedule(name, tier)
         service.metrics.unwatch_api(name)
-    rebuild_all = api_settings(old) != api_settings(runtime.config) or poll_settings(
-        old
-    ) != poll_settings(runtime.config)
-    for holder in runtime.config.holders:
+    new = runtime.config
+    rebuild_all = api_settings(old) != api_settings(new) or poll_settings(old) != poll_settings(new)
+    # The token bucket carries over unless the budget itself changed: a reload of a timeout or a
+    # URL must not hand every holder a full burst again.
+    same_budget = (old.api.requests_per_second, old.api.burst) == (
+        new.api.requests_per_second,
+        new.api.burst,
+    )
+    for holder in new.holders:
         if holder.name in changes.holders_added:
             continue
         if rebuild_all or holder.name in changes.holders_changed:
             current = runner.pollers.get(holder.name)
-            # The token bucket carries over unless the budget itself changed: a reload of a
-            # timeout or a URL must not hand every holder a full burst again.
-            same_budget = (old.api.requests_per_second, old.api.burst) == (
-                runtime.config.api.requests_per_second,
-                runtime.config.api.burst,
-            )
             bucket_from = current.api if current is not None and same_budget else None
             _install(service, holder, runtime.client(holder, bucket_from))
     if changes.holders_added:
