@@ -283,29 +283,26 @@ async def _reloads(
             log.warning("config_reload_ignored", reason="this daemon was not started from a file")
             continue
         notifier.notify("RELOADING=1", f"MONOTONIC_USEC={_monotonic_us()}")
-        await reload_once(service, load)
+        await _reload_once(service, load)
         notifier.notify("READY=1")
         await _close_retired(service)
 
 
-async def reload_once(service: Service, load: ConfigLoader) -> bool:
-    """Load the file and apply it; an invalid file keeps the running configuration.
-
-    Returns whether the new configuration was applied.
-    """
+async def _reload_once(service: Service, load: ConfigLoader) -> None:
+    """Load the file and apply it; an invalid file keeps the running configuration."""
     path = str(service.config.path) if service.config.path else None
     try:
         new = load()
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("config_reload_failed", path=path, problem=problem, kept="running config")
-        return False
+        return
     for warning in new.warnings:
         log.warning("config_warning", path=path, warning=warning)
     changes = await apply_config(service, new)
     if changes.empty:
         log.info("config_reloaded", path=path, changed=False)
-        return True
+        return
     log.info("config_reloaded", path=path, changed=True, **changes.log_fields())
     if changes.restart_required:
         log.warning(
@@ -313,7 +310,6 @@ async def reload_once(service: Service, load: ConfigLoader) -> bool:
             keys=list(changes.restart_required),
             hint="these keys keep their running values until the daemon restarts",
         )
-    return True
 
 
 async def _close_retired(service: Service) -> None:
