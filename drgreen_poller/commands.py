@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -86,6 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         await run_daemon(config, SystemClock(), controls, lambda: load_config(path))
         return EXIT_OK
 
+    # What is alive now (modules, their tables, the config) lives as long as the process: moved
+    # out of the collector's sight, a full collection does not walk it again and again (about
+    # 50,000 objects, 20 ms a time, every few thousand deliveries).
+    gc.collect()
+    gc.freeze()
     code = asyncio.run(main())
     return EXIT_BROKEN_PIPE if output.reader_gone else code
 

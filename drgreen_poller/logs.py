@@ -11,6 +11,7 @@ pipe), lines are dropped from then on and the caller is told once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TextIO, cast
 
+import orjson
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
@@ -46,6 +48,17 @@ def _not_chatter(record: logging.LogRecord) -> bool:
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
     structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
 )
+
+
+def _dumps(data: Any, **kwargs: Any) -> str:
+    """JSON text of one line: orjson (a delivered event costs one line, several times cheaper
+    than the stdlib's), the stdlib for what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(
+            data, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(data, **kwargs)
 
 
 class LogOutput:
@@ -148,7 +161,7 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if use_json
         # plain tracebacks: rich's (the default when installed) print every frame's locals
         else structlog.dev.ConsoleRenderer(

@@ -134,6 +134,8 @@ class Metrics:
             "Delivery attempts by sink and outcome (delivered, retrying, failed: given up).",
             ["sink", "outcome"], registry=self.registry,
         )  # fmt: skip
+        # Each (sink, outcome)'s labelled counter, kept: looking it up costs more than counting.
+        self._attempts: dict[tuple[str, str], Counter] = {}
         self.backlog = Gauge(
             "drgreen_poller_delivery_backlog",
             "Deliveries not delivered, by sink and state (pending, delivering, failed).",
@@ -164,7 +166,10 @@ class Metrics:
 
     def delivery_attempted(self, sink: str, outcome: str) -> None:
         """The delivery worker's ``on_attempt``."""
-        self.deliveries.labels(sink, outcome).inc()
+        counter = self._attempts.get((sink, outcome))
+        if counter is None:
+            counter = self._attempts[sink, outcome] = self.deliveries.labels(sink, outcome)
+        counter.inc()
 
     def watch_api(self, holder: str, api: ApiClient) -> None:
         """Count ``api``'s requests (its ``on_request`` hook) against the holder's budget."""

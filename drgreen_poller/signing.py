@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import os
@@ -395,10 +394,14 @@ def sign_webhook(secrets: Sequence[str], msg_id: str, timestamp: int, body: byte
 
     The HMAC-SHA256 covers ``{msg_id}.{timestamp}.{body}`` with the exact body bytes sent.
     """
+    return webhook_signature([webhook_key(s) for s in secrets], msg_id, timestamp, body)
+
+
+def webhook_signature(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """``sign_webhook`` with the secrets' keys decoded already (a sink decodes them once)."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return " ".join(
-        "v1," + base64.b64encode(hmac.new(webhook_key(s), signed, hashlib.sha256).digest()).decode()
-        for s in secrets
+        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
     )
 
 
@@ -407,7 +410,7 @@ def sign_hex(secret: str, body: bytes) -> str:
 
     The key is the secret's text as configured (UTF-8), as simple receivers use it.
     """
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
 
 
 def verify_webhook(

@@ -21,7 +21,7 @@ from drgreen_poller import __version__
 from drgreen_poller.config import DeliveryConfig, SinkConfig
 from drgreen_poller.envelope import parse_retry_after
 from drgreen_poller.http_failures import address, describe
-from drgreen_poller.signing import sign_hex, sign_webhook
+from drgreen_poller.signing import sign_hex, webhook_key, webhook_signature
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,10 @@ class WebhookSink:
         self._url = config.url
         self._secrets = [secret.value for secret in config.secrets]
         self._scheme = config.signature
+        # Decoded once, not for every signature (config validation has checked them).
+        self._keys = (
+            [webhook_key(secret) for secret in self._secrets] if self._scheme == "standard" else []
+        )
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s or delivery.timeout_s)
         self._unix_socket = config.unix_socket
         self._where = (
@@ -91,7 +95,7 @@ class WebhookSink:
             "webhook-timestamp": str(timestamp),
         }
         if self._scheme == "standard":
-            headers["webhook-signature"] = sign_webhook(self._secrets, event_id, timestamp, body)
+            headers["webhook-signature"] = webhook_signature(self._keys, event_id, timestamp, body)
         else:
             headers["X-Signature"] = sign_hex(self._secrets[0], body)
             headers["X-Timestamp"] = str(timestamp)

@@ -67,6 +67,19 @@ class TestThirdPartyLoggers:
         assert out.getvalue() == ""
 
 
+class TestJsonLines:
+    def test_any_value_makes_one_json_line(self, configure: Configure) -> None:
+        """Values the fast encoder refuses (a 70-bit integer, an object) still make a JSON line."""
+        out = configure("info", "json")
+        log = structlog.get_logger("drgreen_poller.test")
+        log.info("big", count=2**70)
+        log.info("odd", thing=object(), keyed={1: "one"})
+        big, odd = (json.loads(line) for line in out.getvalue().splitlines())
+        assert big["count"] == 2**70
+        assert odd["thing"].startswith("<object object at")
+        assert odd["keyed"] == {"1": "one"}
+
+
 class TestTracebacks:
     @pytest.mark.parametrize("fmt", ["json", "console"])
     def test_no_frame_locals(self, configure: Configure, fmt: logs.LogFormat) -> None:

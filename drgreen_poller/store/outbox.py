@@ -94,34 +94,44 @@ class DeliveryRow:
     last_outcome: str | None
 
 
-_DUE_SQL = """
-    SELECT d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
-        d.next_attempt_at
-    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-    WHERE d.state = 'pending' AND d.next_attempt_at <= ?
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries AS p
-          WHERE p.sink = d.sink AND p.resource_key = d.resource_key
-            AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries AS q
-          WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
-    ORDER BY d.next_attempt_at, d.id
-    LIMIT ?
+# The delivery loop's statements take a whole batch as one JSON array and return one as text:
+# each statement is one step in SQLite's thread, where a statement or a result row per delivery
+# would trade the GIL with the event loop once per row; and the Python that builds and reads
+# those arrays runs in the loop, so that SQLite's thread hardly holds the GIL at all (json_each
+# and json_group_array: SQLite's JSON1, built in since 3.38, and compiled into the sqlite3 of
+# common Python builds before that; MATERIALIZED: SQLite 3.35).
+
+# The rows to claim: at most ``limit`` due ones in due order, whose earlier events (same sink and
+# resource) are done, and one per (sink, event) in flight, even after a replay left two due: their
+# ids as a JSON array, and how many.
+_CHOOSE_SQL = """
+    WITH due AS MATERIALIZED (
+        SELECT d.id, d.sink, d.event_id, d.next_attempt_at FROM deliveries AS d
+        WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries AS p
+              WHERE p.sink = d.sink AND p.resource_key = d.resource_key
+                AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries AS q
+              WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT ?)
+    SELECT json_group_array(id), count(*) FROM due
+    WHERE NOT EXISTS (
+        SELECT 1 FROM due AS earlier
+        WHERE earlier.sink = due.sink AND earlier.event_id = due.event_id
+          AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
 """
-
-
-_NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
-
-# The delivery loop's statements take a whole batch as one JSON array: each statement is one
-# step in SQLite's thread, where a statement per row would trade the GIL with the event loop once
-# per row (json_each and json_group_array: SQLite's JSON1, built in since 3.38, and compiled into
-# the sqlite3 of common Python builds before that).
-_CLAIM_SQL = f"""
+# The claimed rows with their events, as one JSON array (in no particular order).
+_CLAIMED_SQL = """
     SELECT json_group_array(json_array(
-        id, event_id, type, sink, attempts, body, schedule_offset, next_attempt_at))
-    FROM ({_DUE_SQL})
-"""  # noqa: S608 - a constant query; the values are bound
+        d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
+        d.next_attempt_at))
+    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+    WHERE d.id IN (SELECT value FROM json_each(?))
+"""
+_NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
 _MARK_DELIVERING_SQL = (
     "UPDATE deliveries SET state = 'delivering', updated_at = ?"
     " WHERE id IN (SELECT value FROM json_each(?))"
@@ -150,32 +160,39 @@ class Settled:
     next_attempt_at: float | None
 
 
-def _claim(conn: sqlite3.Connection, now: datetime, limit: int) -> list[DueDelivery]:
-    """In SQLite's thread, inside a transaction: the due rows chosen, marked ``delivering``."""
+Statements = list[tuple[str, tuple[Any, ...]]]
+
+
+def _claim(conn: sqlite3.Connection, now_s: float, stamp: str, limit: int) -> tuple[str, int]:
+    """In SQLite's thread, inside a transaction: choose the due rows, mark them ``delivering``.
+
+    Returns the claimed rows as JSON text (``_due_rows`` reads it in the loop) and how many.
+    """
     if limit <= 0:
-        return []
-    [found] = conn.execute(_CLAIM_SQL, (now.timestamp(), limit)).fetchone()
-    rows = sorted(json.loads(found), key=lambda row: (row[7], row[0]))  # the due order
-    chosen, seen = [], set()
-    for row in rows:  # one row per (sink, event) in flight, even after a replay
-        if (row[3], row[1]) not in seen:
-            seen.add((row[3], row[1]))
-            chosen.append(row)
-    if chosen:
-        conn.execute(_MARK_DELIVERING_SQL, (iso_ms(now), json.dumps([row[0] for row in chosen])))
-    return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in chosen]
+        return "[]", 0
+    ids, count = conn.execute(_CHOOSE_SQL, (now_s, limit)).fetchone()
+    if not count:
+        return "[]", 0
+    conn.execute(_MARK_DELIVERING_SQL, (stamp, ids))
+    return conn.execute(_CLAIMED_SQL, (ids,)).fetchone()[0], count
 
 
-def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: datetime) -> None:
-    """In SQLite's thread, inside a transaction: log the attempts and move their rows on."""
+def _due_rows(found: str) -> list[DueDelivery]:
+    """The claimed rows of ``_claim``'s JSON text, in due order."""
+    rows = sorted(json.loads(found), key=lambda row: (row[7], row[0]))
+    return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in rows]
+
+
+def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> Statements:
+    """The statements that log ``records`` and move their rows on (built in the loop)."""
     if not records:
-        return
+        return []
     attempts = [
         [r.delivery_id, r.attempt, iso_ms(r.started_at), r.duration_ms, int(r.ok),
          r.status, r.error_class, r.excerpt]
         for r in records
     ]  # fmt: skip
-    conn.execute(_INSERT_ATTEMPTS_SQL, (json.dumps(attempts),))
+    statements: Statements = [(_INSERT_ATTEMPTS_SQL, (json.dumps(attempts),))]
     # One statement per distinct outcome: a batch of successes is one UPDATE.
     moves: dict[tuple[str, int, float | None, str], list[int]] = {}
     for r in records:
@@ -183,8 +200,16 @@ def _record(conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: dat
             r.delivery_id
         )
     stamp = iso_ms(now)
-    for (state, attempt, next_at, outcome), ids in moves.items():
-        conn.execute(_MOVE_ON_SQL, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+    statements.extend(
+        (_MOVE_ON_SQL, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+        for (state, attempt, next_at, outcome), ids in moves.items()
+    )
+    return statements
+
+
+def _run(conn: sqlite3.Connection, statements: Statements) -> None:
+    for sql, params in statements:
+        conn.execute(sql, params)
 
 
 def _next_attempt_at(conn: sqlite3.Connection) -> float | None:
@@ -211,7 +236,9 @@ class Outbox(Connection):
         A later event of a resource waits while an earlier one is pending or in flight, so each
         sink receives a resource's events in sequence order; other resources are not held up.
         """
-        return await self._atomically(lambda conn: _claim(conn, now, limit))
+        stamp = iso_ms(now)
+        found, _ = await self._atomically(lambda conn: _claim(conn, now.timestamp(), stamp, limit))
+        return _due_rows(found)
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
         """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
@@ -246,7 +273,8 @@ class Outbox(Connection):
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
         """Log finished attempts and move their rows on, all in one transaction."""
         if records:
-            await self._atomically(lambda conn: _record(conn, records, now))
+            statements = _record_statements(records, now)
+            await self._atomically(lambda conn: _run(conn, statements))
 
     async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
         """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
@@ -255,13 +283,16 @@ class Outbox(Connection):
         claim sees the attempts just recorded, so a resource's next event can follow at once.
         """
 
-        def work(conn: sqlite3.Connection) -> Settled:
-            _record(conn, records, now)
-            claimed = _claim(conn, now, limit)
-            upcoming = _next_attempt_at(conn) if len(claimed) < limit else None
-            return Settled(claimed, upcoming)
+        statements = _record_statements(records, now)
+        now_s, stamp = now.timestamp(), iso_ms(now)
 
-        return await self._atomically(work)
+        def work(conn: sqlite3.Connection) -> tuple[str, float | None]:
+            _run(conn, statements)
+            found, count = _claim(conn, now_s, stamp, limit)
+            return found, _next_attempt_at(conn) if count < limit else None
+
+        found, upcoming = await self._atomically(work)
+        return Settled(_due_rows(found), upcoming)
 
     async def deliveries(
         self, *, state: str | None = None, sink: str | None = None, limit: int = 100
