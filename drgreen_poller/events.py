@@ -59,8 +59,8 @@ def event_id(
 
 def iso_ms(moment: datetime) -> str:
     """``2026-11-23T10:00:03.512Z``: UTC with milliseconds, as Dr Green writes timestamps."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: this runs several times per delivered event.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def envelope(

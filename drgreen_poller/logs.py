@@ -11,6 +11,7 @@ pipe), lines are dropped from then on and the caller is told once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -64,6 +65,10 @@ def _dumps(data: Any, **kwargs: Any) -> str:
 class LogOutput:
     """The stream log lines go to; once its reader is gone (EPIPE) it drops them quietly.
 
+    Inside a running event loop, the lines of one turn of the loop leave together at its end
+    (one write for a batch of deliveries' lines, not a write each); elsewhere each line leaves
+    at once. A SIGKILL can thus lose the lines of the turn under way, never more.
+
     Args:
         out: the real stream.
         on_closed: called once, from whichever thread met the closed pipe (``run`` stops).
@@ -73,6 +78,7 @@ class LogOutput:
         self._out = out
         self._hooks = [on_closed]
         self._lock = threading.Lock()
+        self._flush_due = False  # a flush is scheduled in the loop (touched only by its thread)
         self.reader_gone = False
 
     def write(self, text: str) -> int:
@@ -83,6 +89,18 @@ class LogOutput:
             return len(text)
 
     def flush(self) -> None:
+        """Flush now, or at the end of this turn of the running event loop (once per turn)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: a command, or SQLite's thread
+            self._flush_now()
+            return
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
         try:
             self._out.flush()
         except BrokenPipeError:

@@ -8,13 +8,14 @@ events come from real tier runs against the sandbox, through every lifecycle ste
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.events import Resource, envelope
+from drgreen_poller.events import Resource, envelope, iso_ms
 from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, PENDING_KYC, STRAINS
 from tests.test_poller import World, make_world
 
@@ -159,3 +160,20 @@ class TestPreviousMatchesObject:
             )
             assert _contract_breaks(event) == []
             assert event["data"]["previous"] == {}
+
+
+class TestIsoMs:
+    @pytest.mark.parametrize(
+        ("moment", "text"),
+        [
+            (datetime(2026, 11, 23, 10, 0, 3, 512999, tzinfo=UTC), "2026-11-23T10:00:03.512Z"),
+            (datetime(2026, 11, 23, 10, 0, 3, tzinfo=UTC), "2026-11-23T10:00:03.000Z"),
+            (
+                datetime(2026, 11, 23, 11, 0, 3, 7000, tzinfo=timezone(timedelta(hours=1))),
+                "2026-11-23T10:00:03.007Z",
+            ),
+        ],
+    )
+    def test_utc_with_milliseconds(self, moment: datetime, text: str) -> None:
+        """Timestamps read as Dr Green writes them: UTC, milliseconds cut (not rounded), Z."""
+        assert iso_ms(moment) == text

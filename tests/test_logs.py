@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -119,6 +120,42 @@ class TestLogOutput:
             assert output.write("x" * 100_000) == 100_000
             assert output.reader_gone
             assert not output.isatty()
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its flushes."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+class TestFlushing:
+    def test_outside_a_loop_each_line_leaves_at_once(self) -> None:
+        """A command's lines (no event loop running) are flushed line by line."""
+        stream = CountingStream()
+        output = logs.LogOutput(stream)
+        for line in ("a\n", "b\n"):
+            output.write(line)
+            output.flush()
+        assert stream.flushes == 2
+
+    async def test_the_lines_of_one_loop_turn_leave_together(self) -> None:
+        """In the daemon's loop, the lines of one turn are flushed once, at the turn's end."""
+        stream = CountingStream()
+        output = logs.LogOutput(stream)
+        for line in ("a\n", "b\n", "c\n"):
+            output.write(line)
+            output.flush()
+        assert stream.flushes == 0
+        turn_ended = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(turn_ended.set_result, None)  # after the flush
+        await turn_ended
+        assert (stream.flushes, stream.getvalue()) == (1, "a\nb\nc\n")
+        await asyncio.get_running_loop().run_in_executor(None, output.flush)  # another thread
+        assert stream.flushes == 2  # at once: no loop runs there
 
 
 # Every level through structlog, an exception, and library lines through the stdlib.
