@@ -10,8 +10,10 @@ holder at the default intervals while it delivers. Nothing here judges the figur
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
+import statistics
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -129,12 +131,100 @@ async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes,
 # --- one run of each ------------------------------------------------------------------------------
 
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+# How often the daemon's CPU is read while it delivers (and the receiver asked how far it got).
+SAMPLE_S = 0.1
+
+
+def _cpu_s(stat: Path) -> float:
+    """utime + stime from a ``/proc/.../stat`` file, in seconds."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def _threads_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime of each thread of ``pid``, in seconds, from ``/proc``."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found[int(task.name)] = _cpu_s(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class CpuPerEvent:
+    """CPU microseconds per delivered event: the sender's event loop thread, its other threads
+    (SQLite's, for the daemon), and the receiver's."""
+
+    loop_us: float
+    others_us: float
+    receiver_us: float
+
+    @property
+    def sender_us(self) -> float:
+        return self.loop_us + self.others_us
+
+
+CPU_HEADER = "CPU µs/event: daemon loop + other threads : raw · receiver daemon:raw"
+CPU_NOTE = (
+    "CPU µs/event: CPU time per delivered event, medians over the runs, from /proc (the daemon's "
+    "from its first event's arrival on, each of its threads; the raw side's whole process), and "
+    "the receiver's in each kind of run."
+)
+
+
+def cpu_cell(ours: list[CpuPerEvent], raw: list[CpuPerEvent]) -> str:
+    """``loop + others : raw · receiver ours:raw``, each a median over the runs."""
+
+    def mid(values: list[float]) -> float:
+        return statistics.median(values)
+
+    return (
+        f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f} : "
+        f"{mid([c.sender_us for c in raw]):.0f} · "
+        f"{mid([c.receiver_us for c in ours]):.0f}:{mid([c.receiver_us for c in raw]):.0f}"
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How far the receiver had got, and the CPU seconds used so far, at one moment."""
+
+    distinct: int
+    threads: dict[int, float]
+    receiver_s: float
+
+
+def cpu_between(first: Sample, last: Sample, loop_tid: int) -> CpuPerEvent:
+    """CPU per event between two samples of a daemon run."""
+    events = max(1, last.distinct - first.distinct)
+
+    def used(tids: set[int]) -> float:
+        return sum(last.threads[t] - first.threads.get(t, 0.0) for t in tids) / events * 1e6
+
+    others = set(last.threads) - {loop_tid}
+    receiver = (last.receiver_s - first.receiver_s) / events * 1e6
+    return CpuPerEvent(used({loop_tid}), used(others), receiver)
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """What the receiver saw of one raw run, and the CPU both sides used per event."""
+
+    received: Received
+    cpu: CpuPerEvent
+
+
 @dataclass(frozen=True)
 class DaemonRun:
-    """What the receiver saw of one daemon run, and when the daemon was started."""
+    """What the receiver saw of one daemon run, when the daemon was started, and the CPU per
+    event from the first arrival on (start-up left out)."""
 
     received: Received
     spawned_s: float
+    cpu: CpuPerEvent
 
     def from_start_s(self) -> float:
         """Seconds from starting the daemon to the last event's arrival (start-up included)."""
@@ -167,7 +257,7 @@ async def run_daemon(
             stdout=log, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
-            received = await _until_all(backlog.count, receiver, daemon)
+            received, cpu = await _until_all(backlog.count, receiver, daemon)
         finally:
             if daemon.returncode is None:
                 daemon.send_signal(signal.SIGTERM)
@@ -176,19 +266,25 @@ async def run_daemon(
         raise SystemExit(f"the daemon exited {code}; its log: {rundir / 'daemon.log'}")
     await _check_delivered(rundir / "state.db")
     shutil.rmtree(rundir)
-    return DaemonRun(received, spawned)
+    return DaemonRun(received, spawned, cpu)
 
 
 async def _until_all(
     count: int, receiver: Receiver, daemon: asyncio.subprocess.Process
-) -> Received:
+) -> tuple[Received, CpuPerEvent]:
+    """Until the receiver has every event; the daemon's CPU is read every ``SAMPLE_S``."""
     deadline = CLOCK.monotonic() + count / SLOWEST_RATE + STALL_S
+    receiver_stat = Path(f"/proc/{receiver.process.pid}/stat")
+    first: Sample | None = None
     while True:
-        got = await receiver.wait_for(count, 2.0)
-        if got.distinct >= count:
-            return got
+        got = await receiver.wait_for(count, SAMPLE_S)
         if daemon.returncode is not None:
             raise SystemExit(f"the daemon stopped (exit {daemon.returncode}) at {got.distinct}")
+        sample = Sample(got.distinct, _threads_cpu_s(daemon.pid), _cpu_s(receiver_stat))
+        if first is None and got.distinct > 0:
+            first = sample
+        if got.distinct >= count and first is not None:
+            return got, cpu_between(first, sample, daemon.pid)
         if CLOCK.monotonic() > deadline:
             raise SystemExit(f"the daemon delivered only {got.distinct} of {count} in time")
 
@@ -204,9 +300,11 @@ async def _check_delivered(state: Path) -> None:
         raise SystemExit(f"rows left undelivered after the run: {owed}")
 
 
-async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Received:
+async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> RawRun:
     """The same bodies and headers, POSTed by ``concurrency`` coroutines over one session."""
     await receiver.reset()
+    receiver_stat = Path(f"/proc/{receiver.process.pid}/stat")
+    own, theirs = _cpu_s(Path("/proc/self/stat")), _cpu_s(receiver_stat)
     pending = iter(backlog.requests)
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
@@ -222,4 +320,7 @@ async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Rec
                         raise SystemExit(f"the receiver answered {response.status}")
 
         await asyncio.gather(*(post_all() for _ in range(concurrency)))
-    return await receiver.wait_for(backlog.count, STALL_S)
+    received = await receiver.wait_for(backlog.count, STALL_S)
+    own, theirs = _cpu_s(Path("/proc/self/stat")) - own, _cpu_s(receiver_stat) - theirs
+    count = max(1, received.distinct)
+    return RawRun(received, CpuPerEvent(own / count * 1e6, 0.0, theirs / count * 1e6))

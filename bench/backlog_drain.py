@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import CpuShare, append_run, median, profile_arguments, receiver, run_record, table
-from _delivery import Backlog, backlog, run_daemon, run_raw
+from _delivery import (
+    CPU_HEADER,
+    CPU_NOTE,
+    Backlog,
+    CpuPerEvent,
+    backlog,
+    cpu_cell,
+    run_daemon,
+    run_raw,
+)
 
 from drgreen_poller import logs
 from drgreen_poller.config import DeliveryConfig
@@ -51,6 +60,8 @@ class Drains:
     ours: list[float] = field(default_factory=list)
     from_start: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
+    our_cpu: list[CpuPerEvent] = field(default_factory=list)
+    raw_cpu: list[CpuPerEvent] = field(default_factory=list)
 
 
 async def measure(events: Backlog, runs: int, workdir: Path) -> Drains:
@@ -58,10 +69,13 @@ async def measure(events: Backlog, runs: int, workdir: Path) -> Drains:
     drains = Drains()
     async with receiver() as target:
         for index in range(runs):
-            drains.raw.append((await run_raw(events, target, CONCURRENCY)).window_s())
+            raw = await run_raw(events, target, CONCURRENCY)
+            drains.raw.append(raw.received.window_s())
+            drains.raw_cpu.append(raw.cpu)
             run = await run_daemon(events, target, CONCURRENCY, workdir / f"run-{index}")
             drains.ours.append(run.received.window_s())
             drains.from_start.append(run.from_start_s())
+            drains.our_cpu.append(run.cpu)
             print(
                 f"  run {index + 1}/{runs}: raw {drains.raw[-1]:.1f} s, daemon "
                 f"{drains.ours[-1]:.1f} s ({drains.from_start[-1]:.1f} s from start)",
@@ -83,6 +97,7 @@ def row(count: int, drains: Drains) -> list[str]:
         f"{ours / raw:.2f}",
         f"≤ {target_s:g} s and ≤ {TARGET_RATIO:g}",
         "yes" if met else "no",
+        cpu_cell(drains.our_cpu, drains.raw_cpu),
         " / ".join(f"{o:.1f}:{r:.1f}" for o, r in zip(drains.ours, drains.raw, strict=True)),
     ]
 
@@ -97,10 +112,10 @@ async def main(profile: str, append: bool) -> None:
             drains = await measure(events, runs, Path(tmp))
     headers = [
         "events", "concurrency", "daemon s", "daemon s from start", "raw s", "ratio",
-        "target", "met?", "each run daemon:raw (s)",
+        "target", "met?", CPU_HEADER, "each run daemon:raw (s)",
     ]  # fmt: skip
-    result = table(headers, [row(count, drains)], "rrrrrrlll")
-    notes = [f"Medians of {runs} alternating runs. {share.sentence()}"]
+    result = table(headers, [row(count, drains)], "rrrrrrllll")
+    notes = [f"Medians of {runs} alternating runs. {share.sentence()}", CPU_NOTE]
     if profile == "quick":
         target_s = TARGET_S_PER_100K * count / 100_000
         notes.append(

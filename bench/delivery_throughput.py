@@ -19,10 +19,20 @@ import argparse
 import asyncio
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import CpuShare, append_run, median, profile_arguments, receiver, run_record, table
-from _delivery import Backlog, backlog, run_daemon, run_raw
+from _delivery import (
+    CPU_HEADER,
+    CPU_NOTE,
+    Backlog,
+    CpuPerEvent,
+    backlog,
+    cpu_cell,
+    run_daemon,
+    run_raw,
+)
 
 from drgreen_poller import logs
 
@@ -41,41 +51,50 @@ CONCURRENCIES = (16, 64)
 TARGET_RATIO = 0.8
 
 
-async def measure(
-    events: Backlog, concurrency: int, runs: int, workdir: Path
-) -> tuple[list[float], list[float], list[float]]:
-    """Alternating runs: (daemon events/s, raw events/s, daemon seconds from start)."""
-    ours: list[float] = []
-    raw: list[float] = []
-    from_start: list[float] = []
+@dataclass
+class Runs:
+    """The alternating runs at one concurrency."""
+
+    ours: list[float] = field(default_factory=list)  # daemon events/s
+    raw: list[float] = field(default_factory=list)  # raw events/s
+    from_start: list[float] = field(default_factory=list)  # daemon s from its start
+    our_cpu: list[CpuPerEvent] = field(default_factory=list)
+    raw_cpu: list[CpuPerEvent] = field(default_factory=list)
+
+
+async def measure(events: Backlog, concurrency: int, runs: int, workdir: Path) -> Runs:
+    """Alternating runs of raw POSTs and of the daemon, to one receiver."""
+    found = Runs()
     async with receiver() as target:
         for index in range(runs):
-            raw.append((await run_raw(events, target, concurrency)).rate())
+            raw = await run_raw(events, target, concurrency)
+            found.raw.append(raw.received.rate())
+            found.raw_cpu.append(raw.cpu)
             run = await run_daemon(events, target, concurrency, workdir / f"c{concurrency}-{index}")
-            ours.append(run.received.rate())
-            from_start.append(run.from_start_s())
+            found.ours.append(run.received.rate())
+            found.from_start.append(run.from_start_s())
+            found.our_cpu.append(run.cpu)
             print(
-                f"  concurrency {concurrency}, run {index + 1}/{runs}: raw {raw[-1]:,.0f}/s, "
-                f"daemon {ours[-1]:,.0f}/s ({from_start[-1]:.1f} s from start)",
+                f"  concurrency {concurrency}, run {index + 1}/{runs}: raw {found.raw[-1]:,.0f}/s, "
+                f"daemon {found.ours[-1]:,.0f}/s ({found.from_start[-1]:.1f} s from start)",
                 file=sys.stderr,
             )
-    return ours, raw, from_start
+    return found
 
 
-def row(
-    concurrency: int, count: int, ours: list[float], raw: list[float], start: list[float]
-) -> list[str]:
-    ratio = median(ours) / median(raw)
+def row(concurrency: int, count: int, runs: Runs) -> list[str]:
+    ratio = median(runs.ours) / median(runs.raw)
     return [
         str(concurrency),
         f"{count:,}",
-        f"{median(ours):,.0f}",
-        f"{median(raw):,.0f}",
+        f"{median(runs.ours):,.0f}",
+        f"{median(runs.raw):,.0f}",
         f"{ratio:.2f}",
         f"≥ {TARGET_RATIO}",
         "yes" if ratio >= TARGET_RATIO else "no",
-        f"{median(start):.1f}",
-        " / ".join(f"{o:,.0f}:{r:,.0f}" for o, r in zip(ours, raw, strict=True)),
+        f"{median(runs.from_start):.1f}",
+        cpu_cell(runs.our_cpu, runs.raw_cpu),
+        " / ".join(f"{o:,.0f}:{r:,.0f}" for o, r in zip(runs.ours, runs.raw, strict=True)),
     ]
 
 
@@ -85,22 +104,22 @@ async def main(profile: str, append: bool) -> None:
     share = CpuShare()
     share.start()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        async with backlog(count, Path(tmp)) as events:
+    with tempfile.TemporaryDirectory() as workdir:
+        tmp = Path(workdir)
+        async with backlog(count, tmp) as events:
             for concurrency in CONCURRENCIES:
-                rows.append(
-                    row(concurrency, count, *await measure(events, concurrency, runs, Path(tmp)))
-                )
+                rows.append(row(concurrency, count, await measure(events, concurrency, runs, tmp)))
     headers = [
         "concurrency", "events", "daemon events/s", "raw events/s", "ratio", "target", "met?",
-        "daemon s from start", "each run daemon:raw (events/s)",
+        "daemon s from start", CPU_HEADER, "each run daemon:raw (events/s)",
     ]  # fmt: skip
-    result = table(headers, rows, "rrrrrllrl")
+    result = table(headers, rows, "rrrrrllrll")
     print(result)
     notes = [
         f"Medians of {runs} alternating runs per concurrency. {share.sentence()}",
+        CPU_NOTE,
     ]
-    print(notes[0])
+    print("\n".join(notes))
     if append:
         append_run(SECTION, INTRO, run_record(profile, result, notes))
 
