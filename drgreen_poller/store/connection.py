@@ -129,6 +129,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (holder, tier)
     );
     """,
+    # 6: the owed deliveries alone, by state and sink, for the backlog every scrape reads
+    # (outbox.py _UNDELIVERED_SQL: its WHERE must stay this one, word for word, to use it)
+    """
+    CREATE INDEX deliveries_owed ON deliveries (state, sink, created_at)
+        WHERE state IN ('pending', 'delivering', 'failed');
+    """,
 )
 
 
