@@ -7,7 +7,10 @@ the real ``Store`` created (so at the schema this checkout migrates to). Against
 from the daemon's own ``build_app`` served on loopback and fetched over HTTP, and the report of
 ``drgreen-poller status`` (``status_report``, in process). Medians of N calls, and the slowest.
 While one of these reads runs it holds the state connection the poller and the delivery loop
-share, so its milliseconds are milliseconds they wait.
+share, so its milliseconds are milliseconds they wait. Beside them, the price of migration 6's
+index on writes: a delivery's life in plain SQL (written pending, claimed, delivered; batches of
+200, one transaction each, the daemon's pragmas) on copies of the same state with the index and
+with it dropped, alternating.
 
     .venv/bin/python bench/monitoring_cost.py [--profile quick|full] [--no-append]
         quick: 200,000 delivered with 1,000 and with 100,000 owed, 20 calls each (status: 3);
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +52,14 @@ INTRO = (
     "process). Medians and the slowest call, in milliseconds. Each read holds the state "
     "connection the poller and the delivery loop share while it runs."
 )
-# (delivered, owed) states, calls per read, calls of status.
+# (delivered, owed) states, calls per read, calls of status, deliveries per write run.
 PROFILES = {
-    "quick": ([(200_000, 1_000), (200_000, 100_000)], 20, 3),
-    "full": ([(1_000_000, 1_000), (1_000_000, 100_000)], 50, 5),
+    "quick": ([(200_000, 1_000), (200_000, 100_000)], 20, 3, 10_000),
+    "full": ([(1_000_000, 1_000), (1_000_000, 100_000)], 50, 5, 50_000),
 }
+WRITE_RUNS = 2  # of each, alternating
+BATCH = 200
+OWED_INDEX = "deliveries_owed"  # migration 6
 SINKS = ("store", "audit")
 DAY_S = 86_400.0
 CONFIG = """
@@ -109,9 +117,53 @@ def fill(path: Path, delivered: int, owed: int, now_s: float) -> None:
     step = (30 * DAY_S - 3600) / (rows / 2)  # the last owed row is an hour old
     params: dict[str, float] = {"events": rows // 2, "rows": rows, "delivered": delivered}
     params |= {"start": start, "step": step}
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         for statement in filter(str.strip, _FILL_SQL.split(";")):
             db.execute(statement, {k: v for k, v in params.items() if f":{k}" in statement})
+
+
+def lifecycle(path: Path, count: int) -> float:
+    """Seconds to write ``count`` deliveries pending, claim them and mark them delivered."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous = FULL")  # as the daemon's connection
+        began = CLOCK.monotonic()
+        for first in range(0, count, BATCH):
+            db.execute("BEGIN IMMEDIATE")
+            cursor = db.executemany(
+                "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
+                " next_attempt_at, created_at, updated_at) VALUES (?, 'store', 'pending', ?, 1,"
+                " 0, '2026-11-30T00:00:00.000Z', '2026-11-30T00:00:00.000Z')",
+                [(f"evt_new_{i}", f"shop/new:{i}") for i in range(first, first + BATCH)],
+            )
+            db.execute("COMMIT")
+            last = int(db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0])
+            chosen = (last - cursor.rowcount + 1, last)
+            for state in ("delivering", "delivered"):
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "UPDATE deliveries SET state = ? WHERE id BETWEEN ? AND ?", (state, *chosen)
+                )
+                db.execute("COMMIT")
+        return CLOCK.monotonic() - began
+    finally:
+        db.close()
+
+
+def write_price(state: Path, count: int) -> list[str]:
+    """Microseconds per delivery's life with and without the index, alternating runs."""
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    for run in range(WRITE_RUNS):
+        for indexed in (False, True):
+            copy = state.with_name(f"write-{run}-{indexed}.db")
+            shutil.copy(state, copy)
+            if not indexed:
+                with closing(sqlite3.connect(copy)) as db:
+                    db.execute(f"DROP INDEX IF EXISTS {OWED_INDEX}")
+            seconds[indexed].append(lifecycle(copy, count))
+            copy.unlink()
+    bare, priced = (median(seconds[k]) * 1e6 / count for k in (False, True))
+    return [f"{count:,}", f"{bare:.1f}", f"{priced:.1f}", f"{priced / bare:.2f}"]
 
 
 @dataclass
@@ -195,18 +247,25 @@ async def measure(config: Config, owed: int, calls: int, status_calls: int) -> l
 
 async def main(profile: str, append: bool) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
-    states, calls, status_calls = PROFILES[profile]
+    states, calls, status_calls, writes = PROFILES[profile]
     share = CpuShare()
     share.start()
-    rows = []
+    rows, prices = [], []
     for delivered, owed in states:
         with tempfile.TemporaryDirectory() as tmp:
             config = await prepare(Path(tmp), delivered, owed)
             for timing in await measure(config, owed, calls, status_calls):
                 rows.append([f"{delivered:,}", f"{owed:,}", *timing.cells()])
                 print("  " + " | ".join(rows[-1]), file=sys.stderr)
+            price = write_price(config.daemon.state_path, writes)
+            prices.append([f"{delivered:,}", f"{owed:,}", *price])
     headers = ["delivered", "owed", "read", "median ms", "slowest ms", "calls"]
     result = table(headers, rows, "rrlrrr")
+    price_headers = [
+        "delivered", "owed", "deliveries written", "µs each without the index", "with it",
+        "ratio",
+    ]  # fmt: skip
+    result += "\n\n" + table(price_headers, prices, "rrrrrr")
     notes = [
         f"State schema version {len(MIGRATIONS)} (this checkout's migrations). {share.sentence()}"
     ]

@@ -111,13 +111,17 @@ _DUE_SQL = """
 """
 
 
-# Reads only the index of migration 6 (``deliveries_owed``, whose WHERE this one repeats word for
-# word, as SQLite needs to use a partial index): its cost follows the owed rows, never the
-# delivered ones kept, and grouping in the index's order needs no sort.
-_UNDELIVERED_SQL = (
-    "SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries"
-    " WHERE state IN ('pending', 'delivering', 'failed') GROUP BY state, sink"
-)
+# Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
+# WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
+# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
+# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
+_UNDELIVERED_SQL = """
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state IN ('pending', 'failed') GROUP BY state, sink
+    UNION ALL
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state = 'delivering' GROUP BY sink
+"""
 
 
 _NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"

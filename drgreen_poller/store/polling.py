@@ -461,13 +461,16 @@ class PollingState(Connection):
 
 
 # One statement, so one snapshot: every row per sink (NULL state), counted in the smallest index
-# that starts with the sink, then the owed rows per state from migration 6's index (its WHERE word
-# for word); the delivered ones are the difference. Neither part reads the table's rows.
+# that starts with the sink, then the pending and failed ones from migration 6's index (its WHERE
+# word for word) and the few in flight; the delivered ones are the difference. No part reads the
+# table's rows but those in flight.
 _BACKLOG_SQL = """
     SELECT sink, NULL AS state, COUNT(*) AS n FROM deliveries GROUP BY sink
     UNION ALL
     SELECT sink, state, COUNT(*) AS n FROM deliveries
-    WHERE state IN ('pending', 'delivering', 'failed') GROUP BY state, sink
+    WHERE state IN ('pending', 'failed') GROUP BY state, sink
+    UNION ALL
+    SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state = 'delivering' GROUP BY sink
 """
 
 
