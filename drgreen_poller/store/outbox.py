@@ -78,6 +78,19 @@ class SinkBacklog:
     oldest_due_at: str | None
 
 
+# Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
+# WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
+# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
+# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
+_UNDELIVERED_SQL = """
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state IN ('pending', 'failed') GROUP BY state, sink
+    UNION ALL
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state = 'delivering' GROUP BY sink
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
     """A delivery as the operator sees it."""
@@ -108,19 +121,6 @@ _DUE_SQL = """
           WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
     ORDER BY d.next_attempt_at, d.id
     LIMIT ?
-"""
-
-
-# Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
-# WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
-# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
-# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
-_UNDELIVERED_SQL = """
-    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
-    WHERE state IN ('pending', 'failed') GROUP BY state, sink
-    UNION ALL
-    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
-    WHERE state = 'delivering' GROUP BY sink
 """
 
 
