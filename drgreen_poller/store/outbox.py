@@ -78,6 +78,19 @@ class SinkBacklog:
     oldest_due_at: str | None
 
 
+# Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
+# WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
+# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
+# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
+_UNDELIVERED_SQL = """
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state IN ('pending', 'failed') GROUP BY state, sink
+    UNION ALL
+    SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
+    WHERE state = 'delivering' GROUP BY sink
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
     """A delivery as the operator sees it."""
@@ -257,17 +270,15 @@ class Outbox(Connection):
 
     async def undelivered(self) -> dict[str, SinkBacklog]:
         """Per sink with any: rows pending, delivering and failed, and the oldest owed one."""
-        rows = await self._rows(
-            "SELECT sink, SUM(state = 'pending'), SUM(state = 'delivering'),"
-            " SUM(state = 'failed'),"
-            " MIN(CASE WHEN state IN ('pending', 'delivering') THEN created_at END)"
-            " FROM deliveries WHERE state IN ('pending', 'delivering', 'failed') GROUP BY sink"
-        )
+        counts: dict[str, dict[str, int]] = {}
+        owed_since: dict[str, list[str]] = {}
+        for state, sink, count, oldest in await self._rows(_UNDELIVERED_SQL):
+            counts.setdefault(sink, dict.fromkeys(UNDELIVERED_STATES, 0))[state] = int(count)
+            if state != "failed":  # dead until requeued: not owed
+                owed_since.setdefault(sink, []).append(oldest)
         return {
-            row[0]: SinkBacklog(
-                dict(zip(UNDELIVERED_STATES, (int(n) for n in row[1:4]), strict=True)), row[4]
-            )
-            for row in rows
+            sink: SinkBacklog(counts[sink], min(owed_since[sink]) if sink in owed_since else None)
+            for sink in sorted(counts)
         }
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
