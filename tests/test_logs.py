@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from drgreen_poller import logs
+from drgreen_poller.config import Secret
 
 CUSTOMER = "quillonah.vexbridge@privacy-probe.example"
 
@@ -79,6 +80,37 @@ class TestJsonLines:
         assert big["count"] == 2**70
         assert odd["thing"].startswith("<object object at")
         assert odd["keyed"] == {"1": "one"}
+
+    def test_a_dataclass_is_its_repr_so_hidden_fields_stay_hidden(
+        self, configure: Configure
+    ) -> None:
+        """A dataclass value is written as its repr: a field kept out of it (a secret's value)
+        stays out of the line, as with the stdlib encoder."""
+        out = configure("info", "json")
+        secret = Secret("whsec_c2VjcmV0LXZhbHVlLW5ldmVyLWxvZ2dlZA==", "env STORE_WHSEC")
+        structlog.get_logger("drgreen_poller.test").info("sink_built", secret=secret)
+        assert "c2VjcmV0" not in out.getvalue()
+        assert json.loads(out.getvalue())["secret"] == repr(secret)
+
+    def test_lines_are_ascii_whatever_the_stream_encodes(self, configure: Configure) -> None:
+        """Non-ASCII text is escaped, as the stdlib encoder did: a stream that encodes only
+        ASCII (a non-UTF-8 locale) takes the line, and the value reads back unchanged."""
+        configure("info", "json")  # puts the process's logging back afterwards
+        stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii", write_through=True)
+        logs.configure("info", "json", stream=stream)
+        structlog.get_logger("drgreen_poller.test").info("holder_added", holder="Zoë 漢")
+        line = stream.buffer.getvalue()  # the BytesIO under it
+        assert json.loads(line)["holder"] == "Zoë 漢"
+
+    def test_values_no_encoder_takes_still_make_a_line(self, configure: Configure) -> None:
+        """A value neither encoder accepts (tuple keys, a cycle) makes a line of reprs; the log
+        call does not raise."""
+        out = configure("info", "json")
+        cycle: list[object] = []
+        cycle.append(cycle)
+        structlog.get_logger("drgreen_poller.test").info("odd", pairs={(1, 2): "x"}, loop=cycle)
+        line = json.loads(out.getvalue())
+        assert (line["event"], line["pairs"], line["loop"]) == ("odd", "{(1, 2): 'x'}", "[[...]]")
 
 
 class TestTracebacks:
