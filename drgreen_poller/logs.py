@@ -100,6 +100,8 @@ class LogOutput:
         except BrokenPipeError:
             self._gone()
             return len(text)
+        except OSError:  # a full disk: the line is lost, never the caller's work
+            return len(text)
 
     def flush(self) -> None:
         """Flush now, or at the end of this turn of the running event loop (once per turn)."""
@@ -118,6 +120,10 @@ class LogOutput:
             self._out.flush()
         except BrokenPipeError:
             self._gone()
+        except OSError:
+            # A full disk: what is buffered is tried again at the next line. Raised in the loop,
+            # its handler would log it, that line's flush fail again, and so on every turn.
+            pass
 
     def isatty(self) -> bool:
         return self._out.isatty()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import logging
@@ -188,6 +189,66 @@ class TestFlushing:
         assert (stream.flushes, stream.getvalue()) == (1, "a\nb\nc\n")
         await asyncio.get_running_loop().run_in_executor(None, output.flush)  # another thread
         assert stream.flushes == 2  # at once: no loop runs there
+
+
+async def _turns(count: int) -> None:
+    """Let the running loop go round ``count`` times."""
+    loop = asyncio.get_running_loop()
+    for _ in range(count):
+        turned = loop.create_future()
+        loop.call_soon(turned.set_result, None)
+        await turned
+
+
+class FullDisk(io.StringIO):
+    """A stream on a full disk: flushing (or also writing) fails with ENOSPC while ``full``."""
+
+    def __init__(self, *, writes_fail: bool = False) -> None:
+        super().__init__()
+        self.full, self.writes_fail, self.flushes = True, writes_fail, 0
+
+    def write(self, text: str) -> int:
+        if self.full and self.writes_fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class TestFailingStream:
+    async def test_a_failed_flush_is_tried_at_the_next_line_not_every_turn(
+        self, configure: Configure
+    ) -> None:
+        """A flush that fails (a full disk) is not retried at every turn of an idle loop (which
+        then never sleeps and logs its own error each turn); the lines leave once it works."""
+        configure("info", "json")  # puts the process's logging back afterwards
+        stream = FullDisk()
+        logs.configure("info", "json", stream=stream)
+        log = structlog.get_logger("drgreen_poller.test")
+        log.info("first")
+        await _turns(20)
+        assert stream.flushes == 1
+        stream.full = False
+        log.info("second")
+        await _turns(1)
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == [
+            "first",
+            "second",
+        ]
+
+    def test_a_log_call_does_not_raise_when_the_stream_fails(self, configure: Configure) -> None:
+        """Outside a loop too (a command), a stream that cannot be written or flushed costs the
+        line, never the caller's work."""
+        configure("info", "json")
+        stream = FullDisk(writes_fail=True)
+        logs.configure("info", "json", stream=stream)
+        structlog.get_logger("drgreen_poller.test").info("lost")
+        stream.full = False
+        structlog.get_logger("drgreen_poller.test").info("kept")
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["kept"]
 
 
 # Every level through structlog, an exception, and library lines through the stdlib.
