@@ -51,15 +51,28 @@ _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
 )
 
 
+# orjson writes dataclasses field by field; passed through, they are their repr as with the
+# stdlib, so a field kept out of it (``Secret.value``) stays out of the logs.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def _dumps(data: Any, **kwargs: Any) -> str:
     """JSON text of one line: orjson (a delivered event costs one line, several times cheaper
-    than the stdlib's), the stdlib for what orjson refuses (an integer beyond 64 bits)."""
+    than the stdlib's), the stdlib for what orjson refuses (an integer beyond 64 bits) and for
+    non-ASCII text, which it escapes: a line is ASCII, whatever encoding the stream has."""
     try:
-        return orjson.dumps(
-            data, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
-        ).decode()
+        text = orjson.dumps(data, default=kwargs.get("default"), option=_ORJSON_OPTIONS).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(data, **kwargs)
+        return _stdlib_dumps(data, kwargs)
+    return text if text.isascii() else _stdlib_dumps(data, kwargs)
+
+
+def _stdlib_dumps(data: dict[str, Any], kwargs: dict[str, Any]) -> str:
+    try:
+        return json.dumps(data, separators=(",", ":"), **kwargs)
+    except (TypeError, ValueError):  # tuple keys, a cycle: the line still leaves, as reprs
+        values = {str(k): v if isinstance(v, str) else repr(v) for k, v in data.items()}
+        return json.dumps(values, separators=(",", ":"))
 
 
 class LogOutput:
@@ -87,6 +100,8 @@ class LogOutput:
         except BrokenPipeError:
             self._gone()
             return len(text)
+        except OSError:  # a full disk: the line is lost, never the caller's work
+            return len(text)
 
     def flush(self) -> None:
         """Flush now, or at the end of this turn of the running event loop (once per turn)."""
@@ -105,6 +120,10 @@ class LogOutput:
             self._out.flush()
         except BrokenPipeError:
             self._gone()
+        except OSError:
+            # A full disk: what is buffered is tried again at the next line. Raised in the loop,
+            # its handler would log it, that line's flush fail again, and so on every turn.
+            pass
 
     def isatty(self) -> bool:
         return self._out.isatty()

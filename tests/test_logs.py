@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import pytest
 import structlog
 
 from drgreen_poller import logs
+from drgreen_poller.config import Secret
 
 CUSTOMER = "quillonah.vexbridge@privacy-probe.example"
 
@@ -79,6 +81,37 @@ class TestJsonLines:
         assert big["count"] == 2**70
         assert odd["thing"].startswith("<object object at")
         assert odd["keyed"] == {"1": "one"}
+
+    def test_a_dataclass_is_its_repr_so_hidden_fields_stay_hidden(
+        self, configure: Configure
+    ) -> None:
+        """A dataclass value is written as its repr: a field kept out of it (a secret's value)
+        stays out of the line, as with the stdlib encoder."""
+        out = configure("info", "json")
+        secret = Secret("whsec_c2VjcmV0LXZhbHVlLW5ldmVyLWxvZ2dlZA==", "env STORE_WHSEC")
+        structlog.get_logger("drgreen_poller.test").info("sink_built", secret=secret)
+        assert "c2VjcmV0" not in out.getvalue()
+        assert json.loads(out.getvalue())["secret"] == repr(secret)
+
+    def test_lines_are_ascii_whatever_the_stream_encodes(self, configure: Configure) -> None:
+        """Non-ASCII text is escaped, as the stdlib encoder did: a stream that encodes only
+        ASCII (a non-UTF-8 locale) takes the line, and the value reads back unchanged."""
+        configure("info", "json")  # puts the process's logging back afterwards
+        stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii", write_through=True)
+        logs.configure("info", "json", stream=stream)
+        structlog.get_logger("drgreen_poller.test").info("holder_added", holder="Zoë 漢")
+        line = stream.buffer.getvalue()  # the BytesIO under it
+        assert json.loads(line)["holder"] == "Zoë 漢"
+
+    def test_values_no_encoder_takes_still_make_a_line(self, configure: Configure) -> None:
+        """A value neither encoder accepts (tuple keys, a cycle) makes a line of reprs; the log
+        call does not raise."""
+        out = configure("info", "json")
+        cycle: list[object] = []
+        cycle.append(cycle)
+        structlog.get_logger("drgreen_poller.test").info("odd", pairs={(1, 2): "x"}, loop=cycle)
+        line = json.loads(out.getvalue())
+        assert (line["event"], line["pairs"], line["loop"]) == ("odd", "{(1, 2): 'x'}", "[[...]]")
 
 
 class TestTracebacks:
@@ -156,6 +189,66 @@ class TestFlushing:
         assert (stream.flushes, stream.getvalue()) == (1, "a\nb\nc\n")
         await asyncio.get_running_loop().run_in_executor(None, output.flush)  # another thread
         assert stream.flushes == 2  # at once: no loop runs there
+
+
+async def _turns(count: int) -> None:
+    """Let the running loop go round ``count`` times."""
+    loop = asyncio.get_running_loop()
+    for _ in range(count):
+        turned = loop.create_future()
+        loop.call_soon(turned.set_result, None)
+        await turned
+
+
+class FullDisk(io.StringIO):
+    """A stream on a full disk: flushing (or also writing) fails with ENOSPC while ``full``."""
+
+    def __init__(self, *, writes_fail: bool = False) -> None:
+        super().__init__()
+        self.full, self.writes_fail, self.flushes = True, writes_fail, 0
+
+    def write(self, text: str) -> int:
+        if self.full and self.writes_fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class TestFailingStream:
+    async def test_a_failed_flush_is_tried_at_the_next_line_not_every_turn(
+        self, configure: Configure
+    ) -> None:
+        """A flush that fails (a full disk) is not retried at every turn of an idle loop (which
+        then never sleeps and logs its own error each turn); the lines leave once it works."""
+        configure("info", "json")  # puts the process's logging back afterwards
+        stream = FullDisk()
+        logs.configure("info", "json", stream=stream)
+        log = structlog.get_logger("drgreen_poller.test")
+        log.info("first")
+        await _turns(20)
+        assert stream.flushes == 1
+        stream.full = False
+        log.info("second")
+        await _turns(1)
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == [
+            "first",
+            "second",
+        ]
+
+    def test_a_log_call_does_not_raise_when_the_stream_fails(self, configure: Configure) -> None:
+        """Outside a loop too (a command), a stream that cannot be written or flushed costs the
+        line, never the caller's work."""
+        configure("info", "json")
+        stream = FullDisk(writes_fail=True)
+        logs.configure("info", "json", stream=stream)
+        structlog.get_logger("drgreen_poller.test").info("lost")
+        stream.full = False
+        structlog.get_logger("drgreen_poller.test").info("kept")
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["kept"]
 
 
 # Every level through structlog, an exception, and library lines through the stdlib.
