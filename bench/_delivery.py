@@ -131,6 +131,9 @@ async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes,
 # --- one run of each ------------------------------------------------------------------------------
 
 
+# The daemon's environment: this one without PYTHONUNBUFFERED (which some shells and CI images
+# export), so its output is buffered as under systemd, where the unit does not set it.
+AS_UNDER_SYSTEMD = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 # How often the daemon's CPU is read while it delivers (and the receiver asked how far it got).
 SAMPLE_S = 0.1
@@ -254,7 +257,7 @@ async def run_daemon(
         spawned = CLOCK.monotonic()
         daemon = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "drgreen_poller", "-c", str(config), "run",
-            stdout=log, stderr=asyncio.subprocess.STDOUT,
+            stdout=log, stderr=asyncio.subprocess.STDOUT, env=AS_UNDER_SYSTEMD,
         )  # fmt: skip
         try:
             received, cpu = await _until_all(backlog.count, receiver, daemon)

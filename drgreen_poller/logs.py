@@ -32,6 +32,8 @@ LEVELS = ("debug", "info", "warning", "error")
 THIRD_PARTY_FLOOR = logging.WARNING
 JOURNAL_ENV = "JOURNAL_STREAM"
 # sd-daemon(3)'s priorities, which journald reads from a "<N>" at the start of each line.
+# Lines at these levels are written out at once, not at the end of the loop's turn.
+URGENT_LEVELS = frozenset({"warning", "error", "critical", "exception"})
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
@@ -80,7 +82,9 @@ class LogOutput:
 
     Inside a running event loop, the lines of one turn of the loop leave together at its end
     (one write for a batch of deliveries' lines, not a write each); elsewhere each line leaves
-    at once. A SIGKILL can thus lose the lines of the turn under way, never more.
+    at once, and so does a warning or worse (``mark_urgent`` in the processor chain tells), with
+    whatever was buffered before it. A SIGKILL, or the watchdog's SIGABRT in a stuck turn, can
+    thus lose a turn's info lines, never a line that says what went wrong.
 
     Args:
         out: the real stream.
@@ -91,8 +95,16 @@ class LogOutput:
         self._out = out
         self._hooks = [on_closed]
         self._lock = threading.Lock()
-        self._flush_due = False  # a flush is scheduled in the loop (touched only by its thread)
+        # The loop a flush is scheduled in (None: none is); another loop schedules its own.
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._urgent = False  # the line being written is a warning or worse: flush it at once
         self.reader_gone = False
+
+    def mark_urgent(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        """A structlog processor (after ``add_log_level``): a warning or worse leaves at once."""
+        if event_dict.get("level", method_name) in URGENT_LEVELS:
+            self._urgent = True
+        return event_dict
 
     def write(self, text: str) -> int:
         try:
@@ -110,12 +122,15 @@ class LogOutput:
         except RuntimeError:  # no loop in this thread: a command, or SQLite's thread
             self._flush_now()
             return
-        if not self._flush_due:
-            self._flush_due = True
+        if self._urgent:
+            self._urgent = False
+            self._flush_now()
+        elif self._flush_loop is not loop:
+            self._flush_loop = loop
             loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
-        self._flush_due = False
+        self._flush_loop, self._urgent = None, False
         try:
             self._out.flush()
         except BrokenPipeError:
@@ -195,6 +210,7 @@ def configure(
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        out.mark_urgent,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (

@@ -251,6 +251,53 @@ class TestFailingStream:
         assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["kept"]
 
 
+class TestUrgentLines:
+    async def test_a_warning_leaves_at_once_with_what_came_before(self) -> None:
+        """In the loop, a warning is flushed at once (a stuck turn still shows it); info waits."""
+        stream = CountingStream()
+        output = logs.configure("info", "json", stream=stream)
+        try:
+            log = structlog.get_logger("drgreen_poller.test")
+            log.info("delivery_attempt_finished")
+            assert stream.flushes == 0
+            log.warning("delivery_attempt_failed")
+            assert stream.flushes == 1
+            events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+            assert events == ["delivery_attempt_finished", "delivery_attempt_failed"]
+            log.info("next")
+            assert stream.flushes == 1
+        finally:
+            structlog.reset_defaults()
+        assert not output.reader_gone
+
+    def test_a_loop_that_ended_with_a_flush_due_does_not_stop_the_next(self) -> None:
+        """A flush left scheduled in a loop that closed does not keep a later loop from flushing."""
+        stream = CountingStream()
+        output = logs.LogOutput(stream)
+
+        first = asyncio.new_event_loop()
+
+        def line_then_stop() -> None:
+            output.write("a\n")
+            output.flush()  # due at the next turn, which never comes
+            first.stop()
+
+        first.call_soon(line_then_stop)
+        first.run_forever()
+        first.close()
+        assert stream.flushes == 0
+
+        async def line_then_turn() -> None:
+            output.write("b\n")
+            output.flush()
+            turn_ended = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(turn_ended.set_result, None)
+            await turn_ended
+
+        asyncio.run(line_then_turn())
+        assert stream.flushes == 1
+
+
 # Every level through structlog, an exception, and library lines through the stdlib.
 EMIT_EVERY_LEVEL = """
 import logging, sys, structlog
