@@ -43,8 +43,9 @@ INTRO = (
     "process, answering 204), against raw aiohttp POSTs of the same bodies and headers "
     "(signed beforehand) at the same concurrency to the same receiver. The daemon logs its "
     "line per attempt (JSON, to a file, its output buffered as under systemd) and polls one "
-    "quiet sandbox holder meanwhile, as in production. Events/s are measured at the receiver from the first arrival to the last; "
-    "runs alternate and the medians are shown. Target: ≥ 0.8 × raw."
+    "quiet sandbox holder meanwhile, as in production. Events/s are measured at the receiver "
+    "from the first arrival to the last; runs alternate and the medians are shown. "
+    "Target: ≥ 0.8 × raw."
 )
 PROFILES = {"quick": (5_000, 3), "full": (20_000, 5)}
 CONCURRENCIES = (16, 64)
