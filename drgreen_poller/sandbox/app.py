@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from drgreen_poller.sandbox.control import add_control_routes, control_errors
+from drgreen_poller.sandbox.control import CONTROL_PREFIX, control_app
 from drgreen_poller.sandbox.dapp.app import API_PREFIX, add_api_routes
 from drgreen_poller.sandbox.state import SandboxState
 
@@ -22,8 +22,8 @@ def create_app(state: SandboxState) -> web.Application:
 
     The state is stored under ``STATE_KEY``; its world and traffic under ``dapp``'s keys.
     """
-    app = web.Application(middlewares=[control_errors], client_max_size=16 * 2**20)
+    app = web.Application(client_max_size=16 * 2**20)
     app[STATE_KEY] = state
     add_api_routes(app, state, state.traffic)
-    add_control_routes(app)
+    app.add_subapp(CONTROL_PREFIX, control_app())
     return app

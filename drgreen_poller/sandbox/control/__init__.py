@@ -9,10 +9,6 @@ its views extend ``dapp``'s records with what only the sandbox knows. ``dapp/`` 
 it. Control requests are never faulted and never counted.
 """
 
-from drgreen_poller.sandbox.control.machinery import (
-    CONTROL_PREFIX,
-    add_control_routes,
-    control_errors,
-)
+from drgreen_poller.sandbox.control.machinery import CONTROL_PREFIX, control_app
 
-__all__ = ["CONTROL_PREFIX", "add_control_routes", "control_errors"]
+__all__ = ["CONTROL_PREFIX", "control_app"]

@@ -203,23 +203,22 @@ async def clear_cart(request: web.Request) -> web.Response:
     return json_reply(client_view(state, client))
 
 
-def add_routes(app: web.Application, prefix: str) -> None:
-    """Register the strain and client routes under ``prefix``."""
-    p = prefix
+def add_routes(app: web.Application) -> None:
+    """Register the strain and client routes on the control app."""
     app.router.add_routes(
         [
-            web.get(f"{p}/strains", list_strains),
-            web.post(f"{p}/strains", create_strain),
-            web.get(f"{p}/strains/{{id}}", get_strain),
-            web.patch(f"{p}/strains/{{id}}", patch_strain),
-            web.delete(f"{p}/strains/{{id}}", remove_strain),
-            web.patch(f"{p}/strains/{{id}}/locations/{{country}}", patch_location),
-            web.post(f"{p}/holders/{{name}}/clients", create_clients),
-            web.get(f"{p}/holders/{{name}}/clients", list_clients),
-            web.get(f"{p}/clients/{{id}}", get_client),
-            web.patch(f"{p}/clients/{{id}}", patch_client),
-            web.post(f"{p}/clients/{{id}}/cart", fill_cart),
-            web.delete(f"{p}/clients/{{id}}/cart", clear_cart),
-            web.post(f"{p}/clients/{{id}}/{{action}}", client_action),
+            web.get("/strains", list_strains),
+            web.post("/strains", create_strain),
+            web.get("/strains/{id}", get_strain),
+            web.patch("/strains/{id}", patch_strain),
+            web.delete("/strains/{id}", remove_strain),
+            web.patch("/strains/{id}/locations/{country}", patch_location),
+            web.post("/holders/{name}/clients", create_clients),
+            web.get("/holders/{name}/clients", list_clients),
+            web.get("/clients/{id}", get_client),
+            web.patch("/clients/{id}", patch_client),
+            web.post("/clients/{id}/cart", fill_cart),
+            web.delete("/clients/{id}/cart", clear_cart),
+            web.post("/clients/{id}/{action}", client_action),
         ]
     )

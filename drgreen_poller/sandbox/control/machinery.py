@@ -32,8 +32,6 @@ def error_reply(status: int, message: str) -> web.Response:
 @web.middleware
 async def control_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure of a control request into ``{"error": ...}`` JSON."""
-    if not request.path.startswith(CONTROL_PREFIX):
-        return await handler(request)
     try:
         return await handler(request)
     except SandboxError as exc:
@@ -173,28 +171,36 @@ async def reset_requests(request: web.Request) -> web.Response:
     return web.json_response(traffic_of(request).request_counts())
 
 
-def add_control_routes(app: web.Application) -> None:
-    """Register every control route on ``app`` (whose state is stored under ``STATE_KEY``)."""
-    p = CONTROL_PREFIX
+def control_app() -> web.Application:
+    """The control API as an application to mount at ``CONTROL_PREFIX`` on a sandbox app.
+
+    Its handlers find the world and the traffic under ``dapp``'s keys of the parent app.
+    """
+    app = web.Application(middlewares=[control_errors])
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
-            web.post(f"{p}/reset", reset),
-            web.get(f"{p}/settings", get_settings),
-            web.patch(f"{p}/settings", patch_settings),
-            web.get(f"{p}/holders", list_holders),
-            web.post(f"{p}/holders", create_holder),
-            web.get(f"{p}/holders/{{name}}", get_holder),
-            web.post(f"{p}/holders/{{name}}/revoke", revoke_holder),
-            web.post(f"{p}/holders/{{name}}/restore", restore_holder),
-            web.get(f"{p}/eth-rate", get_eth_rate),
-            web.put(f"{p}/eth-rate", put_eth_rate),
-            web.get(f"{p}/faults", list_faults),
-            web.post(f"{p}/faults", add_fault),
-            web.delete(f"{p}/faults", clear_faults),
-            web.delete(f"{p}/faults/{{fault_id}}", remove_fault),
-            web.get(f"{p}/requests", get_requests),
-            web.delete(f"{p}/requests", reset_requests),
+            web.post("/reset", reset),
+            web.get("/settings", get_settings),
+            web.patch("/settings", patch_settings),
+            web.get("/holders", list_holders),
+            web.post("/holders", create_holder),
+            web.get("/holders/{name}", get_holder),
+            web.post("/holders/{name}/revoke", revoke_holder),
+            web.post("/holders/{name}/restore", restore_holder),
+            web.get("/eth-rate", get_eth_rate),
+            web.put("/eth-rate", put_eth_rate),
+            web.get("/faults", list_faults),
+            web.post("/faults", add_fault),
+            web.delete("/faults", clear_faults),
+            web.delete("/faults/{fault_id}", remove_fault),
+            web.get("/requests", get_requests),
+            web.delete("/requests", reset_requests),
         ]
     )
-    entities.add_routes(app, p)
-    orders.add_routes(app, p)
+    entities.add_routes(app)
+    orders.add_routes(app)

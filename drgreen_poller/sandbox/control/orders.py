@@ -147,20 +147,19 @@ async def pay_commission(request: web.Request) -> web.Response:
     return web.json_response(commission_view(state, commission))
 
 
-def add_routes(app: web.Application, prefix: str) -> None:
-    """Register the order and commission routes under ``prefix``."""
-    p = prefix
+def add_routes(app: web.Application) -> None:
+    """Register the order and commission routes on the control app."""
     app.router.add_routes(
         [
-            web.post(f"{p}/holders/{{name}}/orders", create_orders),
-            web.get(f"{p}/holders/{{name}}/orders", list_orders),
-            web.get(f"{p}/orders/{{id}}", get_order),
-            web.patch(f"{p}/orders/{{id}}", patch_order),
-            web.delete(f"{p}/orders/{{id}}", delete_order),
-            web.post(f"{p}/orders/{{id}}/{{action}}", order_action),
-            web.post(f"{p}/holders/{{name}}/commissions", accrue_commission),
-            web.get(f"{p}/holders/{{name}}/commissions", list_commissions),
-            web.get(f"{p}/commissions/{{id}}", get_commission),
-            web.post(f"{p}/commissions/{{id}}/pay", pay_commission),
+            web.post("/holders/{name}/orders", create_orders),
+            web.get("/holders/{name}/orders", list_orders),
+            web.get("/orders/{id}", get_order),
+            web.patch("/orders/{id}", patch_order),
+            web.delete("/orders/{id}", delete_order),
+            web.post("/orders/{id}/{action}", order_action),
+            web.post("/holders/{name}/commissions", accrue_commission),
+            web.get("/holders/{name}/commissions", list_commissions),
+            web.get("/commissions/{id}", get_commission),
+            web.post("/commissions/{id}/pay", pay_commission),
         ]
     )

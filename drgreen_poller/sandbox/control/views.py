@@ -49,12 +49,12 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 def world_of(request: web.Request) -> World:
     """The world behind this app (stored by ``dapp.app.add_api_routes``)."""
-    return request.app[WORLD_KEY]
+    return request.config_dict[WORLD_KEY]
 
 
 def traffic_of(request: web.Request) -> Traffic:
     """The faults and request counts of this app's simulated API."""
-    return request.app[TRAFFIC_KEY]
+    return request.config_dict[TRAFFIC_KEY]
 
 
 def json_reply(data: Any, status: int = 200) -> web.Response:
