@@ -2,7 +2,7 @@
 
 Owns plain data (holders, strains, clients, orders, commissions), timestamp and money formatting,
 and the raw field patches the control API applies. It must not decide how entities change
-(the rule modules do) nor how they look on the wire (``records.py`` does).
+(the parts in this package do) nor how they look on the wire (``dapp/records.py`` does).
 """
 
 from __future__ import annotations
