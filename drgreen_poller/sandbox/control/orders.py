@@ -1,7 +1,8 @@
 """The control API's routes for orders and commissions: creation, lifecycle actions, raw sets.
 
 Owns parsing control bodies into calls of the world's ``orders``, ``lifecycle`` and
-``commissions``; every rule lives in the world (a forbidden transition is the world's 409).
+``commissions``. It must not hold rules: they live in the world (a forbidden transition is the
+world's 409).
 """
 
 from __future__ import annotations

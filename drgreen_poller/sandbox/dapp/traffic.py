@@ -2,8 +2,9 @@
 
 Owns one sandbox's active faults (a ``FaultBook``), the request counts for tests and benchmarks
 (totals by endpoint template, holder and status, and a capped log of recent requests), and
-checks a new fault's endpoint filter against the route table. Pure bookkeeping, no aiohttp: the
-gateway applies faults and ``app.py`` records requests; the control API drives both through here.
+checks a new fault's endpoint filter against the route table. It must not build responses nor
+touch aiohttp: the gateway applies faults and ``app.py`` records requests; the control API drives
+both through here.
 """
 
 from __future__ import annotations
