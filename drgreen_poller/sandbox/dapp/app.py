@@ -31,7 +31,7 @@ from drgreen_poller.sandbox.dapp.routes import Call, Handler
 from drgreen_poller.sandbox.dapp.traffic import Traffic
 from drgreen_poller.sandbox.world import World
 from drgreen_poller.sandbox.world.model import HolderInfo, ServiceRefusal
-from drgreen_poller.sandbox.world.state import ANONYMOUS
+from drgreen_poller.sandbox.world.root import ANONYMOUS
 from drgreen_poller.signing import express_query
 
 API_PREFIX = "/api/v1"

@@ -8,6 +8,6 @@ aiohttp, ``dapp/`` or ``control/``: time comes from the injected clock and ids f
 generator, so a run is reproducible.
 """
 
-from drgreen_poller.sandbox.world.state import World
+from drgreen_poller.sandbox.world.root import World
 
 __all__ = ["World"]
