@@ -85,7 +85,7 @@ async def backlog(count: int, workdir: Path) -> AsyncIterator[Backlog]:
     state = SandboxState(CLOCK)
     state.create_holder("shop")
     quiet = state.create_holder("quiet")
-    state.create_orders("shop", count, spacing_s=0.001)
+    state.orders.create_many("shop", count, spacing_s=0.001)
     async with LocalSandbox(state) as box:
         seed = workdir / "seed.db"
         await _first_sync(box, state.holder("shop").credentials, seed)

@@ -45,7 +45,7 @@ async def measure(active: int) -> tuple[int, int]:
     state = SandboxState(clock)
     state.create_holder("shop")
     old = clock.now() - timedelta(days=30)
-    state.create_orders(
+    state.orders.create_many(
         "shop",
         HISTORY,
         created_at=old,
@@ -54,7 +54,9 @@ async def measure(active: int) -> tuple[int, int]:
         admin_approval="VERIFIED",
         payment_status="PAID",
     )
-    state.create_orders("shop", active, created_at=clock.now() - timedelta(days=3), spacing_s=30)
+    state.orders.create_many(
+        "shop", active, created_at=clock.now() - timedelta(days=3), spacing_s=30
+    )
     with tempfile.TemporaryDirectory() as tmp:
         async with LocalSandbox(state) as box, aiohttp.ClientSession() as session:
             holder = state.holder("shop")
@@ -65,18 +67,18 @@ async def measure(active: int) -> tuple[int, int]:
             store = await Store.open(Path(tmp) / "state.db")
             poller = HolderPoller("shop", [], api, store, clock, PollSettings())
             await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)  # first sync
-            order = state.holder_orders("shop")[HISTORY]
-            state.approve_order(order.id)  # something to find
-            state.reset_request_counts()
+            order = state.orders.of("shop")[HISTORY]
+            state.lifecycle.approve(order.id)  # something to find
+            state.traffic.reset_request_counts()
             result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
-            ours = state.request_counts("shop")["total"]
+            ours = state.traffic.request_counts("shop")["total"]
             assert [e["type"] for e in result.events] == ["order.approved"]
             tracked = await store.entities("shop", tier=ACTIVE_ORDERS)
             assert len(tracked) == active
-            state.reset_request_counts()
+            state.traffic.reset_request_counts()
             for entity in tracked:  # the docs' pattern: one detail call per active order
                 await api.order(entity.resource.id)
-            docs = state.request_counts("shop")["total"]
+            docs = state.traffic.request_counts("shop")["total"]
             await store.close()
     return ours, docs
 

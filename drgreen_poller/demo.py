@@ -174,12 +174,15 @@ class Story:
 
     def hiccup(self) -> None:
         """Two 503s from Dr Green, and the receiver refuses the next request once."""
-        self.state.add_fault({"kind": "server_error", "status": 503, "count": 2})
+        self.state.traffic.add_fault({"kind": "server_error", "status": 503, "count": 2})
         self.received.fail_first = self.received.requests + 1
 
     def hiccup_over(self) -> bool:
         """Both 503s were served and the receiver has refused its request."""
-        return not self.state.faults.active() and self.received.requests >= self.received.fail_first
+        return (
+            not self.state.traffic.faults.active()
+            and self.received.requests >= self.received.fail_first
+        )
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -225,7 +228,10 @@ class Story:
         )
         await self.step(
             "They pass the KYC check, then Dr Green's admin approves them:",
-            lambda: (self.state.verify_client_kyc(client_id), self.state.approve_client(client_id)),
+            lambda: (
+                self.state.clients.verify_kyc(client_id),
+                self.state.clients.approve(client_id),
+            ),
             "client.kyc.verified",
             "client.kyc.approved",
             "client.kyc.completed",
@@ -234,8 +240,8 @@ class Story:
 
         async def order() -> None:
             nonlocal order_id
-            strain = self.state.catalogue()[0]
-            await self.api.add_to_cart(self.state.client(client_id).cart_id, [(strain.id, 10)])
+            strain = self.state.catalogue.listed()[0]
+            await self.api.add_to_cart(self.state.clients.get(client_id).cart_id, [(strain.id, 10)])
             order_id = (await self.api.create_order(client_id)).id
 
         await self.step(
@@ -243,7 +249,7 @@ class Story:
         )
         await self.step(
             "Dr Green approves it and the customer pays:",
-            lambda: (self.state.approve_order(order_id), self.state.pay_order(order_id)),
+            lambda: (self.state.lifecycle.approve(order_id), self.state.lifecycle.pay(order_id)),
             "order.approved",
             "order.paid",
             "commission.accrued",
@@ -254,13 +260,13 @@ class Story:
         """Dr Green and the receiver hiccup while another order is rejected; then delivery."""
         rejected = next(
             o
-            for o in self.state.holder_orders("demo")
+            for o in self.state.orders.of("demo")
             if o.admin_approval == "PENDING" and o.id != order_id
         )
 
         def reject() -> None:
             self.hiccup()
-            self.state.reject_order(rejected.id, "prescription missing")
+            self.state.lifecycle.reject(rejected.id, "prescription missing")
 
         await self.step(
             "Dr Green rejects another order, but its API hiccups (two 503s) and the store's"
@@ -269,12 +275,12 @@ class Story:
             "order.rejected",
             until=self.hiccup_over,
         )
-        strain = self.state.catalogue()[1]
+        strain = self.state.catalogue.listed()[1]
         await self.step(
             "The order is delivered (nobody saw it shipped), and a strain's price changes:",
             lambda: (
-                self.state.deliver_order(order_id),
-                self.state.update_strain(strain.id, {"retailPrice": 9.5}),
+                self.state.lifecycle.deliver(order_id),
+                self.state.catalogue.update(strain.id, {"retailPrice": 9.5}),
             ),
             "order.shipped",
             "order.delivered",
@@ -329,7 +335,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
                 controls.request_stop()
                 await daemon
             lines = (Path(tmp) / "events.jsonl").read_text().splitlines()
-        counts = state.request_counts(holder.name)
+        counts = state.traffic.request_counts(holder.name)
         out.write(
             f"\nSummary: {len(arrived)} events delivered to the webhook, every signature "
             f"verified, {received.requests - len(arrived)} attempt(s) refused or failed and "

@@ -90,7 +90,7 @@ async def delivered(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> dict
     """A state after one recorded pass (three orders created) and one round of delivery:
     the oldest delivery left in flight, the rest delivered to ``audit`` and failed to ``hook``
     (nobody listens there)."""
-    box.state.create_orders("shop", 2)
+    box.state.orders.create_many("shop", 2)
     (tmp_path / "hook.whsec").write_text(f"whsec_{base64.b64encode(b'k' * 32).decode()}")
     path = write_config(
         tmp_path, box.base_url, shop, first_sync="emit", extra=_sinks(_closed_port())

@@ -36,7 +36,7 @@ async def box() -> AsyncIterator[LocalSandbox]:
 @pytest.fixture
 def shop(box: LocalSandbox) -> HolderInfo:
     holder = box.state.create_holder("shop")
-    box.state.create_order("shop")
+    box.state.orders.create("shop")
     return holder
 
 
@@ -94,7 +94,7 @@ class TestPollingCommands:
         code, out, err = await _run("-c", config, "poll-once")
         assert (code, out) == (0, ""), err
         assert "first sync" in err
-        order = box.state.create_order("shop")
+        order = box.state.orders.create("shop")
         code, out, _ = await _run("-c", config, "poll-once", "--dry-run")
         assert [json.loads(line)["type"] for line in out.splitlines()] == ["order.created"]
         code, out, _ = await _run("-c", config, "poll-once")
@@ -122,7 +122,7 @@ class TestPollingCommands:
     @pytest.mark.timeout(60)
     async def test_track(self, box: LocalSandbox, config: str) -> None:
         """track puts a new order in the active set; a non-UUID is a usage error."""
-        order = box.state.create_order("shop")
+        order = box.state.orders.create("shop")
         code, out, _ = await _run("-c", config, "track", "order", order.id)
         assert code == 0
         assert "will be watched" in out

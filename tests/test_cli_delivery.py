@@ -69,7 +69,7 @@ async def world(
     server = await start(receiver.app)
     async with LocalSandbox(SandboxState(CLOCK)) as box:
         holder = box.state.create_holder("shop")
-        box.state.create_orders("shop", 40)
+        box.state.orders.create_many("shop", 40)
         (tmp_path / "store.whsec").write_text(SECRET)
         sink = f"""
 [delivery]
@@ -147,7 +147,7 @@ class TestDeliveryCommands:
         server = await start(receiver.app)
         async with LocalSandbox(SandboxState(CLOCK)) as box:
             holder = box.state.create_holder("shop")
-            box.state.create_orders("shop", 3)
+            box.state.orders.create_many("shop", 3)
             (tmp_path / "store.whsec").write_text(SECRET)
             sink = f"""
 [delivery]

@@ -61,7 +61,7 @@ async def _head_1(*args: str, until: str = "") -> tuple[str, int, str]:
 async def seeded(tmp_path: Path) -> AsyncIterator[Seeded]:
     async with LocalSandbox(SandboxState(SystemClock())) as box:
         holder = box.state.create_holder("shop")
-        box.state.create_orders("shop", ORDERS)
+        box.state.orders.create_many("shop", ORDERS)
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         recorded = write_config(tmp_path / "a", box.base_url, holder, first_sync="emit", extra=SINK)

@@ -59,7 +59,7 @@ class TestBackup:
         process, _ = await _start(config)
         try:
             for _ in range(5):
-                box.state.create_order("shop")
+                box.state.orders.create("shop")
                 await SystemClock().sleep(0.1)
             code, out, err = await _run("-c", str(config), "backup", str(tmp_path / "b.db"))
         finally:

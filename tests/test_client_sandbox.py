@@ -52,9 +52,9 @@ class TestOrders:
         self, box: LocalSandbox, demo: HolderInfo, api: ApiClient
     ) -> None:
         """A paged sweep returns every order once, newest first, with all three status fields."""
-        box.state.create_orders(demo.name, 230, spacing_s=1)
+        box.state.orders.create_many(demo.name, 230, spacing_s=1)
         orders = await _all(api.order_pages(take=100))
-        assert len(orders) == len({o.id for o in orders}) == len(box.state.holder_orders(demo.name))
+        assert len(orders) == len({o.id for o in orders}) == len(box.state.orders.of(demo.name))
         created = [o.created_at for o in orders]
         assert created == sorted(created, reverse=True)
         assert all(o.admin_approval and o.payment_status and o.order_status for o in orders)
@@ -67,7 +67,7 @@ class TestOrders:
         delivered = await _all(api.order_pages(status="DELIVERED"))
         assert delivered
         assert all(o.order_status == "DELIVERED" for o in delivered)
-        some = box.state.holder_orders(demo.name)[0]
+        some = box.state.orders.of(demo.name)[0]
         mine = await _all(api.order_pages(client_ids=[some.client_id]))
         assert some.id in {o.id for o in mine}
 
@@ -80,7 +80,7 @@ class TestOrders:
         assert recent.items[0].updated_at
         assert recent.items[0].admin_approval is None
         summary = await api.orders_summary()
-        assert summary.total == len(box.state.holder_orders(demo.name))
+        assert summary.total == len(box.state.orders.of(demo.name))
         detail = await api.order(recent.items[0].id)
         assert detail.raw["orderLines"]
         assert detail.admin_approval is None
@@ -104,17 +104,17 @@ class TestCreateFlow:
     async def test_signup_kyc_cart_order(self, box: LocalSandbox, api: ApiClient) -> None:
         """POST client → cart → KYC → POST order works; ordering too early is refused, and why."""
         client_id = await api.create_client(NEW_CUSTOMER)
-        strain = box.state.catalogue()[0]
-        cart = box.state.client(client_id).cart_id
+        strain = box.state.catalogue.listed()[0]
+        cart = box.state.clients.get(client_id).cart_id
         await api.add_to_cart(cart, [(strain.id, 2)])
         with pytest.raises(UpstreamClientBug, match="Client is not active") as inactive:
             await api.create_order(client_id)
-        box.state.activate_client(client_id)
+        box.state.clients.activate(client_id)
         with pytest.raises(UpstreamClientBug, match="not KYC verified") as unverified:
             await api.create_order(client_id)
         assert (inactive.value.status, unverified.value.status) == (400, 409)
-        box.state.verify_client_kyc(client_id)
-        box.state.approve_client(client_id)
+        box.state.clients.verify_kyc(client_id)
+        box.state.clients.approve(client_id)
         order = await api.create_order(client_id)
         assert (order.order_status, order.admin_approval, order.payment_status) == ("PENDING",) * 3
 
@@ -125,7 +125,7 @@ class TestClients:
     ) -> None:
         """Client sweeps and summary work; detail arrives without its medical record."""
         clients = await _all(api.client_pages(take=2))
-        assert len(clients) == len(box.state.holder_clients(demo.name))
+        assert len(clients) == len(box.state.clients.of(demo.name))
         assert (await api.clients_summary()).total == len(clients)
         pending = await _all(api.client_pages(is_verified=False))
         assert pending
@@ -144,7 +144,7 @@ class TestCommissionsAndStrains:
     async def test_commissions(self, box: LocalSandbox, demo: HolderInfo, api: ApiClient) -> None:
         """Accrued commission shows in the USD summary and the list."""
         before = await api.commissions_summary()
-        box.state.accrue_commission(demo.name, 12.5)
+        box.state.commissions.accrue(demo.name, 12.5)
         after = await api.commissions_summary()
         assert after.total_usd == pytest.approx((before.total_usd or 0) + 12.5)
         rows = await _all(api.commission_pages())
@@ -173,9 +173,9 @@ class TestDocumentedVariants:
     ) -> None:
         """With the docs' payment words and error bodies, the client reads both."""
         box.state.update_settings({"payment_vocabulary": "docs", "error_shape": "docs"})
-        order = box.state.holder_orders(demo.name)[0]
-        box.state.patch_order(order.id, {"adminApproval": "VERIFIED", "paymentStatus": "PENDING"})
-        box.state.pay_order(order.id)
+        order = box.state.orders.of(demo.name)[0]
+        box.state.orders.patch(order.id, {"adminApproval": "VERIFIED", "paymentStatus": "PENDING"})
+        box.state.lifecycle.pay(order.id)
         orders = await _all(api.order_pages())
         assert next(o for o in orders if o.id == order.id).payment_status == "COMPLETED"
         with pytest.raises(UpstreamClientBug, match="orderId must be a UUID"):
@@ -256,7 +256,7 @@ class TestFaults:
         retry_after: float | None,
     ) -> None:
         """Every injected fault becomes the transient error it should, hint included."""
-        box.state.add_fault({**spec, "count": 1})
+        box.state.traffic.add_fault({**spec, "count": 1})
         with pytest.raises(kind) as info:
             await api.orders_summary()
         assert isinstance(info.value, UpstreamTransient)
@@ -270,7 +270,7 @@ class TestFaults:
         self, box: LocalSandbox, demo: HolderInfo, make_client: ClientFactory
     ) -> None:
         """A response slower than the client's timeout is an UpstreamTimeout."""
-        box.state.add_fault({"kind": "slow", "delay_s": 2, "count": 1})
+        box.state.traffic.add_fault({"kind": "slow", "delay_s": 2, "count": 1})
         quick = make_client(box.base_url, creds=demo.credentials, timeout_s=0.2)
         with pytest.raises(UpstreamTimeout):
             await quick.orders_summary()
@@ -293,7 +293,7 @@ class TestPoliteness:
                 await _settle(clock, api, tasks)
             for task in tasks:
                 task.result()
-        counts = state.request_counts(holder.name)
+        counts = state.traffic.request_counts(holder.name)
         assert counts["by_endpoint"] == {"GET /dapp/orders/summary": 50}
         arrivals = sorted(entry["t"] for entry in counts["log"])
         assert arrivals == [0.0, 0.0, 0.0] + [float(s) for s in range(1, 48)]

@@ -83,19 +83,19 @@ class TestDaemon:
         self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path
     ) -> None:
         """Changes made while the daemon is down are found after restart; nothing twice."""
-        order = box.state.create_order("shop")
+        order = box.state.orders.create("shop")
         daemon = Daemon(load_config(write_config(tmp_path, box.base_url, shop), {}))
         daemon.start()
         await _until(daemon.first_synced, daemon)
-        box.state.approve_order(order.id)
+        box.state.lifecycle.approve(order.id)
         await _until(lambda: _has(daemon, "order.approved"), daemon)
         await daemon.halt()
 
-        box.state.pay_order(order.id)  # while the daemon is down
-        box.state.ship_order(order.id)
+        box.state.lifecycle.pay(order.id)  # while the daemon is down
+        box.state.lifecycle.ship(order.id)
         daemon.start()
         await _until(lambda: _has(daemon, "order.shipped"), daemon)
-        box.state.deliver_order(order.id)
+        box.state.lifecycle.deliver(order.id)
         await _until(lambda: _has(daemon, "order.delivered"), daemon)
         await _until(lambda: _has(daemon, "commission.accrued"), daemon)  # paying accrues
         await daemon.halt()
@@ -124,7 +124,7 @@ class TestDaemon:
     ) -> None:
         """poll-once --dry-run shows the events a pass would record and writes none of them."""
         config = load_config(write_config(tmp_path, box.base_url, shop, first_sync="emit"), {})
-        box.state.create_order("shop")
+        box.state.orders.create("shop")
         results, failures = await poll_once(config, CLOCK, dry_run=True)
         assert failures == []
         assert "order.created" in [e["type"] for r in results for e in r.events]

@@ -38,52 +38,52 @@ HOLDER_TYPES = ("poller.holder_unauthorized", "poller.holder_recovered")
 
 async def _orders(world: World) -> None:
     state, poll = world.state, world.poll
-    orders = [state.create_order("shop").id for _ in range(6)]
+    orders = [state.orders.create("shop").id for _ in range(6)]
     await poll(ACTIVE_ORDERS)
     walked, rejected, odd, refunded, regressed, skipped = orders
     for step in ("approve", "pay", "process", "ship", "deliver"):
-        getattr(state, f"{step}_order")(walked)
+        getattr(state.lifecycle, step)(walked)
         await poll(ACTIVE_ORDERS)
-    state.reject_order(rejected)
-    state.patch_order(odd, {"adminApproval": "ON_REVIEW"})
-    state.approve_order(refunded)
-    state.approve_order(regressed)
-    state.approve_order(skipped)
+    state.lifecycle.reject(rejected)
+    state.orders.patch(odd, {"adminApproval": "ON_REVIEW"})
+    state.lifecycle.approve(refunded)
+    state.lifecycle.approve(regressed)
+    state.lifecycle.approve(skipped)
     await poll(ACTIVE_ORDERS)
     for status in ("FAILED", "REFUNDED", "ON_HOLD"):
-        state.set_payment_status(refunded, status)
+        state.lifecycle.set_payment_status(refunded, status)
         await poll(ACTIVE_ORDERS)
-    state.cancel_order(refunded)
-    state.process_order(regressed)
-    state.pay_order(skipped)
+    state.lifecycle.cancel(refunded)
+    state.lifecycle.process(regressed)
+    state.lifecycle.pay(skipped)
     await poll(ACTIVE_ORDERS)
-    state.patch_order(regressed, {"orderStatus": "PENDING"})
-    state.patch_order(skipped, {"orderStatus": "DELIVERED"})  # never seen SHIPPED
+    state.orders.patch(regressed, {"orderStatus": "PENDING"})
+    state.orders.patch(skipped, {"orderStatus": "DELIVERED"})  # never seen SHIPPED
     await poll(ACTIVE_ORDERS)
 
 
 async def _clients(world: World) -> None:
     state, poll = world.state, world.poll
-    completed, rejected, odd = (state.create_client("shop").id for _ in range(3))
+    completed, rejected, odd = (state.clients.create("shop").id for _ in range(3))
     await poll(PENDING_KYC)
-    state.verify_client_kyc(completed)
-    state.reject_client(rejected)
-    state.patch_client(odd, {"adminApproval": "ON_REVIEW", "isKYCVerified": True})
+    state.clients.verify_kyc(completed)
+    state.clients.reject(rejected)
+    state.clients.patch(odd, {"adminApproval": "ON_REVIEW", "isKYCVerified": True})
     await poll(PENDING_KYC)
-    state.approve_client(completed)
-    state.patch_client(odd, {"isKYCVerified": False})
-    state.activate_client(odd)
+    state.clients.approve(completed)
+    state.clients.patch(odd, {"isKYCVerified": False})
+    state.clients.activate(odd)
     await poll(PENDING_KYC)
-    state.deactivate_client(odd)
+    state.clients.deactivate(odd)
     await poll(PENDING_KYC)
 
 
 async def _commissions(world: World) -> None:
     state, poll = world.state, world.poll
     await poll(COMMISSIONS)
-    commission = state.accrue_commission("shop", 120.5)
+    commission = state.commissions.accrue("shop", 120.5)
     await poll(COMMISSIONS)
-    state.pay_commission(commission.id)
+    state.commissions.pay(commission.id)
     await poll(COMMISSIONS)
     commission.amount_in_dollar = 100  # Dr Green corrected it: the total falls
     await poll(COMMISSIONS)
@@ -92,12 +92,12 @@ async def _commissions(world: World) -> None:
 async def _strains(world: World) -> None:
     state, poll = world.state, world.poll
     await poll(STRAINS)
-    strain = state.create_strain("Contract Kush", retail_price=12, locations={"GBR": 300})
+    strain = state.catalogue.create("Contract Kush", retail_price=12, locations={"GBR": 300})
     await poll(STRAINS)
-    state.update_strain(strain.id, {"retailPrice": 13.5})
-    state.set_strain_location(strain.id, "GBR", {"stockQuantity": 495})
+    state.catalogue.update(strain.id, {"retailPrice": 13.5})
+    state.catalogue.set_location(strain.id, "GBR", {"stockQuantity": 495})
     await poll(STRAINS)
-    state.remove_strain(strain.id)
+    state.catalogue.remove(strain.id)
     await poll(STRAINS)
 
 
@@ -139,9 +139,9 @@ class TestPreviousMatchesObject:
         """A strain's stock in previous and object is its country's stock, as an integer."""
         world: World = await make_world()
         await world.poll(STRAINS)
-        strain = world.state.create_strain("Kush", locations={"GBR": 300, "ZAF": 588})
+        strain = world.state.catalogue.create("Kush", locations={"GBR": 300, "ZAF": 588})
         await world.poll(STRAINS)
-        world.state.set_strain_location(strain.id, "GBR", {"stockQuantity": 495})
+        world.state.catalogue.set_location(strain.id, "GBR", {"stockQuantity": 495})
         await world.poll(STRAINS)
         [updated] = await world.store.events(patterns=["strain.updated"])
         assert updated["data"]["previous"] == {"stockQuantity": 300}

@@ -81,7 +81,7 @@ async def polling(tmp_path: Path) -> AsyncIterator[Polling]:
     clock = FakeClock()
     async with LocalSandbox(SandboxState(clock)) as box, aiohttp.ClientSession() as session:
         holder = box.state.create_holder("shop")
-        box.state.create_order("shop")
+        box.state.orders.create("shop")
         store = await Store.open(tmp_path / "state.db")
         bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
         settings = ApiSettings(box.base_url)
@@ -112,7 +112,7 @@ class TestTierRunLine:
 
     async def test_a_failed_run(self, polling: Polling) -> None:
         """A failed run logs one poll_failed warning: outcome failed, why, and when it retries."""
-        polling.box.state.add_fault({"kind": "server_error", "status": 503})
+        polling.box.state.traffic.add_fault({"kind": "server_error", "status": 503})
         line = _only(await polling.run(), TIER_RUN_EVENTS)
         assert line.keys() >= TIER_RUN | {"error", "error_class", "retry_in_s"}
         assert (line["event"], line["log_level"], line["outcome"]) == (
@@ -144,7 +144,9 @@ class TestTierRunLine:
 
     async def test_a_run_cut_by_stop(self, polling: Polling) -> None:
         """A run cut short by stop logs one poll_abandoned line: outcome abandoned."""
-        polling.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        polling.box.state.traffic.add_fault(
+            {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
+        )
         with capture_logs() as lines:
             running = asyncio.create_task(polling.runner.run("shop", ACTIVE_ORDERS))
             while not (polling.clock.sleepers or running.done()):  # the sandbox answers slowly

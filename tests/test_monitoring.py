@@ -202,7 +202,7 @@ def _runner(
 async def _new_order_event(rig: Rig, lag_s: float = 30) -> None:
     """Seed, then an order appears upstream and is detected ``lag_s`` later."""
     await rig.poll()
-    rig.box.state.create_order("shop")
+    rig.box.state.orders.create("shop")
     rig.clock.advance(lag_s)
     await rig.poll()
 
@@ -210,7 +210,7 @@ async def _new_order_event(rig: Rig, lag_s: float = 30) -> None:
 class TestPollSeries:
     async def test_a_poll_counts_its_outcome_duration_and_success_time(self, rig: Rig) -> None:
         """A real 2 s poll: counted ok, observed in the ≤ 2.5 s bucket, its success time set."""
-        rig.box.state.add_fault({"kind": "slow", "delay_s": 2, "count": 1})
+        rig.box.state.traffic.add_fault({"kind": "slow", "delay_s": 2, "count": 1})
         polling = asyncio.create_task(rig.poll(COMMISSIONS))
         for _ in range(400):  # until the slow answer sleeps on the fake clock (real time)
             if rig.clock.sleepers or polling.done():
@@ -245,7 +245,7 @@ class TestPollSeries:
 
     async def test_a_failed_poll_sets_no_success_time(self, rig: Rig) -> None:
         """A poll that fails is counted failed and leaves the last success time unset."""
-        rig.box.state.add_fault({"kind": "server_error", "status": 503, "count": 1})
+        rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503, "count": 1})
         await rig.poll()
         _, samples = await rig.scrape()
         failed = {"holder": "shop", "tier": ACTIVE_ORDERS, "outcome": "failed"}
@@ -255,10 +255,10 @@ class TestPollSeries:
     async def test_upstream_requests_by_holder_beside_the_budget(self, rig: Rig) -> None:
         """Each request the sandbox saw is counted per holder and endpoint; the budget is the
         holder's requests_per_second."""
-        rig.box.state.add_fault({"kind": "server_error", "status": 503, "count": 1})
+        rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503, "count": 1})
         await rig.poll()  # the 503
         await rig.poll()
-        seen = rig.box.state.request_counts("shop")["by_endpoint"]
+        seen = rig.box.state.traffic.request_counts("shop")["by_endpoint"]
         _, samples = await rig.scrape()
         counted = {
             (dict(labels)["endpoint"], dict(labels)["status"]): value
@@ -378,7 +378,7 @@ class TestDeliverySeries:
             == 1
         )
         rig.hook.fail_next = 2
-        rig.box.state.create_order("shop")
+        rig.box.state.orders.create("shop")
         await rig.poll()
         await rig.worker.run_once()
         rig.clock.advance(90)
@@ -402,7 +402,7 @@ class TestDeliverySeries:
         await rig.worker.run_once()
         assert await _backlog(rig) == {"pending": 0, "delivering": 0, "failed": 0}
         rig.hook.fail_next = 2
-        rig.box.state.create_order("shop")
+        rig.box.state.orders.create("shop")
         await rig.poll()
         await rig.worker.run_once()
         rig.clock.advance(90)
@@ -459,7 +459,7 @@ class TestListener:
         port = _free_port()
         async with LocalSandbox(SandboxState(SystemClock())) as box:
             holder = box.state.create_holder("shop")
-            box.state.create_order("shop")
+            box.state.orders.create("shop")
             config = load_config(
                 write_config(tmp_path, box.base_url, holder, http_listen=f"127.0.0.1:{port}"), {}
             )

@@ -99,9 +99,9 @@ class TestLifecycles:
 
         client_id = await world.api.create_client(NEW_CUSTOMER)
         assert await world.poll(PENDING_KYC) == ["client.created"]
-        world.state.verify_client_kyc(client_id)
+        world.state.clients.verify_kyc(client_id)
         assert await world.poll(PENDING_KYC) == ["client.kyc.verified"]
-        world.state.approve_client(client_id)
+        world.state.clients.approve(client_id)
         assert await world.poll(PENDING_KYC) == [
             "client.kyc.approved",
             "client.kyc.completed",
@@ -109,22 +109,22 @@ class TestLifecycles:
         ]
         assert await world.store.entities("shop", tier=PENDING_KYC) == []
 
-        strain = world.state.catalogue()[0] if world.state.catalogue() else None
+        strain = world.state.catalogue.listed()[0] if world.state.catalogue.listed() else None
         if strain is None:
-            strain = world.state.create_strain("Blue Dream", locations={"GBR": 100})
-        await world.api.add_to_cart(world.state.client(client_id).cart_id, [(strain.id, 2)])
+            strain = world.state.catalogue.create("Blue Dream", locations={"GBR": 100})
+        await world.api.add_to_cart(world.state.clients.get(client_id).cart_id, [(strain.id, 2)])
         order = await world.api.create_order(client_id)
         assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
         for step, expected in (
-            (world.state.approve_order, "order.approved"),
-            (world.state.pay_order, "order.paid"),
-            (world.state.ship_order, "order.shipped"),
+            (world.state.lifecycle.approve, "order.approved"),
+            (world.state.lifecycle.pay, "order.paid"),
+            (world.state.lifecycle.ship, "order.shipped"),
         ):
             step(order.id)
             assert await world.poll(ACTIVE_ORDERS) == [expected]
         [shipped] = await world.store.entities("shop", kind="order")
         assert shipped.tier == STALE_ORDERS  # kept, slowly, until delivered
-        world.state.deliver_order(order.id)
+        world.state.lifecycle.deliver(order.id)
         assert await world.poll(STALE_ORDERS) == ["order.delivered"]
         [done] = await world.store.entities("shop", kind="order")
         assert done.tier is None
@@ -138,11 +138,11 @@ class TestLifecycles:
     ) -> None:
         """A rejected order emits order.rejected once and is no longer polled."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.create_order("shop")
+        world.state.orders.create("shop")
         assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
-        world.state.reject_order(order.id, "no prescription")
+        world.state.lifecycle.reject(order.id, "no prescription")
         assert await world.poll(ACTIVE_ORDERS) == ["order.rejected"]
         tracked = {e.resource.id for e in await world.store.entities("shop", tier=ACTIVE_ORDERS)}
         assert order.id not in tracked
@@ -151,10 +151,10 @@ class TestLifecycles:
     async def test_terminal_statuses_are_configurable(self, make_world: Callable[..., Any]) -> None:
         """With SHIPPED configured as terminal, a shipped order stops being polled."""
         world: World = await make_world(terminal=frozenset({"SHIPPED", "DELIVERED"}))
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.approve_order(order.id)
-        world.state.ship_order(order.id)
+        world.state.lifecycle.approve(order.id)
+        world.state.lifecycle.ship(order.id)
         assert await world.poll(ACTIVE_ORDERS) == ["order.approved", "order.shipped"]
         [entity] = await world.store.entities("shop", kind="order")
         assert entity.tier is None
@@ -162,13 +162,13 @@ class TestLifecycles:
     async def test_jump_and_flip_flop(self, make_world: Callable[..., Any]) -> None:
         """An order seen pending then delivered gets every step; payment flip-flops are kept."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.approve_order(order.id)
-        world.state.pay_order(order.id)
-        world.state.unpay_order(order.id)
-        world.state.pay_order(order.id)
-        world.state.deliver_order(order.id)
+        world.state.lifecycle.approve(order.id)
+        world.state.lifecycle.pay(order.id)
+        world.state.lifecycle.unpay(order.id)
+        world.state.lifecycle.pay(order.id)
+        world.state.lifecycle.deliver(order.id)
         events = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
         assert [(e["type"], e["inferred"]) for e in events.events] == [
             ("order.approved", False),
@@ -180,9 +180,9 @@ class TestLifecycles:
     async def test_unknown_payment_value(self, make_world: Callable[..., Any]) -> None:
         """An enum value Dr Green never documented becomes a *_changed event, never a crash."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.patch_order(order.id, {"paymentStatus": "ON_HOLD"})
+        world.state.orders.patch(order.id, {"paymentStatus": "ON_HOLD"})
         assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
 
 
@@ -192,9 +192,9 @@ class TestFirstSync:
     ) -> None:
         """First start on a store with 500 orders records them all and emits nothing."""
         world: World = await make_world()
-        world.state.create_orders("shop", 500, spacing_s=60)
+        world.state.orders.create_many("shop", 500, spacing_s=60)
         for _ in range(40):
-            world.state.create_client("shop")
+            world.state.clients.create("shop")
         for tier in TIERS:
             assert await world.poll(tier) == []
         assert len(await world.store.entities("shop", kind="order")) == 500
@@ -203,8 +203,8 @@ class TestFirstSync:
     async def test_emit_sends_created_for_everything(self, make_world: Callable[..., Any]) -> None:
         """first_sync = "emit" announces every existing order and client."""
         world: World = await make_world(first_sync="emit")
-        world.state.create_orders("shop", 3)
-        world.state.create_client("shop")
+        world.state.orders.create_many("shop", 3)
+        world.state.clients.create("shop")
         assert (await world.poll(ACTIVE_ORDERS)).count("order.created") == 3
         assert "client.created" in await world.poll(PENDING_KYC)
 
@@ -213,9 +213,9 @@ class TestFirstSync:
     ) -> None:
         """A poller started later (a restart) finds the seed recorded and reports new orders."""
         world: World = await make_world()
-        world.state.create_orders("shop", 3)
+        world.state.orders.create_many("shop", 3)
         await world.poll(ACTIVE_ORDERS)
-        world.state.create_order("shop")
+        world.state.orders.create("shop")
         later = HolderPoller("shop", (), world.api, world.store, world.clock, PollSettings())
         result = await later.poll_tier(ACTIVE_ORDERS, next_due_at=0)
         assert (result.first_sync, [e["type"] for e in result.events]) == (False, ["order.created"])
@@ -227,15 +227,15 @@ class TestCost:
     ) -> None:
         """1,000 active orders stay fresh with ~11 requests a minute (budget: 60)."""
         world: World = await make_world()
-        world.state.create_orders("shop", 1000, spacing_s=1)
-        world.state.create_orders("shop", 2000, spacing_s=1, order_status="DELIVERED",
+        world.state.orders.create_many("shop", 1000, spacing_s=1)
+        world.state.orders.create_many("shop", 2000, spacing_s=1, order_status="DELIVERED",
                                   admin_approval="VERIFIED", payment_status="PAID")  # fmt: skip
         await world.poll(ACTIVE_ORDERS)
-        first_active = world.state.holder_orders("shop")[0]
-        world.state.approve_order(first_active.id)  # the oldest active order changes
-        world.state.reset_request_counts()
+        first_active = world.state.orders.of("shop")[0]
+        world.state.lifecycle.approve(first_active.id)  # the oldest active order changes
+        world.state.traffic.reset_request_counts()
         assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
-        counts = world.state.request_counts("shop")
+        counts = world.state.traffic.request_counts("shop")
         assert counts["total"] <= 60
         assert counts["by_endpoint"] == {"GET /dapp/orders": counts["total"]}
         assert len(await world.store.entities("shop", tier=ACTIVE_ORDERS)) == 1000
@@ -246,17 +246,17 @@ class TestStaleTier:
         """Orders older than stale_after live in the stale tier, swept with a status filter."""
         world: World = await make_world()
         old = world.clock.now() - timedelta(days=10)
-        order = world.state.create_order("shop", created_at=old)
-        world.state.create_orders("shop", 30)
+        order = world.state.orders.create("shop", created_at=old)
+        world.state.orders.create_many("shop", 30)
         await world.poll(ACTIVE_ORDERS)
         [entity] = [
             e for e in await world.store.entities("shop", kind="order") if e.resource.id == order.id
         ]
         assert entity.tier == STALE_ORDERS
-        world.state.approve_order(order.id)
-        world.state.reset_request_counts()
+        world.state.lifecycle.approve(order.id)
+        world.state.traffic.reset_request_counts()
         assert await world.poll(STALE_ORDERS) == ["order.approved"]
-        log = world.state.request_counts("shop")["log"]
+        log = world.state.traffic.request_counts("shop")["log"]
         assert [entry["endpoint"] for entry in log] == ["GET /dapp/orders"]
 
     async def test_order_leaving_its_bucket_is_fetched_by_id(
@@ -264,16 +264,16 @@ class TestStaleTier:
     ) -> None:
         """A stale order whose status changed is read from detail, its approval inferred."""
         world: World = await make_world()
-        order = world.state.create_order("shop", created_at=world.clock.now() - timedelta(days=9))
+        order = world.state.orders.create("shop", created_at=world.clock.now() - timedelta(days=9))
         await world.poll(ACTIVE_ORDERS)
-        world.state.approve_order(order.id)
-        world.state.ship_order(order.id)
+        world.state.lifecycle.approve(order.id)
+        world.state.lifecycle.ship(order.id)
         types = await world.poller.poll_tier(STALE_ORDERS, next_due_at=0)
         assert [(e["type"], e["inferred"]) for e in types.events] == [
             ("order.approved", True),
             ("order.shipped", False),
         ]
-        endpoints = [e["endpoint"] for e in world.state.request_counts("shop")["log"]]
+        endpoints = [e["endpoint"] for e in world.state.traffic.request_counts("shop")["log"]]
         assert "GET /dapp/orders/{orderId}" in endpoints
 
 
@@ -283,7 +283,7 @@ class TestUnchangedOrders:
     ) -> None:
         """An order nothing happened to moves to the stale tier once older than stale_after."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
         assert await world.poll(ACTIVE_ORDERS) == []
         world.clock.advance(8 * 86400)
@@ -294,25 +294,25 @@ class TestUnchangedOrders:
     async def test_each_moved_field_is_found_once(self, make_world: Callable[..., Any]) -> None:
         """A move of any one status field is an event in the next run, and no event after it."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.patch_order(order.id, {"paymentStatus": "ON_HOLD"})
+        world.state.orders.patch(order.id, {"paymentStatus": "ON_HOLD"})
         assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
         assert await world.poll(ACTIVE_ORDERS) == []
-        world.state.patch_order(order.id, {"adminApproval": "VERIFIED"})
+        world.state.orders.patch(order.id, {"adminApproval": "VERIFIED"})
         assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
-        world.state.patch_order(order.id, {"orderStatus": "PROCESSING"})
+        world.state.orders.patch(order.id, {"orderStatus": "PROCESSING"})
         assert await world.poll(ACTIVE_ORDERS) == ["order.processing"]
         assert await world.poll(ACTIVE_ORDERS) == []
 
     async def test_a_seeded_tier_stays_seeded(self, make_world: Callable[..., Any]) -> None:
         """After its first sync a tier's new orders are events, run after run."""
         world: World = await make_world()
-        world.state.create_orders("shop", 3)
+        world.state.orders.create_many("shop", 3)
         assert await world.poll(ACTIVE_ORDERS) == []
-        world.state.create_order("shop")
+        world.state.orders.create("shop")
         assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
-        world.state.create_order("shop")
+        world.state.orders.create("shop")
         assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
 
 
@@ -321,8 +321,8 @@ class TestCommissionsAndStrains:
         """The first summary is a baseline; a rise in USD is commission.accrued."""
         world: World = await make_world()
         assert await world.poll(COMMISSIONS) == []
-        world.state.accrue_commission("shop", 4.5)
-        world.state.set_eth_rate(0.001)  # ETH drift alone is not an event
+        world.state.commissions.accrue("shop", 4.5)
+        world.state.commissions.set_eth_rate(0.001)  # ETH drift alone is not an event
         assert await world.poll(COMMISSIONS) == ["commission.accrued"]
         [event] = await world.store.events(patterns=["commission.*"])
         assert event["data"]["amounts"]["delta"] == 4.5
@@ -330,12 +330,12 @@ class TestCommissionsAndStrains:
     async def test_catalogue_changes(self, make_world: Callable[..., Any]) -> None:
         """Strains appearing, changing price and disappearing are events per country."""
         world: World = await make_world(countries=("GBR",))
-        kept = world.state.create_strain("Blue Dream", locations={"GBR": 100})
-        gone = world.state.create_strain("Northern Lights", locations={"GBR": 50})
+        kept = world.state.catalogue.create("Blue Dream", locations={"GBR": 100})
+        gone = world.state.catalogue.create("Northern Lights", locations={"GBR": 50})
         assert await world.poll(STRAINS) == []
-        world.state.create_strain("Durban Poison", locations={"GBR": 10})
-        world.state.update_strain(kept.id, {"retailPrice": 14})
-        world.state.remove_strain(gone.id)
+        world.state.catalogue.create("Durban Poison", locations={"GBR": 10})
+        world.state.catalogue.update(kept.id, {"retailPrice": 14})
+        world.state.catalogue.remove(gone.id)
         assert sorted(await world.poll(STRAINS)) == [
             "strain.created",
             "strain.removed",
@@ -354,7 +354,7 @@ class TestTracking:
 
         world: World = await make_world()
         await world.poll(ACTIVE_ORDERS)
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         marker = Observation(Resource("order", order.id), {TRACKED_MARK: True}, ACTIVE_ORDERS)
         await world.store.commit_events("shop", [marker], now=world.clock.now())
         assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
@@ -366,10 +366,10 @@ class TestCrashSafety:
     ) -> None:
         """A poll whose commit was lost (a crash) is redone with exactly the same event ids."""
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.approve_order(order.id)
-        world.state.pay_order(order.id)
+        world.state.lifecycle.approve(order.id)
+        world.state.lifecycle.pay(order.id)
         lost = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
         redone = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
         assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
@@ -382,13 +382,13 @@ class TestReviewRegressions:
         """A stale order with an undocumented orderStatus is read by id, not with a 400 filter."""
         world: World = await make_world()
         old = world.clock.now() - timedelta(days=9)
-        odd = world.state.create_order("shop", created_at=old, admin_approval="VERIFIED")
-        plain = world.state.create_order("shop", created_at=old)
+        odd = world.state.orders.create("shop", created_at=old, admin_approval="VERIFIED")
+        plain = world.state.orders.create("shop", created_at=old)
         await world.poll(ACTIVE_ORDERS)
-        world.state.patch_order(odd.id, {"orderStatus": "ON_HOLD"})
+        world.state.orders.patch(odd.id, {"orderStatus": "ON_HOLD"})
         assert await world.poll(STALE_ORDERS) == ["order.status_changed"]
-        world.state.patch_order(odd.id, {"orderStatus": "DELIVERED"})
-        world.state.approve_order(plain.id)
+        world.state.orders.patch(odd.id, {"orderStatus": "DELIVERED"})
+        world.state.lifecycle.approve(plain.id)
         assert sorted(await world.poll(STALE_ORDERS)) == ["order.approved", "order.delivered"]
 
     async def test_unlisted_pending_client_leaves_the_tier(
@@ -414,9 +414,9 @@ class TestConcurrentWriters:
         from drgreen_poller.errors import ConcurrentUpdate
 
         world: World = await make_world()
-        order = world.state.create_order("shop")
+        order = world.state.orders.create("shop")
         await world.poll(ACTIVE_ORDERS)
-        world.state.approve_order(order.id)
+        world.state.lifecycle.approve(order.id)
         other = await world.poller.observe(ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
         assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
         with pytest.raises(ConcurrentUpdate, match="polled again"):

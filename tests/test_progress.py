@@ -71,7 +71,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await box.__aenter__()
         closers.append(box.__aexit__)
         holder = box.state.create_holder("shop")
-        box.state.create_orders("shop", ORDERS, spacing_s=1)
+        box.state.orders.create_many("shop", ORDERS, spacing_s=1)
         store = await Store.open(tmp_path / "state.db")
         closers.append(lambda *_: store.close())
         session = aiohttp.ClientSession()
@@ -111,7 +111,7 @@ class TestProgressLines:
     async def test_slow_pages_log_every_five_seconds(self, make_rig: Callable[..., Any]) -> None:
         """Pages a second apart give a line at 5 s and 10 s, and the row follows every page."""
         rig: Rig = await make_rig(ProgressPolicy())
-        rig.box.state.add_fault(
+        rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 1, "endpoint": "GET /dapp/orders", "count": 100}
         )
         with capture_logs() as logs:
@@ -134,7 +134,7 @@ class TestProgressRows:
         """While a page is awaited, the row holds the holder, tier, start, pages and records."""
         rig: Rig = await make_rig()
         started = rig.clock.now()
-        rig.box.state.add_fault(
+        rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders", "count": 2}
         )
         run = asyncio.create_task(rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0))
@@ -153,7 +153,7 @@ class TestProgressRows:
     async def test_a_dry_run_writes_no_row(self, make_rig: Callable[..., Any]) -> None:
         """A dry run records nothing, its progress included (the hook still hears it)."""
         rig: Rig = await make_rig()
-        rig.box.state.add_fault(
+        rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 5, "endpoint": "GET /dapp/orders", "count": 100}
         )
         run = asyncio.create_task(rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True))
@@ -338,16 +338,16 @@ class TestPollBar:
         """``poll-once`` with stderr on a terminal draws the bar; on a pipe it prints none."""
         async with LocalSandbox(SandboxState(SystemClock())) as box:
             holder = box.state.create_holder("shop")
-            box.state.create_orders("shop", ORDERS, spacing_s=1)
+            box.state.orders.create_many("shop", ORDERS, spacing_s=1)
             path = write_config(tmp_path, box.base_url, holder)
             # Pages slower than the bar's delay, so it shows (5 pages of 100).
-            box.state.add_fault(
+            box.state.traffic.add_fault(
                 {"kind": "slow", "delay_s": 0.6, "endpoint": "GET /dapp/orders", "count": 10}
             )
             master, slave = _terminal()
             code = await _cli_to(slave, "-c", str(path), "poll-once", "--dry-run")
             on_terminal = await asyncio.to_thread(_drain, master)
-            box.state.add_fault(
+            box.state.traffic.add_fault(
                 {"kind": "slow", "delay_s": 0.6, "endpoint": "GET /dapp/orders", "count": 10}
             )
             piped_code, _, piped = await _cli("-c", str(path), "poll-once", "--dry-run")

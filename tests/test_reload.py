@@ -219,7 +219,7 @@ class TestReloadApplied:
         )
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
-                order = box.state.create_order("shop")
+                order = box.state.orders.create("shop")
                 await daemon.until(lambda: _events(first) == ["order.created"])
                 write_config(
                     tmp_path,
@@ -229,7 +229,7 @@ class TestReloadApplied:
                     extra=_sink("second", second_url),
                 )
                 reloaded = await daemon.reload(logs)
-                box.state.approve_order(order.id)
+                box.state.lifecycle.approve(order.id)
                 await daemon.until(lambda: _events(second) == ["order.approved"])
         assert reloaded["sinks_added"] == ["second"]
         assert reloaded["sinks_removed"] == ["first"]
@@ -314,7 +314,7 @@ class TestReloadApplied:
         good = path.read_text()
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
-                order = box.state.create_order("shop")
+                order = box.state.orders.create("shop")
                 await daemon.until(lambda: _events(hook) == ["order.created"])
                 path.write_text(
                     good.replace("requests_per_second = 200", 'requests_per_second = "x"')
@@ -322,7 +322,7 @@ class TestReloadApplied:
                 )
                 await daemon.reload(logs)
                 failed = [e for e in logs if e["event"] == "config_reload_failed"]
-                box.state.approve_order(order.id)
+                box.state.lifecycle.approve(order.id)
                 await daemon.until(lambda: _events(hook) == ["order.created", "order.approved"])
         assert [e["log_level"] for e in failed] == ["error", "error"]
         assert {e["problem"].split(":")[0] for e in failed} == {"api.requests_per_second", "bogus"}
@@ -330,7 +330,7 @@ class TestReloadApplied:
 
 
 def _requests(box: LocalSandbox, holder: str) -> int:
-    total: int = box.state.request_counts(holder)["total"]
+    total: int = box.state.traffic.request_counts(holder)["total"]
     return total
 
 
@@ -408,20 +408,20 @@ class TestSignals:
         path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=one)
         daemon = await run_cli(path)
         await daemon.until_logged("daemon_started")
-        order = box.state.create_order("shop")
+        order = box.state.orders.create("shop")
         await _received(first, ["order.created"])
         both = one + _sink("second", second_url)
         write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=both)
         daemon.process.send_signal(signal.SIGHUP)
         reloaded = await daemon.until_logged("config_reloaded")
-        box.state.approve_order(order.id)
+        box.state.lifecycle.approve(order.id)
         await _received(second, ["order.approved"])
         path.write_text(
             path.read_text().replace('strain_countries = ["GBR"]', "strain_countries = 3")
         )
         daemon.process.send_signal(signal.SIGHUP)
         failed = await daemon.until_logged("config_reload_failed")
-        box.state.pay_order(order.id)
+        box.state.lifecycle.pay(order.id)
         await _received(first, ["order.created", "order.approved", "order.paid"])
         await _received(second, ["order.approved", "order.paid"])
         daemon.process.send_signal(signal.SIGTERM)
@@ -452,7 +452,7 @@ class TestSignals:
         path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
         path.write_text(path.read_text().replace("[daemon]", '[daemon]\nstop_grace = "1h"'))
         daemon = await run_cli(path)
-        box.state.create_order("shop")
+        box.state.orders.create("shop")
         while not hook.received:
             await CLOCK.sleep(0.02)
         daemon.process.send_signal(signal.SIGTERM)
@@ -513,11 +513,11 @@ class TestReloadRaces:
         rotated = generate_webhook_secret()
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
-                order = box.state.create_order("shop")
+                order = box.state.orders.create("shop")
                 await daemon.until(lambda: _events(hook) == ["order.created"])
                 (tmp_path / "store.whsec").write_text(rotated)
                 reloaded = await daemon.reload(logs)
-                box.state.approve_order(order.id)
+                box.state.lifecycle.approve(order.id)
                 await daemon.until(lambda: len(_events(hook)) == 2)
         assert reloaded["sinks_changed"] == {"store": ["secrets"]}
         first, second = hook.accepted()
@@ -543,7 +543,7 @@ class TestReloadRaces:
             daemon = Running(path)
             await daemon.__aenter__()
             assert daemon.task is not None
-            box.state.create_order("shop")
+            box.state.orders.create("shop")
             await daemon.until(lambda: bool(hook.received))
             (tmp_path / "store.whsec").write_text(generate_webhook_secret())
             await daemon.reload(logs)
@@ -584,7 +584,7 @@ class TestReloadRaces:
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
                 await daemon.until(lambda: _requests(box, "keyed") > 0)
-                box.state.add_fault({"kind": "slow", "delay_s": 1, "holder": "keyed"})
+                box.state.traffic.add_fault({"kind": "slow", "delay_s": 1, "holder": "keyed"})
                 box.state.revoke_holder_key("keyed")
                 await CLOCK.sleep(0.4)  # a run (0.2 s intervals) is now waiting on its answer
                 write_config(tmp_path, box.base_url, replace(shop, name="keyed"), extra=refusing)
@@ -609,7 +609,7 @@ class TestReloadRaces:
         path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
-                box.state.create_order("shop")
+                box.state.orders.create("shop")
                 await daemon.until(lambda: bool(hook.received))
                 assert (await daemon.reload(logs))["changed"] is False
                 write_config(

@@ -72,11 +72,11 @@ class Rig:
 
     def requests(self) -> list[dict[str, Any]]:
         """The holder's requests the sandbox saw since the last ``forget``."""
-        log: list[dict[str, Any]] = self.box.state.request_counts("shop")["log"]
+        log: list[dict[str, Any]] = self.box.state.traffic.request_counts("shop")["log"]
         return log
 
     def forget(self) -> None:
-        self.box.state.reset_request_counts()
+        self.box.state.traffic.reset_request_counts()
 
     async def poller_events(self) -> list[str]:
         return [e["type"] for e in await self.store.events(patterns=["poller.*"])]
@@ -87,7 +87,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = FakeClock()
     async with LocalSandbox(SandboxState(clock)) as box, aiohttp.ClientSession() as session:
         holder = box.state.create_holder("shop")
-        box.state.create_order("shop")
+        box.state.orders.create("shop")
         store = await Store.open(tmp_path / "state.db")
         rig = Rig(box, holder, clock, store, session, cast(TierRunner, None), [])
         try:
@@ -106,7 +106,7 @@ class TestTiming:
 
     async def test_backoff_grows_then_resets(self, rig: Rig) -> None:
         """Consecutive failures back off 5, 10, 20, 40 s (± 10 %); a success resets it."""
-        rig.box.state.add_fault({"kind": "server_error", "status": 503, "count": 4})
+        rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503, "count": 4})
         delays = [await rig.run() for _ in range(4)]
         for delay, nominal in zip(delays, (5, 10, 20, 40), strict=True):
             assert nominal * 0.9 <= delay <= nominal * 1.1
@@ -119,12 +119,12 @@ class TestTiming:
 
     async def test_retry_after_is_respected(self, rig: Rig) -> None:
         """A 429 with Retry-After: 120 is not retried sooner than 120 s."""
-        rig.box.state.add_fault({"kind": "rate_limit", "retry_after": 120})
+        rig.box.state.traffic.add_fault({"kind": "rate_limit", "retry_after": 120})
         assert await rig.run() == pytest.approx(120, abs=0.01)
 
     async def test_malformed_response_backs_off(self, rig: Rig) -> None:
         """A truncated body is a failure like any other transient one: nothing is written."""
-        rig.box.state.add_fault({"kind": "truncated"})
+        rig.box.state.traffic.add_fault({"kind": "truncated"})
         assert 4.5 <= await rig.run() <= 5.5
         assert await rig.store.entities("shop") == []
 
@@ -183,7 +183,7 @@ class TestUnauthorized:
         rig.box.state.revoke_holder_key("shop")
         due = await rig.run()
         rig.box.state.restore_holder_key("shop")
-        rig.box.state.add_fault({"kind": "server_error", "status": 503})
+        rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503})
         rig.clock.advance(due)
         rig.forget()
         [due] = await rig.run_all()
@@ -201,7 +201,7 @@ class TestUnauthorized:
         """A probe answered 429 with a Retry-After longer than the interval waits for it."""
         rig.box.state.revoke_holder_key("shop")
         due = await rig.run()
-        rig.box.state.add_fault({"kind": "rate_limit", "retry_after": 900})
+        rig.box.state.traffic.add_fault({"kind": "rate_limit", "retry_after": 900})
         rig.clock.advance(due)
         assert await rig.run_all() == {900.0}
 
@@ -231,7 +231,7 @@ class TestHolderWideHold:
     ) -> None:
         """A 429 (with or without Retry-After), or a 503 with Retry-After, holds back every tier
         of the holder until it expires: no tier calls Dr Green before then."""
-        rig.box.state.add_fault(fault)
+        rig.box.state.traffic.add_fault(fault)
         hold = round(await rig.run(), 6)
         assert hold_s[0] <= hold <= hold_s[1]
         rig.forget()
@@ -245,7 +245,7 @@ class TestHolderWideHold:
 
     async def test_a_503_without_retry_after_backs_off_its_tier_only(self, rig: Rig) -> None:
         """A plain 503 is that tier's failure: the other tiers keep their own times."""
-        rig.box.state.add_fault({"kind": "server_error", "status": 503})
+        rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503})
         assert 4.5 <= await rig.run() <= 5.5
         assert 54 <= await rig.run(COMMISSIONS) <= 66
 
@@ -253,7 +253,9 @@ class TestHolderWideHold:
 class TestNoOverlap:
     async def test_runs_of_one_holder_take_turns(self, rig: Rig) -> None:
         """While one tier's poll is in flight, another tier of the holder waits its turn."""
-        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        rig.box.state.traffic.add_fault(
+            {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
+        )
         slow = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
         quick = asyncio.create_task(rig.runner.run("shop", COMMISSIONS))
         for _ in range(400):  # until the slow answer sleeps on the fake clock (real time)
@@ -265,7 +267,7 @@ class TestNoOverlap:
         assert not quick.done()  # it would long be done if it ran beside the slow one
         rig.clock.advance(30)
         await asyncio.wait_for(asyncio.gather(slow, quick), 5)
-        endpoints = [e["endpoint"] for e in rig.box.state.request_counts("shop")["log"]]
+        endpoints = [e["endpoint"] for e in rig.box.state.traffic.request_counts("shop")["log"]]
         assert endpoints == ["GET /dapp/orders", "GET /dapp/commissions/summary"]
 
 
@@ -280,7 +282,9 @@ async def _until_sleeping(rig: Rig, task: asyncio.Task[float | None]) -> None:
 class TestStop:
     async def test_a_run_in_flight_is_abandoned_and_nothing_written(self, rig: Rig) -> None:
         """stop cuts a run waiting on Dr Green: no snapshot, no seed mark, no reschedule."""
-        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        rig.box.state.traffic.add_fault(
+            {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
+        )
         running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
         await _until_sleeping(rig, running)
         assert rig.clock.sleepers == 1  # the sandbox is answering slowly
@@ -298,7 +302,7 @@ class TestStop:
 
     async def test_the_token_bucket_wait_is_interrupted(self, rig: Rig) -> None:
         """A run waiting for its next token (page 2 of a sweep) ends at once on stop."""
-        rig.box.state.create_order("shop")
+        rig.box.state.orders.create("shop")
         bucket = TokenBucket(rate=0.001, burst=1, clock=rig.clock)  # the next token in 1000 s
         rig.runner = rig.new_runner(bucket=bucket, take=1)
         running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
@@ -312,7 +316,9 @@ class TestStop:
 
     async def test_a_cancelled_job_takes_its_run_down(self, rig: Rig) -> None:
         """Cancelling the job itself (APScheduler's task) cancels the poll; nothing is written."""
-        rig.box.state.add_fault({"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"})
+        rig.box.state.traffic.add_fault(
+            {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
+        )
         running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
         await _until_sleeping(rig, running)
         running.cancel()

@@ -27,13 +27,13 @@ class TestStrains:
     async def test_list_per_country(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Only strains active and available at the country are listed, with that location."""
         state = box.state
-        both = state.create_strain("Both", locations={"GBR": 300, "ZAF": 100})
-        state.create_strain("Africa", locations={"ZAF": 50})
-        closed = state.create_strain("Closed", locations={"GBR": 10})
-        state.set_strain_location(closed.id, "GBR", {"isAvailable": False})
-        retired = state.create_strain("Retired", locations={"GBR": 10})
-        state.update_strain(retired.id, {"isActive": False})
-        state.remove_strain(state.create_strain("Gone", locations={"GBR": 1}).id)
+        both = state.catalogue.create("Both", locations={"GBR": 300, "ZAF": 100})
+        state.catalogue.create("Africa", locations={"ZAF": 50})
+        closed = state.catalogue.create("Closed", locations={"GBR": 10})
+        state.catalogue.set_location(closed.id, "GBR", {"isAvailable": False})
+        retired = state.catalogue.create("Retired", locations={"GBR": 10})
+        state.catalogue.update(retired.id, {"isActive": False})
+        state.catalogue.remove(state.catalogue.create("Gone", locations={"GBR": 1}).id)
         answer = await box.caller(holder).get("/dapp/strains", ("countryCode", "GBR"))
         strains = answer.json()["data"]["strains"]
         assert [s["id"] for s in strains] == [both.id]
@@ -57,10 +57,10 @@ class TestStrains:
     ) -> None:
         """search, thcLevels and ``order=popularity`` narrow and sort the list."""
         state = box.state
-        calm = state.create_strain(
+        calm = state.catalogue.create(
             "Calm", locations={"GBR": 1}, fields={"thc": 12, "popularity": 9}
         )
-        strong = state.create_strain(
+        strong = state.catalogue.create(
             "Strong", locations={"GBR": 1}, fields={"thc": 25, "popularity": 3, "flavour": "Citrus"}
         )
         caller = box.caller(holder)
@@ -76,8 +76,8 @@ class TestStrains:
 
     async def test_detail_per_country(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """With a country, detail's top-level flags and stock are that location's."""
-        strain = box.state.create_strain("Kush", locations={"GBR": 300, "ZAF": 5})
-        box.state.set_strain_location(strain.id, "ZAF", {"isAvailable": False})
+        strain = box.state.catalogue.create("Kush", locations={"GBR": 300, "ZAF": 5})
+        box.state.catalogue.set_location(strain.id, "ZAF", {"isAvailable": False})
         caller = box.caller(holder)
         here = (await caller.get(f"/dapp/strains/{strain.id}", ("countryCode", "ZAF"))).json()[
             "data"
@@ -102,14 +102,14 @@ class TestCommissions:
     ) -> None:
         """A paid order adds a PENDING commission of its agentProfit, in USD and ETH."""
         state = box.state
-        strain = state.create_strain(
+        strain = state.catalogue.create(
             "Kush", retail_price=10, wholesale_price=6, locations={"GBR": 9}
         )
-        order = state.create_order(holder, items={strain.id: 3.125}, admin_approval="VERIFIED")
-        state.pay_order(order.id)
-        state.accrue_commission(holder, 3.5)
-        state.pay_commission(state.accrue_commission(holder, 1.25).id)
-        state.set_eth_rate(0.0003)
+        order = state.orders.create(holder, items={strain.id: 3.125}, admin_approval="VERIFIED")
+        state.lifecycle.pay(order.id)
+        state.commissions.accrue(holder, 3.5)
+        state.commissions.pay(state.commissions.accrue(holder, 1.25).id)
+        state.commissions.set_eth_rate(0.0003)
         answer = await box.caller(holder).get("/dapp/commissions/summary")
         assert answer.json()["data"] == {
             "commissionSummary": {
@@ -122,12 +122,12 @@ class TestCommissions:
     async def test_list_and_filter(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """The list shows each commission with its order; ``paymentStatus`` filters it."""
         state = box.state
-        order = state.create_order(holder, admin_approval="VERIFIED", payment_status="PAID")
-        state.deliver_order(order.id)
-        commission = state.order_commission(order.id)
+        order = state.orders.create(holder, admin_approval="VERIFIED", payment_status="PAID")
+        state.lifecycle.deliver(order.id)
+        commission = state.commissions.of_order(order.id)
         assert commission is not None
-        state.pay_commission(commission.id)
-        state.accrue_commission(holder, 2)
+        state.commissions.pay(commission.id)
+        state.commissions.accrue(holder, 2)
         caller = box.caller(holder)
         paid = (await caller.get("/dapp/commissions", ("paymentStatus", "PAID"))).json()["data"]
         item = paid["commissions"][0]
@@ -142,13 +142,13 @@ class TestCommissions:
     async def test_dashboard(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """The dashboard counts clients, orders and products and sums profits."""
         state = box.state
-        strain = state.create_strain(
+        strain = state.catalogue.create(
             "Kush", retail_price=10, wholesale_price=6, locations={"GBR": 9}
         )
-        state.create_order(
+        state.orders.create(
             holder, items={strain.id: 1}, admin_approval="VERIFIED", payment_status="PAID"
         )
-        state.create_order(holder, items={strain.id: 2}, admin_approval="REJECTED")
+        state.orders.create(holder, items={strain.id: 2}, admin_approval="REJECTED")
         data = (await box.caller(holder).get("/dapp/dashboard/summary")).json()["data"]
         assert data == {
             "clientCount": 1,
@@ -166,12 +166,12 @@ class TestStrainFilters:
     ) -> None:
         """helpsWith and planetNames match terms; an unknown THC level is a 400."""
         planet = [{"planetDetailId": 1, "planetDetail": {"name": "Mars", "planetNo": 1}}]
-        sleepy = box.state.create_strain(
+        sleepy = box.state.catalogue.create(
             "Sleepy",
             locations={"GBR": 1},
             fields={"helpsWith": "Insomnia, Pain", "planets": planet},
         )
-        box.state.create_strain("Other", locations={"GBR": 1})
+        box.state.catalogue.create("Other", locations={"GBR": 1})
         caller = box.caller(holder)
         helps = await caller.get("/dapp/strains", ("helpsWith", '["insomnia"]'))
         assert [s["id"] for s in helps.json()["data"]["strains"]] == [sleepy.id]

@@ -9,7 +9,7 @@ import pytest
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.sandbox.harness import SignedCaller
-from drgreen_poller.sandbox.model import Strain
+from drgreen_poller.sandbox.world.model import Strain
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -17,7 +17,7 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 @pytest.fixture
 def strain(box: LocalSandbox) -> Strain:
     """A strain stocked in GBR only."""
-    return box.state.create_strain(
+    return box.state.catalogue.create(
         "Kush", retail_price=10, wholesale_price=6, locations={"GBR": 20}
     )
 
@@ -95,11 +95,11 @@ class TestCreateFlow:
         assert (row["orderStatus"], row["paymentStatus"], row["adminApproval"]) == ("PENDING",) * 3
         assert (row["totalAmount"], row["agentProfit"]) == (80, 32)
         assert strain.locations["GBR"].stock_quantity == 12
-        assert box.state.client(client_id).cart == {}
+        assert box.state.clients.get(client_id).cart == {}
 
     async def test_unknown_client_order_is_400(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Ordering for a client outside the NFT is 400 ``Client is not found``."""
-        foreign = box.state.create_client(box.state.create_holder("h2"))
+        foreign = box.state.clients.create(box.state.create_holder("h2"))
         assert await order_error(box.caller(holder), foreign.id) == (400, "Client is not found")
 
     @pytest.mark.parametrize(
@@ -119,9 +119,9 @@ class TestCreateFlow:
         message: str,
     ) -> None:
         """Checkout re-checks each strain at the client's country with Dr Green's messages."""
-        client = box.state.create_client(holder, kyc_verified=True, admin_approval="VERIFIED")
-        box.state.fill_cart(client.id, {strain.id: 5})
-        box.state.set_strain_location(strain.id, "GBR", change)
+        client = box.state.clients.create(holder, kyc_verified=True, admin_approval="VERIFIED")
+        box.state.carts.fill(client.id, {strain.id: 5})
+        box.state.catalogue.set_location(strain.id, "GBR", change)
         assert await order_error(box.caller(holder), client.id) == (409, message)
 
     async def test_order_id_must_be_uuid(self, box: LocalSandbox, holder: HolderInfo) -> None:
@@ -212,9 +212,9 @@ class TestClientLists:
     async def test_filters(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """adminApproval, isVerified, status and countryCodes filter the list."""
         state = box.state
-        eligible = state.create_client(holder, kyc_verified=True, admin_approval="VERIFIED")
-        waiting = state.create_client(holder, kyc_verified=True, country_code="ZAF")
-        fresh = state.create_client(holder, country_code="PRT")
+        eligible = state.clients.create(holder, kyc_verified=True, admin_approval="VERIFIED")
+        waiting = state.clients.create(holder, kyc_verified=True, country_code="ZAF")
+        fresh = state.clients.create(holder, country_code="PRT")
         caller = box.caller(holder)
 
         async def ids(*pairs: tuple[str, str]) -> list[str]:
@@ -235,11 +235,11 @@ class TestClientLists:
         self, box: LocalSandbox, holder: HolderInfo, clock: FakeClock
     ) -> None:
         """Filtering REJECTED adds rejectionNote and sorts by rejectedAt."""
-        first = box.state.create_client(holder)
-        second = box.state.create_client(holder)
-        box.state.reject_client(second.id, "expired ID")
+        first = box.state.clients.create(holder)
+        second = box.state.clients.create(holder)
+        box.state.clients.reject(second.id, "expired ID")
         clock.advance(1)
-        box.state.reject_client(first.id)
+        box.state.clients.reject(first.id)
         answer = await box.caller(holder).get("/dapp/clients", ("adminApproval", "REJECTED"))
         items = answer.json()["data"]["clients"]
         assert [(c["id"], c["rejectionNote"]) for c in items] == [
@@ -251,9 +251,9 @@ class TestClientLists:
         """The summary counts by approval; ``/clients/list`` has VERIFIED clients by first name."""
         state = box.state
         for first in ("Zed", "Amy"):
-            client = state.create_client(holder, admin_approval="VERIFIED")
-            state.patch_client(client.id, {"firstName": first})
-        state.create_client(holder)
+            client = state.clients.create(holder, admin_approval="VERIFIED")
+            state.clients.patch(client.id, {"firstName": first})
+        state.clients.create(holder)
         caller = box.caller(holder)
         summary = (await caller.get("/dapp/clients/summary")).json()["data"]["summary"]
         assert summary == {"PENDING": 1, "VERIFIED": 2, "REJECTED": 0, "totalCount": 3}
@@ -268,7 +268,7 @@ class TestCarts:
     ) -> None:
         """Adding a strain not sold in the client's country, or too much of it, is a 400."""
         caller = box.caller(holder)
-        portugal = box.state.create_client(holder, country_code="PRT")
+        portugal = box.state.clients.create(holder, country_code="PRT")
         item = {"strainId": strain.id, "quantity": 1}
         answer = await caller.post(
             "/dapp/carts", {"items": [item], "clientCartId": portugal.cart_id}
@@ -276,7 +276,7 @@ class TestCarts:
         assert (answer.status, answer.json()["message"]) == (
             400, f"Strain {strain.id} is not available in your region (PRT)",
         )  # fmt: skip
-        britain = box.state.create_client(holder)
+        britain = box.state.clients.create(holder)
         much = {"strainId": strain.id, "quantity": 21}
         answer = await caller.post(
             "/dapp/carts", {"items": [much], "clientCartId": britain.cart_id}
@@ -290,7 +290,7 @@ class TestCarts:
     ) -> None:
         """The docs' ``{clientId, cartItems}`` body works too, and ``GET /dapp/carts`` shows it."""
         caller = box.caller(holder)
-        client = box.state.create_client(holder)
+        client = box.state.clients.create(holder)
         body = {"clientId": client.id, "cartItems": [{"strainId": strain.id, "quantity": 2.5}]}
         assert (await caller.post("/dapp/carts", body)).status == 201
         carts = (await caller.get("/dapp/carts")).json()["data"]["clients"]
@@ -309,17 +309,17 @@ class TestCarts:
         self, box: LocalSandbox, holder: HolderInfo, strain: Strain
     ) -> None:
         """``DELETE /dapp/carts/{cartId}`` drops one strain with ``?strainId=``, else everything."""
-        client = box.state.create_client(holder)
-        other = box.state.create_strain("Haze", locations={"GBR": 9})
-        box.state.fill_cart(client.id, {strain.id: 1, other.id: 2})
+        client = box.state.clients.create(holder)
+        other = box.state.catalogue.create("Haze", locations={"GBR": 9})
+        box.state.carts.fill(client.id, {strain.id: 1, other.id: 2})
         caller = box.caller(holder)
         one = await caller.call(
             "DELETE", f"/dapp/carts/{client.cart_id}?strainId={strain.id}", body={}
         )
         assert (one.status, one.json()["message"]) == (200, "Cart item removed successfully")
-        assert box.state.client(client.id).cart == {other.id: 2}
+        assert box.state.clients.get(client.id).cart == {other.id: 2}
         assert (await caller.call("DELETE", f"/dapp/carts/{client.cart_id}")).status == 200
-        assert box.state.client(client.id).cart == {}
+        assert box.state.clients.get(client.id).cart == {}
         missing = await caller.call("DELETE", f"/dapp/carts/{UNKNOWN_ID}")
         assert (missing.status, missing.json()["message"]) == (404, "Client cart not found")
 
@@ -329,9 +329,9 @@ class TestMoreFilters:
         self, box: LocalSandbox, holder: HolderInfo, clock: FakeClock
     ) -> None:
         """Clients filter by createdAt window and by name or email."""
-        old = box.state.create_client(holder)
+        old = box.state.clients.create(holder)
         clock.advance(3 * 86400)
-        new = box.state.create_client(holder)
+        new = box.state.clients.create(holder)
         caller = box.caller(holder)
         day = old.created_at.date().isoformat()
         by_day = await caller.get("/dapp/clients", ("startDate", day), ("endDate", day))
@@ -348,7 +348,7 @@ class TestMoreFilters:
         client_id = (await caller.post("/dapp/clients", body)).json()["data"]["clientId"]
         detail = (await caller.get(f"/dapp/clients/{client_id}", clientId=client_id)).json()["data"]
         assert detail["clientBusinesses"][0]["name"] == "Shop"
-        bare = box.state.create_client(holder, medical_record=False)
+        bare = box.state.clients.create(holder, medical_record=False)
         detail = (await caller.get(f"/dapp/clients/{bare.id}", clientId=bare.id)).json()["data"]
         assert detail["medicalRecord"] is None
 

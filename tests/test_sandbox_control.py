@@ -94,7 +94,7 @@ class TestStrains:
 
     async def test_wrong_field_types(self, box: LocalSandbox) -> None:
         """Fields of the wrong type or unknown fields are 400s naming the field."""
-        strain = box.state.create_strain("X")
+        strain = box.state.catalogue.create("X")
         bad_price = await box.control("PATCH", f"/strains/{strain.id}", {"retailPrice": "1"})
         assert bad_price.json() == {"error": "retailPrice must be a number"}
         unknown = await box.control("PATCH", f"/strains/{strain.id}", {"colour": "green"})
@@ -123,12 +123,12 @@ class TestClients:
         """``count`` creates that many clients with unique emails and returns their ids."""
         created = await control_json(box, "POST", "/holders/h1/clients", {"count": 50}, 201)
         assert created["count"] == 50
-        emails = {client.email for client in box.state.holder_clients(holder)}
+        emails = {client.email for client in box.state.clients.of(holder)}
         assert len(emails) == 50
 
     async def test_actions_and_raw_patch(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Lifecycle actions move a client; PATCH forces raw values and bumps updatedAt."""
-        client = box.state.create_client(holder)
+        client = box.state.clients.create(holder)
         kyc = await control_json(box, "POST", f"/clients/{client.id}/verify-kyc")
         assert kyc["isKYCVerified"] is True
         approved = await control_json(box, "POST", f"/clients/{client.id}/approve")
@@ -153,8 +153,8 @@ class TestClients:
 
     async def test_fill_cart(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """The control API fills a cart without Dr Green's checks."""
-        strain = box.state.create_strain("Kush")
-        client = box.state.create_client(holder)
+        strain = box.state.catalogue.create("Kush")
+        client = box.state.clients.create(holder)
         body = {"items": [{"strainId": strain.id, "quantity": 3}]}
         filled = await control_json(box, "POST", f"/clients/{client.id}/cart", body)
         assert filled["cart"] == [{"strainId": strain.id, "quantity": 3}]
@@ -211,7 +211,7 @@ class TestOrders:
             "paymentStatus"
         ] == "PENDING"
         await control_json(box, "POST", f"/orders/{oid}/pay")
-        assert len(box.state.holder_commissions(holder)) == 1
+        assert len(box.state.commissions.of(holder)) == 1
         refused = await box.control("POST", f"/orders/{oid}/refund")
         assert refused.status == 409
         assert "docs payment vocabulary" in refused.json()["error"]
@@ -353,22 +353,22 @@ class TestSettingsAndErrors:
 
     async def test_reset_keeps_settings(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Reset empties the world, faults and counts but keeps the settings."""
-        box.state.create_order(holder)
+        box.state.orders.create(holder)
         box.state.update_settings({"error_shape": "docs"})
-        box.state.add_fault({"kind": "slow"})
+        box.state.traffic.add_fault({"kind": "slow"})
         reset = await control_json(box, "POST", "/reset")
         assert reset["settings"]["error_shape"] == "docs"
         assert box.state.holders == {}
-        assert box.state.orders == {}
-        assert box.state.faults.active() == []
+        assert box.state.tables.orders == {}
+        assert box.state.traffic.faults.active() == []
 
 
 class TestReadRoutes:
     async def test_listings(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Every entity can be read back through the control API."""
-        strain = box.state.create_strain("Kush")
-        order = box.state.pay_order(box.state.create_order(holder).id)
-        commission = box.state.order_commission(order.id)
+        strain = box.state.catalogue.create("Kush")
+        order = box.state.lifecycle.pay(box.state.orders.create(holder).id)
+        commission = box.state.commissions.of_order(order.id)
         assert commission is not None
         assert (await control_json(box, "GET", "/holders/h1"))["orders"] == 1
         assert (await control_json(box, "GET", "/eth-rate"))["ethPerUsd"] > 0
@@ -385,7 +385,7 @@ class TestReadRoutes:
 
     async def test_order_items_and_actions(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """Items may be a mapping; bad items and unknown actions are 400s."""
-        strain = box.state.create_strain("Kush", retail_price=4)
+        strain = box.state.catalogue.create("Kush", retail_price=4)
         made = await control_json(box, "POST", "/holders/h1/orders", {"items": {strain.id: 2}}, 201)
         assert made["totalAmount"] == 8
         bad = await box.control("POST", "/holders/h1/orders", {"items": []})

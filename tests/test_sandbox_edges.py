@@ -18,19 +18,18 @@ from drgreen_poller.sandbox import (
     ServiceRefusal,
     StateConflict,
     UnknownEntity,
-    inputs,
-    records,
     story,
 )
-from drgreen_poller.sandbox.app import HANDLERS
-from drgreen_poller.sandbox.client_dto import parse_new_client
-from drgreen_poller.sandbox.clients import Identity
-from drgreen_poller.sandbox.endpoints import ROUTE_TABLE
-from drgreen_poller.sandbox.faults import Fault
+from drgreen_poller.sandbox.dapp import records
+from drgreen_poller.sandbox.dapp.app import HANDLERS
+from drgreen_poller.sandbox.dapp.client_dto import parse_new_client
+from drgreen_poller.sandbox.dapp.faults import Fault
+from drgreen_poller.sandbox.dapp.replies import ApiError, dump_json
+from drgreen_poller.sandbox.dapp.routes import ROUTE_TABLE, Call
+from drgreen_poller.sandbox.dapp.validation import js_number
 from drgreen_poller.sandbox.harness import SandboxNotRunning
-from drgreen_poller.sandbox.replies import ApiError, dump_json
-from drgreen_poller.sandbox.routes import Call
-from drgreen_poller.sandbox.validation import js_number
+from drgreen_poller.sandbox.world import inputs
+from drgreen_poller.sandbox.world.clients import Identity
 from drgreen_poller.signing import ApiCredentials
 
 
@@ -157,40 +156,40 @@ class TestInputs:
 class TestRuleEdges:
     def test_cart_refusals(self, state: SandboxState, holder: HolderInfo) -> None:
         """Unknown carts, missing addresses and absent items are refused like the service does."""
-        client = state.create_client(holder)
+        client = state.clients.create(holder)
         with pytest.raises(ServiceRefusal, match="Client cart not found"):
-            state.cart_add(holder, client.id, [])
+            state.carts.add(holder, client.id, [])
         with pytest.raises(ServiceRefusal, match="Cart item not found"):
-            state.cart_remove(holder, client.cart_id, client.id)
+            state.carts.remove(holder, client.cart_id, client.id)
         client.shippings.clear()
         with pytest.raises(ServiceRefusal, match=r"Client shipping address not found\."):
-            state.cart_add(holder, client.cart_id, [])
+            state.carts.add(holder, client.cart_id, [])
         with pytest.raises(InvalidInput, match="must be greater than 0"):
-            state.fill_cart(client.id, {state.create_strain("S").id: 0})
+            state.carts.fill(client.id, {state.catalogue.create("S").id: 0})
 
     def test_removed_strains_are_not_orderable(self, state: SandboxState) -> None:
         """A removed strain is orderable nowhere and has no stock to take."""
-        strain = state.create_strain("S", locations={"GBR": 5})
-        state.remove_strain(strain.id)
-        assert state.orderable_at(strain, "GBR") is None
+        strain = state.catalogue.create("S", locations={"GBR": 5})
+        state.catalogue.remove(strain.id)
+        assert state.catalogue.orderable_at(strain, "GBR") is None
         with pytest.raises(InvalidInput, match="has no location ZAF"):
-            state.take_stock(strain, "ZAF", 1, state.now())
+            state.catalogue.take_stock(strain, "ZAF", 1, state.now())
         with pytest.raises(UnknownEntity):
-            state.strain(strain.id)
+            state.catalogue.get(strain.id)
 
     def test_commission_and_order_input(self, state: SandboxState, holder: HolderInfo) -> None:
         """Negative amounts, unknown orders, bad statuses and foreign clients are refused."""
         with pytest.raises(InvalidInput, match="must not be negative"):
-            state.accrue_commission(holder, -1)
+            state.commissions.accrue(holder, -1)
         with pytest.raises(UnknownEntity, match="unknown order"):
-            state.accrue_commission(holder, 1, order_id="nope")
+            state.commissions.accrue(holder, 1, order_id="nope")
         with pytest.raises(InvalidInput, match="paymentStatus must be one of"):
-            state.create_order(holder, payment_status="ON_HOLD")
+            state.orders.create(holder, payment_status="ON_HOLD")
         with pytest.raises(InvalidInput, match="orderStatus must be one of"):
-            state.create_order(holder, order_status="LOST", admin_approval="VERIFIED")
-        foreign = state.create_client(state.create_holder("h2"))
+            state.orders.create(holder, order_status="LOST", admin_approval="VERIFIED")
+        foreign = state.clients.create(state.create_holder("h2"))
         with pytest.raises(UnknownEntity, match="client of holder 'h1'"):
-            state.create_order(holder, client_id=foreign.id)
+            state.orders.create(holder, client_id=foreign.id)
 
     def test_holder_input(self, state: SandboxState) -> None:
         """Holders need a name and a usable key."""
@@ -205,8 +204,8 @@ class TestRuleEdges:
         self, state: SandboxState, holder: HolderInfo
     ) -> None:
         """Made-up contact numbers skip ones already taken."""
-        state.create_client(holder, identity=Identity("A", "B", "a@x.io", "7700000002"))
-        assert state.create_client(holder).contact_number == "7700000003"
+        state.clients.create(holder, identity=Identity("A", "B", "a@x.io", "7700000002"))
+        assert state.clients.create(holder).contact_number == "7700000003"
 
     def test_fault_without_budget_never_fires(self) -> None:
         """A spent fault does not fire."""
@@ -216,11 +215,11 @@ class TestRuleEdges:
         self, state: SandboxState, holder: HolderInfo
     ) -> None:
         """A story order that Dr Green refuses leaves no cart behind."""
-        state.create_strain("Scarce", locations={"GBR": 1})
-        client = state.create_client(holder, kyc_verified=True, admin_approval="VERIFIED")
+        state.catalogue.create("Scarce", locations={"GBR": 1})
+        client = state.clients.create(holder, kyc_verified=True, admin_approval="VERIFIED")
         assert story._place_order(state, holder, random.Random(0)) is None
         assert client.cart == {}
-        state.update_strain(state.catalogue()[0].id, {"isActive": False})
+        state.catalogue.update(state.catalogue.listed()[0].id, {"isActive": False})
         assert story._place_order(state, holder, random.Random(0)) is None
 
     def test_story_steps_without_work(self, state: SandboxState, holder: HolderInfo) -> None:
@@ -266,8 +265,8 @@ class TestWireEdges:
         self, box: LocalSandbox, state: SandboxState, holder: HolderInfo
     ) -> None:
         """A failure inside a handler becomes NestJS's 500 in the error shape."""
-        strain = state.create_strain("Odd", locations={"GBR": 1})
-        state.update_strain(strain.id, {"strainImages": [{"x": float("nan")}]})
+        strain = state.catalogue.create("Odd", locations={"GBR": 1})
+        state.catalogue.update(strain.id, {"strainImages": [{"x": float("nan")}]})
         answer = await box.caller(holder).get(f"/dapp/strains/{strain.id}", strainId=strain.id)
         assert answer.status == 500
         assert answer.json()["errorCode"] == 500

@@ -156,7 +156,7 @@ class TestFaultKinds:
         """With the real clock a short delay really delays the answer."""
         state = SandboxState()
         real_holder = state.create_holder("real")
-        state.add_fault({"kind": "slow", "delay_s": 0.05})
+        state.traffic.add_fault({"kind": "slow", "delay_s": 0.05})
         async with LocalSandbox(state) as box:
             started = SystemClock().monotonic()
             assert (await summary(box, real_holder)).status == 200
@@ -253,7 +253,7 @@ class TestCounters:
         self, box: LocalSandbox, holder: HolderInfo, clock: FakeClock
     ) -> None:
         """Every API request is counted by template and holder, faulted and refused ones too."""
-        order = box.state.create_order(holder)
+        order = box.state.orders.create(holder)
         caller = box.caller(holder)
         await caller.get(f"/dapp/orders/{order.id}", orderId=order.id)
         clock.advance(5)
@@ -293,4 +293,4 @@ class TestCounters:
             1, {"GET /dapp/orders/summary": 1}, 1,
         )  # fmt: skip
         assert (await box.control("DELETE", "/requests")).json()["total"] == 0
-        assert box.state.request_counts()["log"] == []
+        assert box.state.traffic.request_counts()["log"] == []

@@ -44,7 +44,7 @@ class TestSignatures:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """A GET without a query is signed over its route parameters as JSON."""
-        order = box.state.create_order(holder)
+        order = box.state.orders.create(holder)
         answer = await box.caller(holder).get(f"/dapp/orders/{order.id}", orderId=order.id)
         assert answer.status == 200
         assert answer.json()["data"]["orderDetails"]["id"] == order.id
@@ -58,7 +58,7 @@ class TestSignatures:
 
     async def test_query_wins_over_path_params(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """A GET with a query signs the query even when the route has parameters."""
-        strain = box.state.create_strain("Kush", locations={"GBR": 5})
+        strain = box.state.catalogue.create("Kush", locations={"GBR": 5})
         answer = await box.caller(holder).get(f"/dapp/strains/{strain.id}", ("countryCode", "GBR"))
         assert answer.status == 200
 
@@ -88,7 +88,7 @@ class TestSignatures:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """A body that differs from the signed one gets 401."""
-        client = box.state.create_client(holder)
+        client = box.state.clients.create(holder)
         other = canonical_json({"clientId": "00000000-0000-4000-8000-000000000000"})
         answer = await box.caller(holder).call(
             "POST", "/dapp/orders", body={"clientId": client.id}, signed_payload=other
@@ -183,7 +183,7 @@ class TestSignatures:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """A ``?`` with nothing after it counts as no query: the params JSON is signed."""
-        order = box.state.create_order(holder)
+        order = box.state.orders.create(holder)
         headers = box.caller(holder).headers_for(canonical_json({"orderId": order.id}))
         answer = await box.raw("GET", f"/dapp/orders/{order.id}?", headers=headers)
         assert answer.status == 200
@@ -287,8 +287,8 @@ class TestRouting:
 
     async def test_public_strains_need_no_key(self, box: LocalSandbox) -> None:
         """``GET /strains`` is public and lists strains without the availability filter."""
-        strain = box.state.create_strain("Hidden", locations={"GBR": 5})
-        box.state.update_strain(strain.id, {"isAvailable": False})
+        strain = box.state.catalogue.create("Hidden", locations={"GBR": 5})
+        box.state.catalogue.update(strain.id, {"isAvailable": False})
         answer = await box.raw("GET", "/strains?countryCode=GBR")
         assert [s["id"] for s in answer.json()["data"]["strains"]] == [strain.id]
 

@@ -8,7 +8,7 @@ import pytest
 
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
-from drgreen_poller.sandbox.model import iso
+from drgreen_poller.sandbox.world.model import iso
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -17,7 +17,7 @@ def make_orders(box: LocalSandbox, holder: HolderInfo, clock: FakeClock, count: 
     """``count`` orders one minute apart, oldest first."""
     ids = []
     for _ in range(count):
-        ids.append(box.state.create_order(holder).id)
+        ids.append(box.state.orders.create(holder).id)
         clock.advance(60)
     return ids
 
@@ -117,7 +117,7 @@ class TestEnvelopeAndPagination:
 class TestOrderList:
     async def test_list_item_shape(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """List items carry all three status fields and no updatedAt."""
-        order = box.state.create_order(holder)
+        order = box.state.orders.create(holder)
         item = (await box.caller(holder).get("/dapp/orders")).json()["data"]["orders"][0]
         assert list(item) == [
             "id", "invoiceNumber", "orderStatus", "adminApproval", "paymentStatus",
@@ -133,9 +133,9 @@ class TestOrderList:
     async def test_filters_by_status_fields(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """``status``, ``paymentStatus`` and ``adminApproval`` filter their fields."""
         state = box.state
-        pending = state.create_order(holder)
-        shipped = state.create_order(holder, admin_approval="VERIFIED", order_status="SHIPPED")
-        paid = state.create_order(holder, admin_approval="VERIFIED", payment_status="PAID")
+        pending = state.orders.create(holder)
+        shipped = state.orders.create(holder, admin_approval="VERIFIED", order_status="SHIPPED")
+        paid = state.orders.create(holder, admin_approval="VERIFIED", payment_status="PAID")
         caller = box.caller(holder)
 
         async def ids(*pairs: tuple[str, str]) -> list[str]:
@@ -152,9 +152,9 @@ class TestOrderList:
     ) -> None:
         """Filtering VERIFIED sorts by verifiedAt and adds ``orderLogs``."""
         first, second = make_orders(box, holder, clock, 2)
-        box.state.approve_order(second)
+        box.state.lifecycle.approve(second)
         clock.advance(5)
-        box.state.approve_order(first)
+        box.state.lifecycle.approve(first)
         answer = await box.caller(holder).get("/dapp/orders", ("adminApproval", "VERIFIED"))
         items = answer.json()["data"]["orders"]
         assert [o["id"] for o in items] == [second, first]
@@ -168,8 +168,8 @@ class TestOrderList:
     ) -> None:
         """Orders forced to VERIFIED without a verifiedAt sort last, in either direction."""
         forced, approved = make_orders(box, holder, clock, 2)
-        box.state.patch_order(forced, {"adminApproval": "VERIFIED"})
-        box.state.approve_order(approved)
+        box.state.orders.patch(forced, {"adminApproval": "VERIFIED"})
+        box.state.lifecycle.approve(approved)
         caller = box.caller(holder)
         for direction in ("asc", "desc"):
             answer = await caller.get(
@@ -181,8 +181,8 @@ class TestOrderList:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """Filtering REJECTED adds ``rejectionNote``."""
-        order = box.state.create_order(holder)
-        box.state.reject_order(order.id, "out of region")
+        order = box.state.orders.create(holder)
+        box.state.lifecycle.reject(order.id, "out of region")
         answer = await box.caller(holder).get("/dapp/orders", ("adminApproval", "REJECTED"))
         assert answer.json()["data"]["orders"][0]["rejectionNote"] == "out of region"
 
@@ -191,10 +191,10 @@ class TestOrderList:
     ) -> None:
         """Date windows include endDate's whole day; clientIds and name search narrow too."""
         state = box.state
-        old = state.create_order(holder, created_at=clock.now() - timedelta(days=3))
-        jane = state.create_client(holder, kyc_verified=True, admin_approval="VERIFIED")
-        state.patch_client(jane.id, {"firstName": "Zoë", "lastName": "Quux"})
-        new = state.create_order(holder, client_id=jane.id)
+        old = state.orders.create(holder, created_at=clock.now() - timedelta(days=3))
+        jane = state.clients.create(holder, kyc_verified=True, admin_approval="VERIFIED")
+        state.clients.patch(jane.id, {"firstName": "Zoë", "lastName": "Quux"})
+        new = state.orders.create(holder, client_id=jane.id)
         caller = box.caller(holder)
         day = (clock.now() - timedelta(days=3)).date().isoformat()
         by_date = await caller.get("/dapp/orders", ("startDate", day), ("endDate", day))
@@ -209,17 +209,17 @@ class TestOrderList:
     ) -> None:
         """Lists are scoped to the key's NFT."""
         other = box.state.create_holder("h2")
-        box.state.create_order(other)
+        box.state.orders.create(other)
         answer = await box.caller(holder).get("/dapp/orders")
         assert answer.json()["data"]["orders"] == []
 
     async def test_summary_counts_by_approval(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """The summary counts orders by adminApproval."""
         state = box.state
-        state.create_order(holder)
-        state.create_order(holder, admin_approval="VERIFIED")
-        state.create_order(holder, admin_approval="REJECTED")
-        state.patch_order(state.create_order(holder).id, {"adminApproval": "ON_HOLD"})
+        state.orders.create(holder)
+        state.orders.create(holder, admin_approval="VERIFIED")
+        state.orders.create(holder, admin_approval="REJECTED")
+        state.orders.patch(state.orders.create(holder).id, {"adminApproval": "ON_HOLD"})
         answer = await box.caller(holder).get("/dapp/orders/summary")
         assert answer.json()["data"] == {
             "summary": {"PENDING": 1, "VERIFIED": 1, "REJECTED": 1, "totalCount": 4}
@@ -249,10 +249,10 @@ class TestOrderDetail:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """Detail has lines, deliveryFee and updatedAt but no adminApproval by default."""
-        strain = box.state.create_strain(
+        strain = box.state.catalogue.create(
             "Kush", retail_price=5, wholesale_price=4, locations={"GBR": 50}
         )
-        order = box.state.create_order(holder, items={strain.id: 10})
+        order = box.state.orders.create(holder, items={strain.id: 10})
         answer = await box.caller(holder).get(f"/dapp/orders/{order.id}", orderId=order.id)
         detail = answer.json()["data"]["orderDetails"]
         assert "adminApproval" not in detail
@@ -275,7 +275,7 @@ class TestOrderDetail:
     ) -> None:
         """With order_detail_admin_approval, detail carries adminApproval and verifiedAt."""
         box.state.update_settings({"order_detail_admin_approval": True})
-        order = box.state.approve_order(box.state.create_order(holder).id)
+        order = box.state.lifecycle.approve(box.state.orders.create(holder).id)
         answer = await box.caller(holder).get(f"/dapp/orders/{order.id}", orderId=order.id)
         detail = answer.json()["data"]["orderDetails"]
         assert (detail["adminApproval"], detail["verifiedAt"]) == (
@@ -309,14 +309,14 @@ class TestOrderDetail:
         self, box: LocalSandbox, holder: HolderInfo
     ) -> None:
         """Like the snapshot, order detail does not re-check the key's NFT."""
-        foreign = box.state.create_order(box.state.create_holder("h2"))
+        foreign = box.state.orders.create(box.state.create_holder("h2"))
         answer = await box.caller(holder).get(f"/dapp/orders/{foreign.id}", orderId=foreign.id)
         assert answer.json()["data"]["orderDetails"]["id"] == foreign.id
 
     async def test_client_scoped_detail(self, box: LocalSandbox, holder: HolderInfo) -> None:
         """``/clients/{clientId}/orders/{orderId}`` finds only the client's own orders."""
-        order = box.state.create_order(holder)
-        other = box.state.create_client(holder)
+        order = box.state.orders.create(holder)
+        other = box.state.clients.create(holder)
         caller = box.caller(holder)
         mine = await caller.get(
             f"/dapp/clients/{order.client_id}/orders/{order.id}",

@@ -22,12 +22,12 @@ class TestStory:
         rng = random.Random(1)
         steps = [story_step(state, holder, rng) for _ in range(200)]
         assert all(steps)
-        orders = state.holder_orders(holder)
+        orders = state.orders.of(holder)
         assert len(orders) > 5
         assert {o.order_status for o in orders} >= {"PENDING", "SHIPPED", "DELIVERED"}
         assert any("signed up" in s for s in steps)
         assert any("paid" in s for s in steps)
-        assert any(c.payment_status == "PAID" for c in state.holder_commissions(holder))
+        assert any(c.payment_status == "PAID" for c in state.commissions.of(holder))
 
     def test_steps_are_reproducible(self) -> None:
         """The same seeds tell the same story."""

@@ -66,7 +66,7 @@ class Shop:
             poller = self._poller(store)
             await self._poll(poller)
             for step in steps:
-                getattr(self.state, f"{step}_order")(self.order_id)
+                getattr(self.state.lifecycle, step)(self.order_id)
                 self.clock.advance(60)
                 await self._poll(poller)
         finally:
@@ -107,7 +107,7 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
         box.state.create_holder("s")
         made = Shop(box, clock, session, tmp_path / "state.db")
         await made.run()  # the first sync: the holder's history is taken as it is
-        made.order_id = box.state.create_order("s").id
+        made.order_id = box.state.orders.create("s").id
         yield made
 
 

@@ -20,8 +20,8 @@ from yarl import URL
 
 from drgreen_poller.sandbox.app import API_PREFIX, create_app
 from drgreen_poller.sandbox.control import CONTROL_PREFIX
-from drgreen_poller.sandbox.model import HolderInfo
 from drgreen_poller.sandbox.state import SandboxState
+from drgreen_poller.sandbox.world.model import HolderInfo
 from drgreen_poller.signing import (
     ApiCredentials,
     canonical_json,

@@ -1,16 +1,16 @@
 """``seed_demo``: a ready holder in a small, varied world, for the demo and for trying the API.
 
-Owns the demo catalogue, clients and orders. It must only use ``SandboxState``'s public
-methods, so what it builds is what a test could build.
+Owns the demo catalogue, clients and orders. It must only use the world's public
+methods (its parts), so what it builds is what a test could build.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from drgreen_poller.sandbox.clients import Identity
-from drgreen_poller.sandbox.model import HolderInfo, Strain
 from drgreen_poller.sandbox.state import SandboxState
+from drgreen_poller.sandbox.world.clients import Identity
+from drgreen_poller.sandbox.world.model import HolderInfo, Strain
 
 DEMO_STRAINS: tuple[tuple[str, float, float, dict[str, object], dict[str, float]], ...] = (
     (
@@ -45,21 +45,21 @@ DEMO_STRAINS: tuple[tuple[str, float, float, dict[str, object], dict[str, float]
 
 
 def _catalogue(state: SandboxState) -> list[Strain]:
-    existing = state.catalogue()
+    existing = state.catalogue.listed()
     if existing:
         return existing
     strains = [
-        state.create_strain(name, retail_price=retail, wholesale_price=wholesale,
+        state.catalogue.create(name, retail_price=retail, wholesale_price=wholesale,
                             locations=stock, fields=fields)
         for name, retail, wholesale, fields, stock in DEMO_STRAINS
     ]  # fmt: skip
-    state.set_strain_location(strains[2].id, "PRT", {"stockQuantity": 0, "isAvailable": False})
+    state.catalogue.set_location(strains[2].id, "PRT", {"stockQuantity": 0, "isAvailable": False})
     return strains
 
 
 def _identity(state: SandboxState, name: str, holder: str) -> Identity:
     first, last = name.split()
-    phone = state.generated_identity().contact_number
+    phone = state.clients.generated_identity().contact_number
     return Identity(first, last, f"{first}.{last}@{holder}.example.com".lower(), phone)
 
 
@@ -94,15 +94,15 @@ def seed_demo(state: SandboxState, *, holder_name: str = "demo") -> HolderInfo:
     now = state.now()
     day = timedelta(days=1)
     client_ids = [
-        state.create_client(
+        state.clients.create(
             holder, identity=_identity(state, name, holder_name), country_code=country,
             created_at=now - day * days_ago, kyc_verified=kyc, admin_approval=approval,
         ).id
         for name, country, days_ago, kyc, approval in DEMO_CLIENTS
     ]  # fmt: skip
-    state.fill_cart(client_ids[0], {strain_ids[0]: 10, strain_ids[1]: 5})
+    state.carts.fill(client_ids[0], {strain_ids[0]: 10, strain_ids[1]: 5})
     for who, lines, days_ago, approval, paid, status in DEMO_ORDERS:
-        state.create_order(
+        state.orders.create(
             holder,
             client_id=client_ids[who],
             items={strain_ids[i]: grams for i, grams in lines.items()},

@@ -2,7 +2,7 @@
 
 Owns choosing the next plausible step for one holder's world (a pure function of the state and a
 seeded generator) and running steps on the injected clock at a chosen speed. Every change goes
-through ``SandboxState``'s public methods, exactly as a test would make it.
+through the public methods of the world's parts, exactly as a test would make it.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import random
 from collections.abc import Callable
 
 from drgreen_poller.clock import Clock
-from drgreen_poller.sandbox.model import (
+from drgreen_poller.sandbox.state import SandboxState
+from drgreen_poller.sandbox.world.model import (
     PAID_STATUSES,
     HolderInfo,
     InvalidInput,
     ServiceRefusal,
 )
-from drgreen_poller.sandbox.state import SandboxState
 
 STEP_INTERVAL_S = 5.0
 Step = Callable[[SandboxState, HolderInfo, random.Random], str | None]
@@ -25,49 +25,49 @@ Step = Callable[[SandboxState, HolderInfo, random.Random], str | None]
 
 def _sign_up(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     country = rng.choice(("GBR", "GBR", "GBR", "PRT", "ZAF"))
-    client = state.create_client(holder, country_code=country)
+    client = state.clients.create(holder, country_code=country)
     return f"client {client.id} signed up ({country})"
 
 
 def _pass_kyc(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
-    waiting = [c for c in state.holder_clients(holder) if not c.is_kyc_verified]
+    waiting = [c for c in state.clients.of(holder) if not c.is_kyc_verified]
     if not waiting:
         return None
-    client = state.verify_client_kyc(rng.choice(waiting).id)
+    client = state.clients.verify_kyc(rng.choice(waiting).id)
     return f"client {client.id} passed KYC"
 
 
 def _review_client(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     waiting = [
-        c for c in state.holder_clients(holder)
+        c for c in state.clients.of(holder)
         if c.is_kyc_verified and c.admin_approval == "PENDING"
     ]  # fmt: skip
     if not waiting:
         return None
     client = rng.choice(waiting)
     if rng.random() < 0.1:
-        state.reject_client(client.id, "documents could not be verified")
+        state.clients.reject(client.id, "documents could not be verified")
         return f"client {client.id} rejected"
-    state.approve_client(client.id)
+    state.clients.approve(client.id)
     return f"client {client.id} approved"
 
 
 def _place_order(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     eligible = [
-        c for c in state.holder_clients(holder)
+        c for c in state.clients.of(holder)
         if c.is_kyc_verified and c.admin_approval == "VERIFIED" and c.is_active
     ]  # fmt: skip
     if not eligible:
         return None
     client = rng.choice(eligible)
-    country = state.shipping_country(client)
-    orderable = [s for s in state.catalogue() if state.orderable_at(s, country)]
+    country = state.clients.shipping_country(client)
+    orderable = [s for s in state.catalogue.listed() if state.catalogue.orderable_at(s, country)]
     if not orderable:
         return None
     strain = rng.choice(orderable)
     try:
-        state.cart_add(holder, client.cart_id, [(strain.id, float(rng.choice((2, 5, 10))))])
-        order = state.checkout(holder, client.id)
+        state.carts.add(holder, client.cart_id, [(strain.id, float(rng.choice((2, 5, 10))))])
+        order = state.orders.checkout(holder, client.id)
     except ServiceRefusal:
         client.cart.clear()
         return None
@@ -75,31 +75,31 @@ def _place_order(state: SandboxState, holder: HolderInfo, rng: random.Random) ->
 
 
 def _review_order(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
-    waiting = [o for o in state.holder_orders(holder) if o.admin_approval == "PENDING"]
+    waiting = [o for o in state.orders.of(holder) if o.admin_approval == "PENDING"]
     if not waiting:
         return None
     order = rng.choice(waiting)
     if rng.random() < 0.1:
-        state.reject_order(order.id, "prescription could not be confirmed")
+        state.lifecycle.reject(order.id, "prescription could not be confirmed")
         return f"order {order.id} rejected"
-    state.approve_order(order.id)
+    state.lifecycle.approve(order.id)
     return f"order {order.id} approved"
 
 
 def _pay(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     unpaid = [
-        o for o in state.holder_orders(holder)
+        o for o in state.orders.of(holder)
         if o.admin_approval == "VERIFIED" and o.payment_status not in PAID_STATUSES
     ]  # fmt: skip
     if not unpaid:
         return None
-    order = state.pay_order(rng.choice(unpaid).id)
+    order = state.lifecycle.pay(rng.choice(unpaid).id)
     return f"order {order.id} paid"
 
 
 def _fulfil(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     moving = [
-        o for o in state.holder_orders(holder)
+        o for o in state.orders.of(holder)
         if o.payment_status in PAID_STATUSES and o.admin_approval == "VERIFIED"
         and o.order_status in ("PENDING", "PROCESSING", "SHIPPED")
     ]  # fmt: skip
@@ -110,31 +110,31 @@ def _fulfil(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str 
     target = following[order.order_status]
     if target == "PROCESSING" and rng.random() < 0.5:
         target = "SHIPPED"  # steps may be skipped
-    moves = {"PROCESSING": state.process_order, "SHIPPED": state.ship_order}
-    moves["DELIVERED"] = state.deliver_order
+    moves = {"PROCESSING": state.lifecycle.process, "SHIPPED": state.lifecycle.ship}
+    moves["DELIVERED"] = state.lifecycle.deliver
     moves[target](order.id)
     return f"order {order.id} {target.lower()}"
 
 
 def _pay_commission(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
     payable = [
-        c for c in state.holder_commissions(holder)
+        c for c in state.commissions.of(holder)
         if c.payment_status == "PENDING" and c.order_id is not None
-        and state.orders[c.order_id].order_status == "DELIVERED"
+        and state.tables.orders[c.order_id].order_status == "DELIVERED"
     ]  # fmt: skip
     if not payable:
         return None
-    commission = state.pay_commission(rng.choice(payable).id)
+    commission = state.commissions.pay(rng.choice(payable).id)
     return f"commission {commission.id} paid"
 
 
 def _adjust_catalogue(state: SandboxState, holder: HolderInfo, rng: random.Random) -> str | None:
-    strains = state.catalogue()
+    strains = state.catalogue.listed()
     if not strains:
         return None
     strain = rng.choice(strains)
     price = round(strain.retail_price * rng.choice((0.9, 1.1)), 2)
-    state.update_strain(strain.id, {"retailPrice": max(price, strain.wholesale_price)})
+    state.catalogue.update(strain.id, {"retailPrice": max(price, strain.wholesale_price)})
     return f"strain {strain.id} repriced to {price}"
 
 
