@@ -67,6 +67,8 @@ RequestHook = Callable[[str, str, float], None]
 
 USER_AGENT = f"drgreen-poller/{__version__}"
 DEFAULT_TAKE = 100
+# Signatures a holder's signer keeps (``RequestSigner``): every payload a steady run sends.
+SIGNATURES_KEPT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +89,26 @@ class ApiSettings:
 
 
 class RequestSigner:
-    """The authentication hook: turns a canonical string into Dr Green's two auth headers."""
+    """The authentication hook: turns a canonical string into Dr Green's two auth headers.
+
+    Dr Green's signature covers the payload alone (no timestamp, no nonce: drgreen-api.md), so
+    a payload signed once stays signed: the few a holder sends every run (page 1 of each list,
+    the summaries) are signed once and the signatures kept, at most ``SIGNATURES_KEPT`` of them.
+    """
 
     def __init__(self, credentials: ApiCredentials) -> None:
         self._api_key = credentials.api_key
         self._private_key = load_private_key(credentials.secret_key)
+        self._signed: dict[str, str] = {}
 
     def headers(self, payload: str) -> dict[str, str]:
-        return {
-            "x-auth-apikey": self._api_key,
-            "x-auth-signature": sign_api_request(self._private_key, payload),
-        }
+        signature = self._signed.get(payload)
+        if signature is None:
+            signature = sign_api_request(self._private_key, payload)
+            if len(self._signed) >= SIGNATURES_KEPT:
+                self._signed.clear()  # a long sweep's pages: start over rather than grow
+            self._signed[payload] = signature
+        return {"x-auth-apikey": self._api_key, "x-auth-signature": signature}
 
 
 def json_array(values: Sequence[str]) -> str:
