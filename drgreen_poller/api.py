@@ -46,7 +46,7 @@ from drgreen_poller.models import (
     parse_page_meta,
     parse_strain,
 )
-from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.ratelimit import RunSlots, TokenBucket
 from drgreen_poller.signing import (
     ApiCredentials,
     QueryPairs,
@@ -130,6 +130,8 @@ class ApiClient:
         credentials: the holder's key pair.
         clock: the time source (token bucket, ``Retry-After`` dates).
         bucket: the holder's token bucket; one is made from ``settings`` when not given.
+        slots: the daemon's run slots, for a bucket made here (a run lends its slot while it
+            waits for the budget).
         holder: the holder's name, for logs.
         on_request: hooks told about every request as it ends (metrics subscribe here).
     """
@@ -142,6 +144,7 @@ class ApiClient:
         clock: Clock,
         *,
         bucket: TokenBucket | None = None,
+        slots: RunSlots | None = None,
         holder: str = "",
         on_request: Sequence[RequestHook] = (),
     ) -> None:
@@ -150,7 +153,9 @@ class ApiClient:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._signer = RequestSigner(credentials)
         self._clock = clock
-        self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
+        self.bucket = bucket or TokenBucket(
+            settings.requests_per_second, settings.burst, clock, slots=slots
+        )
         self.holder = holder
         self.requests_sent = 0  # every request that left, for the canonical poll log line
         # Observers of every request (httpx's event hooks): subscribe by appending.

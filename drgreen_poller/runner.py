@@ -27,6 +27,7 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller
+from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.scheduler import (
     DUE_SLACK_S,
     RETRY_AFTER_CAP_S,
@@ -40,6 +41,12 @@ from drgreen_poller.scheduler import (
 from drgreen_poller.store import Observation, Store
 
 log = structlog.get_logger(__name__)
+
+# Tier runs at work at once, across holders (``RunSlots``). Enough to keep requests to a slow
+# upstream overlapping (5,000 holders need about 110 runs a second at the default intervals);
+# few enough that a start-up with every holder's first sweeps due holds a bounded number of
+# pages in memory while the others wait their turn (a run waiting for its budget lends its slot).
+MAX_RUNS_AT_WORK = 64
 
 # (holder, tier, outcome, events, duration_s): duration_s is how long the poll itself took.
 ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]], float], None]
@@ -65,6 +72,9 @@ class TierRunner:
             outcome being ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery
             worker); an operational event is told as tier ``holder``, outcome ``event``.
         unauthorized_retry_s: the probe interval of a refused holder.
+        slots: the bound on runs at work at once (give the one the holders' token buckets were
+            made with, so a run waiting for its budget lends its slot); ``MAX_RUNS_AT_WORK``
+            slots of its own when not given.
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class TierRunner:
         on_result: ResultHook = lambda holder, tier, outcome, events, duration_s: None,
         *,
         unauthorized_retry_s: float = UNAUTHORIZED_RETRY_S,
+        slots: RunSlots | None = None,
     ) -> None:
         self.pollers = dict(pollers)
         self.store = store
@@ -87,6 +98,7 @@ class TierRunner:
         self.unauthorized_retry_s = unauthorized_retry_s
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        self.slots = slots or RunSlots(MAX_RUNS_AT_WORK)
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._keys = dict.fromkeys(self.pollers, 0)  # holder → pollers installed since start
         self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
@@ -201,7 +213,8 @@ class TierRunner:
         return True
 
     async def _run_in_turn(self, holder: str, tier: str) -> float:
-        async with self._locks[holder]:
+        # The holder's lock first: a run waiting for another tier of its holder takes no slot.
+        async with self._locks[holder], self.slots.hold():
             return await self._run_locked(holder, tier)
 
     async def _run_locked(self, holder: str, tier: str) -> float:
