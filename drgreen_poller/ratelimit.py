@@ -9,7 +9,7 @@ nothing about HTTP or polling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from drgreen_poller.clock import Clock
@@ -32,6 +32,8 @@ class RunSlots:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
+        self.lending = 0  # slots lent by runs waiting for their budget, right now
+        self.on_lend: Callable[[], None] = lambda: None  # told when a slot is lent
         self._free = asyncio.Semaphore(limit)
         self._holders: set[asyncio.Task[object] | None] = set()
 
@@ -62,9 +64,12 @@ class RunSlots:
             return
         self._holders.discard(task)
         self._free.release()
+        self.lending += 1
+        self.on_lend()
         try:
             yield
         finally:
+            self.lending -= 1
             await self._free.acquire()
             self._holders.add(task)
 

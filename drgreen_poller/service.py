@@ -228,7 +228,7 @@ def build_service(runtime: Runtime, rng: random.Random | None = None) -> Service
         runtime.pollers, store, clock, timings(config), rng, on_result=polled,
         unauthorized_retry_s=config.schedule.unauthorized_retry_s, slots=runtime.slots,
     )  # fmt: skip
-    scheduler = TierScheduler(runner.run)
+    scheduler = TierScheduler(runner.submit)
     runner.reschedule = scheduler.schedule
     for name, poller in runner.pollers.items():
         metrics.watch_api(name, poller.api)
