@@ -145,9 +145,7 @@ class TierRunner:
             if holder is None:
                 return
             del self._ready[holder]
-            tiers = self._waiting.get(holder)
-            if not tiers:
-                continue
+            tiers = self._waiting[holder]  # a holder is ready only while a tier of it waits
             tier = tiers.pop(0)
             if not tiers:
                 del self._waiting[holder]
