@@ -9,7 +9,7 @@ token bucket), faces payments made the same way; its latency is the time from th
 the loop's response showing it. Time is scaled: intervals and the request budget (1 request/s)
 are multiplied by the scale; latencies are printed as measured and divided by the scale.
 
-quick (``make bench``, about a minute and a half): N = 1,000, time × 0.05 (the 60 s interval
+quick (``make bench``, about 70 s): N = 1,000, time × 0.05 (the 60 s interval
 runs in 3 s, a pass of the docs' loop in 50 s), 40 payments a side. full: time × 0.1, 100
 payments a side. The daemon's payments are spread over 5 of its intervals; the baseline's over
 half a pass of its loop, on orders at random places in its order (so how far the loop has to go

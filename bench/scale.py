@@ -15,7 +15,7 @@ the share of a core at the default intervals is CPU seconds per interval / 60 s.
 ``--py-spy FILE`` (py-spy installed in the venv) samples the daemon during the measured
 intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed.
 
-quick (``make bench``, about 75 s): 1,000 holders at scale 0.5 over one interval: the
+quick (``make bench``, about 100 s): 1,000 holders at scale 0.5 over one interval: the
 1,000-holder cost (CPU per interval as a share of a core at the default 60 s, RSS, first sweeps)
 in half the time. It shows no growth: that needs sizes at one scale, which ``full`` runs.
 full (about 16 minutes): 1,000 holders at the default intervals over three intervals (the
