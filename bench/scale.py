@@ -15,14 +15,23 @@ the share of a core at the default intervals is CPU seconds per interval / 60 s.
 ``--py-spy FILE`` (py-spy installed in the venv) samples the daemon during the measured
 intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed.
 
-quick (``make bench``): 100 holders at scale 0.25 and 1,000 at scale 0.5, one interval each.
-full: 100 and 1,000 at the default intervals (scale 1), 5,000 at scale 2, three intervals each.
+quick (``make bench``, about 100 s): 1,000 holders at scale 0.5 over one interval: the
+1,000-holder cost (CPU per interval as a share of a core at the default 60 s, RSS, first sweeps)
+in half the time. It shows no growth: that needs sizes at one scale, which ``full`` runs.
+full (about 16 minutes): 1,000 holders at the default intervals over three intervals (the
+targets), then 100, 1,000 and 5,000 holders all at scale 2 over one interval each, so that the
+growth table compares sizes measured the same way in the same run.
+
+The growth table compares each size with the previous one at the same scale: how many times
+the holders, the daemon's CPU per interval, its CPU per holder (1.00: linear), its CPU until
+every first sweep, its RSS, and the resident memory each added holder costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -47,9 +56,9 @@ DEFAULT_INTERVALS_S = {
     "strains": 3600.0,
 }
 FIRST_RUN_WINDOW_S = 60.0  # scheduler.FIRST_RUN_WINDOW_S: the target is this + 10 s
-PROFILES = {
-    "quick": [(100, 0.25, 1), (1000, 0.5, 1)],
-    "full": [(100, 1.0, 3), (1000, 1.0, 3), (5000, 2.0, 3)],
+PROFILES = {  # (holders, scale, intervals measured)
+    "quick": [(1000, 0.5, 1)],
+    "full": [(1000, 1.0, 3), (100, 2.0, 1), (1000, 2.0, 1), (5000, 2.0, 1)],
 }
 BIN = Path(sys.executable).parent / "drgreen-poller"
 INTRO = (
@@ -76,9 +85,11 @@ class Result:
     intervals: int
     first_active_s: float  # daemon start → every holder's first active_orders sweep
     first_all_s: float  # daemon start → every holder × tier's first sweep
+    first_cpu_s: float  # the daemon's CPU from its start until every first sweep
     daemon_cpu_s: float  # per active_orders interval
     sandbox_cpu_s: float
     rss_mb: float
+    peak_rss_mb: float  # VmHWM: the most the daemon was ever resident
 
 
 def cpu_s(pid: int) -> float:
@@ -87,9 +98,10 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_S
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of ``pid`` from /proc/<pid>/status (VmRSS now, VmHWM its peak), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -194,6 +206,7 @@ async def steady_state(
     spy: Path | None,
 ) -> Result:
     first_active, first_all = await first_sweeps(daemon, holders)
+    first_cpu = cpu_s(daemon.pid)
     assert daemon.stdout is not None
     reader = asyncio.create_task(drain(daemon.stdout))
     interval = DEFAULT_INTERVALS_S["active_orders"] * scale
@@ -203,9 +216,12 @@ async def steady_state(
     else:
         await py_spy(daemon.pid, interval * k, spy)
     d1, s1 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
-    rss = rss_mb(daemon.pid)
+    rss, peak = rss_mb(daemon.pid), rss_mb(daemon.pid, "VmHWM")
     reader.cancel()
-    return Result(holders, scale, k, first_active, first_all, (d1 - d0) / k, (s1 - s0) / k, rss)
+    return Result(
+        holders, scale, k, first_active, first_all, first_cpu, (d1 - d0) / k, (s1 - s0) / k,
+        rss, peak,
+    )  # fmt: skip
 
 
 async def py_spy(pid: int, seconds: float, out: Path) -> None:
@@ -241,18 +257,45 @@ def top_functions(folded: Sequence[str], count: int = 40) -> str:
 def table(results: Sequence[Result]) -> str:
     rows = [
         "| holders | scale | active_orders interval | intervals measured | daemon CPU s/interval "
-        "| % of a core at 60 s | sandbox CPU s/interval | sandbox % at 60 s | daemon RSS MB "
-        "| every first active_orders sweep | every tier's first sweep |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| % of a core at 60 s | daemon CPU ms per holder per interval | sandbox CPU s/interval "
+        "| sandbox % at 60 s | daemon RSS MB (peak) | every first active_orders sweep "
+        "| every tier's first sweep | daemon CPU s until then |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for r in results:
         rows.append(
             f"| {r.holders:,} | {r.scale:g} | {60 * r.scale:g} s | {r.intervals} "
             f"| {r.daemon_cpu_s:.2f} | {r.daemon_cpu_s / 60 * 100:.1f} % "
-            f"| {r.sandbox_cpu_s:.2f} | {r.sandbox_cpu_s / 60 * 100:.1f} % | {r.rss_mb:.0f} "
-            f"| {r.first_active_s:.0f} s | {r.first_all_s:.0f} s |"
+            f"| {r.daemon_cpu_s / r.holders * 1000:.2f} "
+            f"| {r.sandbox_cpu_s:.2f} | {r.sandbox_cpu_s / 60 * 100:.1f} % "
+            f"| {r.rss_mb:.0f} ({r.peak_rss_mb:.0f}) "
+            f"| {r.first_active_s:.0f} s | {r.first_all_s:.0f} s | {r.first_cpu_s:.1f} |"
         )
     return "\n".join(rows)
+
+
+def growth(results: Sequence[Result]) -> str:
+    """How cost grows from each size to the next measured at the same scale: the ratios, and
+    the resident memory each added holder costs (linear growth: every ratio at most the
+    holders' ratio, and the same memory per added holder at every step)."""
+    rows = [
+        "| from → to holders | holders × | daemon CPU/interval × | CPU per holder × "
+        "| daemon CPU until every first sweep × | RSS × | RSS per added holder |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for a, b in itertools.pairwise(results):
+        if a.scale != b.scale or b.holders <= a.holders:
+            continue
+        ratio = b.holders / a.holders
+        cpu = b.daemon_cpu_s / a.daemon_cpu_s if a.daemon_cpu_s else float("nan")
+        added_kb = (b.rss_mb - a.rss_mb) * 1024 / (b.holders - a.holders)
+        rows.append(
+            f"| {a.holders:,} → {b.holders:,} | {ratio:.1f} | {cpu:.2f} | {cpu / ratio:.2f} "
+            f"| {b.first_cpu_s / a.first_cpu_s:.2f} | {b.rss_mb / a.rss_mb:.2f} "
+            f"| {added_kb:.0f} KB |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -268,7 +311,7 @@ async def main(args: argparse.Namespace) -> None:
     for holders, scale, k in sizes:
         print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
         results.append(await measure(holders, scale, k, args.py_spy))
-    text = table(results)
+    text = "\n\n".join(part for part in (table(results), growth(results)) if part)
     print(text)
     if not args.no_append:
         notes = [TARGETS, share.sentence()]

@@ -46,7 +46,7 @@ from drgreen_poller.models import (
     parse_page_meta,
     parse_strain,
 )
-from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.ratelimit import RunSlots, TokenBucket
 from drgreen_poller.signing import (
     ApiCredentials,
     QueryPairs,
@@ -67,6 +67,8 @@ RequestHook = Callable[[str, str, float], None]
 
 USER_AGENT = f"drgreen-poller/{__version__}"
 DEFAULT_TAKE = 100
+# Signatures a holder's signer keeps (``RequestSigner``): every payload a steady run sends.
+SIGNATURES_KEPT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +89,26 @@ class ApiSettings:
 
 
 class RequestSigner:
-    """The authentication hook: turns a canonical string into Dr Green's two auth headers."""
+    """The authentication hook: turns a canonical string into Dr Green's two auth headers.
+
+    Dr Green's signature covers the payload alone (no timestamp, no nonce: drgreen-api.md), so
+    a payload signed once stays signed: the few a holder sends every run (page 1 of each list,
+    the summaries) are signed once and the signatures kept, at most ``SIGNATURES_KEPT`` of them.
+    """
 
     def __init__(self, credentials: ApiCredentials) -> None:
         self._api_key = credentials.api_key
         self._private_key = load_private_key(credentials.secret_key)
+        self._signed: dict[str, str] = {}
 
     def headers(self, payload: str) -> dict[str, str]:
-        return {
-            "x-auth-apikey": self._api_key,
-            "x-auth-signature": sign_api_request(self._private_key, payload),
-        }
+        signature = self._signed.get(payload)
+        if signature is None:
+            signature = sign_api_request(self._private_key, payload)
+            if len(self._signed) >= SIGNATURES_KEPT:
+                self._signed.clear()  # a long sweep's pages: start over rather than grow
+            self._signed[payload] = signature
+        return {"x-auth-apikey": self._api_key, "x-auth-signature": signature}
 
 
 def json_array(values: Sequence[str]) -> str:
@@ -119,6 +130,8 @@ class ApiClient:
         credentials: the holder's key pair.
         clock: the time source (token bucket, ``Retry-After`` dates).
         bucket: the holder's token bucket; one is made from ``settings`` when not given.
+        slots: the daemon's run slots, for a bucket made here (a run lends its slot while it
+            waits for the budget).
         holder: the holder's name, for logs.
         on_request: hooks told about every request as it ends (metrics subscribe here).
     """
@@ -131,6 +144,7 @@ class ApiClient:
         clock: Clock,
         *,
         bucket: TokenBucket | None = None,
+        slots: RunSlots | None = None,
         holder: str = "",
         on_request: Sequence[RequestHook] = (),
     ) -> None:
@@ -139,7 +153,9 @@ class ApiClient:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._signer = RequestSigner(credentials)
         self._clock = clock
-        self.bucket = bucket or TokenBucket(settings.requests_per_second, settings.burst, clock)
+        self.bucket = bucket or TokenBucket(
+            settings.requests_per_second, settings.burst, clock, slots=slots
+        )
         self.holder = holder
         self.requests_sent = 0  # every request that left, for the canonical poll log line
         # Observers of every request (httpx's event hooks): subscribe by appending.

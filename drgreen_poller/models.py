@@ -60,9 +60,17 @@ def drop_medical_keys(obj: dict[str, Json]) -> dict[str, Json]:
 def loads_without_medical(text: str | bytes) -> Json:
     """Decode JSON with every medical key removed at any depth, however its name was escaped.
 
+    A text in which no medical key's name appears, and no ``\\u`` escape (the only JSON escape
+    that can spell a letter), cannot hold a medical key: it is decoded without the per-object
+    hook (an order page, say). Any other text goes through the hook.
+
     Raises:
         ValueError: not JSON (``json.JSONDecodeError``), or bytes that are not UTF-8.
     """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    if "\\u" not in text and not any(key in text for key in MEDICAL_KEYS):
+        return json.loads(text)
     return json.loads(text, object_hook=drop_medical_keys)
 
 

@@ -110,6 +110,9 @@ class HolderPoller:
         clock: the time source.
         settings: polling rules.
         on_progress: called on every page a tier run reads, and once when it ends (a bar).
+        rows_left: the tiers of this holder whose progress row an earlier process left in the
+            database (read once at start-up); None when unknown: every tier's first run then
+            clears its row, whether there is one or not (a write transaction each).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class HolderPoller:
         settings: PollSettings,
         *,
         on_progress: OnProgress | None = None,
+        rows_left: Iterable[str] | None = None,
     ) -> None:
         self.holder = holder
         self.countries = tuple(countries)
@@ -131,7 +135,7 @@ class HolderPoller:
         self.settings = settings
         self._on_progress = on_progress
         # Tiers whose progress row no earlier process can have left behind.
-        self._rows_checked: set[str] = set()
+        self._rows_checked: set[str] = set() if rows_left is None else set(TIERS) - set(rows_left)
         # The current tier run's progress (tier runs of one holder never overlap).
         self._progress = self._new_progress("", writer=None)
         # Tiers whose first sync this process saw recorded: a seed mark is never taken back, so

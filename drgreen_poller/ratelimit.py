@@ -1,14 +1,77 @@
-"""The per-holder politeness budget: a token bucket every upstream request of a holder waits on.
+"""The per-holder politeness budget, and the daemon's bound on tier runs at work at once.
 
-Owns only the arithmetic of tokens and the FIFO queue of waiters; it reads time from the injected
-``Clock`` (so tests drive it with ``FakeClock``) and knows nothing about HTTP.
+Owns the arithmetic of tokens and the FIFO queue of waiters (``TokenBucket``), and the slots
+tier runs take (``RunSlots``): a run waiting for its holder's budget lends its slot meanwhile.
+It reads time from the injected ``Clock`` (so tests drive it with ``FakeClock``) and knows
+nothing about HTTP or polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from drgreen_poller.clock import Clock
+
+
+class RunSlots:
+    """At most ``limit`` tier runs at work at once, across every holder.
+
+    When more runs are due than the machine keeps up with (every holder's first sweeps at
+    start-up), the others wait before they begin, holding nothing but their place: a run at
+    work holds its pages, entities and events in memory until it commits. A run waiting for its
+    holder's request budget lends its slot meanwhile (``lent``), so a long, budget-paced sweep
+    never holds up the others.
+
+    Args:
+        limit: runs at work at once (≥ 1).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.lending = 0  # slots lent by runs waiting for their budget, right now
+        self.on_lend: Callable[[], None] = lambda: None  # told when a slot is lent
+        self._free = asyncio.Semaphore(limit)
+        self._holders: set[asyncio.Task[object] | None] = set()
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken now."""
+        return len(self._holders)
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Take a slot for the current task (waiting for one), give it back on the way out."""
+        task = asyncio.current_task()
+        await self._free.acquire()
+        self._holders.add(task)
+        try:
+            yield
+        finally:
+            if task in self._holders:  # not when cancelled while taking it back in ``lent``
+                self._holders.discard(task)
+                self._free.release()
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[None]:
+        """While the current task waits, its slot (if it holds one) serves another run."""
+        task = asyncio.current_task()
+        if task not in self._holders:
+            yield
+            return
+        self._holders.discard(task)
+        self._free.release()
+        self.lending += 1
+        self.on_lend()
+        try:
+            yield
+        finally:
+            self.lending -= 1
+            await self._free.acquire()
+            self._holders.add(task)
 
 
 class TokenBucket:
@@ -21,9 +84,12 @@ class TokenBucket:
         rate: sustained requests per second (> 0).
         burst: how many requests may go at once after a quiet period (≥ 1).
         clock: the time source.
+        slots: the daemon's run slots: a caller holding one lends it while it waits here.
     """
 
-    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+    def __init__(
+        self, rate: float, burst: int, clock: Clock, *, slots: RunSlots | None = None
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         if burst < 1:
@@ -34,6 +100,7 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock.monotonic()
         self._queue = asyncio.Lock()
+        self._slots = slots
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
@@ -49,7 +116,12 @@ class TokenBucket:
         """Wait for a token and take it."""
         async with self._queue:
             delay_s = self.wait_s()
-            while delay_s > 0:
-                await self._clock.sleep(delay_s)
-                delay_s = self.wait_s()
+            if delay_s > 0:
+                async with self._lent():
+                    while delay_s > 0:
+                        await self._clock.sleep(delay_s)
+                        delay_s = self.wait_s()
             self._tokens -= 1
+
+    def _lent(self) -> AbstractAsyncContextManager[None]:
+        return self._slots.lent() if self._slots is not None else nullcontext()

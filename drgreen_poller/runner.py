@@ -27,6 +27,7 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller
+from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.scheduler import (
     DUE_SLACK_S,
     RETRY_AFTER_CAP_S,
@@ -40,6 +41,12 @@ from drgreen_poller.scheduler import (
 from drgreen_poller.store import Observation, Store
 
 log = structlog.get_logger(__name__)
+
+# Tier runs at work at once, across holders (``RunSlots``). Enough to keep requests to a slow
+# upstream overlapping (5,000 holders need about 110 runs a second at the default intervals);
+# few enough that a start-up with every holder's first sweeps due holds a bounded number of
+# pages in memory while the others wait their turn (a run waiting for its budget lends its slot).
+MAX_RUNS_AT_WORK = 64
 
 # (holder, tier, outcome, events, duration_s): duration_s is how long the poll itself took.
 ResultHook = Callable[[str, str, str, Sequence[Mapping[str, Any]], float], None]
@@ -65,6 +72,9 @@ class TierRunner:
             outcome being ``ok``, ``failed`` or ``unauthorized`` (metrics; waking the delivery
             worker); an operational event is told as tier ``holder``, outcome ``event``.
         unauthorized_retry_s: the probe interval of a refused holder.
+        slots: the bound on runs at work at once (give the one the holders' token buckets were
+            made with, so a run waiting for its budget lends its slot); ``MAX_RUNS_AT_WORK``
+            slots of its own when not given.
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class TierRunner:
         on_result: ResultHook = lambda holder, tier, outcome, events, duration_s: None,
         *,
         unauthorized_retry_s: float = UNAUTHORIZED_RETRY_S,
+        slots: RunSlots | None = None,
     ) -> None:
         self.pollers = dict(pollers)
         self.store = store
@@ -87,6 +98,7 @@ class TierRunner:
         self.unauthorized_retry_s = unauthorized_retry_s
         self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        self.slots = slots or RunSlots(MAX_RUNS_AT_WORK)
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._keys = dict.fromkeys(self.pollers, 0)  # holder → pollers installed since start
         self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
@@ -95,6 +107,61 @@ class TierRunner:
         self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
         self._idle = asyncio.Event()
         self._idle.set()
+        # Runs submitted while no slot was free: holder → its tiers waiting (``submit``), and the
+        # holders whose turn may come (an ordered set: insertion order is the queue's order).
+        self._waiting: dict[str, list[str]] = {}
+        self._ready: dict[str, None] = {}
+        self._started: set[asyncio.Task[float | None]] = set()  # runs started from the queue
+        self._starting: set[str] = set()  # holders whose run from the queue is not in yet
+        self.slots.on_lend = self._dispatch
+
+    async def submit(self, holder: str, tier: str) -> None:
+        """The scheduler's job: run the tier as soon as a slot and its holder are free.
+
+        A run that cannot start at once waits its turn as an entry in a queue, not as a task
+        holding its place (thousands of first sweeps due together cost next to nothing while
+        they wait), and starts as runs end or lend their slots. A tier already waiting is not
+        queued twice. Its outcome is ``run``'s: the run reschedules itself.
+        """
+        if self._stopping or holder not in self.pollers:
+            return
+        waiting = self._waiting.setdefault(holder, [])
+        if tier not in waiting:
+            waiting.append(tier)
+        self._ready[holder] = None
+        self._dispatch()
+
+    def waiting(self) -> int:
+        """Runs submitted and not started yet."""
+        return sum(len(tiers) for tiers in self._waiting.values())
+
+    def _dispatch(self) -> None:
+        """Start waiting runs while there are slots for them (a lent slot counts as free)."""
+        busy = {name for name, _, _ in self._running.values()} | self._starting
+        while len(busy) < self.slots.limit + self.slots.lending and not self._stopping:
+            # A holder with a run in progress keeps its place (it is one of at most a slot's
+            # worth): its turn comes when that run ends (``_ended``).
+            holder = next((name for name in self._ready if name not in busy), None)
+            if holder is None:
+                return
+            del self._ready[holder]
+            tiers = self._waiting[holder]  # a holder is ready only while a tier of it waits
+            tier = tiers.pop(0)
+            if not tiers:
+                del self._waiting[holder]
+            self._starting.add(holder)
+            self._idle.clear()
+            task = asyncio.create_task(self._run_from_queue(holder, tier))
+            self._started.add(task)
+            task.add_done_callback(self._started.discard)
+            busy.add(holder)
+
+    async def _run_from_queue(self, holder: str, tier: str) -> float | None:
+        self._starting.discard(holder)  # ``run`` registers it before it first waits
+        when = await self.run(holder, tier)
+        if not self._running and not self._starting:  # it did not start (a stop came first)
+            self._idle.set()
+        return when
 
     async def run(self, holder: str, tier: str) -> float | None:
         """Run the tier now; returns (and reschedules at) the next due time, Unix seconds.
@@ -116,7 +183,8 @@ class TierRunner:
                 task.cancel()
                 await asyncio.wait({task})
             del self._running[task]
-            if not self._running:
+            self._ended(holder)  # may start another run (the next turn of the queue)
+            if not self._running and not self._starting:
                 self._idle.set()
         if task.cancelled():
             log.info(
@@ -131,6 +199,12 @@ class TierRunner:
         if when is not None:
             self.reschedule(holder, tier, when)
         return when
+
+    def _ended(self, holder: str) -> None:
+        """A run ended: the holder's next waiting tier may go, and a slot is free for another."""
+        if holder in self._waiting:
+            self._ready[holder] = None
+        self._dispatch()
 
     def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float | None:
         try:
@@ -149,6 +223,8 @@ class TierRunner:
         is written; the next start runs them again. True if every run ended in time.
         """
         self._stopping = True
+        self._waiting.clear()  # never started: nothing of them to abandon
+        self._ready.clear()
         for task in self._running:
             task.cancel()
         return await self.wait_idle(timeout_s)
@@ -164,6 +240,8 @@ class TierRunner:
         written) and its holds forgotten. Its state stays in the database (a refusal too: see
         ``probe_now``)."""
         self.pollers.pop(holder, None)
+        self._waiting.pop(holder, None)
+        self._ready.pop(holder, None)
         for task, (name, _, _) in self._running.items():
             if name == holder:
                 task.cancel()
@@ -201,7 +279,8 @@ class TierRunner:
         return True
 
     async def _run_in_turn(self, holder: str, tier: str) -> float:
-        async with self._locks[holder]:
+        # The holder's lock first: a run waiting for another tier of its holder takes no slot.
+        async with self._locks[holder], self.slots.hold():
             return await self._run_locked(holder, tier)
 
     async def _run_locked(self, holder: str, tier: str) -> float:

@@ -120,7 +120,8 @@ class TierScheduler:
     """APScheduler, asyncio flavour, running one-shot jobs: each run schedules the next.
 
     Args:
-        job: the coroutine function run as ``job(holder, tier)``.
+        job: the coroutine function run as ``job(holder, tier)`` (the daemon's:
+            ``TierRunner.submit``).
     """
 
     def __init__(self, job: Job) -> None:
@@ -142,10 +143,10 @@ class TierScheduler:
             args=(holder, tier),
             id=f"{holder}/{tier}",
             replace_existing=True,
-            # A run reschedules its own job before it returns: when that time has already come
-            # (a sweep longer than its interval, a holder that recovered), the new run must
-            # start beside the ending one, or APScheduler drops the job and the tier for good.
-            # Runs of a holder still never overlap: TierRunner holds a lock per holder.
+            # The daemon's job (TierRunner.submit) hands the run to the runner's queue and
+            # returns at once; should a job still run when its next time comes (a runner used
+            # without the queue), the new run must start beside it, or APScheduler drops the job
+            # and the tier for good. Runs of a holder never overlap: a lock per holder.
             max_instances=2,
             coalesce=True,
             misfire_grace_time=None,

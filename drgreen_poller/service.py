@@ -24,8 +24,9 @@ from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.monitoring import HealthInputs, Metrics
 from drgreen_poller.poller import TIERS, HolderPoller, PollSettings
 from drgreen_poller.progress import OnProgress
+from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
-from drgreen_poller.runner import TierRunner
+from drgreen_poller.runner import MAX_RUNS_AT_WORK, TierRunner
 from drgreen_poller.scheduler import TierScheduler, Timing, initial_due, jittered
 from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import Sink, build_sinks
@@ -77,6 +78,10 @@ class Runtime:
     session: aiohttp.ClientSession
     pollers: dict[str, HolderPoller]
     on_progress: OnProgress | None = None  # hears every page a poller reads (poll-once's bar)
+    # Tier runs at work at once (``TierRunner``); every holder's bucket lends a waiting run's.
+    slots: RunSlots = field(default_factory=lambda: RunSlots(MAX_RUNS_AT_WORK))
+    # Holder → tiers with a progress row an earlier process left (None: not read, as poll-once).
+    rows_left: dict[str, set[str]] | None = None
 
     def client(self, holder: HolderConfig, bucket_from: ApiClient | None = None) -> ApiClient:
         """The API client of ``holder``; ``bucket_from`` hands over a token bucket, so that
@@ -89,6 +94,7 @@ class Runtime:
             credentials,
             self.clock,
             bucket=bucket,
+            slots=self.slots,
             holder=holder.name,
         )
 
@@ -101,6 +107,7 @@ class Runtime:
             self.clock,
             poll_settings(self.config),
             on_progress=self.on_progress,
+            rows_left=None if self.rows_left is None else self.rows_left.get(holder.name, set()),
         )
 
 
@@ -159,6 +166,10 @@ async def open_runtime(
             await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
             runtime = Runtime(config, clock, store, session, {}, on_progress)
+            if not dry_run:  # one read, rather than a write per holder × tier's first run
+                runtime.rows_left = {}
+                for row in await store.progress_rows():
+                    runtime.rows_left.setdefault(row.holder, set()).add(row.tier)
             for holder in config.holders:
                 runtime.pollers[holder.name] = runtime.poller(holder, runtime.client(holder))
             yield runtime
@@ -215,9 +226,9 @@ def build_service(runtime: Runtime, rng: random.Random | None = None) -> Service
 
     runner = TierRunner(
         runtime.pollers, store, clock, timings(config), rng, on_result=polled,
-        unauthorized_retry_s=config.schedule.unauthorized_retry_s,
+        unauthorized_retry_s=config.schedule.unauthorized_retry_s, slots=runtime.slots,
     )  # fmt: skip
-    scheduler = TierScheduler(runner.run)
+    scheduler = TierScheduler(runner.submit)
     runner.reschedule = scheduler.schedule
     for name, poller in runner.pollers.items():
         metrics.watch_api(name, poller.api)

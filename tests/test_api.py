@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from drgreen_poller.api import USER_AGENT, ApiClient
+from drgreen_poller.api import SIGNATURES_KEPT, USER_AGENT, ApiClient, RequestSigner
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamMalformed,
@@ -20,7 +20,12 @@ from drgreen_poller.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from drgreen_poller.signing import canonical_query
+from drgreen_poller.signing import (
+    canonical_query,
+    generate_credentials,
+    load_public_key,
+    verify_api_signature,
+)
 from tests.conftest import ClientFactory
 from tests.fakes import Scripted, ScriptedApi
 
@@ -320,3 +325,27 @@ class TestTransportFailures:
         client: ApiClient = make_client(base)
         assert await client.health()
         assert "x-auth-signature" not in api.received[0].headers
+
+
+class TestRequestSigner:
+    def test_a_payload_is_signed_once(self) -> None:
+        """The same payload gets the same (valid) signature again: ECDSA's would differ."""
+        credentials = generate_credentials()
+        signer = RequestSigner(credentials)
+        public = load_public_key(credentials.api_key)
+        first = signer.headers("take=100&page=1")["x-auth-signature"]
+        assert signer.headers("take=100&page=1")["x-auth-signature"] == first
+        assert verify_api_signature(public, "take=100&page=1", first)
+
+    def test_kept_signatures_are_bounded_and_stay_right(self) -> None:
+        """Past ``SIGNATURES_KEPT`` payloads the signer starts over; every signature verifies."""
+        credentials = generate_credentials()
+        signer = RequestSigner(credentials)
+        public = load_public_key(credentials.api_key)
+        payloads = [f"take=1&page={n}" for n in range(SIGNATURES_KEPT + 2)]
+        signatures = [signer.headers(p)["x-auth-signature"] for p in payloads]
+        assert all(
+            verify_api_signature(public, p, s) for p, s in zip(payloads, signatures, strict=True)
+        )
+        assert signer.headers(payloads[0])["x-auth-signature"] != signatures[0]  # signed anew
+        assert signer.headers(payloads[-1])["x-auth-signature"] == signatures[-1]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from drgreen_poller.clock import FakeClock, SystemClock
-from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.ratelimit import RunSlots, TokenBucket
 
 
 async def _settle(clock: FakeClock, tasks: list[asyncio.Task[None]]) -> None:
@@ -116,3 +116,137 @@ class TestTokenBucket:
         """A non-positive rate or a burst below one is refused."""
         with pytest.raises(ValueError, match="must"):
             TokenBucket(rate, burst, FakeClock())
+
+
+async def _quiet() -> None:
+    """Let every ready task run until each waits (a few loop turns)."""
+    clock = SystemClock()
+    for _ in range(10):
+        await clock.sleep(0)
+
+
+class TestRunSlots:
+    async def test_at_most_limit_at_work(self) -> None:
+        """With 2 slots, a third run waits until one of the two gives its slot back."""
+        slots = RunSlots(2)
+        leave = [asyncio.Event() for _ in range(3)]
+        entered: list[int] = []
+
+        async def run(n: int) -> None:
+            async with slots.hold():
+                entered.append(n)
+                await leave[n].wait()
+
+        tasks = [asyncio.create_task(run(n)) for n in range(3)]
+        await _quiet()
+        assert (entered, slots.in_use) == ([0, 1], 2)
+        leave[1].set()
+        await _quiet()
+        assert (entered, slots.in_use) == ([0, 1, 2], 2)
+        leave[0].set()
+        leave[2].set()
+        await asyncio.gather(*tasks)
+        assert slots.in_use == 0
+
+    async def test_a_waiting_run_lends_its_slot(self) -> None:
+        """A run that waits inside ``lent`` lets another run work, and resumes once it is free."""
+        slots = RunSlots(1)
+        resume, leave = asyncio.Event(), asyncio.Event()
+        steps: list[str] = []
+
+        async def patient() -> None:
+            async with slots.hold():
+                async with slots.lent():
+                    await resume.wait()
+                steps.append("patient resumed")
+
+        async def other() -> None:
+            async with slots.hold():
+                steps.append("other at work")
+                await leave.wait()
+
+        first = asyncio.create_task(patient())
+        await _quiet()
+        second = asyncio.create_task(other())
+        await _quiet()
+        resume.set()
+        await _quiet()
+        assert steps == ["other at work"]  # the patient run waits for its slot back
+        leave.set()
+        await asyncio.gather(first, second)
+        assert steps == ["other at work", "patient resumed"]
+        assert slots.in_use == 0
+
+    async def test_lending_without_a_slot_changes_nothing(self) -> None:
+        """``lent`` outside ``hold`` (poll-once's requests) gives away no slot it does not have."""
+        slots = RunSlots(1)
+        async with slots.lent():
+            pass
+        async with slots.hold():
+            assert slots.in_use == 1
+            blocked = asyncio.create_task(_hold_once(slots))
+            await _quiet()
+            assert not blocked.done()
+        await blocked
+        assert slots.in_use == 0
+
+    async def test_cancelled_while_taking_its_slot_back(self) -> None:
+        """A run cancelled while it waits for its lent slot back gives back nothing twice."""
+        slots = RunSlots(1)
+        resume, leave = asyncio.Event(), asyncio.Event()
+
+        async def patient() -> None:
+            async with slots.hold(), slots.lent():
+                await resume.wait()
+
+        async def other() -> None:
+            async with slots.hold():
+                await leave.wait()
+
+        first = asyncio.create_task(patient())
+        await _quiet()
+        second = asyncio.create_task(other())
+        resume.set()
+        await _quiet()
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        leave.set()
+        await second
+        assert slots.in_use == 0
+        async with slots.hold():  # exactly one slot: a second holder must wait
+            blocked = asyncio.create_task(_hold_once(slots))
+            await _quiet()
+            assert not blocked.done()
+        await blocked
+
+    def test_rejects_no_slots(self) -> None:
+        """A limit below one is refused."""
+        with pytest.raises(ValueError, match="at least 1"):
+            RunSlots(0)
+
+    async def test_the_token_bucket_lends_the_slot_while_it_waits(self) -> None:
+        """A run waiting for its holder's next token lets another run take its slot."""
+        clock = FakeClock()
+        slots = RunSlots(1)
+        bucket = TokenBucket(rate=1.0, burst=1, clock=clock, slots=slots)
+        await bucket.acquire()  # the burst is spent: the next token is a second away
+
+        async def paced() -> None:
+            async with slots.hold():
+                await bucket.acquire()
+
+        waiting = asyncio.create_task(paced())
+        await _quiet()
+        assert clock.sleepers == 1  # asleep on the bucket ...
+        assert slots.in_use == 0  # ... its slot lent
+        other = asyncio.create_task(_hold_once(slots))
+        await _quiet()
+        assert other.done()
+        clock.advance(1)
+        await asyncio.wait_for(waiting, 5)
+        assert slots.in_use == 0
+
+
+async def _hold_once(slots: RunSlots) -> None:
+    async with slots.hold():
+        pass

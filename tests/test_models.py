@@ -80,6 +80,7 @@ class TestMedicalData:
             '{"data": {"clients": [{"id": "c", "x": [{"y": {"medicalRecord": 1}}]}]}}',
             '{"data": {"medical\\u0052ecord": "escaped", "id": "c"}}',
             '[[{"\\u006dedicalRecord": 1}], {"medicalRecord": [{"medicalRecord": 2}]}]',
+            '{"note": "caf\\u00e9", "c": {"medical\\u0052ecord": 1}}',
         ],
     )
     def test_decoded_without_medical_keys_at_any_depth(self, text: str) -> None:
@@ -92,6 +93,11 @@ class TestMedicalData:
         """A document without medical keys decodes exactly as ``json.loads`` decodes it."""
         text = json.dumps({"orders": [ORDER_ITEM, {**ORDER_ITEM, "id": "o-2"}], "n": [1, 2.5]})
         assert loads_without_medical(text) == json.loads(text)
+
+    def test_bytes_that_are_not_utf8_are_refused(self) -> None:
+        """Bytes are read as UTF-8 only: anything else is a ValueError, not another encoding."""
+        with pytest.raises(ValueError, match="utf-8"):
+            loads_without_medical('{"medicalRecord": 1}'.encode("utf-16"))
 
     def test_stripped_parsers_read_what_the_decoder_gives(self) -> None:
         """``parse_*_stripped`` parse a decoded record as ``parse_*`` do, without a copy."""

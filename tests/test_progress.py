@@ -26,11 +26,12 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
 from drgreen_poller.events import iso_ms
-from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, HolderPoller, PollSettings
 from drgreen_poller.progress import ProgressPolicy, SweepProgress
 from drgreen_poller.progress_bar import PollBar, wants_bar
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.service import open_runtime
 from drgreen_poller.store import ProgressRow, Store
 from tests.conftest import write_config
 
@@ -174,6 +175,38 @@ class TestProgressRows:
         assert len(await rig.rows()) == 1
         await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
         assert await rig.rows() == []
+
+    async def test_rows_known_at_start_up_are_trusted(self, make_rig: Callable[..., Any]) -> None:
+        """A poller told which rows were left clears those and deletes nothing for the others."""
+        rig: Rig = await make_rig(ProgressPolicy())
+        left = SweepProgress("shop", PENDING_KYC, rig.clock.now(), pages=7, records=700)
+        await rig.store.record_progress(left, rig.clock.now())
+        rig.poller = HolderPoller(
+            "shop", (), rig.poller.api, rig.store, rig.clock, PollSettings(take=TAKE),
+            rows_left=[PENDING_KYC],
+        )  # fmt: skip
+        # Written after start-up (say, by hand): a tier told it has no row does not look.
+        later = SweepProgress("shop", ACTIVE_ORDERS, rig.clock.now(), pages=1, records=50)
+        await rig.store.record_progress(later, rig.clock.now())
+        await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        await rig.poller.poll_tier(PENDING_KYC, next_due_at=0)
+        assert [(row.tier, row.pages) for row in await rig.rows()] == [(ACTIVE_ORDERS, 1)]
+
+    async def test_the_runtime_reads_the_rows_left_once(self, tmp_path: Path) -> None:
+        """Opening the daemon's runtime reads every row left, and its pollers clear them."""
+        clock = FakeClock()
+        box_state = SandboxState(clock)
+        holder: HolderInfo = box_state.create_holder("shop")
+        async with LocalSandbox(box_state) as box:
+            config = load_config(write_config(tmp_path, box.base_url, holder))
+            store = await Store.open(config.daemon.state_path)
+            left = SweepProgress("shop", PENDING_KYC, clock.now(), pages=2, records=9)
+            await store.record_progress(left, clock.now())
+            await store.close()
+            async with open_runtime(config, clock) as runtime:
+                assert runtime.rows_left == {"shop": {PENDING_KYC}}
+                await runtime.pollers["shop"].poll_tier(PENDING_KYC, next_due_at=0)
+                assert await runtime.store.progress_rows() == []
 
     async def test_the_hook_hears_every_page_then_the_end(
         self, make_rig: Callable[..., Any]

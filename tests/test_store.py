@@ -349,3 +349,14 @@ class TestBatchedClaims:
         assert settled.next_attempt_at == NOW.timestamp()
         [attempt] = await store.attempts(first[0].id)
         assert (attempt["ok"], attempt["status"], attempt["attempt"]) == (1, 204, 1)
+
+
+class TestReadFailures:
+    async def test_a_refused_read_is_a_store_error(self, store: Store, tmp_path: Path) -> None:
+        """A tier run's read that SQLite refuses (the table is gone) raises StoreError."""
+        other = sqlite3.connect(tmp_path / "state.db")
+        other.execute("DROP TABLE entities")
+        other.commit()
+        other.close()
+        with pytest.raises(StoreError, match="reading the state database failed"):
+            await store.entities("main", kind="order")

@@ -9,6 +9,7 @@ drops it before anything reaches here).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 import aiosqlite
 
 from drgreen_poller.changes import Change, Snapshot
-from drgreen_poller.errors import ConcurrentUpdate
+from drgreen_poller.errors import ConcurrentUpdate, StoreError
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
 from drgreen_poller.store.connection import Connection
 
@@ -88,6 +89,16 @@ def _json(value: Any) -> str:
 class PollingState(Connection):
     """Holders, tier run state, entities, and the event log."""
 
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """The rows of one query in ONE hand-off to SQLite's thread (aiosqlite's
+        ``execute_fetchall``; ``_rows`` takes four: cursor, execute, fetch, close), for the reads
+        every tier run makes."""
+        try:
+            async with self._lock:
+                return list(await self._db.execute_fetchall(sql, tuple(params)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading the state database failed: {exc}") from exc
+
     # --- holders and run state -----------------------------------------------------------
 
     async def ensure_holders(self, names: Iterable[str], now: datetime) -> None:
@@ -112,7 +123,7 @@ class PollingState(Connection):
 
     async def tier_runs(self, holder: str | None = None) -> list[TierRun]:
         where = " WHERE holder = ?" if holder else ""
-        rows = await self._rows(
+        rows = await self._fetch(
             f"SELECT * FROM tier_runs{where} ORDER BY holder, tier",  # noqa: S608 - a fixed clause
             [holder] if holder else [],
         )
@@ -164,7 +175,7 @@ class PollingState(Connection):
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
             sql, params = sql + " AND tier = ?", [*params, tier]
-        return [_entity(row) for row in await self._rows(sql, params)]
+        return [_entity(row) for row in await self._fetch(sql, params)]
 
     async def entities_by_key(self, holder: str, keys: Iterable[str]) -> dict[str, Entity]:
         """The stored entities among ``keys`` (absent keys are simply missing)."""
@@ -173,7 +184,7 @@ class PollingState(Connection):
         for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = await self._rows(
+            rows = await self._fetch(
                 f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ? AND key IN ({marks})",  # noqa: S608 - only placeholders and the fixed column list are interpolated
                 [holder, *chunk],
             )
@@ -214,17 +225,20 @@ class PollingState(Connection):
         unauthorized_since: datetime | None,
     ) -> CommitResult:
         """A holder's operational event and its unauthorized mark, in one transaction."""
-        result = CommitResult()
         stamp = iso_ms(unauthorized_since) if unauthorized_since else None
-        async with self._transaction() as db:
-            await self._commit_observation(holder, observation, now, result)
-            await db.execute(
+
+        def work(conn: sqlite3.Connection) -> CommitResult:
+            result = CommitResult()
+            self._commit_observation(conn, holder, observation, now, result)
+            conn.execute(
                 "INSERT INTO holders (name, added_at, unauthorized_since) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE"
                 " SET unauthorized_since = excluded.unauthorized_since",
                 (holder, iso_ms(now), stamp),
             )
-        return result
+            return result
+
+        return await self._atomically(work)
 
     async def tier_sizes(self) -> dict[tuple[str, str], int]:
         rows = await self._rows(
@@ -296,42 +310,33 @@ class PollingState(Connection):
         *,
         run: tuple[str, float] | None,
     ) -> CommitResult:
-        result = CommitResult()
-        async with self._transaction():
+        """The observations (and the run's state) in one transaction, written in SQLite's thread
+        in one hand-off (``_atomically``): a run costs one round trip, not two per entity."""
+
+        def work(conn: sqlite3.Connection) -> CommitResult:
+            result = CommitResult()
             for observation in observations:
-                await self._commit_observation(holder, observation, now, result)
+                self._commit_observation(conn, holder, observation, now, result)
             if run is not None:
-                await self._record_success(holder, run[0], now, run[1])
-        return result
+                _record_success(conn, holder, run[0], now, run[1])
+            return result
 
-    async def _record_success(
-        self, holder: str, tier: str, now: datetime, next_due_at: float
-    ) -> None:
-        stamp = iso_ms(now)
-        await self._db.execute(
-            """
-            INSERT INTO tier_runs (holder, tier, seeded_at, last_attempt_at,
-                last_success_at, consecutive_failures, last_error, next_due_at)
-            VALUES (?, ?, ?, ?, ?, 0, NULL, ?)
-            ON CONFLICT (holder, tier) DO UPDATE SET
-                seeded_at = COALESCE(tier_runs.seeded_at, excluded.seeded_at),
-                last_attempt_at = excluded.last_attempt_at,
-                last_success_at = excluded.last_success_at,
-                consecutive_failures = 0, last_error = NULL,
-                next_due_at = excluded.next_due_at
-            """,
-            (holder, tier, stamp, stamp, stamp, next_due_at),
-        )
+        return await self._atomically(work)
 
-    async def _commit_observation(
-        self, holder: str, observation: Observation, now: datetime, result: CommitResult
+    def _commit_observation(
+        self,
+        conn: sqlite3.Connection,
+        holder: str,
+        observation: Observation,
+        now: datetime,
+        result: CommitResult,
     ) -> None:
+        """Write one observation: its events, their outbox rows and the entity (SQLite's thread)."""
         resource = observation.resource
-        async with self._db.execute(
+        row = conn.execute(
             "SELECT sequence, object FROM entities WHERE holder = ? AND key = ?",
             (holder, resource.key),
-        ) as cursor:
-            row = await cursor.fetchone()
+        ).fetchone()
         sequence = int(row[0]) if row else 0
         # An event about a resource no longer listed (strain.removed) shows it as last seen.
         obj = observation.obj
@@ -342,7 +347,6 @@ class PollingState(Connection):
                 f"{resource.key} of {holder} changed under this poll (sequence {sequence}, "
                 f"expected {observation.expected_sequence}); it is polled again"
             )
-        stamp = iso_ms(now)
         if observation.changes:
             sequence = self._next_base(sequence)
         for change in observation.changes:
@@ -355,61 +359,22 @@ class PollingState(Connection):
                 observed_at=now,
                 obj=obj,
             )
-            await self._insert_event(holder, resource, sequence, event, now)
+            _insert_event(conn, holder, resource, sequence, event, now)
             result.events.append(event)
-            result.deliveries += await self._insert_deliveries(event, resource, sequence, now)
-        await self._db.execute(
-            """
-            INSERT INTO entities (holder, key, kind, id, country, tier, snapshot, object,
-                                  sequence, created_at, first_seen_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (holder, key) DO UPDATE SET
-                tier = excluded.tier,
-                snapshot = excluded.snapshot,
-                object = COALESCE(excluded.object, entities.object),
-                sequence = excluded.sequence,
-                created_at = COALESCE(excluded.created_at, entities.created_at),
-                updated_at = excluded.updated_at
-            """,
-            (
-                holder,
-                resource.key,
-                resource.type,
-                resource.id,
-                resource.country,
-                observation.tier,
-                _json(observation.snapshot),
-                None if observation.obj is None else encode(observation.obj),
-                sequence,
-                observation.created_at,
-                stamp,
-                stamp,
-            ),
-        )
+            result.deliveries += self._insert_deliveries(conn, event, resource, sequence, now)
+        _upsert_entity(conn, holder, observation, sequence, iso_ms(now))
 
-    async def _insert_event(
-        self, holder: str, resource: Resource, sequence: int, event: dict[str, Any], now: datetime
-    ) -> None:
-        await self._db.execute(
-            "INSERT INTO events (id, type, holder, resource_key, sequence, observed_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                event["id"],
-                event["type"],
-                holder,
-                resource.key,
-                sequence,
-                iso_ms(now),
-                encode(event),
-            ),
-        )
-
-    async def _insert_deliveries(
-        self, event: dict[str, Any], resource: Resource, sequence: int, now: datetime
+    def _insert_deliveries(
+        self,
+        conn: sqlite3.Connection,
+        event: dict[str, Any],
+        resource: Resource,
+        sequence: int,
+        now: datetime,
     ) -> int:
         routes = [sink.name for sink in self.sinks if matches(event["type"], sink.patterns)]
         stamp = iso_ms(now)
-        await self._db.executemany(
+        conn.executemany(
             "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
             " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
             [
@@ -474,12 +439,80 @@ _BACKLOG_SQL = """
 """
 
 
-def _entity(row: aiosqlite.Row) -> Entity:
-    return Entity(
-        holder=row["holder"],
-        resource=Resource(row["kind"], row["id"], row["country"]),
-        tier=row["tier"],
-        snapshot=json.loads(row["snapshot"]),
-        sequence=int(row["sequence"]),
-        created_at=row["created_at"],
+def _record_success(
+    conn: sqlite3.Connection, holder: str, tier: str, now: datetime, next_due_at: float
+) -> None:
+    stamp = iso_ms(now)
+    conn.execute(
+        """
+        INSERT INTO tier_runs (holder, tier, seeded_at, last_attempt_at,
+            last_success_at, consecutive_failures, last_error, next_due_at)
+        VALUES (?, ?, ?, ?, ?, 0, NULL, ?)
+        ON CONFLICT (holder, tier) DO UPDATE SET
+            seeded_at = COALESCE(tier_runs.seeded_at, excluded.seeded_at),
+            last_attempt_at = excluded.last_attempt_at,
+            last_success_at = excluded.last_success_at,
+            consecutive_failures = 0, last_error = NULL,
+            next_due_at = excluded.next_due_at
+        """,
+        (holder, tier, stamp, stamp, stamp, next_due_at),
     )
+
+
+def _insert_event(
+    conn: sqlite3.Connection,
+    holder: str,
+    resource: Resource,
+    sequence: int,
+    event: dict[str, Any],
+    now: datetime,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (id, type, holder, resource_key, sequence, observed_at, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event["id"], event["type"], holder, resource.key, sequence, iso_ms(now), encode(event)),
+    )
+
+
+def _upsert_entity(
+    conn: sqlite3.Connection, holder: str, observation: Observation, sequence: int, stamp: str
+) -> None:
+    resource = observation.resource
+    conn.execute(
+        """
+        INSERT INTO entities (holder, key, kind, id, country, tier, snapshot, object,
+                              sequence, created_at, first_seen_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (holder, key) DO UPDATE SET
+            tier = excluded.tier,
+            snapshot = excluded.snapshot,
+            object = COALESCE(excluded.object, entities.object),
+            sequence = excluded.sequence,
+            created_at = COALESCE(excluded.created_at, entities.created_at),
+            updated_at = excluded.updated_at
+        """,
+        (
+            holder,
+            resource.key,
+            resource.type,
+            resource.id,
+            resource.country,
+            observation.tier,
+            _json(observation.snapshot),
+            None if observation.obj is None else encode(observation.obj),
+            sequence,
+            observation.created_at,
+            stamp,
+            stamp,
+        ),
+    )
+
+
+def _entity(row: aiosqlite.Row) -> Entity:
+    """An ``Entity`` from a row of ``_ENTITY_COLUMNS``, read by position (a tier run reads a
+    hundred of these: by name costs a lookup per column)."""
+    holder, _key, kind, entity_id, country, tier, snapshot, sequence, created_at = row
+    return Entity(
+        holder, Resource(kind, entity_id, country), tier, json.loads(snapshot), int(sequence),
+        created_at,
+    )  # fmt: skip
