@@ -109,10 +109,12 @@ class DeliveryRow:
 
 # The delivery loop's statements take a whole batch as one JSON array and return one as text:
 # each statement is one step in SQLite's thread, where a statement or a result row per delivery
-# would trade the GIL with the event loop once per row; and the Python that builds and reads
-# those arrays runs in the loop, so that SQLite's thread hardly holds the GIL at all (json_each
-# and json_group_array: SQLite's JSON1, built in since 3.38, and compiled into the sqlite3 of
-# common Python builds before that; MATERIALIZED: SQLite 3.35).
+# would trade the GIL with the event loop once per row. The Python that builds and reads those
+# arrays runs in that thread too, beside the transaction: the event loop's thread is what limits
+# delivery (bench/delivery_throughput.py prints each thread's CPU per event), and building them
+# there cost it a few µs per event more (json_each and json_group_array: SQLite's JSON1, built in
+# since 3.38, and compiled into the sqlite3 of common Python builds before that; MATERIALIZED:
+# SQLite 3.35).
 
 # The rows to claim: at most ``limit`` due ones in due order, whose earlier events (same sink and
 # resource) are done, and one per (sink, event) in flight, even after a replay left two due: their
@@ -179,7 +181,7 @@ Statements = list[tuple[str, tuple[Any, ...]]]
 def _claim(conn: sqlite3.Connection, now_s: float, stamp: str, limit: int) -> tuple[str, int]:
     """In SQLite's thread, inside a transaction: choose the due rows, mark them ``delivering``.
 
-    Returns the claimed rows as JSON text (``_due_rows`` reads it in the loop) and how many.
+    Returns the claimed rows as JSON text (``_due_rows`` reads it) and how many.
     """
     if limit <= 0:
         return "[]", 0
@@ -197,7 +199,7 @@ def _due_rows(found: str) -> list[DueDelivery]:
 
 
 def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> Statements:
-    """The statements that log ``records`` and move their rows on (built in the loop)."""
+    """The statements that log ``records`` and move their rows on."""
     if not records:
         return []
     attempts = [
@@ -250,8 +252,9 @@ class Outbox(Connection):
         sink receives a resource's events in sequence order; other resources are not held up.
         """
         stamp = iso_ms(now)
-        found, _ = await self._atomically(lambda conn: _claim(conn, now.timestamp(), stamp, limit))
-        return _due_rows(found)
+        return await self._atomically(
+            lambda conn: _due_rows(_claim(conn, now.timestamp(), stamp, limit)[0])
+        )
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
         """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
@@ -284,8 +287,7 @@ class Outbox(Connection):
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
         """Log finished attempts and move their rows on, all in one transaction."""
         if records:
-            statements = _record_statements(records, now)
-            await self._atomically(lambda conn: _run(conn, statements))
+            await self._atomically(lambda conn: _run(conn, _record_statements(records, now)))
 
     async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
         """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
@@ -293,17 +295,14 @@ class Outbox(Connection):
         The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). The
         claim sees the attempts just recorded, so a resource's next event can follow at once.
         """
-
-        statements = _record_statements(records, now)
         now_s, stamp = now.timestamp(), iso_ms(now)
 
-        def work(conn: sqlite3.Connection) -> tuple[str, float | None]:
-            _run(conn, statements)
+        def work(conn: sqlite3.Connection) -> Settled:
+            _run(conn, _record_statements(records, now))
             found, count = _claim(conn, now_s, stamp, limit)
-            return found, _next_attempt_at(conn) if count < limit else None
+            return Settled(_due_rows(found), _next_attempt_at(conn) if count < limit else None)
 
-        found, upcoming = await self._atomically(work)
-        return Settled(_due_rows(found), upcoming)
+        return await self._atomically(work)
 
     async def deliveries(
         self, *, state: str | None = None, sink: str | None = None, limit: int = 100
