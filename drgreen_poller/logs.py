@@ -6,7 +6,8 @@ through structlog, held at WARNING whatever our level. When the stream is system
 ``journalctl -p warning`` filters. It must never be where a secret, a
 payload body or a customer's data gets logged: callers log ids, hashes or sizes instead, and
 tracebacks carry no local variables. When the reader of the log stream goes away (a closed
-pipe), lines are dropped from then on and the caller is told once.
+pipe), lines are dropped from then on and the caller is told once. Inside the event loop, a
+turn's info lines leave in one write at its end; warnings and worse leave at once.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ LEVELS = ("debug", "info", "warning", "error")
 # numbers), and it, asyncio and APScheduler would write thousands of lines a minute.
 THIRD_PARTY_FLOOR = logging.WARNING
 JOURNAL_ENV = "JOURNAL_STREAM"
-# sd-daemon(3)'s priorities, which journald reads from a "<N>" at the start of each line.
 # Lines at these levels are written out at once, not at the end of the loop's turn.
 URGENT_LEVELS = frozenset({"warning", "error", "critical", "exception"})
+# sd-daemon(3)'s priorities, which journald reads from a "<N>" at the start of each line.
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
