@@ -15,6 +15,7 @@ from drgreen_poller.changes import Change
 from drgreen_poller.errors import StoreError
 from drgreen_poller.events import Resource, event_id
 from drgreen_poller.store import MIGRATIONS, Observation, SinkRoute, StateLock, Store
+from drgreen_poller.store.connection import check_sqlite
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
@@ -360,3 +361,25 @@ class TestReadFailures:
         other.close()
         with pytest.raises(StoreError, match="reading the state database failed"):
             await store.entities("main", kind="order")
+
+
+class TestSqliteLibrary:
+    @pytest.mark.parametrize(
+        ("version", "has_json", "refusal"),
+        [
+            ((3, 40, 1), True, None),
+            ((3, 35, 0), True, None),
+            ((3, 34, 1), True, "SQLite library is 3.34.1; drgreen-poller needs 3.35.0 or newer"),
+            ((3, 40, 1), False, "built without the JSON functions"),
+        ],
+    )
+    def test_an_old_or_json_less_library_is_refused_in_one_line(
+        self, version: tuple[int, int, int], has_json: bool, refusal: str | None
+    ) -> None:
+        """A Python whose SQLite cannot run the claim is told so at open, not at the first claim."""
+        if refusal is None:
+            check_sqlite(version, has_json)
+            return
+        with pytest.raises(StoreError, match=refusal) as refused:
+            check_sqlite(version, has_json)
+        assert "\n" not in str(refused.value)

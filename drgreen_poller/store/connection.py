@@ -266,9 +266,44 @@ def _exclusive(lock_path: Path) -> int:
     return fd
 
 
+# The delivery loop's claim needs MATERIALIZED (SQLite 3.35) and JSON1 (built in since 3.38,
+# compiled into common Python builds before that): an older library fails at the first claim.
+MIN_SQLITE = (3, 35, 0)
+
+
+def check_sqlite(version: tuple[int, int, int], has_json: bool) -> None:
+    """Refuse, in one line, an SQLite library the store's statements cannot run on.
+
+    Raises:
+        StoreError: older than ``MIN_SQLITE``, or without the JSON functions.
+    """
+    needed = ".".join(map(str, MIN_SQLITE))
+    found = ".".join(map(str, version))
+    if version < MIN_SQLITE:
+        raise StoreError(
+            f"this Python's SQLite library is {found}; drgreen-poller needs {needed} or newer "
+            "(use a Python built against a newer SQLite, e.g. Debian 12's or Ubuntu 24.04's)"
+        )
+    if not has_json:
+        raise StoreError(
+            f"this Python's SQLite library ({found}) was built without the JSON functions, "
+            "which drgreen-poller needs"
+        )
+
+
 def _probe(path: Path) -> None:
-    """Open and close ``path`` with plain sqlite3 (raises what opening it would raise)."""
-    sqlite3.connect(path).close()
+    """Open and close ``path`` with plain sqlite3 (raises what opening it would raise), and
+    check the SQLite library (``check_sqlite``)."""
+    probe = sqlite3.connect(path)
+    try:
+        try:
+            probe.execute("SELECT json_array()")
+            has_json = True
+        except sqlite3.OperationalError:  # no such function: json_array
+            has_json = False
+    finally:
+        probe.close()
+    check_sqlite(sqlite3.sqlite_version_info, has_json)
 
 
 def _create_private(path: Path) -> None:
