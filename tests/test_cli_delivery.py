@@ -21,6 +21,7 @@ from drgreen_poller.signing import generate_webhook_secret, sign_webhook
 from drgreen_poller.store import Store
 from tests.conftest import write_config
 from tests.fakes import start
+from tests.waiting import eventually
 
 CLI = (sys.executable, "-m", "drgreen_poller")
 CLOCK = SystemClock()
@@ -32,14 +33,6 @@ async def _run(*args: str) -> tuple[int, str, str]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
-    deadline = CLOCK.monotonic() + timeout_s
-    while not await check():
-        if CLOCK.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await CLOCK.sleep(0.05)
 
 
 class SlowReceiver:
@@ -108,7 +101,7 @@ class TestCrashSafety:
         daemon = await asyncio.create_subprocess_exec(
             *CLI, "-c", config, "run", stdout=PIPE, stderr=PIPE
         )
-        await _until(lambda: _at_least(receiver, 5))
+        await eventually(lambda: _at_least(receiver, 5), timeout_s=15.0, step_s=0.05)
         daemon.send_signal(signal.SIGKILL)
         await daemon.wait()
         killed_with = len(set(receiver.accepted))
@@ -119,7 +112,7 @@ class TestCrashSafety:
         try:
             expected = await _event_ids(tmp_path)
             assert killed_with < len(expected)  # the kill really landed mid-way
-            await _until(lambda: _covers(receiver, expected))
+            await eventually(lambda: _covers(receiver, expected), timeout_s=15.0, step_s=0.05)
         finally:
             if again.returncode is None:
                 again.send_signal(signal.SIGTERM)
@@ -205,7 +198,7 @@ async def _run_daemon_until(config: str, check: Callable[[], Awaitable[bool]]) -
         *CLI, "-c", config, "run", stdout=PIPE, stderr=PIPE
     )
     try:
-        await _until(check)
+        await eventually(check, timeout_s=15.0, step_s=0.05)
     finally:
         daemon.send_signal(signal.SIGTERM)
         await asyncio.wait_for(daemon.communicate(), 20)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +15,9 @@ from drgreen_poller.errors import StoreError
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import Store
 from tests.conftest import write_config
+from tests.waiting import eventually
 
 CLOCK = SystemClock()
-
-
-async def _until(
-    check: Callable[[], Awaitable[bool]], daemon: Daemon, timeout_s: float = 5.0
-) -> None:
-    """Wait (polling every 20 ms of real time) until ``check`` holds; a daemon crash fails fast."""
-    deadline = CLOCK.monotonic() + timeout_s
-    while not await check():
-        if daemon.task is not None and daemon.task.done():
-            daemon.task.result()
-            raise AssertionError("the daemon stopped on its own")
-        if CLOCK.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await CLOCK.sleep(0.02)
 
 
 class Daemon:
@@ -86,18 +73,20 @@ class TestDaemon:
         order = box.state.orders.create("shop")
         daemon = Daemon(load_config(write_config(tmp_path, box.base_url, shop), {}))
         daemon.start()
-        await _until(daemon.first_synced, daemon)
+        await eventually(daemon.first_synced, task=daemon.task)
         box.state.lifecycle.approve(order.id)
-        await _until(lambda: _has(daemon, "order.approved"), daemon)
+        await eventually(lambda: _has(daemon, "order.approved"), task=daemon.task)
         await daemon.halt()
 
         box.state.lifecycle.pay(order.id)  # while the daemon is down
         box.state.lifecycle.ship(order.id)
         daemon.start()
-        await _until(lambda: _has(daemon, "order.shipped"), daemon)
+        await eventually(lambda: _has(daemon, "order.shipped"), task=daemon.task)
         box.state.lifecycle.deliver(order.id)
-        await _until(lambda: _has(daemon, "order.delivered"), daemon)
-        await _until(lambda: _has(daemon, "commission.accrued"), daemon)  # paying accrues
+        await eventually(lambda: _has(daemon, "order.delivered"), task=daemon.task)
+        await eventually(
+            lambda: _has(daemon, "commission.accrued"), task=daemon.task
+        )  # paying accrues
         await daemon.halt()
         assert await daemon.event_types("order.*") == [
             "order.approved",
@@ -114,7 +103,7 @@ class TestDaemon:
         config = load_config(write_config(tmp_path, box.base_url, shop), {})
         first = Daemon(config)
         first.start()
-        await _until(first.first_synced, first)
+        await eventually(first.first_synced, task=first.task)
         with pytest.raises(StoreError, match="already running"):
             await run_daemon(config, CLOCK, Controls())
         await first.halt()
@@ -148,7 +137,7 @@ class TestFatal:
         config = load_config(write_config(tmp_path, box.base_url, shop), {})
         daemon = Daemon(config)
         daemon.start()
-        await _until(daemon.first_synced, daemon)
+        await eventually(daemon.first_synced, task=daemon.task)
         db = sqlite3.connect(config.daemon.state_path, timeout=10, isolation_level=None)
         try:
             # Take the write lock first: a statement that reads, then writes, while the daemon

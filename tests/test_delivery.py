@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Sink, WebhookSink
 from drgreen_poller.store import AttemptRecord, Observation, Settled, SinkRoute, Store
 from tests.fakes import WebhookReceiver, start
+from tests.waiting import eventually
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 REAL = SystemClock()
@@ -206,10 +207,10 @@ class TestRunLoopOrdering:
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
         # Three first tries fail; each holds its order's two later events back.
-        await _until(lambda: len(bench.hook.accepted()) == 15)
-        await _until_async(lambda: _no_delivering(bench.store))
+        await eventually(lambda: len(bench.hook.accepted()) == 15, step_s=0.005)
+        await eventually(lambda: _no_delivering(bench.store), step_s=0.01)
         bench.clock.advance(SCHEDULE[1] * 1.2 + 1)  # the failed ones fall due again
-        await _until(lambda: len(bench.hook.accepted()) == 24)
+        await eventually(lambda: len(bench.hook.accepted()) == 24, step_s=0.005)
         stop.set()
         await task
         by_order: dict[str, list[int]] = {}
@@ -253,7 +254,7 @@ class TestBatchedWrites:
         await store.commit_events("shop", observations, now=clock.now())
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, grace_s=1))
-        await _until_async(lambda: _all_delivered(store))
+        await eventually(lambda: _all_delivered(store), step_s=0.01)
         stop.set()
         await task
         assert len(hook.accepted()) == 60
@@ -296,7 +297,7 @@ class TestLoop:
         assert await bench.states() == ["delivering"]
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
-        await _until(lambda: len(bench.hook.accepted()) == 1)
+        await eventually(lambda: len(bench.hook.accepted()) == 1, step_s=0.005)
         stop.set()
         await task
         assert await bench.states() == ["delivered"]
@@ -306,10 +307,12 @@ class TestLoop:
         """A new event is delivered without waiting for the next check (the clock never moves)."""
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
-        await _until(lambda: bench.clock.sleepers > 0)  # idle, asleep on the fake clock
+        await eventually(
+            lambda: bench.clock.sleepers > 0, step_s=0.005
+        )  # idle, asleep on the fake clock
         await bench.emit("o-1", "order.created")
         bench.worker.wake()
-        await _until(lambda: len(bench.hook.accepted()) == 1)
+        await eventually(lambda: len(bench.hook.accepted()) == 1, step_s=0.005)
         stop.set()
         await task
 
@@ -321,7 +324,7 @@ class TestLoop:
             await bench.emit(f"o-{number}", "order.created")
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=0.1))
-        await _until(lambda: len(bench.hook.received) == 4)
+        await eventually(lambda: len(bench.hook.received) == 4, step_s=0.005)
         stop.set()
         await asyncio.wait_for(task, 5)
         assert sorted(await bench.states()) == ["delivering"] * 4 + ["pending"] * 6
@@ -333,7 +336,7 @@ class TestLoop:
         await bench.emit("o-1", "order.created")
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=0.2))
-        await _until(lambda: len(bench.hook.received) == 1)
+        await eventually(lambda: len(bench.hook.received) == 1, step_s=0.005)
         stop.set()
         await asyncio.wait_for(task, 5)
         assert await bench.states() == ["delivering"]
@@ -373,12 +376,12 @@ class TestConcurrency:
             await store.commit_events("shop", [observation], now=clock.now())
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, grace_s=1))
-        await _until(lambda: in_flight[0] == 4)
+        await eventually(lambda: in_flight[0] == 4, step_s=0.005)
         await asyncio.wait([task], timeout=0.1)
         assert peak[0] == 4
         gate.set()
-        await _until(lambda: peak[0] == 4 and in_flight[0] == 0)
-        await _until_async(lambda: _all_delivered(store))
+        await eventually(lambda: peak[0] == 4 and in_flight[0] == 0, step_s=0.005)
+        await eventually(lambda: _all_delivered(store), step_s=0.01)
         stop.set()
         await task
         for sink in sinks.values():
@@ -467,23 +470,6 @@ async def _all_delivered(store: Store) -> bool:
     return all(row.state == "delivered" for row in await store.deliveries(limit=1000))
 
 
-async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait (5 ms real steps) until ``check()`` holds."""
-    for _ in range(int(timeout_s / 0.005)):
-        if check():
-            return
-        await REAL.sleep(0.005)
-    raise AssertionError("condition never held")
-
-
-async def _until_async(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if await check():
-            return
-        await REAL.sleep(0.01)
-    raise AssertionError("condition never held")
-
-
 class CountingWorker(DeliveryWorker):
     """The real worker, counting how often its loop looks for work."""
 
@@ -508,7 +494,7 @@ class TestNoSpin:
         await bench.emit("o-1", "order.created")
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, grace_s=0.1))
-        await _until(lambda: len(bench.hook.received) == 1)  # the one slot hangs
+        await eventually(lambda: len(bench.hook.received) == 1, step_s=0.005)  # the one slot hangs
         await bench.emit("o-2", "order.created")
         for _ in range(20):
             worker.wake()

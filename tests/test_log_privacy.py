@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 from asyncio.subprocess import DEVNULL, PIPE
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
 from tests.fakes import WebhookReceiver, start
+from tests.waiting import eventually
 
 CLI = (sys.executable, "-m", "drgreen_poller")
 WHSEC = generate_webhook_secret()
@@ -153,13 +154,6 @@ path = "events.jsonl"
     return path
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = CLOCK.monotonic() + 30
-    while not condition():
-        assert CLOCK.monotonic() < deadline, f"timed out waiting for {what}"
-        await CLOCK.sleep(0.05)
-
-
 def _types_for(hook: WebhookReceiver, ids: set[str]) -> dict[str, set[str]]:
     seen: dict[str, set[str]] = {}
     for delivery in hook.received:
@@ -236,15 +230,22 @@ class TestDebugLogs:
     ) -> None:
         """Customers sign up, pass KYC and are approved; wait until each event was delivered."""
         ids = set(await _customers(session, sandbox))
-        await _until(lambda: len(_types_for(hook, ids)) == 4, "client.created x4")
+        await eventually(
+            lambda: len(_types_for(hook, ids)) == 4,
+            what="client.created x4",
+            timeout_s=30.0,
+            step_s=0.05,
+        )
         for client_id in ids:
             for action in ("verify-kyc", "approve"):
                 url = f"{sandbox['control_url']}/clients/{client_id}/{action}"
                 async with session.post(url) as reply:
                     assert reply.status == 200, await reply.text()
-        await _until(
+        await eventually(
             lambda: all("client.kyc.completed" in t for t in _types_for(hook, ids).values()),
-            "client.kyc.completed x4",
+            what="client.kyc.completed x4",
+            timeout_s=30.0,
+            step_s=0.05,
         )
 
     @staticmethod

@@ -34,6 +34,7 @@ from drgreen_poller.service import apply_config, build_service, open_runtime
 from drgreen_poller.signing import generate_credentials, generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
 from tests.fakes import Delivery, WebhookReceiver, start
+from tests.waiting import eventually
 
 CLOCK = SystemClock()
 CLI = (sys.executable, "-m", "drgreen_poller")
@@ -75,18 +76,6 @@ async def receivers() -> AsyncIterator[Callable[[], Awaitable[tuple[WebhookRecei
     yield make
     for server in servers:
         await server.close()
-
-
-async def _until(check: Callable[[], bool], task: asyncio.Task[Any], timeout_s: float = 5) -> None:
-    """Wait (20 ms steps of real time) until ``check`` holds; the daemon ending fails at once."""
-    deadline = CLOCK.monotonic() + timeout_s
-    while not check():
-        if task.done():
-            task.result()
-            raise AssertionError("the daemon stopped on its own")
-        if CLOCK.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await CLOCK.sleep(0.02)
 
 
 class TestConfigChanges:
@@ -186,7 +175,7 @@ class Running:
 
     async def until(self, check: Callable[[], bool], timeout_s: float = 5) -> None:
         assert self.task is not None
-        await _until(check, self.task, timeout_s)
+        await eventually(check, task=self.task, timeout_s=timeout_s)
 
     async def reload(self, logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
         """Ask for a reload and wait for its outcome line (``config_reloaded`` or the first
