@@ -110,11 +110,10 @@ class DeliveryRow:
 # The delivery loop's statements take a whole batch as one JSON array and return one as text:
 # each statement is one step in SQLite's thread, where a statement or a result row per delivery
 # would trade the GIL with the event loop once per row. The Python that builds and reads those
-# arrays runs in that thread too, beside the transaction: the event loop's thread is what limits
-# delivery (bench/delivery_throughput.py prints each thread's CPU per event), and building them
-# there cost it a few µs per event more (json_each and json_group_array: SQLite's JSON1, built in
-# since 3.38, and compiled into the sqlite3 of common Python builds before that; MATERIALIZED:
-# SQLite 3.35).
+# arrays runs in that thread too, beside the transaction, not in the event loop's thread, which
+# is what limits delivery (bench/delivery_throughput.py prints each thread's CPU per event).
+# json_each and json_group_array: SQLite's JSON1, built in since 3.38 and compiled into the
+# sqlite3 of common Python builds before that; MATERIALIZED: SQLite 3.35 (``check_sqlite``).
 
 # The rows to claim: at most ``limit`` due ones in due order, whose earlier events (same sink and
 # resource) are done, and one per (sink, event) in flight, even after a replay left two due: their
