@@ -21,10 +21,11 @@ import statistics
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -268,3 +269,20 @@ def append_run(section: str, intro: str, record: str, path: Path = BENCHMARKS) -
         text = before + record + ("\n" + after if after else "")
     path.write_text(text, encoding="utf-8")
     print(f"appended to {path} under '{heading}'")
+
+
+def report(
+    section: str, intro: str, profile: str, result: str, notes: Sequence[str], append: bool
+) -> None:
+    """Print a run's table and notes; with ``append``, add the run to ``BENCHMARKS.md``."""
+    print(result, *notes, sep="\n")
+    if append:
+        append_run(section, intro, run_record(profile, result, notes))
+
+
+def main_with_profile(doc: str, main: Callable[[str, bool], Coroutine[Any, Any, None]]) -> None:
+    """The ``__main__`` of a script taking ``--profile`` and ``--no-append`` only."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    profile_arguments(parser)
+    args = parser.parse_args()
+    asyncio.run(main(args.profile, not args.no_append))

@@ -15,13 +15,13 @@ import shutil
 import signal
 import statistics
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from _common import CLOCK, Received, Receiver
+from _common import CLOCK, Received, Receiver, receiver
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
@@ -178,12 +178,14 @@ CPU_NOTE = (
 )
 
 
-def cpu_cell(ours: list[CpuPerEvent], raw: list[CpuPerEvent]) -> str:
+def cpu_cell(pairs: Sequence[Pair]) -> str:
     """``loop + others : raw · receiver ours:raw``, each a median over the runs."""
 
     def mid(values: list[float]) -> float:
         return statistics.median(values)
 
+    ours = [run.cpu for _, run in pairs]
+    raw = [raw.cpu for raw, _ in pairs]
     return (
         f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f} : "
         f"{mid([c.sender_us for c in raw]):.0f} · "
@@ -327,3 +329,18 @@ async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Raw
     own, theirs = _cpu_s(Path("/proc/self/stat")) - own, _cpu_s(receiver_stat) - theirs
     count = max(1, received.distinct)
     return RawRun(received, CpuPerEvent(own / count * 1e6, 0.0, theirs / count * 1e6))
+
+
+Pair = tuple[RawRun, DaemonRun]
+
+
+async def alternate(
+    backlog: Backlog, concurrency: int, runs: int, workdir: Path
+) -> AsyncIterator[Pair]:
+    """``runs`` pairs, each raw POSTs then the daemon over the same backlog, to one receiver."""
+    async with receiver() as target:
+        for index in range(runs):
+            rundir = workdir / f"c{concurrency}-{index}"
+            raw = await run_raw(backlog, target, concurrency)
+            run = await run_daemon(backlog, target, concurrency, rundir)
+            yield raw, run

@@ -15,24 +15,12 @@ daemon's time from its start is printed beside it.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import CpuShare, append_run, median, profile_arguments, receiver, run_record, table
-from _delivery import (
-    CPU_HEADER,
-    CPU_NOTE,
-    Backlog,
-    CpuPerEvent,
-    backlog,
-    cpu_cell,
-    run_daemon,
-    run_raw,
-)
+from _common import CpuShare, main_with_profile, median, report, table
+from _delivery import CPU_HEADER, CPU_NOTE, Backlog, Pair, alternate, backlog, cpu_cell
 
 from drgreen_poller import logs
 from drgreen_poller.config import DeliveryConfig
@@ -53,52 +41,36 @@ TARGET_S_PER_100K = 30.0
 TARGET_RATIO = 2.0
 
 
-@dataclass
-class Drains:
-    """Seconds per run: the daemon's drain, its time from start, and raw's drain."""
-
-    ours: list[float] = field(default_factory=list)
-    from_start: list[float] = field(default_factory=list)
-    raw: list[float] = field(default_factory=list)
-    our_cpu: list[CpuPerEvent] = field(default_factory=list)
-    raw_cpu: list[CpuPerEvent] = field(default_factory=list)
-
-
-async def measure(events: Backlog, runs: int, workdir: Path) -> Drains:
+async def measure(events: Backlog, runs: int, workdir: Path) -> list[Pair]:
     """Alternating runs of raw POSTs and the daemon over the same backlog."""
-    drains = Drains()
-    async with receiver() as target:
-        for index in range(runs):
-            raw = await run_raw(events, target, CONCURRENCY)
-            drains.raw.append(raw.received.window_s())
-            drains.raw_cpu.append(raw.cpu)
-            run = await run_daemon(events, target, CONCURRENCY, workdir / f"run-{index}")
-            drains.ours.append(run.received.window_s())
-            drains.from_start.append(run.from_start_s())
-            drains.our_cpu.append(run.cpu)
-            print(
-                f"  run {index + 1}/{runs}: raw {drains.raw[-1]:.1f} s, daemon "
-                f"{drains.ours[-1]:.1f} s ({drains.from_start[-1]:.1f} s from start)",
-                file=sys.stderr,
-            )
-    return drains
+    pairs: list[Pair] = []
+    async for raw, run in alternate(events, CONCURRENCY, runs, workdir):
+        pairs.append((raw, run))
+        print(
+            f"  run {len(pairs)}/{runs}: raw {raw.received.window_s():.1f} s, daemon "
+            f"{run.received.window_s():.1f} s ({run.from_start_s():.1f} s from start)",
+            file=sys.stderr,
+        )
+    return pairs
 
 
-def row(count: int, drains: Drains) -> list[str]:
-    ours, raw = median(drains.ours), median(drains.raw)
+def row(count: int, pairs: list[Pair]) -> list[str]:
+    drains = [run.received.window_s() for _, run in pairs]
+    raws = [raw.received.window_s() for raw, _ in pairs]
+    ours, raw = median(drains), median(raws)
     target_s = TARGET_S_PER_100K * count / 100_000
     met = ours <= target_s and ours <= TARGET_RATIO * raw
     return [
         f"{count:,}",
         str(CONCURRENCY),
         f"{ours:.1f}",
-        f"{median(drains.from_start):.1f}",
+        f"{median([run.from_start_s() for _, run in pairs]):.1f}",
         f"{raw:.1f}",
         f"{ours / raw:.2f}",
         f"≤ {target_s:g} s and ≤ {TARGET_RATIO:g}",
         "yes" if met else "no",
-        cpu_cell(drains.our_cpu, drains.raw_cpu),
-        " / ".join(f"{o:.1f}:{r:.1f}" for o, r in zip(drains.ours, drains.raw, strict=True)),
+        cpu_cell(pairs),
+        " / ".join(f"{o:.1f}:{r:.1f}" for o, r in zip(drains, raws, strict=True)),
     ]
 
 
@@ -109,12 +81,12 @@ async def main(profile: str, append: bool) -> None:
     share.start()
     with tempfile.TemporaryDirectory() as tmp:
         async with backlog(count, Path(tmp)) as events:
-            drains = await measure(events, runs, Path(tmp))
+            pairs = await measure(events, runs, Path(tmp))
     headers = [
         "events", "concurrency", "daemon s", "daemon s from start", "raw s", "ratio",
         "target", "met?", CPU_HEADER, "each run daemon:raw (s)",
     ]  # fmt: skip
-    result = table(headers, [row(count, drains)], "rrrrrrllll")
+    result = table(headers, [row(count, pairs)], "rrrrrrllll")
     notes = [f"Medians of {runs} alternating runs. {share.sentence()}", CPU_NOTE]
     if profile == "quick":
         target_s = TARGET_S_PER_100K * count / 100_000
@@ -122,13 +94,8 @@ async def main(profile: str, append: bool) -> None:
             f"Quick profile: {count:,} events, not 100,000; the 30 s target scaled to "
             f"{target_s:g} s."
         )
-    print(result, *notes, sep="\n")
-    if append:
-        append_run(SECTION, INTRO, run_record(profile, result, notes))
+    report(SECTION, INTRO, profile, result, notes, append)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    profile_arguments(parser)
-    args = parser.parse_args()
-    asyncio.run(main(args.profile, not args.no_append))
+    main_with_profile(__doc__, main)

@@ -15,24 +15,12 @@ the last, so neither side's start-up counts; the daemon's time from start is pri
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import CpuShare, append_run, median, profile_arguments, receiver, run_record, table
-from _delivery import (
-    CPU_HEADER,
-    CPU_NOTE,
-    Backlog,
-    CpuPerEvent,
-    backlog,
-    cpu_cell,
-    run_daemon,
-    run_raw,
-)
+from _common import CpuShare, main_with_profile, median, report, table
+from _delivery import CPU_HEADER, CPU_NOTE, Backlog, Pair, alternate, backlog, cpu_cell
 
 from drgreen_poller import logs
 
@@ -52,50 +40,35 @@ CONCURRENCIES = (16, 64)
 TARGET_RATIO = 0.8
 
 
-@dataclass
-class Runs:
-    """The alternating runs at one concurrency."""
-
-    ours: list[float] = field(default_factory=list)  # daemon events/s
-    raw: list[float] = field(default_factory=list)  # raw events/s
-    from_start: list[float] = field(default_factory=list)  # daemon s from its start
-    our_cpu: list[CpuPerEvent] = field(default_factory=list)
-    raw_cpu: list[CpuPerEvent] = field(default_factory=list)
-
-
-async def measure(events: Backlog, concurrency: int, runs: int, workdir: Path) -> Runs:
+async def measure(events: Backlog, concurrency: int, runs: int, workdir: Path) -> list[Pair]:
     """Alternating runs of raw POSTs and of the daemon, to one receiver."""
-    found = Runs()
-    async with receiver() as target:
-        for index in range(runs):
-            raw = await run_raw(events, target, concurrency)
-            found.raw.append(raw.received.rate())
-            found.raw_cpu.append(raw.cpu)
-            run = await run_daemon(events, target, concurrency, workdir / f"c{concurrency}-{index}")
-            found.ours.append(run.received.rate())
-            found.from_start.append(run.from_start_s())
-            found.our_cpu.append(run.cpu)
-            print(
-                f"  concurrency {concurrency}, run {index + 1}/{runs}: raw {found.raw[-1]:,.0f}/s, "
-                f"daemon {found.ours[-1]:,.0f}/s ({found.from_start[-1]:.1f} s from start)",
-                file=sys.stderr,
-            )
-    return found
+    pairs: list[Pair] = []
+    async for raw, run in alternate(events, concurrency, runs, workdir):
+        pairs.append((raw, run))
+        print(
+            f"  concurrency {concurrency}, run {len(pairs)}/{runs}: "
+            f"raw {raw.received.rate():,.0f}/s, daemon {run.received.rate():,.0f}/s "
+            f"({run.from_start_s():.1f} s from start)",
+            file=sys.stderr,
+        )
+    return pairs
 
 
-def row(concurrency: int, count: int, runs: Runs) -> list[str]:
-    ratio = median(runs.ours) / median(runs.raw)
+def row(concurrency: int, count: int, pairs: list[Pair]) -> list[str]:
+    ours = [run.received.rate() for _, run in pairs]
+    raw = [raw.received.rate() for raw, _ in pairs]
+    ratio = median(ours) / median(raw)
     return [
         str(concurrency),
         f"{count:,}",
-        f"{median(runs.ours):,.0f}",
-        f"{median(runs.raw):,.0f}",
+        f"{median(ours):,.0f}",
+        f"{median(raw):,.0f}",
         f"{ratio:.2f}",
         f"≥ {TARGET_RATIO}",
         "yes" if ratio >= TARGET_RATIO else "no",
-        f"{median(runs.from_start):.1f}",
-        cpu_cell(runs.our_cpu, runs.raw_cpu),
-        " / ".join(f"{o:,.0f}:{r:,.0f}" for o, r in zip(runs.ours, runs.raw, strict=True)),
+        f"{median([run.from_start_s() for _, run in pairs]):.1f}",
+        cpu_cell(pairs),
+        " / ".join(f"{o:,.0f}:{r:,.0f}" for o, r in zip(ours, raw, strict=True)),
     ]
 
 
@@ -115,18 +88,9 @@ async def main(profile: str, append: bool) -> None:
         "daemon s from start", CPU_HEADER, "each run daemon:raw (events/s)",
     ]  # fmt: skip
     result = table(headers, rows, "rrrrrllrll")
-    print(result)
-    notes = [
-        f"Medians of {runs} alternating runs per concurrency. {share.sentence()}",
-        CPU_NOTE,
-    ]
-    print("\n".join(notes))
-    if append:
-        append_run(SECTION, INTRO, run_record(profile, result, notes))
+    notes = [f"Medians of {runs} alternating runs per concurrency. {share.sentence()}", CPU_NOTE]
+    report(SECTION, INTRO, profile, result, notes, append)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    profile_arguments(parser)
-    args = parser.parse_args()
-    asyncio.run(main(args.profile, not args.no_append))
+    main_with_profile(__doc__, main)

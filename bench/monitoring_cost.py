@@ -19,8 +19,6 @@ with it dropped, alternating.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import shutil
 import sqlite3
 import sys
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from _common import CLOCK, CpuShare, append_run, median, profile_arguments, run_record, table
+from _common import CLOCK, CpuShare, main_with_profile, median, report, table
 from aiohttp import web
 
 from drgreen_poller import logs
@@ -271,13 +269,8 @@ async def main(profile: str, append: bool) -> None:
     notes = [
         f"State schema version {len(MIGRATIONS)} (this checkout's migrations). {share.sentence()}"
     ]
-    print(result, *notes, sep="\n")
-    if append:
-        append_run(SECTION, INTRO, run_record(profile, result, notes))
+    report(SECTION, INTRO, profile, result, notes, append)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    profile_arguments(parser)
-    args = parser.parse_args()
-    asyncio.run(main(args.profile, not args.no_append))
+    main_with_profile(__doc__, main)
