@@ -303,6 +303,17 @@ class TestWebhookSignatures:
         header = sign_webhook([self.SECRET], "evt_1", 1700000000, self.BODY)
         assert header == "v1," + base64.b64encode(expected).decode()
 
+    @pytest.mark.parametrize("size", [0, 2046, 2047, 2048, 4094, 4095, 10_000])
+    def test_bodies_of_every_length(self, size: int) -> None:
+        """Bodies around and beyond the piece the HMAC is fed in sign like a one-shot HMAC."""
+        body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        key = base64.b64decode(self.SECRET.removeprefix("whsec_"))
+        expected = hmac.new(key, b"evt_1.1700000000." + body, hashlib.sha256).digest()
+        header = sign_webhook([self.SECRET], "evt_1", 1700000000, body)
+        assert header == "v1," + base64.b64encode(expected).decode()
+        hex_expected = hmac.new(self.SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert sign_hex(self.SECRET, body) == f"sha256={hex_expected}"
+
     def test_one_entry_per_secret(self) -> None:
         """During a rotation each secret adds one v1 entry, separated by single spaces."""
         header = sign_webhook([self.SECRET, self.OTHER], "evt_1", 1700000000, self.BODY)
