@@ -24,7 +24,8 @@ import aiohttp
 from _common import CLOCK, Received, Receiver, receiver
 
 from drgreen_poller.api import ApiClient, ApiSettings
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
@@ -117,9 +118,7 @@ async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes,
         rows = await store.claim_due(CLOCK.now(), 10**9)
     finally:
         await store.close()
-    config = SinkConfig(
-        SINK, "webhook", url="http://127.0.0.1/", secrets=(Secret(secret, "bench"),)
-    )
+    config = WebhookSinkConfig(SINK, url="http://127.0.0.1/", secrets=(Secret(secret, "bench"),))
     sink = WebhookSink(config, DeliveryConfig())
     now = CLOCK.now()
     return [

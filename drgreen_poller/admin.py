@@ -23,6 +23,7 @@ import aiohttp
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.config import Config, duration
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.errors import (
     ConfigError,
     SigningError,
@@ -354,7 +355,8 @@ def listen_secrets(config: Config | None, given: Sequence[str]) -> list[str]:
         raise ConfigError(problems)
     if given:
         return list(given)
-    found = [s.value for sink in (config.sinks if config else ()) for s in sink.secrets]
+    webhooks = [s for s in (config.sinks if config else ()) if isinstance(s, WebhookSinkConfig)]
+    found = [secret.value for sink in webhooks for secret in sink.secrets]
     if not found:
         raise ConfigError("listen needs --secret (or a configuration with a webhook sink)")
     return found

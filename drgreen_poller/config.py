@@ -1,8 +1,9 @@
 """The TOML configuration: ``load_config(path) -> Config``, every section as frozen dataclasses.
 
 Owns the schema of design §6: which sections and keys exist, their defaults, and the checks
-that span values (unique names, matching key pairs, http:// only to loopback). Single values
-are read by ``config_fields``. Every problem is reported at once, one line naming its key path
+that span values (unique names, matching key pairs). Single values are read by
+``config_fields`` (each table through a ``Section`` that knows its key path); the ``[[sinks]]``
+tables, one type per kind, by ``config_sinks``. Every problem is reported at once, one line naming its key path
 (``holders[0].secret_key_file: no such file``), in a ``ConfigError``. No network I/O.
 """
 
@@ -17,31 +18,26 @@ from typing import Any, Literal, cast
 
 from drgreen_poller.config_fields import (
     CREDENTIALS_ENV,
-    NAME_RE,
     Reader,
     Secret,
-    boolean,
+    check_unique_names,
     choice,
     closest,
     country,
     duration,
-    event_glob,
     http_url,
-    is_loopback_url,
     is_whsec,
-    join,
     listen_address,
     number,
     one_secret,
     order_status,
     positive_duration,
     read_text_file,
-    secret_values,
     string,
     string_list,
-    systemd_credential,
     type_name,
 )
+from drgreen_poller.config_sinks import SinkConfig, read_sinks
 from drgreen_poller.errors import ConfigError, SigningError
 from drgreen_poller.logs import LOG_FORMATS, LogFormat
 from drgreen_poller.signing import api_key_for, load_public_key
@@ -49,8 +45,6 @@ from drgreen_poller.signing import api_key_for, load_public_key
 DEFAULT_CONFIG_PATH = Path("/etc/drgreen-poller/config.toml")
 CONFIG_ENV = "DRGREEN_POLLER_CONFIG"
 FirstSync = Literal["seed", "emit"]
-SinkKind = Literal["webhook", "file", "command"]
-SignatureScheme = Literal["standard", "hmac-sha256-hex"]
 
 __all__ = [
     "CONFIG_ENV",
@@ -62,7 +56,6 @@ __all__ = [
     "HolderConfig",
     "ScheduleConfig",
     "Secret",
-    "SinkConfig",
     "config_path",
     "duration",
     "is_whsec",
@@ -127,23 +120,6 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SinkConfig:
-    """One ``[[sinks]]`` table; which fields matter depends on ``kind``."""
-
-    name: str
-    kind: SinkKind
-    events: tuple[str, ...] = ("*",)
-    url: str = ""
-    allow_remote: bool = False
-    secrets: tuple[Secret, ...] = ()
-    signature: SignatureScheme = "standard"
-    path: Path | None = None
-    command: tuple[str, ...] = ()
-    timeout_s: float | None = None
-    unix_socket: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
 
@@ -170,23 +146,6 @@ _HOLDER_KEYS = {
     "secret_key_file",
     "secret_key_env",
 }
-_SINK_COMMON = {"name", "kind", "events"}
-_SINK_KEYS: dict[str, set[str]] = {
-    "webhook": _SINK_COMMON
-    | {
-        "url",
-        "allow_remote",
-        "secret",
-        "secret_file",
-        "secret_env",
-        "signature",
-        "timeout",
-        "unix_socket",
-    },
-    "file": _SINK_COMMON | {"path"},
-    "command": _SINK_COMMON | {"command", "timeout"},
-}
-
 
 _DAEMON_KEYS = {
     "state_path",
@@ -201,41 +160,30 @@ _DAEMON_KEYS = {
 
 def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
     d = DaemonConfig()
-    with r.table("daemon", value, _DAEMON_KEYS) as t:
-        state = r.get(t, "daemon", "state_path", string, None)
+    with r.table("daemon", value, _DAEMON_KEYS) as s:
+        state = s.get("state_path", string, None)
         return DaemonConfig(
             state_path=(base_dir / state) if state else d.state_path,
-            log_level=r.get(
-                t, "daemon", "log_level", choice("debug", "info", "warning", "error"), d.log_level
-            ),
-            log_format=cast(
-                LogFormat, r.get(t, "daemon", "log_format", choice(*LOG_FORMATS), d.log_format)
-            ),
-            http_listen=r.get(t, "daemon", "http_listen", listen_address, d.http_listen),
-            first_sync=cast(
-                FirstSync, r.get(t, "daemon", "first_sync", choice("seed", "emit"), d.first_sync)
-            ),
-            stop_grace_s=r.get(t, "daemon", "stop_grace", positive_duration, d.stop_grace_s),
-            health_max_delivery_age_s=r.get(
-                t,
-                "daemon",
-                "health_max_delivery_age",
-                positive_duration,
-                d.health_max_delivery_age_s,
+            log_level=s.get("log_level", choice("debug", "info", "warning", "error"), d.log_level),
+            log_format=cast(LogFormat, s.get("log_format", choice(*LOG_FORMATS), d.log_format)),
+            http_listen=s.get("http_listen", listen_address, d.http_listen),
+            first_sync=cast(FirstSync, s.get("first_sync", choice("seed", "emit"), d.first_sync)),
+            stop_grace_s=s.get("stop_grace", positive_duration, d.stop_grace_s),
+            health_max_delivery_age_s=s.get(
+                "health_max_delivery_age", positive_duration, d.health_max_delivery_age_s
             ),
         )
 
 
 def _api(r: Reader, value: Any) -> ApiConfig:
     d = ApiConfig()
-    with r.table("api", value, {"base_url", "timeout", "requests_per_second", "burst"}) as t:
+    with r.table("api", value, {"base_url", "timeout", "requests_per_second", "burst"}) as s:
+        rate = s.get("requests_per_second", number(0.001, 1000), d.requests_per_second)
         return ApiConfig(
-            base_url=r.get(t, "api", "base_url", http_url, d.base_url).rstrip("/"),
-            timeout_s=r.get(t, "api", "timeout", positive_duration, d.timeout_s),
-            requests_per_second=float(
-                r.get(t, "api", "requests_per_second", number(0.001, 1000), d.requests_per_second)
-            ),
-            burst=r.get(t, "api", "burst", number(1, 1000, integer=True), d.burst),
+            base_url=s.get("base_url", http_url, d.base_url).rstrip("/"),
+            timeout_s=s.get("timeout", positive_duration, d.timeout_s),
+            requests_per_second=float(rate),
+            burst=s.get("burst", number(1, 1000, integer=True), d.burst),
         )
 
 
@@ -247,39 +195,20 @@ def _holders(r: Reader, value: Any) -> tuple[HolderConfig, ...]:
         r.problem("holders", f"must be an array of tables ([[holders]]), not {type_name(value)}")
         return ()
     holders = [_holder(r, f"holders[{i}]", item) for i, item in enumerate(value)]
-    _check_unique_names(r, "holders", [h.name for h in holders])
+    check_unique_names(r, "holders", [h.name for h in holders])
     _check_key_pairs(r, holders)
     return tuple(holders)
 
 
 def _holder(r: Reader, path: str, value: Any) -> HolderConfig:
-    with r.table(path, value, _HOLDER_KEYS) as t:
-        name = _required_name(r, t, path)
+    with r.table(path, value, _HOLDER_KEYS) as s:
+        name = s.required_name()
         return HolderConfig(
             name=name,
-            api_key=one_secret(r, t, path, "api_key", f"{name}.api_key"),
-            secret_key=one_secret(r, t, path, "secret_key", f"{name}.secret_key"),
-            strain_countries=r.get(t, path, "strain_countries", string_list(country), ("GBR",)),
+            api_key=one_secret(s, "api_key", f"{name}.api_key"),
+            secret_key=one_secret(s, "secret_key", f"{name}.secret_key"),
+            strain_countries=s.get("strain_countries", string_list(country), ("GBR",)),
         )
-
-
-def _required_name(r: Reader, table: Mapping[str, Any], path: str) -> str:
-    name = r.get(table, path, "name", string, "")
-    if "name" not in table:
-        r.problem(join(path, "name"), "missing")
-    elif not NAME_RE.match(name):
-        r.problem(join(path, "name"), f"{name!r} must be 1-64 letters, digits, '-', '_' or '.'")
-    return name
-
-
-def _check_unique_names(r: Reader, path: str, names: list[str]) -> None:
-    seen: dict[str, int] = {}
-    for index, name in enumerate(names):
-        if name and name in seen:
-            r.problem(
-                f"{path}[{index}].name", f"duplicate name {name!r} (also {path}[{seen[name]}])"
-            )
-        seen.setdefault(name, index)
 
 
 def _check_key_pairs(r: Reader, holders: list[HolderConfig]) -> None:
@@ -302,33 +231,29 @@ def _check_key_pairs(r: Reader, holders: list[HolderConfig]) -> None:
             r.problem(path, "api_key is not the public key of secret_key (a mixed-up pair?)")
 
 
+_INTERVALS = (
+    "active_orders",
+    "stale_orders",
+    "stale_after",
+    "pending_kyc",
+    "commissions",
+    "strains",
+    "backoff_base",
+    "backoff_max",
+    "unauthorized_retry",
+)
+
+
 def _schedule(r: Reader, value: Any) -> ScheduleConfig:
     d = ScheduleConfig()
-    names = (
-        "active_orders",
-        "stale_orders",
-        "stale_after",
-        "pending_kyc",
-        "commissions",
-        "strains",
-        "backoff_base",
-        "backoff_max",
-        "unauthorized_retry",
-    )
-    with r.table("schedule", value, {*names, "jitter", "terminal_order_statuses"}) as t:
-        seconds = {
-            n: r.get(t, "schedule", n, positive_duration, getattr(d, f"{n}_s")) for n in names
-        }
-        jitter = float(r.get(t, "schedule", "jitter", number(0, 0.5), d.jitter))
-        terminal = r.get(
-            t,
-            "schedule",
-            "terminal_order_statuses",
-            string_list(order_status),
-            d.terminal_order_statuses,
+    with r.table("schedule", value, {*_INTERVALS, "jitter", "terminal_order_statuses"}) as s:
+        seconds = {n: s.get(n, positive_duration, getattr(d, f"{n}_s")) for n in _INTERVALS}
+        jitter = float(s.get("jitter", number(0, 0.5), d.jitter))
+        terminal = s.get(
+            "terminal_order_statuses", string_list(order_status), d.terminal_order_statuses
         )
         if seconds["backoff_max"] < seconds["backoff_base"]:
-            r.problem("schedule.backoff_max", "must not be less than schedule.backoff_base")
+            s.problem("backoff_max", "must not be less than schedule.backoff_base")
         return ScheduleConfig(
             **{f"{n}_s": float(v) for n, v in seconds.items()},
             jitter=jitter,
@@ -338,15 +263,12 @@ def _schedule(r: Reader, value: Any) -> ScheduleConfig:
 
 def _delivery(r: Reader, value: Any) -> DeliveryConfig:
     d = DeliveryConfig()
-    with r.table("delivery", value, {"timeout", "retry_schedule", "retention", "concurrency"}) as t:
-        schedule = r.get(t, "delivery", "retry_schedule", _duration_list, d.retry_schedule_s)
+    with r.table("delivery", value, {"timeout", "retry_schedule", "retention", "concurrency"}) as s:
         return DeliveryConfig(
-            timeout_s=r.get(t, "delivery", "timeout", positive_duration, d.timeout_s),
-            retry_schedule_s=schedule,
-            retention_s=r.get(t, "delivery", "retention", positive_duration, d.retention_s),
-            concurrency=r.get(
-                t, "delivery", "concurrency", number(1, 1000, integer=True), d.concurrency
-            ),
+            timeout_s=s.get("timeout", positive_duration, d.timeout_s),
+            retry_schedule_s=s.get("retry_schedule", _duration_list, d.retry_schedule_s),
+            retention_s=s.get("retention", positive_duration, d.retention_s),
+            concurrency=s.get("concurrency", number(1, 1000, integer=True), d.concurrency),
         )
 
 
@@ -357,142 +279,6 @@ def _duration_list(value: Any) -> tuple[float, ...]:
         return tuple(duration(v) for v in value)
     except ValueError as exc:
         raise ValueError(f"an entry is wrong: {exc}") from None
-
-
-def _sinks(r: Reader, value: Any) -> tuple[SinkConfig, ...]:
-    if value is None:
-        value = []
-    if not isinstance(value, list):
-        r.problem("sinks", f"must be an array of tables ([[sinks]]), not {type_name(value)}")
-        return ()
-    sinks = [s for i, item in enumerate(value) if (s := _sink(r, f"sinks[{i}]", item)) is not None]
-    _check_unique_names(r, "sinks", [s.name for s in sinks])
-    if not sinks:
-        r.warnings.append("sinks: none configured; events are recorded but delivered nowhere")
-    return tuple(sinks)
-
-
-def _sink(r: Reader, path: str, value: Any) -> SinkConfig | None:
-    kind = value.get("kind") if isinstance(value, Mapping) else None
-    if kind not in _SINK_KEYS:
-        if isinstance(value, Mapping):
-            shown = "missing" if kind is None else f"{kind!r} is not one of webhook, file, command"
-            r.problem(join(path, "kind"), shown)
-        else:
-            r.problem(path, f"must be a table, not {type_name(value)}")
-        return None
-    with r.table(path, value, _SINK_KEYS[kind]) as t:
-        name = _required_name(r, t, path)
-        events = r.get(t, path, "events", string_list(event_glob), ("*",))
-        timeout = r.get(t, path, "timeout", positive_duration, None)
-        if kind == "webhook":
-            return _webhook_sink(r, t, path, name, events, timeout)
-        if kind == "file":
-            target = r.get(t, path, "path", string, "")
-            if not target:
-                r.problem(join(path, "path"), "missing: the JSON Lines file to append to")
-            return SinkConfig(
-                name=name, kind="file", events=events, path=r.base_dir / target if target else None
-            )
-        command = r.get(t, path, "command", _command, ())
-        if "command" not in t:
-            r.problem(join(path, "command"), "missing: the program and its arguments, as an array")
-        return SinkConfig(
-            name=name, kind="command", events=events, command=command, timeout_s=timeout
-        )
-
-
-# sun_path holds 108 bytes on Linux, the terminating NUL included.
-UNIX_SOCKET_MAX_BYTES = 107
-
-
-def _unix_socket(value: Any) -> Path:
-    """An absolute path for AF_UNIX: the socket is the receiver's, never relative to us."""
-    text = string(value)
-    if not text.startswith("/"):
-        raise ValueError(f"must be an absolute path, not {text!r}")
-    size = len(os.fsencode(text))
-    if size > UNIX_SOCKET_MAX_BYTES:
-        raise ValueError(
-            f"is {size} bytes long; a unix socket path takes at most {UNIX_SOCKET_MAX_BYTES}"
-        )
-    return Path(text)
-
-
-def _command(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(
-            'must be a non-empty array of strings, e.g. ["/usr/local/bin/notify", "--quiet"]'
-        )
-    return tuple(value)
-
-
-def _webhook_sink(
-    r: Reader,
-    t: Mapping[str, Any],
-    path: str,
-    name: str,
-    events: tuple[str, ...],
-    timeout: float | None,
-) -> SinkConfig:
-    url = r.get(t, path, "url", http_url, "")
-    if "url" not in t:
-        r.problem(join(path, "url"), "missing: the receiver's URL")
-    allow_remote = r.get(t, path, "allow_remote", boolean, False)
-    # Over a unix socket the URL only gives the Host header and the path: the request is local.
-    unix_socket = r.get(t, path, "unix_socket", _unix_socket, None)
-    local = "unix_socket" in t or is_loopback_url(url)
-    if url.startswith("http://") and not allow_remote and not local:
-        r.problem(
-            join(path, "url"),
-            "http:// is only allowed to a loopback address or a unix_socket; "
-            "use https:// or set allow_remote = true",
-        )
-    signature = cast(
-        SignatureScheme,
-        r.get(t, path, "signature", choice("standard", "hmac-sha256-hex"), "standard"),
-    )
-    return SinkConfig(
-        name=name,
-        kind="webhook",
-        events=events,
-        url=url,
-        allow_remote=allow_remote,
-        secrets=_sink_secrets(r, t, path, name, signature),
-        signature=signature,
-        timeout_s=timeout,
-        unix_socket=unix_socket,
-    )
-
-
-def _sink_secrets(
-    r: Reader, t: Mapping[str, Any], path: str, name: str, signature: str
-) -> tuple[Secret, ...]:
-    """A webhook sink's secret(s): given one way, or the systemd credential ``<name>.whsec``."""
-    secrets = secret_values(r, t, path, "secret")
-    if secrets is None:
-        try:
-            cred = systemd_credential(r, f"{name}.whsec")
-        except ValueError as exc:
-            r.problem(path, f"credential {name}.whsec: {exc}")
-            return ()
-        if cred is None:
-            r.problem(
-                join(path, "secret"),
-                "missing: set secret_file, secret_env or secret "
-                f"(or provide the systemd credential {name}.whsec)",
-            )
-            return ()
-        secrets = [cred]
-    if signature == "standard":
-        for secret in secrets:
-            if not is_whsec(secret.value):
-                r.problem(
-                    join(path, "secret"),
-                    f"{secret} is not a whsec_ secret (24-64 random bytes, base64); "
-                    "make one with: drgreen-poller secret",
-                )
-    return tuple(secrets)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -522,7 +308,7 @@ def parse_config(
         holders=_holders(r, document.get("holders")),
         schedule=_schedule(r, document.get("schedule", {})),
         delivery=_delivery(r, document.get("delivery", {})),
-        sinks=_sinks(r, document.get("sinks")),
+        sinks=read_sinks(r, document.get("sinks")),
         warnings=tuple(r.warnings),
     )
     if r.problems:

@@ -59,11 +59,14 @@ class Reader:
         self.problems.append(f"{path}: {message}")
 
     @contextmanager
-    def table(self, path: str, value: Any, allowed: set[str]) -> Iterator[Mapping[str, Any]]:
-        """Check ``value`` is a table whose keys are all in ``allowed``; yield it (or {})."""
+    def table(self, path: str, value: Any, allowed: set[str]) -> Iterator[Section]:
+        """Check ``value`` is a table whose keys are all in ``allowed``; yield it as a Section.
+
+        A value that is not a table is one problem, and reads as an empty table.
+        """
         if not isinstance(value, Mapping):
             self.problem(path, f"must be a table, not {type_name(value)}")
-            yield {}
+            yield Section(self, path, {})
             return
         for key in value:
             if key not in allowed:
@@ -71,24 +74,63 @@ class Reader:
                 self.problem(
                     join(path, key), "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
                 )
-        yield value
+        yield Section(self, path, value)
 
-    def get(
-        self,
-        table: Mapping[str, Any],
-        path: str,
-        key: str,
-        convert: Callable[[Any], _T],
-        default: _D,
-    ) -> _T | _D:
+
+class Section:
+    """One table of the file and its key path: its values are read by key alone.
+
+    Args:
+        reader: where problems and warnings are collected.
+        path: the table's key path (``sinks[1]``), which every problem is named under.
+        table: the table's values.
+    """
+
+    def __init__(self, reader: Reader, path: str, table: Mapping[str, Any]) -> None:
+        self.reader = reader
+        self.path = path
+        self.table = table
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.table
+
+    def where(self, key: str) -> str:
+        """The key path of ``key`` in this table."""
+        return join(self.path, key)
+
+    def problem(self, key: str | None, message: str) -> None:
+        """A problem with ``key`` of this table (None: with the table as a whole)."""
+        self.reader.problem(self.path if key is None else self.where(key), message)
+
+    def get(self, key: str, convert: Callable[[Any], _T], default: _D) -> _T | _D:
         """``convert(table[key])``, or ``default`` when absent; a ValueError becomes a problem."""
-        if key not in table:
+        if key not in self.table:
             return default
         try:
-            return convert(table[key])
+            return convert(self.table[key])
         except ValueError as exc:
-            self.problem(join(path, key), str(exc))
+            self.problem(key, str(exc))
             return default
+
+    def required_name(self) -> str:
+        """The table's ``name``: required, 1-64 letters, digits, '-', '_' or '.'."""
+        name = self.get("name", string, "")
+        if "name" not in self.table:
+            self.problem("name", "missing")
+        elif not NAME_RE.match(name):
+            self.problem("name", f"{name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        return name
+
+
+def check_unique_names(r: Reader, path: str, names: list[str]) -> None:
+    """Each name of the array of tables at ``path`` is used once."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name and name in seen:
+            r.problem(
+                f"{path}[{index}].name", f"duplicate name {name!r} (also {path}[{seen[name]}])"
+            )
+        seen.setdefault(name, index)
 
 
 def join(path: str, key: str) -> str:
@@ -267,20 +309,21 @@ def read_secret_file(path_text: str) -> str:
     return value
 
 
-def secret_values(r: Reader, table: Mapping[str, Any], path: str, key: str) -> list[Secret] | None:
+def secret_values(section: Section, key: str) -> list[Secret] | None:
     """The secret(s) given under ``key``, ``key_file`` or ``key_env``; None when none is given."""
-    ways = [k for k in (key, f"{key}_file", f"{key}_env") if k in table]
+    r = section.reader
+    ways = [k for k in (key, f"{key}_file", f"{key}_env") if k in section]
     if len(ways) > 1:
-        r.problem(path, f"give only one of {', '.join(ways)}")
+        section.problem(None, f"give only one of {', '.join(ways)}")
         return []
     if not ways:
         return None
     way = ways[0]
-    raw = table[way]
+    raw = section.table[way]
     items = raw if isinstance(raw, list) else [raw]
     secrets: list[Secret] = []
     for index, item in enumerate(items):
-        where = join(path, way) + (f"[{index}]" if isinstance(raw, list) else "")
+        where = section.where(way) + (f"[{index}]" if isinstance(raw, list) else "")
         if not isinstance(item, str) or not item:
             r.problem(where, f"must be a non-empty string, not {type_name(item)}")
             continue
@@ -314,24 +357,25 @@ def systemd_credential(r: Reader, name: str) -> Secret | None:
     return Secret(read_secret_file(str(path)), f"credential {name}")
 
 
-def one_secret(r: Reader, table: Mapping[str, Any], path: str, key: str, credential: str) -> Secret:
-    found = secret_values(r, table, path, key)
+def one_secret(section: Section, key: str, credential: str) -> Secret:
+    """The one secret given under ``key`` (or its ``_file``/``_env``), else the credential."""
+    found = secret_values(section, key)
     if found is None:
         try:
-            cred = systemd_credential(r, credential)
+            cred = systemd_credential(section.reader, credential)
         except ValueError as exc:
-            r.problem(path, f"credential {credential}: {exc}")
+            section.problem(None, f"credential {credential}: {exc}")
             return Secret("", "missing")
         if cred is None:
-            r.problem(
-                join(path, key),
+            section.problem(
+                key,
                 f"missing: set {key}_file, {key}_env or {key} "
                 f"(or provide the systemd credential {credential})",
             )
             return Secret("", "missing")
         return cred
     if len(found) > 1:
-        r.problem(join(path, key), "give one value, not an array")
+        section.problem(key, "give one value, not an array")
     return found[0] if found else Secret("", "missing")
 
 

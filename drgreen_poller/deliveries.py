@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drgreen_poller.admin import open_reader, require_writable_state
-from drgreen_poller.config import Config, SinkConfig
+from drgreen_poller.config import Config
+from drgreen_poller.config_sinks import SinkConfig
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import iso_ms
 from drgreen_poller.store import DeliveryRow, Store

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drgreen_poller.config import Config, DaemonConfig, HolderConfig, SinkConfig
+from drgreen_poller.config import Config, DaemonConfig, HolderConfig
+from drgreen_poller.config_sinks import SinkConfig, WebhookSinkConfig
 
 # [daemon] keys a running daemon cannot take over: the state it holds open, the socket it listens
 # on, and the log pipeline configured at start. A reload keeps their running values and says so.
@@ -107,14 +108,20 @@ def _holder_difference(old: HolderConfig, new: HolderConfig) -> tuple[str, ...]:
 
 
 def _sink_difference(old: SinkConfig, new: SinkConfig) -> tuple[str, ...]:
+    if old.kind != new.kind:
+        return ("kind",)
     what = []
-    for f in dataclasses.fields(SinkConfig):
-        if f.name == "secrets":
-            if [s.value for s in old.secrets] != [s.value for s in new.secrets]:
+    for f in dataclasses.fields(old):
+        if f.name == "secrets":  # the values count, not where they were read from
+            if _secret_values(old) != _secret_values(new):
                 what.append("secrets")
         elif getattr(old, f.name) != getattr(new, f.name):
             what.append(f.name.removesuffix("_s"))
     return tuple(what)
+
+
+def _secret_values(sink: SinkConfig) -> list[str]:
+    return [s.value for s in sink.secrets] if isinstance(sink, WebhookSinkConfig) else []
 
 
 def _settings(old: Config, new: Config) -> Iterable[str]:

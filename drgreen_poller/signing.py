@@ -406,9 +406,7 @@ def sign_webhook(secrets: Sequence[str], msg_id: str, timestamp: int, body: byte
 def webhook_signature(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
     """``sign_webhook`` with the secrets' keys decoded already (a sink decodes them once)."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    return " ".join(
-        "v1," + base64.b64encode(_hmac_sha256(key, signed)).decode() for key in keys
-    )
+    return " ".join("v1," + base64.b64encode(_hmac_sha256(key, signed)).decode() for key in keys)
 
 
 def sign_hex(secret: str, body: bytes) -> str:

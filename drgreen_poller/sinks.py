@@ -18,7 +18,13 @@ import aiohttp
 import structlog
 
 from drgreen_poller import __version__
-from drgreen_poller.config import DeliveryConfig, SinkConfig
+from drgreen_poller.config import DeliveryConfig
+from drgreen_poller.config_sinks import (
+    CommandSinkConfig,
+    FileSinkConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
 from drgreen_poller.envelope import parse_retry_after
 from drgreen_poller.http_failures import address, describe
 from drgreen_poller.signing import sign_hex, webhook_key, webhook_signature
@@ -67,7 +73,7 @@ class WebhookSink:
         delivery: the ``[delivery]`` table (default timeout, concurrency).
     """
 
-    def __init__(self, config: SinkConfig, delivery: DeliveryConfig) -> None:
+    def __init__(self, config: WebhookSinkConfig, delivery: DeliveryConfig) -> None:
         self.name = config.name
         self._url = config.url
         self._secrets = [secret.value for secret in config.secrets]
@@ -136,8 +142,7 @@ class WebhookSink:
 class FileSink:
     """Appends one JSON line per event; fsync per batch; a torn last line is cut off at open."""
 
-    def __init__(self, config: SinkConfig) -> None:
-        assert config.path is not None  # config validation requires it
+    def __init__(self, config: FileSinkConfig) -> None:
         self.name = config.name
         self.path = config.path
         self._fd: int | None = None
@@ -215,7 +220,7 @@ class CommandSink:
     The program also gets ``DRGREEN_EVENT_ID`` and ``DRGREEN_EVENT_TYPE`` in its environment.
     """
 
-    def __init__(self, config: SinkConfig, delivery: DeliveryConfig) -> None:
+    def __init__(self, config: CommandSinkConfig, delivery: DeliveryConfig) -> None:
         self.name = config.name
         self.argv = config.command
         self.timeout_s = config.timeout_s or delivery.timeout_s
@@ -264,9 +269,9 @@ def build_sinks(sinks: tuple[SinkConfig, ...], delivery: DeliveryConfig) -> dict
     """One ``Sink`` per ``[[sinks]]`` table, by name."""
     built: dict[str, Sink] = {}
     for config in sinks:
-        if config.kind == "webhook":
+        if isinstance(config, WebhookSinkConfig):
             built[config.name] = WebhookSink(config, delivery)
-        elif config.kind == "file":
+        elif isinstance(config, FileSinkConfig):
             built[config.name] = FileSink(config)
         else:
             built[config.name] = CommandSink(config, delivery)

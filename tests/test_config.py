@@ -16,6 +16,7 @@ from drgreen_poller.config import (
     is_whsec,
     load_config,
 )
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.signing import ApiCredentials, generate_credentials
 
@@ -72,6 +73,7 @@ class TestExample:
         assert config.daemon.health_max_delivery_age_s == 900
         assert config.delivery.retry_schedule_s == (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
         assert [s.kind for s in config.sinks] == ["webhook", "file"]
+        assert isinstance(config.sinks[0], WebhookSinkConfig)
         assert config.sinks[0].secrets[0].value == WHSEC
         assert config.holders[0].api_key.value == credentials.api_key
         assert config.warnings == ()

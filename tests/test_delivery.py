@@ -15,7 +15,8 @@ from aiohttp import web
 
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock, SystemClock
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Sink, WebhookSink
@@ -79,9 +80,8 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
     hook = WebhookReceiver()
     server = await start(hook.app)
     store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("store", ("*",))])
-    config = SinkConfig(
+    config = WebhookSinkConfig(
         name="store",
-        kind="webhook",
         url=str(server.make_url("/events")),
         secrets=(Secret(SECRET, "test"),),
         timeout_s=0.5,
@@ -240,8 +240,8 @@ class TestBatchedWrites:
         hook = WebhookReceiver()
         server = await start(hook.app)
         store = await SettleCountingStore.open(tmp_path / "s.db", sinks=[SinkRoute("s", ("*",))])
-        config = SinkConfig(
-            name="s", kind="webhook", url=str(server.make_url("/")), secrets=(Secret(SECRET, "t"),)
+        config = WebhookSinkConfig(
+            name="s", url=str(server.make_url("/")), secrets=(Secret(SECRET, "t"),)
         )
         delivery = DeliveryConfig(concurrency=4)
         sink = WebhookSink(config, delivery)
@@ -360,9 +360,8 @@ class TestConcurrency:
         server = await start(app)
         clock = FakeClock()
         store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("store", ("*",))])
-        config = SinkConfig(
+        config = WebhookSinkConfig(
             name="store",
-            kind="webhook",
             url=str(server.make_url("/")),
             secrets=(Secret(SECRET, "t"),),
         )
@@ -393,7 +392,7 @@ class TestConcurrency:
 class SyncCountingSink(FileSink):
     """A real file sink that counts its fsyncs."""
 
-    def __init__(self, config: SinkConfig) -> None:
+    def __init__(self, config: FileSinkConfig) -> None:
         super().__init__(config)
         self.syncs = 0
 
@@ -408,9 +407,7 @@ class TestFileSinkThroughTheWorker:
         clock = FakeClock()
         store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
         path = tmp_path / "events.jsonl"
-        sinks: dict[str, Sink] = {
-            "audit": FileSink(SinkConfig(name="audit", kind="file", path=path))
-        }
+        sinks: dict[str, Sink] = {"audit": FileSink(FileSinkConfig(name="audit", path=path))}
         worker = DeliveryWorker(store, sinks, DeliveryConfig(), clock, random.Random(0))
         observation = Observation(
             Resource("order", "o-1"),
@@ -435,7 +432,7 @@ class TestFileSinkThroughTheWorker:
         sink that wrote the line before the row is recorded delivered."""
         clock = FakeClock()
         store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
-        config = SinkConfig(name="audit", kind="file", path=tmp_path / "events.jsonl")
+        config = FileSinkConfig(name="audit", path=tmp_path / "events.jsonl")
         old, new = SyncCountingSink(config), SyncCountingSink(config)
         worker = DeliveryWorker(store, {"audit": old}, DeliveryConfig(), clock, random.Random(0))
         observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])

@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.signing import generate_webhook_secret
 from drgreen_poller.sinks import WebhookSink
 
@@ -41,7 +42,7 @@ class TestExampleReceiver:
             while b"Running on" not in await asyncio.wait_for(process.stdout.readline(), 10):
                 pass
             url = f"http://127.0.0.1:{port}/drgreen/events"
-            config = SinkConfig(name="s", kind="webhook", url=url, secrets=(Secret(SECRET, "t"),))
+            config = WebhookSinkConfig(name="s", url=url, secrets=(Secret(SECRET, "t"),))
             sink = WebhookSink(config, DeliveryConfig())
             body = _event("evt_1", "order.approved", 7)
             now = SystemClock().now()

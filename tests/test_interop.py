@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.sinks import WebhookSink
 from tests.fakes import start
 
@@ -73,8 +74,8 @@ class TestLibrariesVerify:
         """With both secrets configured, a receiver knowing either one accepts the request."""
         receiver = LibraryReceiver(LIBRARIES[library](receiver_secret))
         server = await start(receiver.app)
-        config = SinkConfig(
-            name="store", kind="webhook", url=str(server.make_url("/hook")),
+        config = WebhookSinkConfig(
+            name="store", url=str(server.make_url("/hook")),
             secrets=(Secret(OLD, "t"), Secret(NEW, "t")),
         )  # fmt: skip
         sink = WebhookSink(config, DeliveryConfig())
@@ -89,9 +90,7 @@ class TestLibrariesVerify:
         receiver = LibraryReceiver(LIBRARIES[library](receiver_secret))
         server = await start(receiver.app)
         url = str(server.make_url("/hook"))
-        config = SinkConfig(
-            name="store", kind="webhook", url=url, secrets=(Secret(receiver_secret, "t"),)
-        )
+        config = WebhookSinkConfig(name="store", url=url, secrets=(Secret(receiver_secret, "t"),))
         sink = WebhookSink(config, DeliveryConfig())
         headers = sink.headers("evt_abc", "order.shipped", BODY, SystemClock().now())
         await sink.close()

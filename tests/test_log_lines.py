@@ -26,7 +26,8 @@ from structlog.testing import capture_logs
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.events import Resource
 from drgreen_poller.poller import ACTIVE_ORDERS, TIERS, HolderPoller, PollSettings
@@ -179,7 +180,7 @@ async def delivering(tmp_path: Path) -> AsyncIterator[Delivering]:
     server = await start(hook.app)
     store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("store", ("*",))])
     url = str(server.make_url("/events"))
-    sink_config = SinkConfig(name="store", kind="webhook", url=url, secrets=(Secret(SECRET, "t"),))
+    sink_config = WebhookSinkConfig(name="store", url=url, secrets=(Secret(SECRET, "t"),))
     delivery = DeliveryConfig(retry_schedule_s=(0.0, 60.0), concurrency=4)
     sink = WebhookSink(sink_config, delivery)
     worker = DeliveryWorker(store, {"store": sink}, delivery, clock, random.Random(3))

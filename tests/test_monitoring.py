@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock, SystemClock
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig, load_config
+from drgreen_poller.config import DeliveryConfig, Secret, load_config
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import DrGreenError, UpstreamError
@@ -153,8 +154,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     metrics = Metrics()
     delivery = DeliveryConfig(retry_schedule_s=(0.0, 60.0), timeout_s=5)
     sink = WebhookSink(
-        SinkConfig(
-            "store", "webhook", url=str(receiver.make_url("/e")), secrets=(Secret(SECRET, "t"),)
+        WebhookSinkConfig(
+            "store", url=str(receiver.make_url("/e")), secrets=(Secret(SECRET, "t"),)
         ),
         delivery,
     )

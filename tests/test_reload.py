@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, Secret, load_config
+from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.errors import StoreError
 from drgreen_poller.reload import config_changes, keep_restart_keys
@@ -109,6 +110,7 @@ class TestConfigChanges:
     def test_sinks_say_what_changed_but_never_a_secret_or_url(self, base: Config) -> None:
         """A rotated secret and a new URL are named, their values never appear."""
         store = base.sinks[0]
+        assert isinstance(store, WebhookSinkConfig)
         rotated = replace(
             store,
             secrets=(Secret("whsec_bmV3IHNlY3JldCB2YWx1ZQ==", "inline"), *store.secrets),
@@ -119,6 +121,13 @@ class TestConfigChanges:
         shown = json.dumps(changes.log_fields())
         for secret in ("t0ps3cret", "n3wt0ken", "bmV3IHNlY3JldCB2YWx1ZQ", SECRET[6:]):
             assert secret not in shown
+
+    def test_a_sink_of_another_kind_is_a_kind_change(self, base: Config, tmp_path: Path) -> None:
+        """A sink keeping its name but changing its kind is reported as a kind change."""
+        store = base.sinks[0]
+        as_file = FileSinkConfig(name=store.name, path=tmp_path / "events.jsonl")
+        changes = config_changes(base, replace(base, sinks=(as_file,)))
+        assert changes.sinks_changed == {"store": ("kind",)}
 
     def test_settings_show_old_and_new_values(self, base: Config) -> None:
         """Plain settings are listed as ``section.key: old → new`` in the file's own terms."""

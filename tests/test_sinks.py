@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
+from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config_sinks import CommandSinkConfig, FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.signing import sign_hex, verify_webhook
 from drgreen_poller.sinks import USER_AGENT, CommandSink, FileSink, WebhookSink
 from tests.fakes import WebhookReceiver, start
@@ -29,9 +30,8 @@ def _webhook(
     timeout_s: float | None = None,
     unix_socket: Path | None = None,
 ) -> WebhookSink:
-    config = SinkConfig(
+    config = WebhookSinkConfig(
         name="store",
-        kind="webhook",
         url=url,
         secrets=tuple(Secret(s, "test") for s in (secrets or (SECRET,))),
         signature="standard" if signature == "standard" else "hmac-sha256-hex",
@@ -160,7 +160,7 @@ class TestFileSink:
     async def test_json_lines_fsynced(self, tmp_path: Path) -> None:
         """One event per line, exactly the bytes given, readable after sync; file is 0600."""
         path = tmp_path / "out" / "events.jsonl"
-        sink = FileSink(SinkConfig(name="audit", kind="file", path=path))
+        sink = FileSink(FileSinkConfig(name="audit", path=path))
         for number in range(3):
             body = json.dumps({"id": f"evt_{number}"}).encode()
             assert (await sink.deliver(f"evt_{number}", "x", body, NOW)).ok
@@ -174,7 +174,7 @@ class TestFileSink:
         """After a crash mid-write, the partial last line is removed before appending."""
         path = tmp_path / "events.jsonl"
         path.write_bytes(b'{"id":"evt_0"}\n{"id":"evt_1","ty')
-        sink = FileSink(SinkConfig(name="audit", kind="file", path=path))
+        sink = FileSink(FileSinkConfig(name="audit", path=path))
         await sink.deliver("evt_1", "x", b'{"id":"evt_1"}', NOW)
         await sink.close()
         assert path.read_bytes() == b'{"id":"evt_0"}\n{"id":"evt_1"}\n'
@@ -182,7 +182,7 @@ class TestFileSink:
     async def test_unwritable_is_a_failed_attempt(self, tmp_path: Path) -> None:
         """A path that cannot be written is a failed attempt with the error, not an exception."""
         (tmp_path / "blocked").write_text("a file, not a directory")
-        sink = FileSink(SinkConfig(name="audit", kind="file", path=tmp_path / "blocked" / "x"))
+        sink = FileSink(FileSinkConfig(name="audit", path=tmp_path / "blocked" / "x"))
         outcome = await sink.deliver("evt_1", "x", b"{}", NOW)
         assert not outcome.ok
         assert outcome.error_class in {"ENOTDIR", "EEXIST"}
@@ -191,8 +191,8 @@ class TestFileSink:
 class TestCommandSink:
     @staticmethod
     def _sink(code: str, timeout_s: float = 5) -> CommandSink:
-        config = SinkConfig(
-            name="cmd", kind="command", command=(sys.executable, "-c", code), timeout_s=timeout_s
+        config = CommandSinkConfig(
+            name="cmd", command=(sys.executable, "-c", code), timeout_s=timeout_s
         )
         return CommandSink(config, DELIVERY)
 
@@ -226,7 +226,7 @@ class TestCommandSink:
 
     async def test_missing_program(self) -> None:
         """A program that does not exist is a failed attempt saying so in words."""
-        config = SinkConfig(name="cmd", kind="command", command=("/nonexistent/notify",))
+        config = CommandSinkConfig(name="cmd", command=("/nonexistent/notify",))
         outcome = await CommandSink(config, DELIVERY).deliver("evt_1", "x", BODY, NOW)
         assert (outcome.ok, outcome.error_class) == (False, "cannot run")
         assert outcome.excerpt == "cannot run /nonexistent/notify: no such file or directory"
@@ -236,7 +236,7 @@ SHORT_WRITE_SCRIPT = """
 import asyncio, json, resource, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from drgreen_poller.config import SinkConfig
+from drgreen_poller.config_sinks import CommandSinkConfig, FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.sinks import FileSink
 
 path = Path(sys.argv[1])
@@ -245,7 +245,7 @@ _, HARD = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100, HARD))  # the "disk" holds 100 bytes
 
 async def main():
-    sink = FileSink(SinkConfig(name="audit", kind="file", path=path))
+    sink = FileSink(FileSinkConfig(name="audit", path=path))
     now = datetime.now(UTC)
     first = await sink.deliver("evt_1", "x", b'{"id":"evt_1","pad":"' + b"a" * 40 + b'"}', now)
     second = await sink.deliver("evt_2", "x", b'{"id":"evt_2","pad":"' + b"b" * 60 + b'"}', now)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.config import CREDENTIALS_ENV, config_path, load_config
+from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.signing import ApiCredentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,8 @@ class TestExampleUnderTheUnit:
         config = load_config(EXAMPLE, {CREDENTIALS_ENV: str(tmp_path)})
         used = {h.api_key.source for h in config.holders}
         used |= {h.secret_key.source for h in config.holders}
-        used |= {secret.source for sink in config.sinks for secret in sink.secrets}
+        webhooks = [s for s in config.sinks if isinstance(s, WebhookSinkConfig)]
+        used |= {secret.source for sink in webhooks for secret in sink.secrets}
         assert used == {f"credential {name}" for name in names}
         assert config.warnings == ()
 
@@ -90,7 +92,9 @@ class TestExampleUnderTheUnit:
         config = load_config(EXAMPLE, {CREDENTIALS_ENV: str(tmp_path)})
         (state_directory,) = service["StateDirectory"]
         writable = Path("/var/lib") / state_directory
-        written = [config.daemon.state_path] + [s.path for s in config.sinks if s.path]
+        written = [config.daemon.state_path] + [
+            s.path for s in config.sinks if isinstance(s, FileSinkConfig)
+        ]
         assert len(written) == 2
         assert all(path.is_relative_to(writable) for path in written)
 

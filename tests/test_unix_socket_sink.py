@@ -13,6 +13,7 @@ from aiohttp import web
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
+from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import Resource
@@ -50,6 +51,7 @@ class TestLoading:
             )
         )
         [sink] = config.sinks
+        assert isinstance(sink, WebhookSinkConfig)
         assert sink.unix_socket == Path("/run/s/h.sock")
         assert sink.url == "http://store.internal/hooks"
 
