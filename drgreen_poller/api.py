@@ -18,9 +18,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from drgreen_poller import __version__
+from drgreen_poller import USER_AGENT
 from drgreen_poller.clock import Clock
-from drgreen_poller.envelope import interpret_response
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamMalformed,
@@ -47,6 +46,7 @@ from drgreen_poller.models import (
     parse_strain,
 )
 from drgreen_poller.ratelimit import RunSlots, TokenBucket
+from drgreen_poller.responses import interpret_response
 from drgreen_poller.signing import (
     ApiCredentials,
     QueryPairs,
@@ -65,7 +65,6 @@ T = TypeVar("T")
 # error class ("timeout", "ClientConnectorError") when no response came.
 RequestHook = Callable[[str, str, float], None]
 
-USER_AGENT = f"drgreen-poller/{__version__}"
 DEFAULT_TAKE = 100
 # Signatures a holder's signer keeps (``RequestSigner``): every payload a steady run sends.
 SIGNATURES_KEPT = 32
@@ -196,7 +195,7 @@ class ApiClient:
             **self._signer.headers(payload),
         }
         data = None if method.upper() == "GET" else payload.encode("utf-8")
-        # The body was decoded without its medical keys (``envelope``): nothing to copy here.
+        # The body was decoded without its medical keys (``responses``): nothing to copy here.
         return await self._send(method, url, headers, data, f"{method} {route}")
 
     async def _send(

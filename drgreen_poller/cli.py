@@ -17,6 +17,7 @@ from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
 from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
+from drgreen_poller.store import DeliveryState
 
 DEFAULT_SANDBOX_PORT = 8700
 
@@ -208,7 +209,7 @@ def _delivery_commands(commands: Any) -> None:
         "them, like tail). Nothing to list prints 'no deliveries' on a terminal and nothing "
         "otherwise.",
     )
-    listing.add_argument("--state", choices=("pending", "delivering", "delivered", "failed"))
+    listing.add_argument("--state", choices=[state.value for state in DeliveryState])
     listing.add_argument("--sink", metavar="NAME")
     listing.add_argument(
         "--limit", type=_positive_int, default=50, help="at most this many, newest (default 50)"

@@ -3,8 +3,9 @@
 Owns the schema of design §6: which sections and keys exist, their defaults, and the checks
 that span values (unique names, matching key pairs). Single values are read by
 ``config_fields`` (each table through a ``Section`` that knows its key path); the ``[[sinks]]``
-tables, one type per kind, by ``config_sinks``. Every problem is reported at once, one line naming its key path
-(``holders[0].secret_key_file: no such file``), in a ``ConfigError``. No network I/O.
+tables, one type per kind, by ``config_sinks``. Every problem is reported at once, one line
+naming its key path (``holders[0].secret_key_file: no such file``), in a ``ConfigError``. No
+network I/O.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from drgreen_poller.config import Config
 from drgreen_poller.config_sinks import SinkConfig
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import iso_ms
-from drgreen_poller.store import DeliveryRow, Store
+from drgreen_poller.store import REQUEUEABLE_STATES, DeliveryRow, DeliveryState, Store
 
 
 async def list_deliveries(
@@ -46,7 +46,7 @@ class DeliveryListing:
 
     def json(self) -> dict[str, Any]:
         row = self.row
-        due = row.state == "pending"
+        due = row.state == DeliveryState.PENDING
         return {
             "id": row.id,
             "sink": row.sink,
@@ -69,11 +69,11 @@ def _attempt_json(attempt: dict[str, Any]) -> dict[str, Any]:
 
 
 # Why a delivery in each state cannot be requeued by ``deliveries retry ID``.
-NOT_REQUEUED = {
+NOT_REQUEUED: dict[str | None, str] = {
     None: "no such delivery",
-    "delivered": "already delivered",
-    "delivering": "being delivered right now (a daemon stopped mid-attempt puts it back to "
-    "pending when it starts again)",
+    DeliveryState.DELIVERED: "already delivered",
+    DeliveryState.DELIVERING: "being delivered right now (a daemon stopped mid-attempt puts it "
+    "back to pending when it starts again)",
 }
 
 
@@ -90,7 +90,7 @@ async def retry_deliveries(
     finally:
         await store.close()
     return {
-        i: None if state in ("failed", "pending") else NOT_REQUEUED[state]
+        i: None if state in REQUEUEABLE_STATES else NOT_REQUEUED[state]
         for i, state in found.items()
     }
 

@@ -20,7 +20,7 @@ import structlog
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.sinks import Outcome, Sink
-from drgreen_poller.store import AttemptRecord, DueDelivery, Store
+from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery, Store
 
 log = structlog.get_logger(__name__)
 
@@ -158,16 +158,18 @@ class DeliveryWorker:
             log.exception("delivery_attempt_crashed", sink=row.sink, delivery_id=row.id)
             return Outcome(False, error_class=type(exc).__name__)
 
-    def _next(self, outcome: Outcome, made: int, unroutable: bool) -> tuple[str, float | None]:
+    def _next(
+        self, outcome: Outcome, made: int, unroutable: bool
+    ) -> tuple[DeliveryState, float | None]:
         """The row's next state after an attempt; ``made``: attempts since the schedule began."""
         if outcome.ok:
-            return "delivered", None
+            return DeliveryState.DELIVERED, None
         if unroutable:
-            return "failed", None
+            return DeliveryState.FAILED, None
         delay = retry_delay(made, self.config.retry_schedule_s, outcome.retry_after_s, self.rng)
         if delay is None:
-            return "failed", None
-        return "pending", self.clock.now().timestamp() + delay
+            return DeliveryState.FAILED, None
+        return DeliveryState.PENDING, self.clock.now().timestamp() + delay
 
     async def _record(self, records: list[AttemptRecord]) -> None:
         """Make accepted events durable in their sinks, then log every attempt in one write."""
@@ -196,7 +198,7 @@ class DeliveryWorker:
             fields["error_class"] = record.error_class
         if record.ok:
             log.info("delivery_attempt_finished", **fields)
-        elif record.state == "pending":
+        elif record.state == DeliveryState.PENDING:
             retry_in = (record.next_attempt_at or 0) - self.clock.now().timestamp()
             log.warning("delivery_attempt_failed", retry_in_s=round(retry_in, 1), **fields)
         else:

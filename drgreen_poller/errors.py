@@ -21,10 +21,10 @@ beyond formatting::
     ├── StoreError                   SQLite state could not be read or written
     │   ├── StateLost                the database file was deleted or replaced while open
     │   └── StateLocked              another daemon holds the state database's lock
-    ├── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
-    └── DeliveryError                a sink could not take an event
-        ├── DeliveryTransient        retry on the schedule
-        └── DeliveryPermanent        do not retry
+    └── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
+
+A sink that cannot take an event raises nothing: it answers an ``Outcome`` (``sinks.py``), which
+the delivery worker records as an attempt and retries on its schedule.
 """
 
 from __future__ import annotations
@@ -129,15 +129,3 @@ class StateLocked(StoreError):
 
 class ConcurrentUpdate(DrGreenError):
     """Another writer changed an entity while a poll was detecting its changes; poll again."""
-
-
-class DeliveryError(DrGreenError):
-    """A sink could not take an event."""
-
-
-class DeliveryTransient(DeliveryError):
-    """A delivery failure to retry on the schedule."""
-
-
-class DeliveryPermanent(DeliveryError):
-    """A delivery failure that retrying will not fix."""

@@ -17,7 +17,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from drgreen_poller import __version__
+from drgreen_poller import USER_AGENT
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.config_sinks import (
     CommandSinkConfig,
@@ -25,13 +25,12 @@ from drgreen_poller.config_sinks import (
     SinkConfig,
     WebhookSinkConfig,
 )
-from drgreen_poller.envelope import parse_retry_after
 from drgreen_poller.http_failures import address, describe
+from drgreen_poller.responses import parse_retry_after
 from drgreen_poller.signing import sign_hex, webhook_key, webhook_signature
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"drgreen-poller/{__version__}"
 # How much of a receiver's answer is kept in the attempt log.
 EXCERPT_BYTES = 256
 

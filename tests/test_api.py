@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from drgreen_poller.api import SIGNATURES_KEPT, USER_AGENT, ApiClient, RequestSigner
+from drgreen_poller import USER_AGENT
+from drgreen_poller.api import SIGNATURES_KEPT, ApiClient, RequestSigner
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamMalformed,

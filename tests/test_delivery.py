@@ -20,7 +20,14 @@ from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Sink, WebhookSink
-from drgreen_poller.store import AttemptRecord, Observation, Settled, SinkRoute, Store
+from drgreen_poller.store import (
+    AttemptRecord,
+    DeliveryState,
+    Observation,
+    Settled,
+    SinkRoute,
+    Store,
+)
 from tests.fakes import WebhookReceiver, start
 from tests.waiting import eventually
 
@@ -281,7 +288,7 @@ class TestReplay:
             status=204,
             error_class=None,
             excerpt=None,
-            state="delivered",
+            state=DeliveryState.DELIVERED,
         )
         await bench.store.record_attempts([done], bench.clock.now())  # the original finishes
         [replayed] = await bench.store.claim_due(bench.clock.now(), 10)

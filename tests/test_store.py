@@ -6,6 +6,7 @@ import json
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from drgreen_poller.changes import Change
 from drgreen_poller.errors import StoreError
 from drgreen_poller.events import Resource, event_id
-from drgreen_poller.store import MIGRATIONS, Observation, SinkRoute, StateLock, Store
+from drgreen_poller.store import MIGRATIONS, DeliveryState, Observation, SinkRoute, StateLock, Store
 from drgreen_poller.store.connection import check_sqlite
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
@@ -78,6 +79,21 @@ class TestFile:
 
 
 class TestOutbox:
+    def test_state_column_takes_exactly_the_delivery_states(self, tmp_path: Path) -> None:
+        """The ``state`` column's CHECK accepts each DeliveryState and refuses anything else."""
+        path = tmp_path / "state.db"
+        with closing(sqlite3.connect(path)) as db:
+            for migration in MIGRATIONS:
+                db.executescript(migration)
+            insert = (
+                "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
+                " next_attempt_at, created_at, updated_at) VALUES (?, 's', ?, 'r', 1, 0, '', '')"
+            )
+            for n, state in enumerate(DeliveryState):
+                db.execute(insert, (f"evt_{n}", state.value))
+            with pytest.raises(sqlite3.IntegrityError):
+                db.execute(insert, ("evt_x", "retrying"))
+
     async def test_commit_writes_events_and_matching_deliveries(self, store: Store) -> None:
         """One commit stores the snapshot, the event and one pending row per matching sink."""
         result = await store.commit_poll(
@@ -256,7 +272,7 @@ class TestPrune:
                 status=204,
                 error_class=None,
                 excerpt=None,
-                state="delivered" if row.sink != "kyc" else "failed",
+                state=DeliveryState.DELIVERED if row.sink != "kyc" else DeliveryState.FAILED,
             )
             for row in rows
         ]
@@ -342,7 +358,8 @@ class TestBatchedClaims:
         await store.commit_events("main", [observation], now=NOW)
         first = [row for row in await store.claim_due(NOW, 10) if row.sink == "store"]
         done = [
-            AttemptRecord(row.id, 1, NOW, 1.0, True, 204, None, None, "delivered") for row in first
+            AttemptRecord(row.id, 1, NOW, 1.0, True, 204, None, None, DeliveryState.DELIVERED)
+            for row in first
         ]
         settled = await store.settle(done, NOW, 10)
         assert [(row.sink, row.event_type) for row in settled.claimed] == [("store", "order.paid")]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from drgreen_poller.store.connection import MIGRATIONS, Connection, SinkRoute, StateLock
 from drgreen_poller.store.outbox import (
+    REQUEUEABLE_STATES,
+    UNDELIVERED_STATES,
     AttemptRecord,
     DeliveryRow,
+    DeliveryState,
     DueDelivery,
     Outbox,
     Settled,
@@ -34,11 +37,14 @@ class Store(PollingState, Outbox, ProgressRows):
 
 __all__ = [
     "MIGRATIONS",
+    "REQUEUEABLE_STATES",
     "TRACKED",
+    "UNDELIVERED_STATES",
     "AttemptRecord",
     "CommitResult",
     "Connection",
     "DeliveryRow",
+    "DeliveryState",
     "DueDelivery",
     "Entity",
     "Observation",

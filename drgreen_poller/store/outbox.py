@@ -12,10 +12,29 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from drgreen_poller.events import iso_ms, matches
 from drgreen_poller.store.connection import Connection
+
+
+class DeliveryState(StrEnum):
+    """A delivery row's state: ``pending → delivering → delivered | pending (retry) | failed``.
+
+    The values are the text in the ``state`` column (its CHECK constraint lists the same four).
+    """
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up: dead until an operator requeues it
+
+
+# The states of a delivery not (yet) delivered: the backlog of a sink.
+UNDELIVERED_STATES = (DeliveryState.PENDING, DeliveryState.DELIVERING, DeliveryState.FAILED)
+# The states ``deliveries retry`` requeues.
+REQUEUEABLE_STATES = (DeliveryState.FAILED, DeliveryState.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +67,7 @@ class AttemptRecord:
     status: int | None
     error_class: str | None
     excerpt: str | None
-    state: str  # delivered | pending | failed
+    state: DeliveryState  # delivered, pending (a retry is scheduled) or failed
     next_attempt_at: float | None = None
     sink: str = ""  # for the caller's logs; not stored (the delivery row has them)
     event_id: str = ""
@@ -59,11 +78,7 @@ class AttemptRecord:
         or ``failed`` (given up: the row is dead until requeued)."""
         if self.ok:
             return "delivered"
-        return "retrying" if self.state == "pending" else "failed"
-
-
-# The states of a delivery not (yet) delivered: the backlog of a sink.
-UNDELIVERED_STATES = ("pending", "delivering", "failed")
+        return "retrying" if self.state == DeliveryState.PENDING else "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +291,7 @@ class Outbox(Connection):
         owed_since: dict[str, list[str]] = {}
         for state, sink, count, oldest in await self._rows(_UNDELIVERED_SQL):
             counts.setdefault(sink, dict.fromkeys(UNDELIVERED_STATES, 0))[state] = int(count)
-            if state != "failed":  # dead until requeued: not owed
+            if state != DeliveryState.FAILED:  # dead until requeued: not owed
                 owed_since.setdefault(sink, []).append(oldest)
         return {
             sink: SinkBacklog(counts[sink], min(owed_since[sink]) if sink in owed_since else None)
@@ -353,7 +368,7 @@ class Outbox(Connection):
                 )
                 row = await cursor.fetchone()
                 found[delivery_id] = None if row is None else str(row[0])
-                if found[delivery_id] in ("failed", "pending"):
+                if found[delivery_id] in REQUEUEABLE_STATES:
                     await db.execute(
                         "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
                         " next_attempt_at = ?, updated_at = ? WHERE id = ?",

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drgreen_poller.store import AttemptRecord, DueDelivery, Store
+from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery, Store
 from tests.reliability.test_properties import PROPERTY_ON_DISK, PROPERTY_TIMEOUT_S
 
 NOW = datetime(2026, 11, 30, 9, 0, 0, 250000, tzinfo=UTC)
@@ -166,7 +166,11 @@ def _outcomes(
             released.append(row.id)
             kept.state = "pending"
             continue
-        state = {"delivered": "delivered", "retry": "pending", "failed": "failed"}[choice]
+        state = {
+            "delivered": DeliveryState.DELIVERED,
+            "retry": DeliveryState.PENDING,
+            "failed": DeliveryState.FAILED,
+        }[choice]
         next_at = now.timestamp() + 1.5 if state == "pending" else None
         records.append(
             AttemptRecord(row.id, row.attempts + 1, now, 1.0, state == "delivered",

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from drgreen_poller.envelope import interpret_response, parse_retry_after
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamError,
@@ -18,6 +17,7 @@ from drgreen_poller.errors import (
     UpstreamTransient,
     UpstreamUnauthorized,
 )
+from drgreen_poller.responses import interpret_response, parse_retry_after
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
