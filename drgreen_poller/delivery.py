@@ -123,14 +123,19 @@ class DeliveryWorker:
         """New rows were committed: look for due work now rather than at the next check."""
         self._wake.set()
 
-    # --- one step at a time (tests, and the building blocks of run) --------------------------
+    # --- one wave at a time: the loop's turns, without its waiting (tests, tools) --------------
 
     async def run_once(self) -> int:
-        """Claim what is due now, attempt it all, record the results; returns attempts made."""
-        rows = await self.store.claim_due(self.clock.now(), self.config.concurrency)
-        records = await asyncio.gather(*(self._attempt(row) for row in rows))
-        await self._record(list(records))
-        return len(records)
+        """The loop's turns without its waiting: claim what is due now (one turn, as ``run``
+        takes it), let every attempt of that claim end, and record them in turns that claim
+        nothing more. Returns the attempts made."""
+        await self._turn()
+        made = 0
+        while self._in_flight or self._queued:
+            await self.wait_in_flight()
+            made += len(self._finished)
+            await self._turn(claim=False)  # records them, starts what was queued
+        return made
 
     async def _attempt(self, row: DueDelivery) -> AttemptRecord:
         started, t0 = self.clock.now(), self.clock.monotonic()
@@ -170,13 +175,6 @@ class DeliveryWorker:
         if delay is None:
             return DeliveryState.FAILED, None
         return DeliveryState.PENDING, self.clock.now().timestamp() + delay
-
-    async def _record(self, records: list[AttemptRecord]) -> None:
-        """Make accepted events durable in their sinks, then log every attempt in one write."""
-        await self._sync_accepted(records)
-        await self.store.record_attempts(records, self.clock.now())
-        for record in records:
-            self._log(record)
 
     async def _sync_accepted(self, records: list[AttemptRecord]) -> None:
         """fsync each sink that accepted one of ``records`` (before they are recorded)."""
@@ -249,16 +247,19 @@ class DeliveryWorker:
         if self._starting and self._queued:
             self._start(self._queued.popleft())
 
-    async def _turn(self) -> float | None:
+    async def _turn(self, *, claim: bool = True) -> float | None:
         """Record ended attempts and claim work for the free slots and queue: one transaction.
 
-        Returns when the earliest pending row falls due (None: no room, or nothing pending).
+        Accepted events are made durable in their sinks first (``sync``); with ``claim`` false
+        nothing new is claimed. Returns when the earliest pending row falls due (None: no room,
+        or nothing pending).
         """
         done, self._finished = self._finished, []
         self._progress.clear()
         records = [task.result() for task in done]
         await self._sync_accepted(records)
         room = CLAIM_AHEAD * self.config.concurrency - len(self._in_flight) - len(self._queued)
+        room = room if claim else 0
         if room > 0:
             self._wake.clear()  # rows committed from here on are seen by this claim or wake us
         settled = await self.store.settle(records, self.clock.now(), max(room, 0))
@@ -306,9 +307,8 @@ class DeliveryWorker:
             self._queued.clear()
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace_s)
-        done, self._finished = self._finished, []
-        if done:
-            await self._record([task.result() for task in done])
+        if self._finished:
+            await self._turn(claim=False)
 
     async def _upkeep(self) -> None:
         if self.clock.monotonic() - self._last_upkeep < UPKEEP_EVERY_S:

@@ -101,7 +101,7 @@ async def delivered(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> dict
     store = await Store.open(config.daemon.state_path, clock=CLOCK)
     sinks = build_sinks(config.sinks, config.delivery)
     try:
-        [in_flight] = await store.claim_due(CLOCK.now(), 1)  # claimed, never finished
+        [in_flight] = (await store.settle([], CLOCK.now(), 1)).claimed  # claimed, never finished
         worker = DeliveryWorker(store, sinks, config.delivery, CLOCK, random.Random(0))
         while await worker.run_once():
             pass

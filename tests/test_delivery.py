@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
-from drgreen_poller.sinks import FileSink, Sink, WebhookSink
+from drgreen_poller.sinks import FileSink, Outcome, Sink, WebhookSink
 from drgreen_poller.store import (
     AttemptRecord,
     DeliveryState,
@@ -275,10 +275,10 @@ class TestReplay:
     async def test_a_replayed_event_is_not_in_flight_twice(self, bench: Bench) -> None:
         """While the original delivery of an event is in flight, its replay waits."""
         await bench.emit("o-1", "order.created")
-        [claimed] = await bench.store.claim_due(bench.clock.now(), 10)
+        [claimed] = (await bench.store.settle([], bench.clock.now(), 10)).claimed
         since = bench.clock.now()
         assert await bench.store.replay("store", ["*"], since, bench.clock.now()) == 1
-        assert await bench.store.claim_due(bench.clock.now(), 10) == []
+        assert (await bench.store.settle([], bench.clock.now(), 10)).claimed == []
         done = AttemptRecord(
             delivery_id=claimed.id,
             attempt=1,
@@ -290,8 +290,8 @@ class TestReplay:
             excerpt=None,
             state=DeliveryState.DELIVERED,
         )
-        await bench.store.record_attempts([done], bench.clock.now())  # the original finishes
-        [replayed] = await bench.store.claim_due(bench.clock.now(), 10)
+        await bench.store.settle([done], bench.clock.now(), 0)  # the original finishes
+        [replayed] = (await bench.store.settle([], bench.clock.now(), 10)).claimed
         assert replayed.event_id == claimed.event_id
         assert replayed.id != claimed.id
 
@@ -300,7 +300,8 @@ class TestLoop:
     async def test_crash_leftovers_are_delivered_on_start(self, bench: Bench) -> None:
         """Rows left 'delivering' by a crash go back to pending and are delivered."""
         await bench.emit("o-1", "order.approved")
-        claimed = await bench.store.claim_due(bench.clock.now(), 10)  # then the process died
+        settled = await bench.store.settle([], bench.clock.now(), 10)  # then the process died
+        claimed = settled.claimed
         assert await bench.states() == ["delivering"]
         stop = asyncio.Event()
         task = asyncio.create_task(bench.worker.run(stop, grace_s=1))
@@ -402,6 +403,12 @@ class SyncCountingSink(FileSink):
     def __init__(self, config: FileSinkConfig) -> None:
         super().__init__(config)
         self.syncs = 0
+        self.after_write: Callable[[], None] = lambda: None  # runs once a line is written
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        outcome = await super().deliver(event_id, event_type, body, now)
+        self.after_write()
+        return outcome
 
     async def sync(self) -> None:
         self.syncs += 1
@@ -444,11 +451,15 @@ class TestFileSinkThroughTheWorker:
         worker = DeliveryWorker(store, {"audit": old}, DeliveryConfig(), clock, random.Random(0))
         observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])
         await store.commit_events("shop", [observation], now=clock.now())
-        [row] = await store.claim_due(clock.now(), 1)
-        record = await worker._attempt(row)
-        worker.sinks = {"audit": new}  # what a reload does
-        await worker._record([record])
+
+        def reload() -> None:
+            worker.sinks = {"audit": new}  # what a reload does
+
+        old.after_write = reload  # the reload lands between the attempt and its record
+        assert await worker.run_once() == 1
         assert (old.syncs, new.syncs) == (1, 0)
+        [row] = await store.deliveries()
+        assert row.state == "delivered"
         await old.close()
         await new.close()
         await store.close()
@@ -479,9 +490,9 @@ class CountingWorker(DeliveryWorker):
 
     fills = 0
 
-    async def _turn(self) -> float | None:
+    async def _turn(self, *, claim: bool = True) -> float | None:
         self.fills += 1
-        return await super()._turn()
+        return await super()._turn(claim=claim)
 
 
 class TestNoSpin:

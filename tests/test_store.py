@@ -201,7 +201,7 @@ class TestSharedConnection:
 
         async def deliver() -> None:
             for _ in range(20):
-                await store.claim_due(NOW, 5)
+                await store.settle([], NOW, 5)
 
         await asyncio.gather(*(poll(n) for n in range(30)), deliver(), deliver())
         assert len(await store.events(limit=0)) == 30
@@ -261,7 +261,7 @@ class TestPrune:
             Resource("client", "c"), {}, None, changes=[Change("client.created", {})]
         )
         await store.commit_events("main", [client], now=old)
-        rows = await store.claim_due(old, 10)
+        rows = (await store.settle([], old, 10)).claimed
         done = [
             AttemptRecord(
                 delivery_id=row.id,
@@ -276,7 +276,7 @@ class TestPrune:
             )
             for row in rows
         ]
-        await store.record_attempts(done, old)
+        await store.settle(done, old, 0)
         assert await store.prune(later - timedelta(days=30)) == (3, 1)
         assert [e["type"] for e in await store.events(limit=0)] == ["client.created"]
         assert [(r.sink, r.state) for r in await store.deliveries()] == [("kyc", "failed")]
@@ -337,7 +337,7 @@ class TestBatchedClaims:
             changes=[Change("order.approved", {}), Change("order.paid", {})],
         )  # fmt: skip
         await store.commit_events("main", [observation], now=NOW)
-        claimed = await store.claim_due(NOW, 10)
+        claimed = (await store.settle([], NOW, 10)).claimed
         stored = {
             row["id"]: row["body"] for row in await store._rows("SELECT id, body FROM events")
         }
@@ -356,7 +356,7 @@ class TestBatchedClaims:
             ORDER, {}, None, changes=[Change("order.approved", {}), Change("order.paid", {})]
         )
         await store.commit_events("main", [observation], now=NOW)
-        first = [row for row in await store.claim_due(NOW, 10) if row.sink == "store"]
+        first = [row for row in (await store.settle([], NOW, 10)).claimed if row.sink == "store"]
         done = [
             AttemptRecord(row.id, 1, NOW, 1.0, True, 204, None, None, DeliveryState.DELIVERED)
             for row in first

@@ -259,17 +259,6 @@ class Outbox(Connection):
             )
             return cursor.rowcount
 
-    async def claim_due(self, now: datetime, limit: int) -> list[DueDelivery]:
-        """Claim up to ``limit`` due rows whose earlier events (same sink and resource) are done.
-
-        A later event of a resource waits while an earlier one is pending or in flight, so each
-        sink receives a resource's events in sequence order; other resources are not held up.
-        """
-        stamp = iso_ms(now)
-        return await self._atomically(
-            lambda conn: _due_rows(_claim(conn, now.timestamp(), stamp, limit)[0])
-        )
-
     async def release(self, ids: Sequence[int], now: datetime) -> None:
         """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
         stamp = iso_ms(now)
@@ -298,16 +287,14 @@ class Outbox(Connection):
             for sink in sorted(counts)
         }
 
-    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
-        """Log finished attempts and move their rows on, all in one transaction."""
-        if records:
-            await self._atomically(lambda conn: _run(conn, _record_statements(records, now)))
-
     async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
         """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
 
-        The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). The
-        claim sees the attempts just recorded, so a resource's next event can follow at once.
+        The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). A
+        claimed row's earlier events (same sink and resource) are all done: a later event waits
+        while an earlier one is pending or in flight, so each sink receives a resource's events
+        in sequence order, and other resources are not held up. The claim sees the attempts just
+        recorded, so a resource's next event can follow at once.
         """
         now_s, stamp = now.timestamp(), iso_ms(now)
 

@@ -210,7 +210,7 @@ async def _live(directory: Path, data: st.DataObject) -> None:
                 continue
             expected, upcoming = model_claim(model, now.timestamp(), limit)
             if step == "claim":
-                claimed = await store.claim_due(now, limit)
+                claimed = (await store.settle([], now, limit)).claimed
             else:
                 settled = await store.settle([], now, limit)
                 claimed = settled.claimed
@@ -251,6 +251,7 @@ class TestClaimRule:
             model = await _insert(store, events, [(0, "store", "pending", -0.000001),
                                                   (0, "store", "pending", -0.000002)])  # fmt: skip
             expected, _ = model_claim(model, NOW.timestamp(), 10)
-            assert [row.id for row in await store.claim_due(NOW, 10)] == expected == [max(model)]
+            settled = await store.settle([], NOW, 10)
+            assert [row.id for row in settled.claimed] == expected == [max(model)]
         finally:
             await store.close()
