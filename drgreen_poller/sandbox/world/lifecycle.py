@@ -95,7 +95,7 @@ class OrderLifecycle:
         order = self._orders.get(order_id)
         if order.payment_status in PAID_STATUSES:
             raise StateConflict(f"order {order.id} is already {order.payment_status}")
-        order.transactions.append(as_str(method, "method"))
+        self._orders.add_transaction(order, as_str(method, "method"), self._t.now())
         return self.set_payment_status(order.id, self._settings.paid_status)
 
     def unpay(self, order_id: str) -> Order:

@@ -22,6 +22,10 @@ SOURCE_PAYMENT_STATUSES = ("PENDING", "PAID")
 DOCS_PAYMENT_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "REFUNDED")
 PAID_STATUSES = frozenset({"PAID", "COMPLETED"})
 COMMISSION_STATUSES = ("PENDING", "PAID")
+TRANSACTION_METHODS = ("DEBIT", "CREDIT", "CRYPTO", "FIAT")
+TRANSACTION_STATUSES = (
+    "PENDING", "FAILED", "COMPLETED", "CANCELED", "EXPIRED", "UNDERPAID", "OVERPAID",
+)  # fmt: skip
 TERMINAL_ORDER_STATUSES = frozenset({"DELIVERED", "CANCELLED"})
 # Where each orderStatus may go next (only while adminApproval is VERIFIED); steps may be skipped.
 ORDER_STATUS_NEXT: Mapping[str, frozenset[str]] = {
@@ -243,6 +247,21 @@ class OrderLine:
 
 
 @dataclass(slots=True)
+class Transaction:
+    """A payment processor's report on an order (what ``/dapp/client/{id}/transactions`` lists)."""
+
+    id: str
+    client_id: str
+    method: str
+    amount: float
+    created_at: datetime
+    status: str = "COMPLETED"
+    invoice: str | None = None
+    description: str = ""
+    destination: str = ""
+
+
+@dataclass(slots=True)
 class Order:
     """An order with its three independent status fields."""
 
@@ -267,7 +286,7 @@ class Order:
     rejected_at: datetime | None = None
     nonce: str | None = None
     delivery_fee: float = 6
-    transactions: list[str] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
 
 
