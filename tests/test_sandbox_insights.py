@@ -253,25 +253,82 @@ class TestSalesAndRevenue:
         assert (status, text) == (400, "tokenIds must be a JSON array of strings")
 
 
+def paid_order(box: LocalSandbox, holder: HolderInfo, strain: Strain, grams: float) -> None:
+    """Create an order and pay it (4 of profit a gram)."""
+    order = box.state.orders.create(holder, items={strain.id: grams})
+    box.state.lifecycle.pay(order.id)
+
+
 class TestManagers:
-    async def test_summary_counts_sales_and_no_managers(
+    async def test_summary_without_managers(
         self, box: LocalSandbox, holder: HolderInfo, caller: SignedCaller, strain: Strain
     ) -> None:
-        """With every commission the holder's own, there are no managers; totalSales still
-        counts the paid orders; an unknown agentStatus is not validated."""
-        order = box.state.orders.create(holder, items={strain.id: 3}, payment_status="PAID")
-        assert order.payment_status == "PAID"
-        for pairs in ((), (("agentStatus", "Whatever"),)):
-            summary = await data_of(caller, "/dapp/commissions/managers/summary", *pairs)
-            assert summary == {
-                "summary": {
-                    "totalAgents": 0, "activeAgents": 0, "inActiveAgents": 0, "totalSales": 30,
-                    "totalCommission": 0, "totalPaidCommission": 0, "totalPendingCommission": 0,
-                }
-            }  # fmt: skip
+        """With no managers every count is 0 and the holder keeps the profit; totalSales still
+        counts the paid orders."""
+        paid_order(box, holder, strain, 3)
+        summary = await data_of(caller, "/dapp/commissions/managers/summary")
+        assert summary == {
+            "summary": {
+                "totalAgents": 0, "activeAgents": 0, "inActiveAgents": 0, "totalSales": 30,
+                "totalCommission": 0, "totalPaidCommission": 0, "totalPendingCommission": 0,
+            }
+        }  # fmt: skip
+        assert [c.amount_in_dollar for c in box.state.commissions.of(holder)] == [12]
 
-    async def test_list_and_its_bad_input(self, caller: SignedCaller) -> None:
-        """The managers list pages like every list; agentStatus and take are validated."""
+    async def test_managers_share_the_profit(
+        self, box: LocalSandbox, holder: HolderInfo, caller: SignedCaller, strain: Strain
+    ) -> None:
+        """A paid order's profit is shared by percent; a dissociated manager counts as
+        inactive, keeps what it earned and takes no share of later payments."""
+        state = box.state
+        ana = state.managers.add(holder, "Ana Lima", 10)
+        ben = state.managers.add(holder, "Ben Okoro", 25)
+        paid_order(box, holder, strain, 10)  # 40 of profit: 4 to Ana, 10 to Ben, 26 to the holder
+        state.managers.dissociate(ben.id)
+        paid_order(box, holder, strain, 5)  # 20: 2 to Ana, 18 to the holder
+        state.commissions.pay(state.commissions.of(holder)[0].id)
+        path = "/dapp/commissions/managers/summary"
+        every = (await data_of(caller, path))["summary"]
+        assert (every["totalAgents"], every["activeAgents"], every["inActiveAgents"]) == (2, 1, 1)
+        assert (every["totalPaidCommission"], every["totalPendingCommission"]) == (4, 12)
+        assert every["totalSales"] == 150
+        active = (await data_of(caller, path, ("agentStatus", "Active")))["summary"]
+        assert (active["totalAgents"], active["totalCommission"]) == (1, 6)
+        inactive = (await data_of(caller, path, ("agentStatus", "InActive")))["summary"]
+        assert (inactive["totalAgents"], inactive["totalCommission"]) == (1, 10)
+        listed = await data_of(caller, "/dapp/commissions/managers", ("orderBy", "desc"))
+        totals = [
+            (m["fullName"], m["totalPaidCommission"], m["totalPendingCommission"])
+            for m in listed["managers"]
+        ]
+        assert totals == [("Ben Okoro", 0, 10), ("Ana Lima", 4, 2)]
+        assert list(listed["managers"][0]) == [
+            "id", "fullName", "username", "email", "phoneCode", "phoneNumber", "isActive",
+            "createdAt", "updatedAt", "walletAddress", "commissionPercent",
+            "totalPendingCommission", "totalPaidCommission",
+        ]  # fmt: skip
+        assert ana.id in {m["id"] for m in listed["managers"]}
+
+    async def test_list_filters_and_counts(
+        self, box: LocalSandbox, holder: HolderInfo, caller: SignedCaller, strain: Strain
+    ) -> None:
+        """agentStatus and search filter the list; a manager without commissions is counted
+        in itemCount but not listed, as the backend's join does."""
+        state = box.state
+        state.managers.add(holder, "Ana Lima", 10)
+        paid_order(box, holder, strain, 1)
+        state.managers.add(holder, "Cy New", 5)
+        state.managers.dissociate(state.managers.add(holder, "Di Gone", 5).id)  # earned nothing
+        path = "/dapp/commissions/managers"
+        data = await data_of(caller, path, ("agentStatus", "Active"))
+        assert [m["fullName"] for m in data["managers"]] == ["Ana Lima"]
+        assert data["pageMetaDto"]["itemCount"] == 2
+        assert (await data_of(caller, path, ("search", "LIMA")))["pageMetaDto"]["itemCount"] == 1
+        inactive = await data_of(caller, path, ("agentStatus", "InActive"))
+        assert inactive["managers"] == []
+
+    async def test_list_bad_input(self, caller: SignedCaller) -> None:
+        """agentStatus and take are validated; the empty list pages like every list."""
         data = await data_of(caller, "/dapp/commissions/managers", ("take", "5"))
         assert data == {
             "managers": [],
@@ -288,6 +345,15 @@ class TestManagers:
             "take must not be less than 1, "
             "agentStatus must be one of the following values: Active, InActive",
         )
+
+    async def test_summary_ignores_unknown_status(
+        self, box: LocalSandbox, holder: HolderInfo, caller: SignedCaller
+    ) -> None:
+        """The summary's agentStatus is a bare query parameter: an unknown value counts all."""
+        box.state.managers.add(holder, "Ana Lima", 10)
+        path = "/dapp/commissions/managers/summary"
+        summary = (await data_of(caller, path, ("agentStatus", "Whatever")))["summary"]
+        assert summary["totalAgents"] == 1
 
 
 NEW_GETS = (

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from drgreen_poller.sandbox.dapp.routes import Call, Handler, Reply
 from drgreen_poller.sandbox.dapp.validation import QueryCheck
-from drgreen_poller.sandbox.world.model import iso, num
-from drgreen_poller.sandbox.world.reports import Point, Window, approval_shares
+from drgreen_poller.sandbox.world.model import Manager, iso, num
+from drgreen_poller.sandbox.world.reports import ManagerRow, Point, Window, approval_shares
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
@@ -138,18 +138,25 @@ def sales_summary(call: Call) -> Reply:
     )
 
 
+def _with_status(rows: list[ManagerRow], status: str | None) -> list[ManagerRow]:
+    """Active (associated) or InActive managers; every manager for any other value."""
+    if status in AGENT_STATUSES:
+        return [row for row in rows if row.active == (status == "Active")]
+    return rows
+
+
 def managers_summary(call: Call) -> Reply:
     """``GET /dapp/commissions/managers/summary[?agentStatus=]``: an unknown ``agentStatus``
     is not validated (a bare ``@Query`` parameter) and counts every manager."""
-    status = call.query.get("agentStatus")
-    totals = call.state.reports.managers(call.owner)
+    rows = call.state.reports.managers(call.owner)
+    chosen = _with_status(rows, call.query.get("agentStatus"))
+    paid = sum(row.paid_usd for row in chosen)
+    pending = sum(row.pending_usd for row in chosen)
     sales, _ = call.state.reports.sales_totals(call.owner)
-    agents = {"Active": totals.active, "InActive": totals.inactive}
-    paid, pending = totals.paid_usd, totals.pending_usd
     summary = {
-        "totalAgents": agents.get(status or "", totals.active + totals.inactive),
-        "activeAgents": totals.active,
-        "inActiveAgents": totals.inactive,
+        "totalAgents": len(chosen),
+        "activeAgents": sum(1 for row in rows if row.active),
+        "inActiveAgents": sum(1 for row in rows if not row.active),
         "totalSales": sales,
         "totalCommission": num(paid + pending),
         "totalPaidCommission": num(paid),
@@ -158,13 +165,50 @@ def managers_summary(call: Call) -> Reply:
     return Reply({"summary": summary})
 
 
+def manager_item(row: ManagerRow) -> Json:
+    """An item of ``GET /dapp/commissions/managers``."""
+    manager = row.manager
+    return {
+        "id": manager.id,
+        "fullName": manager.full_name,
+        "username": manager.username,
+        "email": manager.email,
+        "phoneCode": manager.phone_code,
+        "phoneNumber": manager.phone_number,
+        "isActive": manager.is_active,
+        "createdAt": iso(manager.created_at),
+        "updatedAt": iso(manager.updated_at),
+        "walletAddress": manager.wallet_address,
+        "commissionPercent": num(manager.commission_percent),
+        "totalPendingCommission": num(row.pending_usd),
+        "totalPaidCommission": num(row.paid_usd),
+    }
+
+
+def _matches(manager: Manager, search: str) -> bool:
+    fields = (manager.full_name, manager.username, manager.email, manager.wallet_address)
+    return any(search in field.lower() for field in fields)
+
+
 def managers(call: Call) -> Reply:
-    """``GET /dapp/commissions/managers``: the NFT's managers with their commission totals."""
+    """``GET /dapp/commissions/managers``: the NFT's managers with their commission totals.
+
+    As the backend's raw query joins through the commissions' orders, only managers with a
+    commission on the NFT are listed, while ``itemCount`` also counts associated ones without.
+    """
     check = QueryCheck(call.query)
     page = check.page()
-    check.choice("agentStatus", AGENT_STATUSES)
+    status = check.choice("agentStatus", AGENT_STATUSES)
     check.done()
-    return Reply({"managers": [], "pageMetaDto": page.meta(0)})
+    rows = _with_status(call.state.reports.managers(call.owner), status)
+    search = call.query.get("search", "").lower()
+    rows = [row for row in rows if _matches(row.manager, search)]
+    earning = [row for row in rows if row.commissions]
+    earning.sort(key=lambda row: row.manager.created_at)
+    if page.descending:
+        earning.reverse()  # ties in creation order, newest first
+    items = [manager_item(row) for row in page.slice(earning)]
+    return Reply({"managers": items, "pageMetaDto": page.meta(len(rows))})
 
 
 HANDLERS: dict[str, Handler] = {

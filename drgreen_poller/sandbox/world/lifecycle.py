@@ -81,9 +81,7 @@ class OrderLifecycle:
         order.payment_status = value
         when = self._touch_order(order, "Paid" if value in PAID_STATUSES else None)
         if value in PAID_STATUSES and not was_paid and self._commissions.of_order(order.id) is None:
-            self._commissions.accrue(
-                order.holder, order.agent_profit, order_id=order.id, created_at=when
-            )
+            self._commissions.accrue_order(order.holder, order.id, order.agent_profit, when)
         return order
 
     def pay(self, order_id: str, method: str = "CRYPTO") -> Order:

@@ -307,6 +307,29 @@ class Commission:
     transaction_hash: str | None = None
 
 
+@dataclass(slots=True)
+class Manager:
+    """A commission manager (agent) of a holder's NFT, paid a share of each order's profit.
+
+    ``associated`` managers are the NFT's active ones and share in new payments; a dissociated
+    manager keeps the commissions earned and counts as inactive.
+    """
+
+    id: str
+    holder: str
+    full_name: str
+    username: str
+    email: str
+    wallet_address: str
+    commission_percent: float
+    created_at: datetime
+    updated_at: datetime
+    phone_code: str | None = None
+    phone_number: str | None = None
+    is_active: bool = True
+    associated: bool = True
+
+
 Converter = Callable[[Any, str], Any]
 
 

@@ -227,7 +227,7 @@ class Orders:
         order.payment_status = payment_status
         if payment_status in PAID_STATUSES:
             self.add_transaction(order, "CRYPTO", when)
-            self._commissions.accrue(holder, order.agent_profit, order_id=order.id, created_at=when)
+            self._commissions.accrue_order(holder, order.id, order.agent_profit, when)
         return order
 
     def create_many(

@@ -4,7 +4,7 @@ Owns the date windows and chart scales of the chart routes (``DATE_TRUNC`` by da
 month or year; a window from the start date's midnight to the midnight after the end date,
 both included), the approval breakdowns in percent, the sales funnel derived from clients and
 orders, the revenue totals (today's retail price × quantity, as the backend's joins read it),
-a client's payment transactions and the commission managers' totals. It must not change
+a client's payment transactions and the commission managers with their totals. It must not change
 anything nor know wire shapes (``dapp/insights.py`` does).
 """
 
@@ -16,7 +16,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from drgreen_poller.sandbox.world.commissions import Commissions
-from drgreen_poller.sandbox.world.model import PAID_STATUSES, Client, Order, Transaction
+from drgreen_poller.sandbox.world.model import (
+    PAID_STATUSES,
+    Client,
+    Manager,
+    Order,
+    Transaction,
+)
 from drgreen_poller.sandbox.world.tables import HolderRef, Tables
 
 SCALES = ("DAY", "WEEK", "MONTH", "YEAR")
@@ -85,13 +91,18 @@ def approval_shares(approvals: Sequence[str]) -> list[tuple[str | None, float]]:
 
 
 @dataclass(frozen=True, slots=True)
-class ManagerTotals:
-    """The commission managers of a holder's NFT and what their commissions add up to."""
+class ManagerRow:
+    """A manager of a holder's NFT with what its commissions on the NFT's orders add up to."""
 
-    active: int
-    inactive: int
+    manager: Manager
+    commissions: int
     paid_usd: float
     pending_usd: float
+
+    @property
+    def active(self) -> bool:
+        """Whether the manager is associated with the NFT (else it counts as inactive)."""
+        return self.manager.associated
 
 
 class Reports:
@@ -207,11 +218,16 @@ class Reports:
         found.sort(key=lambda t: t.created_at, reverse=True)
         return found
 
-    def managers(self, holder: HolderRef) -> ManagerTotals:
-        """The NFT's commission managers: users other than the holder with commissions on its
-        orders. The world pays every commission to the holder, so there are none to count."""
+    def managers(self, holder: HolderRef) -> list[ManagerRow]:
+        """The NFT's managers: associated ones, and dissociated ones that earned commissions on
+        its orders, each with its PAID and PENDING totals, in creation order."""
         owner = self._t.holder(holder)
-        rows = [c for c in self._commissions.of(owner) if c.user_id != owner.user_id]
-        paid = sum(c.amount_in_dollar for c in rows if c.payment_status == "PAID")
-        pending = sum(c.amount_in_dollar for c in rows if c.payment_status == "PENDING")
-        return ManagerTotals(0, len({c.user_id for c in rows}), paid, pending)
+        rows = []
+        for manager in self._t.holder_managers[owner.name]:
+            mine = [c for c in self._commissions.of(owner) if c.user_id == manager.id]
+            if not mine and not manager.associated:
+                continue
+            paid = sum(c.amount_in_dollar for c in mine if c.payment_status == "PAID")
+            pending = sum(c.amount_in_dollar for c in mine if c.payment_status == "PENDING")
+            rows.append(ManagerRow(manager, len(mine), paid, pending))
+        return rows

@@ -1,9 +1,10 @@
 """``World``: the composition root of the sandbox world, its parts over one set of shared tables.
 
-Owns building the parts (``catalogue``, ``clients``, ``profiles``, ``carts``, ``commissions``,
-``orders``, ``lifecycle``, ``reports``) over one ``Tables``, and the few whole-world operations:
-holders and their keys, the clock, the variant settings and ``reset``. It must not hold entity
-rules (the parts do) nor know about HTTP, faults or request counts (``dapp/`` does).
+Owns building the parts (``catalogue``, ``clients``, ``profiles``, ``carts``, ``managers``,
+``commissions``, ``orders``, ``lifecycle``, ``reports``) over one ``Tables``, and the few
+whole-world operations: holders and their keys, the clock, the variant settings and ``reset``.
+It must not hold entity rules (the parts do) nor know about HTTP, faults or request counts
+(``dapp/`` does).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from drgreen_poller.sandbox.world.catalogue import Catalogue
 from drgreen_poller.sandbox.world.clients import Clients
 from drgreen_poller.sandbox.world.commissions import Commissions
 from drgreen_poller.sandbox.world.lifecycle import OrderLifecycle
+from drgreen_poller.sandbox.world.managers import Managers
 from drgreen_poller.sandbox.world.model import HolderInfo, InvalidInput, Nft, StateConflict
 from drgreen_poller.sandbox.world.orders import Orders
 from drgreen_poller.sandbox.world.profiles import Profiles
@@ -38,9 +40,10 @@ class World:
     Parts: ``catalogue`` (strains), ``clients`` (KYC and approval), ``profiles`` (the store's
     client edits), ``carts``, ``orders`` (checkout, direct creation, raw sets), ``lifecycle``
     (approval, payment, fulfilment of orders), ``commissions`` (accrual, payment, ETH rate),
-    ``reports`` (charts, breakdowns, sales and revenue read from the rest). The root keeps holders
-    (``create_holder``, ``holder``, ``holders``, ``holder_for_key``, ``revoke_holder_key``,
-    ``restore_holder_key``), the clock (``clock``, ``now``), ``settings`` and ``reset``.
+    ``managers`` (the NFT's commission managers), ``reports`` (charts, breakdowns, sales and
+    revenue read from the rest). The root keeps holders (``create_holder``, ``holder``,
+    ``holders``, ``holder_for_key``, ``revoke_holder_key``, ``restore_holder_key``), the clock
+    (``clock``, ``now``), ``settings`` and ``reset``.
 
     Every change bumps the entity's ``updatedAt``. Methods raise ``UnknownEntity`` (404),
     ``InvalidInput`` (400) or ``StateConflict`` (409), all ``SandboxError``s;
@@ -55,6 +58,7 @@ class World:
         self.clients = Clients(self.tables)
         self.profiles = Profiles(self.tables, self.clients)
         self.carts = Carts(self.tables, self.catalogue, self.clients)
+        self.managers = Managers(self.tables)
         self.commissions = Commissions(self.tables)
         self.orders = Orders(self.tables, self.catalogue, self.clients, self.commissions)
         self.lifecycle = OrderLifecycle(self.tables, self.orders, self.commissions, self.settings)
@@ -110,6 +114,7 @@ class World:
         t.holder_clients[name] = []
         t.holder_orders[name] = []
         t.holder_commissions[name] = []
+        t.holder_managers[name] = []
         return holder
 
     def holder(self, ref: HolderRef) -> HolderInfo:
