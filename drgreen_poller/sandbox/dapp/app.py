@@ -18,6 +18,7 @@ from drgreen_poller.sandbox.dapp.catalogue import HANDLERS as CATALOGUE_HANDLERS
 from drgreen_poller.sandbox.dapp.client_activity import HANDLERS as ACTIVITY_HANDLERS
 from drgreen_poller.sandbox.dapp.clients import HANDLERS as CLIENT_HANDLERS
 from drgreen_poller.sandbox.dapp.faults import UNMATCHED
+from drgreen_poller.sandbox.dapp.funnel import HANDLERS as FUNNEL_HANDLERS
 from drgreen_poller.sandbox.dapp.gateway import through_gateway
 from drgreen_poller.sandbox.dapp.guard import NestError, admit, header, parse_body
 from drgreen_poller.sandbox.dapp.insights import HANDLERS as INSIGHT_HANDLERS
@@ -43,6 +44,7 @@ HANDLERS: dict[str, Handler] = {
     **ACTIVITY_HANDLERS,
     **CATALOGUE_HANDLERS,
     **INSIGHT_HANDLERS,
+    **FUNNEL_HANDLERS,
 }
 Matched = tuple[routes.Route, dict[str, str]] | None
 _CLIENT_CLOSED = 499  # nginx's status for a request whose client went away

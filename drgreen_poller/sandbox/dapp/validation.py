@@ -136,10 +136,15 @@ class QueryCheck:
             self.messages.append(f"{name} must be a valid ISO 8601 date string")
         return moment
 
-    def required_date(self, name: str, *, iso_only: bool = False) -> datetime | None:
-        """A required date: ``@Type(() => Date) @IsDate`` (the DTOs' own message, which spells
-        ``startdate`` in lower case) or, with ``iso_only``, ``@IsDateString``."""
+    def required_date(
+        self, name: str, *, iso_only: bool = False, required: bool = True
+    ) -> datetime | None:
+        """A date: ``@Type(() => Date) @IsDate`` (the DTOs' own message, which spells
+        ``startdate`` in lower case) or, with ``iso_only``, ``@IsDateString``; unless
+        ``required``, an absent one is ``None`` without a message."""
         raw = self.query.get(name)
+        if raw is None and not required:
+            return None
         moment = None if raw is None else parse_iso(raw)
         if moment is None:
             label = "startdate" if name == "startDate" else name
@@ -148,7 +153,7 @@ class QueryCheck:
                 if iso_only
                 else f"{label} must be a valid date. ex: YYYY-MM-DD or MM-DD-YYYY"
             )
-        if not raw:
+        if not raw and required:
             self.messages.append(f"{name} should not be empty")
         return moment
 

@@ -2,14 +2,16 @@
 
 Owns the date windows and chart scales of the chart routes (``DATE_TRUNC`` by day, ISO week,
 month or year; a window from the start date's midnight to the midnight after the end date,
-both included), the approval breakdowns in percent, the sales funnel derived from clients and
-orders, the revenue totals (today's retail price × quantity, as the backend's joins read it),
-a client's payment transactions and the commission managers with their totals. It must not change
-anything nor know wire shapes (``dapp/insights.py`` does).
+both included), the approval breakdowns in percent, the sales funnel (derived from clients and
+orders: the world stores no sales), revenue (today's retail price × quantity, as the backend's
+joins read it) in total and per strain, a client's payment transactions and the commission
+managers with their totals. It must not change anything nor know wire shapes
+(``dapp/insights.py`` does).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,12 +23,14 @@ from drgreen_poller.sandbox.world.model import (
     Client,
     Manager,
     Order,
+    Strain,
     Transaction,
 )
 from drgreen_poller.sandbox.world.tables import HolderRef, Tables
 
 SCALES = ("DAY", "WEEK", "MONTH", "YEAR")
 SALE_STAGES = ("ONGOING", "LEADS", "CLOSED")
+SALE_NAMESPACE = uuid.UUID("5a1e5a1e-0000-4000-8000-000000000000")
 # The breakdown's CASE: an approval outside these has no name (SQL NULL).
 APPROVAL_NAMES = {"PENDING": "Pending", "VERIFIED": "Verified", "REJECTED": "Rejected"}
 Point = tuple[datetime, float]
@@ -88,6 +92,31 @@ def approval_shares(approvals: Sequence[str]) -> list[tuple[str | None, float]]:
         percent = Decimal(counts[name] * 100) / Decimal(len(approvals))
         shares.append((name, float(percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))))
     return shares
+
+
+@dataclass(frozen=True, slots=True)
+class StrainRevenue:
+    """What one strain sold in paid, delivered orders."""
+
+    strain: Strain
+    grams: float
+
+    @property
+    def sales_usd(self) -> float:
+        """Grams at today's retail price."""
+        return self.strain.retail_price * self.grams
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """A step of the sales funnel: a client's lead, then one sale per order."""
+
+    id: str
+    client: Client
+    order: Order | None
+    stage: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,15 +191,8 @@ class Reports:
         """Sales of paid, delivered orders per bucket; with ``countries``, once per matching
         address of the order's client (the backend joins the addresses)."""
         points = []
-        for order in self._orders(holder):
-            if not self._settled(order) or (
-                client_ids is not None and order.client_id not in client_ids
-            ):
-                continue
-            copies = 1
-            if countries is not None:
-                client = self._t.clients[order.client_id]
-                copies = sum(1 for a in client.shippings if a.country_code in countries)
+        for order in self._settled_orders(holder, client_ids):
+            copies = self._copies(order, countries, always_joined=False)
             points.extend([(order.created_at, self.sales_usd(order))] * copies)
         return window.series(points)
 
@@ -183,6 +205,46 @@ class Reports:
     def _settled(order: Order) -> bool:
         return order.payment_status in PAID_STATUSES and order.order_status == "DELIVERED"
 
+    def _settled_orders(self, holder: HolderRef, client_ids: Collection[str] | None) -> list[Order]:
+        """Paid, delivered orders, of the given clients only when ``client_ids`` is set."""
+        return [
+            order
+            for order in self._orders(holder)
+            if self._settled(order) and (client_ids is None or order.client_id in client_ids)
+        ]
+
+    def _copies(
+        self, order: Order, countries: Collection[str] | None, *, always_joined: bool
+    ) -> int:
+        """How many rows the order makes once its client's addresses are joined: one per
+        address (in ``countries`` when given; at least one for a left join without filter)."""
+        addresses = self._t.clients[order.client_id].shippings
+        if countries is not None:
+            return sum(1 for a in addresses if a.country_code in countries)
+        return max(1, len(addresses)) if always_joined else 1
+
+    def strain_revenue(
+        self,
+        holder: HolderRef,
+        window: Window | None,
+        client_ids: Collection[str] | None,
+        countries: Collection[str] | None,
+    ) -> list[StrainRevenue]:
+        """Grams and sales per strain over paid, delivered orders, best selling first; each
+        order counts once per address of its client (in ``countries`` when given), as the
+        backend's join of the addresses does."""
+        grams: dict[str, float] = {}
+        for order in self._settled_orders(holder, client_ids):
+            copies = self._copies(order, countries, always_joined=True)
+            if window is not None and not window.holds(order.created_at):
+                continue
+            for line in order.lines:
+                grams[line.strain_id] = grams.get(line.strain_id, 0) + line.quantity * copies
+        grams = {strain_id: qty for strain_id, qty in grams.items() if qty}
+        rows = [StrainRevenue(self._t.strains[sid], qty) for sid, qty in grams.items()]
+        rows.sort(key=lambda row: (-row.sales_usd, row.strain.seq))
+        return rows
+
     def sales_totals(self, holder: HolderRef) -> tuple[int, int]:
         """Sales of paid orders and of paid, delivered ones, each rounded to a whole number."""
         orders = self._orders(holder)
@@ -190,14 +252,38 @@ class Reports:
         settled = sum(self.sales_usd(o) for o in orders if self._settled(o))
         return round(paid), round(settled)
 
-    def sale_stages(self, holder: HolderRef) -> dict[str, int]:
-        """The sales funnel: a LEADS sale per client without orders (the first order takes it
-        over), an ONGOING sale per order, CLOSED once the order is delivered."""
-        stages = dict.fromkeys(SALE_STAGES, 0)
-        ordering = {order.client_id for order in self._orders(holder)}
-        stages["LEADS"] = sum(1 for c in self._clients(holder) if c.id not in ordering)
+    def sales(self, holder: HolderRef) -> list[Sale]:
+        """The sales funnel: a LEADS sale per client, taken over by its first order; one sale
+        per later order; ONGOING while the order is open, CLOSED once it is delivered. Ids are
+        derived from the client or order, so they are the same on every read."""
+        first: dict[str, Order] = {}
         for order in self._orders(holder):
-            stages["CLOSED" if order.order_status == "DELIVERED" else "ONGOING"] += 1
+            first.setdefault(order.client_id, order)
+        found = [
+            self._sale(f"lead:{c.id}", c, first.get(c.id), c.created_at)
+            for c in self._clients(holder)
+        ]
+        for order in self._orders(holder):
+            if first[order.client_id] is not order:
+                client = self._t.clients[order.client_id]
+                found.append(self._sale(f"order:{order.id}", client, order, order.created_at))
+        return found
+
+    @staticmethod
+    def _sale(key: str, client: Client, order: Order | None, created: datetime) -> Sale:
+        sale_id = str(uuid.uuid5(SALE_NAMESPACE, key))
+        if order is None:
+            return Sale(sale_id, client, None, "LEADS", created, created)
+        delivered = [e.created_at for e in order.logs if e.activity == "Delivered"]
+        stage = "CLOSED" if order.order_status == "DELIVERED" else "ONGOING"
+        updated = delivered[-1] if delivered and stage == "CLOSED" else order.created_at
+        return Sale(sale_id, client, order, stage, created, updated)
+
+    def sale_stages(self, holder: HolderRef) -> dict[str, int]:
+        """How many sales are at each stage."""
+        stages = dict.fromkeys(SALE_STAGES, 0)
+        for sale in self.sales(holder):
+            stages[sale.stage] += 1
         return stages
 
     def client_count(self, holder: HolderRef) -> int:
