@@ -397,3 +397,45 @@ class TestReadRoutes:
         )
         assert forced["paymentStatus"] == "ON_HOLD"
         assert (await box.control("DELETE", "/faults/abc")).status == 400
+
+
+class TestManagers:
+    async def test_add_list_and_dissociate(self, box: LocalSandbox, holder: HolderInfo) -> None:
+        """Managers are added with a profit share, listed, and dissociated."""
+        made = await control_json(
+            box,
+            "POST",
+            "/holders/h1/managers",
+            {"fullName": "Ana Lima", "commissionPercent": 10},
+            201,
+        )
+        assert (made["fullName"], made["commissionPercent"], made["associated"]) == (
+            "Ana Lima", 10, True,
+        )  # fmt: skip
+        assert made["username"] == "ana.lima.1"
+        listed = await control_json(box, "GET", "/holders/h1/managers")
+        assert [m["id"] for m in listed["managers"]] == [made["id"]]
+        gone = await control_json(box, "POST", f"/managers/{made['id']}/dissociate")
+        assert gone["associated"] is False
+
+    async def test_bad_managers_are_refused(self, box: LocalSandbox, holder: HolderInfo) -> None:
+        """An empty name, a share outside 0-100, shares over 100 in all, an unknown field or an
+        unknown manager are refused with a message."""
+        cases = [
+            ({"fullName": " ", "commissionPercent": 1}, "fullName must not be empty"),
+            ({"fullName": "A", "commissionPercent": 101}, "between 0 and 100"),
+            ({"fullName": "A", "commissionPercent": 1, "x": 1}, "unknown field(s) 'x'"),
+        ]
+        for body, text in cases:
+            answer = await box.control("POST", "/holders/h1/managers", body)
+            assert answer.status == 400
+            assert text in answer.json()["error"]
+        await control_json(
+            box, "POST", "/holders/h1/managers", {"fullName": "A", "commissionPercent": 60}, 201
+        )
+        over = await box.control(
+            "POST", "/holders/h1/managers", {"fullName": "B", "commissionPercent": 41}
+        )
+        assert "more than 100 percent" in over.json()["error"]
+        missing = await box.control("POST", f"/managers/{UNKNOWN_ID}/dissociate")
+        assert missing.status == 404

@@ -106,6 +106,10 @@ class SignedCaller:
         """A signed POST of a JSON body."""
         return await self.call("POST", path, body=body)
 
+    async def patch(self, path: str, body: Any) -> RawAnswer:
+        """A signed PATCH of a JSON body."""
+        return await self.call("PATCH", path, body=body)
+
 
 class SandboxNotRunning(Exception):
     """A ``LocalSandbox`` was used outside its ``async with`` block."""

@@ -1,8 +1,9 @@
-"""The control API's routes for orders and commissions: creation, lifecycle actions, raw sets.
+"""The control API's routes for orders, commissions and commission managers: creation,
+lifecycle actions, raw sets.
 
-Owns parsing control bodies into calls of the world's ``orders``, ``lifecycle`` and
-``commissions``. It must not hold rules: they live in the world (a forbidden transition is the
-world's 409).
+Owns parsing control bodies into calls of the world's ``orders``, ``lifecycle``,
+``commissions`` and ``managers``. It must not hold rules: they live in the world (a forbidden
+transition is the world's 409).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from drgreen_poller.sandbox.world.inputs import (
     as_str,
     check_keys,
 )
-from drgreen_poller.sandbox.world.model import InvalidInput, Order
+from drgreen_poller.sandbox.world.model import InvalidInput, Manager, Order, iso, num
 from drgreen_poller.sandbox.world.orders import DEFAULT_DELIVERY_FEE
 
 ORDER_KEYS = (
@@ -148,6 +149,46 @@ async def pay_commission(request: web.Request) -> web.Response:
     return web.json_response(commission_view(state, commission))
 
 
+def manager_view(manager: Manager) -> dict[str, Any]:
+    """A commission manager as stored."""
+    return {
+        "id": manager.id,
+        "holder": manager.holder,
+        "fullName": manager.full_name,
+        "username": manager.username,
+        "email": manager.email,
+        "walletAddress": manager.wallet_address,
+        "commissionPercent": num(manager.commission_percent),
+        "associated": manager.associated,
+        "createdAt": iso(manager.created_at),
+        "updatedAt": iso(manager.updated_at),
+    }
+
+
+async def add_manager(request: web.Request) -> web.Response:
+    """``POST /_sandbox/holders/{name}/managers`` ``{"fullName", "commissionPercent"}`` (201)."""
+    body = await read_json(request)
+    check_keys(body, ("fullName", "commissionPercent"), "a manager")
+    manager = world_of(request).managers.add(
+        request.match_info["name"],
+        as_str(body.get("fullName"), "fullName"),
+        as_number(body.get("commissionPercent"), "commissionPercent"),
+    )
+    return web.json_response(manager_view(manager), status=201)
+
+
+async def list_managers(request: web.Request) -> web.Response:
+    """``GET /_sandbox/holders/{name}/managers``."""
+    managers = world_of(request).managers.of(request.match_info["name"])
+    return web.json_response({"managers": [manager_view(m) for m in managers]})
+
+
+async def dissociate_manager(request: web.Request) -> web.Response:
+    """``POST /_sandbox/managers/{id}/dissociate``: no share in later payments."""
+    manager = world_of(request).managers.dissociate(request.match_info["id"])
+    return web.json_response(manager_view(manager))
+
+
 def add_routes(app: web.Application) -> None:
     """Register the order and commission routes on the control app."""
     app.router.add_routes(
@@ -162,5 +203,8 @@ def add_routes(app: web.Application) -> None:
             web.get("/holders/{name}/commissions", list_commissions),
             web.get("/commissions/{id}", get_commission),
             web.post("/commissions/{id}/pay", pay_commission),
+            web.post("/holders/{name}/managers", add_manager),
+            web.get("/holders/{name}/managers", list_managers),
+            web.post("/managers/{id}/dissociate", dissociate_manager),
         ]
     )

@@ -90,7 +90,7 @@ def order_view(state: World, order: Order) -> dict[str, Any]:
     view.update(
         holder=order.holder,
         deliveryFee=num(order.delivery_fee),
-        transactions=[{"method": method} for method in order.transactions],
+        transactions=records.completed_payments(order),
         orderLogs=[{"activity": e.activity, "createdAt": iso(e.created_at)} for e in order.logs],
         lines=[
             {

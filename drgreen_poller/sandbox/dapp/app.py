@@ -15,10 +15,13 @@ from aiohttp import web
 
 from drgreen_poller.sandbox.dapp import routes
 from drgreen_poller.sandbox.dapp.catalogue import HANDLERS as CATALOGUE_HANDLERS
+from drgreen_poller.sandbox.dapp.client_activity import HANDLERS as ACTIVITY_HANDLERS
 from drgreen_poller.sandbox.dapp.clients import HANDLERS as CLIENT_HANDLERS
 from drgreen_poller.sandbox.dapp.faults import UNMATCHED
+from drgreen_poller.sandbox.dapp.funnel import HANDLERS as FUNNEL_HANDLERS
 from drgreen_poller.sandbox.dapp.gateway import through_gateway
 from drgreen_poller.sandbox.dapp.guard import NestError, admit, header, parse_body
+from drgreen_poller.sandbox.dapp.insights import HANDLERS as INSIGHT_HANDLERS
 from drgreen_poller.sandbox.dapp.orders import HANDLERS as ORDER_HANDLERS
 from drgreen_poller.sandbox.dapp.replies import (
     ApiError,
@@ -35,7 +38,14 @@ from drgreen_poller.sandbox.world.root import ANONYMOUS
 from drgreen_poller.signing import express_query
 
 API_PREFIX = "/api/v1"
-HANDLERS: dict[str, Handler] = {**ORDER_HANDLERS, **CLIENT_HANDLERS, **CATALOGUE_HANDLERS}
+HANDLERS: dict[str, Handler] = {
+    **ORDER_HANDLERS,
+    **CLIENT_HANDLERS,
+    **ACTIVITY_HANDLERS,
+    **CATALOGUE_HANDLERS,
+    **INSIGHT_HANDLERS,
+    **FUNNEL_HANDLERS,
+}
 Matched = tuple[routes.Route, dict[str, str]] | None
 _CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
 WORLD_KEY: web.AppKey[World] = web.AppKey("sandbox_world", World)

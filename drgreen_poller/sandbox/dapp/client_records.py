@@ -54,7 +54,7 @@ def client_list_item(
     return item
 
 
-def _medical_record(record: dict[str, Any] | None) -> Json | None:
+def medical_record(record: dict[str, Any] | None) -> Json | None:
     if record is None:
         return None
     head = {"id": record.get("id")}
@@ -82,7 +82,7 @@ def client_detail(state: World, client: Client) -> Json:
         "clientCart": [{"id": client.cart_id}],
         "shippings": [shipping(address) for address in client.shippings],
         "clientBusinesses": [dict(business) for business in client.businesses],
-        "medicalRecord": _medical_record(client.medical_record),
+        "medicalRecord": medical_record(client.medical_record),
     }
 
 

@@ -33,7 +33,7 @@ def client_name_matches(state: World, client_id: str, search: str) -> bool:
     return search in full or search in client.email.lower()
 
 
-def _order_tests(call: Call, check: QueryCheck) -> tuple[list[OrderTest], str | None]:
+def order_tests(call: Call, check: QueryCheck) -> tuple[list[OrderTest], str | None]:
     status = check.choice("status", ORDER_STATUSES)
     payment = check.choice("paymentStatus", call.state.settings.payment_statuses)
     approval = check.choice("adminApproval", APPROVALS)
@@ -62,7 +62,7 @@ def list_orders(call: Call) -> Reply:
     """``GET /dapp/orders``."""
     check = QueryCheck(call.query)
     page = check.page()
-    tests, approval = _order_tests(call, check)
+    tests, approval = order_tests(call, check)
     check.done()
     found = matching(call.state.orders.of(call.owner), tests)
     return Reply(

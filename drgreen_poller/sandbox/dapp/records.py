@@ -58,6 +58,11 @@ def logs(order_or_client: Order | Client, activity: str | None = None) -> list[J
 # --- orders ------------------------------------------------------------------------------------
 
 
+def completed_payments(order: Order) -> list[Json]:
+    """An order's ``transactions``: the methods of its COMPLETED transactions only."""
+    return [{"method": t.method} for t in order.transactions if t.status == "COMPLETED"]
+
+
 def order_totals(state: World, order: Order) -> tuple[float, float, float]:
     """Quantity, price and profit of an order at the strains' current prices (as the service)."""
     quantity = price = profit = 0.0
@@ -82,7 +87,7 @@ def order_list_item(
         "adminApproval": order.admin_approval,
         "paymentStatus": order.payment_status,
         "totalAmount": num(order.total_amount),
-        "transactions": [{"method": method} for method in order.transactions],
+        "transactions": completed_payments(order),
         "createdAt": iso(order.created_at),
     }
     if with_note:
@@ -160,7 +165,7 @@ def order_detail(state: World, order: Order) -> Json:
         )
     detail.update(
         totalAmount=num(price),
-        transactions=[{"method": method} for method in order.transactions],
+        transactions=completed_payments(order),
         nft=nft(state.holders[order.holder]),
         client={"id": client.id, "shippings": [shipping(a) for a in client.shippings]},
         orderLines=[_order_line(state, line.quantity, line.strain_id) for line in order.lines],

@@ -136,6 +136,37 @@ class QueryCheck:
             self.messages.append(f"{name} must be a valid ISO 8601 date string")
         return moment
 
+    def required_date(
+        self, name: str, *, iso_only: bool = False, required: bool = True
+    ) -> datetime | None:
+        """A date: ``@Type(() => Date) @IsDate`` (the DTOs' own message, which spells
+        ``startdate`` in lower case) or, with ``iso_only``, ``@IsDateString``; unless
+        ``required``, an absent one is ``None`` without a message."""
+        raw = self.query.get(name)
+        if raw is None and not required:
+            return None
+        moment = None if raw is None else parse_iso(raw)
+        if moment is None:
+            label = "startdate" if name == "startDate" else name
+            self.messages.append(
+                f"{name} must be a valid ISO 8601 date string"
+                if iso_only
+                else f"{label} must be a valid date. ex: YYYY-MM-DD or MM-DD-YYYY"
+            )
+        if not raw and required:
+            self.messages.append(f"{name} should not be empty")
+        return moment
+
+    def required_choice(self, name: str, values: Sequence[str]) -> str | None:
+        """A required enum parameter (``@IsString @IsNotEmpty @IsEnum``)."""
+        if self.query.get(name):
+            return self.choice(name, values)
+        self.messages.append(f"{name} must be one of the following values: {', '.join(values)}")
+        self.messages.append(f"{name} should not be empty")
+        if name not in self.query:
+            self.messages.append(f"{name} must be a string")
+        return None
+
     def window(self) -> tuple[datetime, datetime] | None:
         """``startDate``/``endDate`` as a createdAt window; ``endDate`` is inclusive (+1 day)."""
         start, end = self.date("startDate"), self.date("endDate")

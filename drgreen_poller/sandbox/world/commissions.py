@@ -42,8 +42,10 @@ class Commissions:
         *,
         order_id: str | None = None,
         created_at: datetime | None = None,
+        user_id: str | None = None,
     ) -> Commission:
-        """Add a PENDING commission of ``amount_usd`` for the holder (optionally for an order).
+        """Add a PENDING commission of ``amount_usd`` on the holder's NFT (optionally for an
+        order), owed to the holder or, with ``user_id``, to one of its managers.
 
         Raises:
             InvalidInput: the amount is not a number ≥ 0.
@@ -60,7 +62,7 @@ class Commissions:
             id=self._t.new_id(),
             holder=owner.name,
             seq=self._t.next_seq(),
-            user_id=owner.user_id,
+            user_id=user_id or owner.user_id,
             order_id=None if order_id is None else order_id.lower(),
             amount_in_dollar=round(amount, 6),
             created_at=when,
@@ -71,6 +73,19 @@ class Commissions:
         if commission.order_id is not None:
             self._t.order_commissions[commission.order_id] = commission
         return commission
+
+    def accrue_order(
+        self, holder: HolderRef, order_id: str, profit_usd: float, when: datetime
+    ) -> Commission:
+        """Share a paid order's profit: each sharing manager gets its percent, the holder the
+        rest (accrued last: it is the commission ``of_order`` returns)."""
+        rest = profit_usd
+        for manager in self._t.holder_managers[self._t.holder(holder).name]:
+            if manager.associated and manager.is_active:
+                share = profit_usd * manager.commission_percent / 100
+                self.accrue(holder, share, order_id=order_id, created_at=when, user_id=manager.id)
+                rest -= share
+        return self.accrue(holder, rest, order_id=order_id, created_at=when)
 
     def of_order(self, order_id: str) -> Commission | None:
         """The commission accrued for an order, if any."""

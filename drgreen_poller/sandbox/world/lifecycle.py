@@ -81,9 +81,7 @@ class OrderLifecycle:
         order.payment_status = value
         when = self._touch_order(order, "Paid" if value in PAID_STATUSES else None)
         if value in PAID_STATUSES and not was_paid and self._commissions.of_order(order.id) is None:
-            self._commissions.accrue(
-                order.holder, order.agent_profit, order_id=order.id, created_at=when
-            )
+            self._commissions.accrue_order(order.holder, order.id, order.agent_profit, when)
         return order
 
     def pay(self, order_id: str, method: str = "CRYPTO") -> Order:
@@ -95,7 +93,7 @@ class OrderLifecycle:
         order = self._orders.get(order_id)
         if order.payment_status in PAID_STATUSES:
             raise StateConflict(f"order {order.id} is already {order.payment_status}")
-        order.transactions.append(as_str(method, "method"))
+        self._orders.add_transaction(order, as_str(method, "method"), self._t.now())
         return self.set_payment_status(order.id, self._settings.paid_status)
 
     def unpay(self, order_id: str) -> Order:

@@ -22,6 +22,10 @@ SOURCE_PAYMENT_STATUSES = ("PENDING", "PAID")
 DOCS_PAYMENT_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "REFUNDED")
 PAID_STATUSES = frozenset({"PAID", "COMPLETED"})
 COMMISSION_STATUSES = ("PENDING", "PAID")
+TRANSACTION_METHODS = ("DEBIT", "CREDIT", "CRYPTO", "FIAT")
+TRANSACTION_STATUSES = (
+    "PENDING", "FAILED", "COMPLETED", "CANCELED", "EXPIRED", "UNDERPAID", "OVERPAID",
+)  # fmt: skip
 TERMINAL_ORDER_STATUSES = frozenset({"DELIVERED", "CANCELLED"})
 # Where each orderStatus may go next (only while adminApproval is VERIFIED); steps may be skipped.
 ORDER_STATUS_NEXT: Mapping[str, frozenset[str]] = {
@@ -243,6 +247,21 @@ class OrderLine:
 
 
 @dataclass(slots=True)
+class Transaction:
+    """A payment processor's report on an order (what ``/dapp/client/{id}/transactions`` lists)."""
+
+    id: str
+    client_id: str
+    method: str
+    amount: float
+    created_at: datetime
+    status: str = "COMPLETED"
+    invoice: str | None = None
+    description: str = ""
+    destination: str = ""
+
+
+@dataclass(slots=True)
 class Order:
     """An order with its three independent status fields."""
 
@@ -267,7 +286,7 @@ class Order:
     rejected_at: datetime | None = None
     nonce: str | None = None
     delivery_fee: float = 6
-    transactions: list[str] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
 
 
@@ -286,6 +305,29 @@ class Commission:
     payment_status: str = "PENDING"
     amount_in_eth: float | None = None
     transaction_hash: str | None = None
+
+
+@dataclass(slots=True)
+class Manager:
+    """A commission manager (agent) of a holder's NFT, paid a share of each order's profit.
+
+    ``associated`` managers are the NFT's active ones and share in new payments; a dissociated
+    manager keeps the commissions earned and counts as inactive.
+    """
+
+    id: str
+    holder: str
+    full_name: str
+    username: str
+    email: str
+    wallet_address: str
+    commission_percent: float
+    created_at: datetime
+    updated_at: datetime
+    phone_code: str | None = None
+    phone_number: str | None = None
+    is_active: bool = True
+    associated: bool = True
 
 
 Converter = Callable[[Any, str], Any]

@@ -37,6 +37,7 @@ from drgreen_poller.sandbox.world.model import (
     ServiceRefusal,
     StateConflict,
     Strain,
+    Transaction,
     UnknownEntity,
     apply_patch,
 )
@@ -65,7 +66,6 @@ ORDER_FIELDS: Mapping[str, tuple[str, Converter]] = {
     "deliveryFee": ("delivery_fee", as_non_negative),
     "totalAmount": ("total_amount", as_non_negative),
     "agentProfit": ("agent_profit", as_non_negative),
-    "transactions": ("transactions", lambda v, n: [as_str(m, n) for m in as_list(v, n)]),
 }
 
 
@@ -94,6 +94,25 @@ class Orders:
     def of(self, holder: HolderRef) -> list[Order]:
         """The holder's orders in creation order."""
         return self._t.holder_orders[self._t.holder(holder).name]
+
+    def add_transaction(
+        self, order: Order, method: str, when: datetime, status: str = "COMPLETED"
+    ) -> Transaction:
+        """Record a payment processor's report on ``order`` (a completed payment by default)."""
+        crypto = method == "CRYPTO"
+        transaction = Transaction(
+            id=self._t.new_id(),
+            client_id=order.client_id,
+            method=method,
+            amount=order.total_amount,
+            created_at=when,
+            status=status,
+            invoice=order.invoice_number,
+            description=f"Payment for order {order.invoice_number}",
+            destination="0x" + self._t.random_hex(40) if crypto else "sandbox-merchant-account",
+        )
+        order.transactions.append(transaction)
+        return transaction
 
     def _store_order(
         self, client: Client, lines: list[OrderLine], when: datetime, delivery_fee: float
@@ -207,8 +226,8 @@ class Orders:
             order.logs.append(LogEntry(STATUS_ACTIVITY[order_status], when))
         order.payment_status = payment_status
         if payment_status in PAID_STATUSES:
-            order.transactions.append("CRYPTO")
-            self._commissions.accrue(holder, order.agent_profit, order_id=order.id, created_at=when)
+            self.add_transaction(order, "CRYPTO", when)
+            self._commissions.accrue_order(holder, order.id, order.agent_profit, when)
         return order
 
     def create_many(
@@ -287,7 +306,19 @@ class Orders:
             InvalidInput: an unknown field or a wrong type.
         """
         order = self.get(order_id)
-        apply_patch(order, ORDER_FIELDS, changes)
+        fields = {k: v for k, v in changes.items() if k != "transactions"}
+        raw = changes.get("transactions")
+        methods = (
+            None
+            if raw is None
+            else [as_str(m, "transactions") for m in as_list(raw, "transactions")]
+        )
+        apply_patch(order, ORDER_FIELDS, fields)
+        if methods is not None:
+            # Raw sets replace the order's completed payments, one per method given.
+            order.transactions = []
+            for method in methods:
+                self.add_transaction(order, method, self._t.now())
         if "updatedAt" not in changes:
             order.updated_at = self._t.now()
         return order

@@ -1,9 +1,10 @@
 """``World``: the composition root of the sandbox world, its parts over one set of shared tables.
 
-Owns building the parts (``catalogue``, ``clients``, ``carts``, ``commissions``, ``orders``,
-``lifecycle``) over one ``Tables``, and the few whole-world operations: holders and their keys,
-the clock, the variant settings and ``reset``. It must not hold entity rules (the parts do) nor
-know about HTTP, faults or request counts (``dapp/`` does).
+Owns building the parts (``catalogue``, ``clients``, ``profiles``, ``carts``, ``managers``,
+``commissions``, ``orders``, ``lifecycle``, ``reports``) over one ``Tables``, and the few
+whole-world operations: holders and their keys, the clock, the variant settings and ``reset``.
+It must not hold entity rules (the parts do) nor know about HTTP, faults or request counts
+(``dapp/`` does).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from drgreen_poller.sandbox.world.catalogue import Catalogue
 from drgreen_poller.sandbox.world.clients import Clients
 from drgreen_poller.sandbox.world.commissions import Commissions
 from drgreen_poller.sandbox.world.lifecycle import OrderLifecycle
+from drgreen_poller.sandbox.world.managers import Managers
 from drgreen_poller.sandbox.world.model import HolderInfo, InvalidInput, Nft, StateConflict
 from drgreen_poller.sandbox.world.orders import Orders
+from drgreen_poller.sandbox.world.profiles import Profiles
+from drgreen_poller.sandbox.world.reports import Reports
 from drgreen_poller.sandbox.world.settings import SandboxSettings
 from drgreen_poller.sandbox.world.tables import HolderRef, Tables
 from drgreen_poller.signing import ApiCredentials, generate_credentials, load_public_key
@@ -33,11 +37,13 @@ ANONYMOUS = "anonymous"
 class World:
     """The sandbox world: build it with ``World(clock=None, *, seed=0)`` (system clock by default).
 
-    Parts: ``catalogue`` (strains), ``clients`` (KYC and approval), ``carts``, ``orders``
-    (checkout, direct creation, raw sets), ``lifecycle`` (approval, payment, fulfilment of
-    orders), ``commissions`` (accrual, payment, ETH rate). The root keeps holders
-    (``create_holder``, ``holder``, ``holders``, ``holder_for_key``, ``revoke_holder_key``,
-    ``restore_holder_key``), the clock (``clock``, ``now``), ``settings`` and ``reset``.
+    Parts: ``catalogue`` (strains), ``clients`` (KYC and approval), ``profiles`` (the store's
+    client edits), ``carts``, ``orders`` (checkout, direct creation, raw sets), ``lifecycle``
+    (approval, payment, fulfilment of orders), ``commissions`` (accrual, payment, ETH rate),
+    ``managers`` (the NFT's commission managers), ``reports`` (charts, breakdowns, sales and
+    revenue read from the rest). The root keeps holders (``create_holder``, ``holder``,
+    ``holders``, ``holder_for_key``, ``revoke_holder_key``, ``restore_holder_key``), the clock
+    (``clock``, ``now``), ``settings`` and ``reset``.
 
     Every change bumps the entity's ``updatedAt``. Methods raise ``UnknownEntity`` (404),
     ``InvalidInput`` (400) or ``StateConflict`` (409), all ``SandboxError``s;
@@ -50,10 +56,13 @@ class World:
         self.tables = Tables(self.clock, seed)
         self.catalogue = Catalogue(self.tables)
         self.clients = Clients(self.tables)
+        self.profiles = Profiles(self.tables, self.clients)
         self.carts = Carts(self.tables, self.catalogue, self.clients)
+        self.managers = Managers(self.tables)
         self.commissions = Commissions(self.tables)
         self.orders = Orders(self.tables, self.catalogue, self.clients, self.commissions)
         self.lifecycle = OrderLifecycle(self.tables, self.orders, self.commissions, self.settings)
+        self.reports = Reports(self.tables, self.commissions)
 
     def reset(self) -> None:
         """Empty the world: holders, catalogue, clients, orders, commissions, the ETH rate.
@@ -105,6 +114,7 @@ class World:
         t.holder_clients[name] = []
         t.holder_orders[name] = []
         t.holder_commissions[name] = []
+        t.holder_managers[name] = []
         return holder
 
     def holder(self, ref: HolderRef) -> HolderInfo:

@@ -18,6 +18,7 @@ from drgreen_poller.sandbox.world.model import (
     Commission,
     HolderInfo,
     Location,
+    Manager,
     Order,
     Strain,
     UnknownEntity,
@@ -50,6 +51,8 @@ class Tables:
         self.holder_clients: dict[str, list[Client]] = {}
         self.holder_orders: dict[str, list[Order]] = {}
         self.holder_commissions: dict[str, list[Commission]] = {}
+        self.managers: dict[str, Manager] = {}
+        self.holder_managers: dict[str, list[Manager]] = {}
         self.order_commissions: dict[str, Commission] = {}
         self.clients_by_cart: dict[str, Client] = {}
         self.client_emails: dict[str, str] = {}
