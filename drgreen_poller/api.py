@@ -19,6 +19,7 @@ import structlog
 from yarl import URL
 
 from drgreen_poller import __version__
+from drgreen_poller.canonical import QueryPairs, canonical_json, canonical_payload, canonical_query
 from drgreen_poller.clock import Clock
 from drgreen_poller.envelope import interpret_response
 from drgreen_poller.errors import (
@@ -47,15 +48,7 @@ from drgreen_poller.models import (
     parse_strain,
 )
 from drgreen_poller.ratelimit import RunSlots, TokenBucket
-from drgreen_poller.signing import (
-    ApiCredentials,
-    QueryPairs,
-    canonical_json,
-    canonical_payload,
-    canonical_query,
-    load_private_key,
-    sign_api_request,
-)
+from drgreen_poller.request_signing import ApiCredentials, load_private_key, sign_api_request
 
 log = structlog.get_logger(__name__)
 

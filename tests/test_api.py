@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller.api import SIGNATURES_KEPT, USER_AGENT, ApiClient, RequestSigner
+from drgreen_poller.canonical import canonical_query
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamMalformed,
@@ -20,8 +21,7 @@ from drgreen_poller.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from drgreen_poller.signing import (
-    canonical_query,
+from drgreen_poller.request_signing import (
     generate_credentials,
     load_public_key,
     verify_api_signature,

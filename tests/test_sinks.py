@@ -11,8 +11,8 @@ from pathlib import Path
 from aiohttp import web
 
 from drgreen_poller.config import DeliveryConfig, Secret, SinkConfig
-from drgreen_poller.signing import sign_hex, verify_webhook
 from drgreen_poller.sinks import USER_AGENT, CommandSink, FileSink, WebhookSink
+from drgreen_poller.webhook_signing import sign_hex, verify_webhook
 from tests.fakes import WebhookReceiver, start
 
 SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()

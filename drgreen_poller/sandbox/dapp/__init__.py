@@ -5,7 +5,7 @@ faults (``gateway``; fault specs in ``faults``), the ``traffic`` (active faults 
 counts), answers and error shapes (``replies``), query validation (``validation``), the
 handlers (``orders``, ``clients``, ``catalogue``) with their wire shapes (``records``,
 ``client_records``, ``strain_records``, ``client_dto``), and the request pipeline (``app``).
-It imports ``world/`` only (plus the project's ``signing``): the variant ``settings`` live in
+It imports ``world/`` only (+ ``canonical``, ``request_signing``): the variant ``settings`` live in
 ``world/`` because the world's rules read them too (the payment vocabulary decides what "paid"
 is), while faults and counts describe requests, so they live here. It must not import
 ``control/``.

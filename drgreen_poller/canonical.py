@@ -1,29 +1,21 @@
-"""Dr Green request signing: canonical strings, ECDSA secp256k1 signatures, and key handling.
+"""The JavaScript canonical form of a Dr Green request, and the guard's Express rebuild of it.
 
-Owns both halves of ``drgreen-api.md`` §1.4: the client's canonical string (built once, then
-signed *and* sent), and the server guard's rebuild of that string from a received request (which
-the sandbox uses, mimicking Express's ``qs`` parser, ``URLSearchParams`` and ``JSON.stringify``).
-Also the Standard Webhooks signatures of our own deliveries. Pure functions only: no I/O, no
-clock (timestamps are arguments); keys and secrets are generated with the OS random source.
+Owns ``drgreen-api.md`` §1.4 as text: what the client signs and sends (WHATWG
+``URLSearchParams`` for a query, ``JSON.stringify`` for params and bodies, JavaScript's number
+format and property order), and what the server's guard rebuilds from a received request
+(Express 4's ``qs`` query parser, then ``URLSearchParams``), which the sandbox and test fakes use.
+Pure functions over strings: it must not hold keys, sign, or do I/O (``request_signing`` signs).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from drgreen_poller.errors import SigningError
 
@@ -262,170 +254,3 @@ def rebuild_canonical(
             return "&".join(f"{form_encode(k)}={form_encode(v)}" for k, v in query.items())
         return canonical_json(dict(path_params))
     return canonical_json(json_body)
-
-
-# --- keys and signatures -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ApiCredentials:
-    """A holder's Dr Green key pair, as issued: Base64 text of PEM public and private keys."""
-
-    api_key: str
-    secret_key: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"ApiCredentials(api_key={self.api_key[:44]}…, secret_key=<hidden>)"
-
-
-def _b64_pem(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SigningError(f"{what} is not Base64 text") from exc
-
-
-def load_private_key(secret_key: str) -> ec.EllipticCurvePrivateKey:
-    """Load a holder's ``secretKey`` (Base64 of a PKCS#8 PEM) and check it is secp256k1.
-
-    Raises:
-        SigningError: the text is not Base64, not a PEM private key, or not on secp256k1.
-    """
-    pem = _b64_pem(secret_key, "secret key")
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise SigningError("secret key is not a PEM private key (Base64 of PKCS#8)") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256K1):
-        raise SigningError("secret key is not an ECDSA secp256k1 key")
-    return key
-
-
-def load_public_key(api_key: str) -> ec.EllipticCurvePublicKey:
-    """Load a holder's ``apiKey`` (Base64 of an SPKI PEM) and check it is secp256k1.
-
-    Raises:
-        SigningError: the text is not Base64, not a PEM public key, or not on secp256k1.
-    """
-    pem = _b64_pem(api_key, "API key")
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise SigningError("API key is not a PEM public key (Base64 of SPKI)") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256K1):
-        raise SigningError("API key is not an ECDSA secp256k1 key")
-    return key
-
-
-def _api_key_of(public_key: ec.EllipticCurvePublicKey) -> str:
-    pem = public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(pem).decode("ascii")
-
-
-def api_key_for(secret_key: str) -> str:
-    """The ``apiKey`` that belongs to ``secret_key`` (to check a configured pair matches)."""
-    return _api_key_of(load_private_key(secret_key).public_key())
-
-
-def generate_credentials() -> ApiCredentials:
-    """A fresh key pair in Dr Green's format (for the sandbox and tests)."""
-    private = ec.generate_private_key(ec.SECP256K1())
-    secret_pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return ApiCredentials(
-        api_key=_api_key_of(private.public_key()),
-        secret_key=base64.b64encode(secret_pem).decode("ascii"),
-    )
-
-
-def sign_api_request(private_key: ec.EllipticCurvePrivateKey, payload: str) -> str:
-    """The ``x-auth-signature`` header for ``payload``: Base64 of a DER ECDSA-SHA256 signature."""
-    der = private_key.sign(payload.encode("utf-8", "surrogatepass"), ec.ECDSA(hashes.SHA256()))
-    return base64.b64encode(der).decode("ascii")
-
-
-def verify_api_signature(
-    public_key: ec.EllipticCurvePublicKey, payload: str, signature: str
-) -> bool:
-    """Whether ``signature`` verifies over ``payload``, as the guard's ``createVerify`` does."""
-    try:
-        der = base64.b64decode(signature, validate=False)
-        public_key.verify(der, payload.encode("utf-8", "surrogatepass"), ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, binascii.Error):
-        return False
-    return True
-
-
-# --- webhooks (Standard Webhooks) ---------------------------------------------------------------
-
-WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
-# Receivers reject a webhook-timestamp further than this from their clock (Standard Webhooks).
-WEBHOOK_TOLERANCE_S = 5 * 60
-
-
-def webhook_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_`` secret: the Base64 text after the prefix, decoded.
-
-    Raises:
-        SigningError: the secret is not ``whsec_`` + Base64.
-    """
-    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
-        raise SigningError("a webhook secret starts with whsec_")
-    try:
-        return base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SigningError("a webhook secret is whsec_ followed by Base64") from exc
-
-
-def generate_webhook_secret(size: int = 32) -> str:
-    """A new ``whsec_`` secret of ``size`` random bytes (24 to 64)."""
-    if not 24 <= size <= 64:
-        raise SigningError("a webhook secret holds 24 to 64 random bytes")
-    return WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(size)).decode("ascii")
-
-
-def sign_webhook(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header: one ``v1,<base64>`` per secret, single spaces.
-
-    The HMAC-SHA256 covers ``{msg_id}.{timestamp}.{body}`` with the exact body bytes sent.
-    """
-    return webhook_signature([webhook_key(s) for s in secrets], msg_id, timestamp, body)
-
-
-def webhook_signature(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    """``sign_webhook`` with the secrets' keys decoded already (a sink decodes them once)."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return " ".join(
-        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
-    )
-
-
-def sign_hex(secret: str, body: bytes) -> str:
-    """The ``X-Signature`` of the simple scheme: ``sha256=<hex HMAC-SHA256 of the raw body>``.
-
-    The key is the secret's text as configured (UTF-8), as simple receivers use it.
-    """
-    return "sha256=" + hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
-
-
-def verify_webhook(
-    secrets: Sequence[str],
-    *,
-    msg_id: str,
-    timestamp: str,
-    signature_header: str,
-    body: bytes,
-    now_s: float,
-    tolerance_s: float = WEBHOOK_TOLERANCE_S,
-) -> bool:
-    """Whether a Standard Webhooks request verifies with any of ``secrets`` and is fresh."""
-    if not timestamp.isdigit() or abs(now_s - int(timestamp)) > tolerance_s:
-        return False
-    expected = {entry for entry in sign_webhook(secrets, msg_id, int(timestamp), body).split(" ")}
-    offered = [entry for entry in signature_header.split(" ") if entry.startswith("v1,")]
-    return any(hmac.compare_digest(candidate, entry) for candidate in offered for entry in expected)
