@@ -33,6 +33,8 @@ _LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 # qs turns "a[0]" .. "a[20]" into arrays and larger indices into objects.
 _QS_ARRAY_LIMIT = 20
 _QS_BRACKETS_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
+# qs never assigns this key (Express 4's parser drops it, nested or not).
+_PROTO_KEY = "__proto__"
 
 QueryPairs = Sequence[tuple[str, str]]
 
@@ -50,26 +52,36 @@ def form_encode(text: str) -> str:
     return "".join(out)
 
 
+def _query_key_refusal(key: str, seen: set[str]) -> str | None:
+    """Why the server would not see ``key`` as sent, or None when it would."""
+    if not key:
+        return "a query key is empty, which the server drops"
+    if key in seen:
+        return f"query key {key!r} repeats; pass a JSON array in one parameter"
+    if "[" in key or "]" in key:
+        return f"query key {key!r} contains brackets, which the server nests"
+    if _ARRAY_INDEX_RE.fullmatch(key):
+        return f"query key {key!r} is numeric, which the server reorders"
+    if key == _PROTO_KEY:
+        return f"query key {key!r} is dropped by the server's parser"
+    return None
+
+
 def canonical_query(pairs: QueryPairs) -> str:
     """The query string to sign and to send, pairs in the order given.
 
     Raises:
         SigningError: a key repeats (the server would join the values and the signature fails),
-            a key is empty or would be reordered or nested by the server's parser, or a key or
-            value holds a lone surrogate (URLSearchParams would send U+FFFD instead).
+            a key is empty, ``__proto__``, or would be reordered or nested by the server's
+            parser, or a key or value holds a lone surrogate (URLSearchParams would send U+FFFD).
     """
     seen: set[str] = set()
     for key, value in pairs:
-        if not key:
-            raise SigningError("a query key is empty, which the server drops")
         if _LONE_SURROGATE_RE.search(key + value):
             raise SigningError(f"query pair {key!r} holds a lone surrogate, which no URL can carry")
-        if key in seen:
-            raise SigningError(f"query key {key!r} repeats; pass a JSON array in one parameter")
-        if "[" in key or "]" in key:
-            raise SigningError(f"query key {key!r} contains brackets, which the server nests")
-        if _ARRAY_INDEX_RE.fullmatch(key):
-            raise SigningError(f"query key {key!r} is numeric, which the server reorders")
+        refusal = _query_key_refusal(key, seen)
+        if refusal is not None:
+            raise SigningError(refusal)
         seen.add(key)
     return "&".join(f"{form_encode(k)}={form_encode(v)}" for k, v in pairs)
 
@@ -217,12 +229,15 @@ def express_query(raw_query: str) -> dict[str, str]:
     """Parse a raw query as Express 4 (``qs``) does, then stringify each value as JavaScript would.
 
     Repeated keys become arrays (joined with ``,``), ``a[]``/``a[0]`` become arrays, ``a[b]``
-    becomes an object (``[object Object]``); keys come back in JavaScript property order.
+    becomes an object (``[object Object]``), ``__proto__`` is dropped; keys come back in
+    JavaScript property order.
     """
     values: dict[str, _QsValue] = {}
     for key, val in _qs_pairs(raw_query):
         nested = _QS_BRACKETS_RE.match(key)
         parent = nested.group(1) if nested else key
+        if parent == _PROTO_KEY:
+            continue
         entry = values.setdefault(parent, _QsValue())
         if nested:
             first = nested.group(2)[1 : nested.group(2).index("]")]

@@ -69,10 +69,11 @@ class TestCanonicalQuery:
             [("", "x")],
             [("a", "b\udc00")],
             [("k\ud800", "v")],
+            [("__proto__", "x"), ("take", "5")],
         ],
     )
     def test_refuses_what_the_server_would_rewrite(self, pairs: list[tuple[str, str]]) -> None:
-        """Repeated, bracketed, numeric or empty keys and lone surrogates are refused."""
+        """Keys the server would rewrite or drop, and lone surrogates, are refused."""
         with pytest.raises(SigningError):
             canonical_query(pairs)
 
