@@ -108,6 +108,11 @@ class TestJsNumber:
         with pytest.raises(SigningError):
             js_number(value)
 
+    def test_refuses_a_boolean(self) -> None:
+        """A boolean is not formatted as the number Python would take it for."""
+        with pytest.raises(SigningError, match="boolean"):
+            js_number(True)
+
 
 class TestCanonicalJson:
     @pytest.mark.parametrize(
@@ -131,6 +136,11 @@ class TestCanonicalJson:
         """A value JSON cannot carry is refused with the type named."""
         with pytest.raises(SigningError, match="set"):
             canonical_json({"x": {1, 2}})
+
+    def test_refuses_keys_that_collide_as_text(self) -> None:
+        """Keys 1 and "1" are one JavaScript property, so the object is refused."""
+        with pytest.raises(SigningError, match="same text"):
+            canonical_json({1: "a", "1": "b"})
 
 
 class TestCanonicalPayload:

@@ -63,6 +63,21 @@ class TestKeys:
         with pytest.raises(SigningError, match="not a PEM public key"):
             load_public_key(base64.b64encode(b"nope").decode())
 
+    def test_wrong_curve_public_key_is_refused(self) -> None:
+        """A P-256 API key is refused: Dr Green uses secp256k1."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        pem = (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        with pytest.raises(SigningError, match="secp256k1"):
+            load_public_key(base64.b64encode(pem).decode())
+
 
 class TestSignatures:
     def test_roundtrip_and_tamper(self, credentials: ApiCredentials) -> None:
