@@ -28,10 +28,11 @@ from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
 from drgreen_poller.sinks import EXCERPT_BYTES, WebhookSink
 from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 SINK = "store"
 # Generous: a run that has not finished by then has stalled, and the bench says so.

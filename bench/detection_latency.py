@@ -40,7 +40,8 @@ from scale import BIN, start_sandbox
 from drgreen_poller import logs
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
+from drgreen_poller.request_signing import ApiCredentials
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 CLOCK = SystemClock()
 INTERVAL_S = 60.0  # active_orders at its default

@@ -34,12 +34,13 @@ from drgreen_poller.errors import (
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.monitoring import HealthInputs, delivery_problems, health_problems
 from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
-from drgreen_poller.signing import WEBHOOK_SECRET_PREFIX, ApiCredentials, webhook_key
 from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
 from drgreen_poller.store.connection import check_writable
 from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
+from drgreen_poller.webhook_signing import WEBHOOK_SECRET_PREFIX, webhook_key
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
 # A sweep's row is rewritten with every page (at most once a second); one this quiet for longer

@@ -19,8 +19,10 @@ import structlog
 from yarl import URL
 
 from drgreen_poller import USER_AGENT
+from drgreen_poller.canonical import QueryPairs, canonical_json, canonical_payload, canonical_query
 from drgreen_poller.clock import Clock
 from drgreen_poller.errors import (
+    SigningError,
     UpstreamClientBug,
     UpstreamMalformed,
     UpstreamNotFound,
@@ -46,16 +48,8 @@ from drgreen_poller.models import (
     parse_strain,
 )
 from drgreen_poller.ratelimit import RunSlots, TokenBucket
+from drgreen_poller.request_signing import ApiCredentials, load_private_key, sign_api_request
 from drgreen_poller.responses import interpret_response
-from drgreen_poller.signing import (
-    ApiCredentials,
-    QueryPairs,
-    canonical_json,
-    canonical_payload,
-    canonical_query,
-    load_private_key,
-    sign_api_request,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -178,11 +172,16 @@ class ApiClient:
             route: the route template under the base URL, e.g. ``/dapp/orders/{orderId}``.
             path_params: values for the template, in route order (a GET without query signs them).
             query: query pairs, signed and sent in this order.
-            body: the JSON body of a POST/PATCH/DELETE.
+            body: the JSON body of a POST/PATCH/DELETE: an object or an array (None: ``{}``).
 
         Raises:
+            SigningError: a body that is not a JSON object or array (Express's JSON parser
+                refuses it), or a query or value with no canonical form; nothing is sent.
             UpstreamError: the subclass that fits the failure.
         """
+        if body is not None and not isinstance(body, Mapping | list | tuple):
+            kind = type(body).__name__
+            raise SigningError(f"a request body must be a JSON object or array, not a {kind}")
         params = dict(path_params or {})
         path = route.format(**{k: quote(v, safe="") for k, v in params.items()})
         payload = canonical_payload(method, query=query, path_params=params, body=body)

@@ -385,7 +385,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    from drgreen_poller.signing import generate_webhook_secret
+    from drgreen_poller.webhook_signing import generate_webhook_secret
 
     print(generate_webhook_secret())
     return EXIT_OK

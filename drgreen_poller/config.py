@@ -41,7 +41,7 @@ from drgreen_poller.config_fields import (
 from drgreen_poller.config_sinks import SinkConfig, read_sinks
 from drgreen_poller.errors import ConfigError, SigningError
 from drgreen_poller.logs import LOG_FORMATS, LogFormat
-from drgreen_poller.signing import api_key_for, load_public_key
+from drgreen_poller.request_signing import api_key_for, load_public_key
 
 DEFAULT_CONFIG_PATH = Path("/etc/drgreen-poller/config.toml")
 CONFIG_ENV = "DRGREEN_POLLER_CONFIG"

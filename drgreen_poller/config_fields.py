@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from drgreen_poller.errors import SigningError
-from drgreen_poller.signing import webhook_key
+from drgreen_poller.webhook_signing import webhook_key
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -26,7 +26,7 @@ from drgreen_poller.config import Config, parse_config
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.listener import ListenerState, build_listener
 from drgreen_poller.sandbox import HolderInfo, SandboxState, create_app, seed_demo
-from drgreen_poller.signing import generate_webhook_secret
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 NEW_CUSTOMER = {
     "firstName": "Zoë",

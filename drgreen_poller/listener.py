@@ -17,7 +17,7 @@ from aiohttp import web
 
 from drgreen_poller.clock import Clock
 from drgreen_poller.config_fields import is_whsec
-from drgreen_poller.signing import sign_hex, verify_webhook
+from drgreen_poller.webhook_signing import sign_hex, verify_webhook
 
 
 @dataclass

@@ -26,9 +26,9 @@ from drgreen_poller.poller import TIERS, HolderPoller, PollSettings
 from drgreen_poller.progress import OnProgress
 from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.runner import MAX_RUNS_AT_WORK, TierRunner
 from drgreen_poller.scheduler import TierScheduler, Timing, initial_due, jittered
-from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import Sink, build_sinks
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store.lineage import Lineage

@@ -27,7 +27,7 @@ from drgreen_poller.config_sinks import (
 )
 from drgreen_poller.http_failures import address, describe
 from drgreen_poller.responses import parse_retry_after
-from drgreen_poller.signing import sign_hex, webhook_key, webhook_signature
+from drgreen_poller.webhook_signing import sign_hex, webhook_key, webhook_signature
 
 log = structlog.get_logger(__name__)
 

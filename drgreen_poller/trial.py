@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from drgreen_poller.errors import ConfigError
-from drgreen_poller.signing import generate_webhook_secret
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 MARKER = "# written by: drgreen-poller sandbox --write-config"
 # Where the trial's webhook sink posts: ``listen``'s default address.

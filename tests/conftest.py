@@ -10,8 +10,8 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import ApiCredentials, generate_credentials
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 
 ClientFactory = Callable[..., ApiClient]

@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from drgreen_poller.signing import load_public_key, rebuild_canonical, verify_api_signature
+from drgreen_poller.canonical import rebuild_canonical
+from drgreen_poller.request_signing import load_public_key, verify_api_signature
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 
 from drgreen_poller import USER_AGENT
 from drgreen_poller.api import SIGNATURES_KEPT, ApiClient, RequestSigner
+from drgreen_poller.canonical import canonical_query
 from drgreen_poller.errors import (
     UpstreamClientBug,
     UpstreamMalformed,
@@ -21,8 +22,7 @@ from drgreen_poller.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from drgreen_poller.signing import (
-    canonical_query,
+from drgreen_poller.request_signing import (
     generate_credentials,
     load_public_key,
     verify_api_signature,

@@ -17,7 +17,7 @@ import pytest
 from drgreen_poller import __version__
 from drgreen_poller.cli import build_parser
 from drgreen_poller.errors import ConfigError
-from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.trial import write_trial_config
 from tests.conftest import ClientFactory
 

@@ -25,9 +25,9 @@ from drgreen_poller.config import load_config
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.listener import ListenerState, build_listener
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
-from drgreen_poller.signing import generate_webhook_secret, sign_hex, sign_webhook
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import Store
+from drgreen_poller.webhook_signing import generate_webhook_secret, sign_hex, sign_webhook
 from tests.conftest import write_config
 from tests.fakes import start
 from tests.test_cli_daemon import CLI, _run, box, shop

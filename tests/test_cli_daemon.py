@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.clock import SystemClock
+from drgreen_poller.request_signing import generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import generate_credentials
 from tests.conftest import write_config
 
 CLI = (sys.executable, "-m", "drgreen_poller")

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import generate_webhook_secret, sign_webhook
 from drgreen_poller.store import Store
+from drgreen_poller.webhook_signing import generate_webhook_secret, sign_webhook
 from tests.conftest import write_config
 from tests.fakes import start
 from tests.waiting import eventually

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller.api import ApiClient
+from drgreen_poller.canonical import canonical_query
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.demo import NEW_CUSTOMER
 from drgreen_poller.errors import (
@@ -20,8 +21,8 @@ from drgreen_poller.errors import (
     UpstreamTransient,
     UpstreamUnauthorized,
 )
+from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState, seed_demo
-from drgreen_poller.signing import ApiCredentials, canonical_query, generate_credentials
 from tests.conftest import ClientFactory
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"

@@ -18,7 +18,7 @@ from drgreen_poller.config import (
 )
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.errors import ConfigError
-from drgreen_poller.signing import ApiCredentials, generate_credentials
+from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()

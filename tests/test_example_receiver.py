@@ -17,8 +17,8 @@ import pytest
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
-from drgreen_poller.signing import generate_webhook_secret
 from drgreen_poller.sinks import WebhookSink
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "receiver.py"
 SECRET = generate_webhook_secret()

@@ -23,7 +23,8 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.signing import ApiCredentials, generate_webhook_secret
+from drgreen_poller.request_signing import ApiCredentials
+from drgreen_poller.webhook_signing import generate_webhook_secret
 from tests.fakes import WebhookReceiver, start
 from tests.waiting import eventually
 

@@ -33,10 +33,10 @@ from drgreen_poller.monitoring import (
 )
 from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, TIERS, HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.scheduler import Timing
-from drgreen_poller.signing import ApiCredentials
 from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.store import SinkBacklog, SinkRoute, Store, TierRun
 from tests.conftest import write_config

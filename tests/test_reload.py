@@ -30,9 +30,10 @@ from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.errors import StoreError
 from drgreen_poller.reload import config_changes, keep_restart_keys
+from drgreen_poller.request_signing import generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.service import apply_config, build_service, open_runtime
-from drgreen_poller.signing import generate_credentials, generate_webhook_secret, verify_webhook
+from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
 from tests.fakes import Delivery, WebhookReceiver, start
 from tests.waiting import eventually

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller.clock import FakeClock
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.sandbox import (
     HolderInfo,
     InvalidInput,
@@ -30,7 +31,6 @@ from drgreen_poller.sandbox.dapp.validation import js_number
 from drgreen_poller.sandbox.harness import SandboxNotRunning
 from drgreen_poller.sandbox.world import inputs
 from drgreen_poller.sandbox.world.clients import Identity
-from drgreen_poller.signing import ApiCredentials
 
 
 @pytest.fixture

@@ -6,15 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from drgreen_poller.canonical import canonical_json, canonical_query
 from drgreen_poller.clock import FakeClock
+from drgreen_poller.request_signing import generate_credentials, load_private_key, sign_api_request
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.signing import (
-    canonical_json,
-    canonical_query,
-    generate_credentials,
-    load_private_key,
-    sign_api_request,
-)
 
 NOT_AUTHORIZED = b'{"message":"User is not authorized","error":"Unauthorized","statusCode":401}'
 JWT_UNAUTHORIZED = b'{"message":"Unauthorized","statusCode":401}'

@@ -17,8 +17,8 @@ PACKAGE = "drgreen_poller.sandbox"
 ROOT = Path(sandbox.__file__).parent
 # What each layer may import from the project, besides itself.
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "world": ("drgreen_poller.clock", "drgreen_poller.errors", "drgreen_poller.signing"),
-    "dapp": (f"{PACKAGE}.world", "drgreen_poller.signing"),
+    "world": ("drgreen_poller.clock", "drgreen_poller.errors", "drgreen_poller.request_signing"),
+    "dapp": (f"{PACKAGE}.world", "drgreen_poller.canonical", "drgreen_poller.request_signing"),
     "control": (f"{PACKAGE}.world", f"{PACKAGE}.dapp"),
 }
 

@@ -10,10 +10,10 @@ import socket
 import aiohttp
 import pytest
 
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.sandbox import SandboxState, run_sandbox
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.sandbox.server import base_host
-from drgreen_poller.signing import ApiCredentials
 
 
 async def start(out: io.StringIO, state: SandboxState | None = None) -> asyncio.Task[None]:

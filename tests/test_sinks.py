@@ -13,8 +13,8 @@ from aiohttp import web
 from drgreen_poller import USER_AGENT
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import CommandSinkConfig, FileSinkConfig, WebhookSinkConfig
-from drgreen_poller.signing import sign_hex, verify_webhook
 from drgreen_poller.sinks import CommandSink, FileSink, WebhookSink
+from drgreen_poller.webhook_signing import sign_hex, verify_webhook
 from tests.fakes import WebhookReceiver, start
 
 SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()

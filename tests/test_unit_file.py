@@ -15,7 +15,7 @@ import pytest
 
 from drgreen_poller.config import CREDENTIALS_ENV, config_path, load_config
 from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
-from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.request_signing import ApiCredentials
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "drgreen-poller.service"

@@ -19,9 +19,9 @@ from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import Resource
 from drgreen_poller.sandbox import SandboxState
 from drgreen_poller.service import sink_routes
-from drgreen_poller.signing import generate_webhook_secret, verify_webhook
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import Observation, Store
+from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
 
 SECRET = generate_webhook_secret()

@@ -18,18 +18,12 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from drgreen_poller.canonical import canonical_json, canonical_payload, canonical_query
+from drgreen_poller.request_signing import ApiCredentials, load_private_key, sign_api_request
 from drgreen_poller.sandbox.app import API_PREFIX, create_app
 from drgreen_poller.sandbox.control import CONTROL_PREFIX
 from drgreen_poller.sandbox.state import SandboxState
 from drgreen_poller.sandbox.world.model import HolderInfo
-from drgreen_poller.signing import (
-    ApiCredentials,
-    canonical_json,
-    canonical_payload,
-    canonical_query,
-    load_private_key,
-    sign_api_request,
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.signing import generate_webhook_secret
+from drgreen_poller.webhook_signing import generate_webhook_secret
 from tests.fakes import WebhookReceiver
 
 CLI = (sys.executable, "-m", "drgreen_poller")

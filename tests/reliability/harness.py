@@ -26,7 +26,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.signing import generate_webhook_secret
+from drgreen_poller.webhook_signing import generate_webhook_secret
 
 # The console script of the venv running the tests: what `pip install` gives an operator.
 CLI = str(Path(sys.executable).with_name("drgreen-poller"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from drgreen_poller.signing import generate_credentials
+from drgreen_poller.request_signing import generate_credentials
 from tests.fakes import WebhookReceiver
 from tests.reliability.disk_support import (
     CLOCK,

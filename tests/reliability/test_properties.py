@@ -1,6 +1,6 @@
 """Property-based tests (issue 7, point 11d): canonical strings against Node, change detection.
 
-The canonical strings of ``signing`` are compared with what Node itself makes of the same value
+The canonical strings of ``canonical`` are compared with what Node itself makes of the same value
 (``JSON.stringify``, WHATWG ``URLSearchParams``), through one long-lived ``node`` process per
 module. Change detection is fed random sequences of snapshots; replaying the events it emits
 must reach the state it stores. A few hundred examples run in ``make test``;
@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from drgreen_poller.canonical import canonical_json, canonical_query, rebuild_canonical
 from drgreen_poller.changes import (
     CLIENT_BASELINE,
     ORDER_BASELINE,
@@ -41,7 +42,6 @@ from drgreen_poller.clock import FakeClock
 from drgreen_poller.errors import SigningError
 from drgreen_poller.events import Resource
 from drgreen_poller.models import parse_client, parse_order, parse_strain
-from drgreen_poller.signing import canonical_json, canonical_query, rebuild_canonical
 from drgreen_poller.store import Observation, Store
 from drgreen_poller.store.lineage import backup_database
 from tests.example_receiver import dropped_by_example_receiver

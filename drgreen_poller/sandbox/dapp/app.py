@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from drgreen_poller.canonical import express_query
 from drgreen_poller.sandbox.dapp import routes
 from drgreen_poller.sandbox.dapp.catalogue import HANDLERS as CATALOGUE_HANDLERS
 from drgreen_poller.sandbox.dapp.client_activity import HANDLERS as ACTIVITY_HANDLERS
@@ -35,7 +36,6 @@ from drgreen_poller.sandbox.dapp.traffic import Traffic
 from drgreen_poller.sandbox.world import World
 from drgreen_poller.sandbox.world.model import HolderInfo, ServiceRefusal
 from drgreen_poller.sandbox.world.root import ANONYMOUS
-from drgreen_poller.signing import express_query
 
 API_PREFIX = "/api/v1"
 HANDLERS: dict[str, Handler] = {

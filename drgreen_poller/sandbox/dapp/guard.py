@@ -12,10 +12,11 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
+from drgreen_poller.canonical import rebuild_canonical
+from drgreen_poller.request_signing import verify_api_signature
 from drgreen_poller.sandbox.dapp.replies import nest_default
 from drgreen_poller.sandbox.world import World
 from drgreen_poller.sandbox.world.model import HolderInfo
-from drgreen_poller.signing import rebuild_canonical, verify_api_signature
 
 NOT_AUTHORIZED = "User is not authorized"
 BODY_LIMIT_BYTES = 100 * 1024  # body-parser's default "100kb"

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from drgreen_poller.canonical import canonical_json
 from drgreen_poller.sandbox.world.settings import SandboxSettings
-from drgreen_poller.signing import canonical_json
 
 REASONS: Mapping[int, str] = {
     400: "Bad Request",

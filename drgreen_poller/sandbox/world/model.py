@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drgreen_poller.signing import ApiCredentials
+from drgreen_poller.request_signing import ApiCredentials
 
 ORDER_STATUSES = ("PENDING", "PROCESSING", "SHIPPED", "DELIVERED", "CANCELLED")
 APPROVALS = ("PENDING", "VERIFIED", "REJECTED")

@@ -15,6 +15,7 @@ from typing import Any
 
 from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.errors import SigningError
+from drgreen_poller.request_signing import ApiCredentials, generate_credentials, load_public_key
 from drgreen_poller.sandbox.world.carts import Carts
 from drgreen_poller.sandbox.world.catalogue import Catalogue
 from drgreen_poller.sandbox.world.clients import Clients
@@ -27,7 +28,6 @@ from drgreen_poller.sandbox.world.profiles import Profiles
 from drgreen_poller.sandbox.world.reports import Reports
 from drgreen_poller.sandbox.world.settings import SandboxSettings
 from drgreen_poller.sandbox.world.tables import HolderRef, Tables
-from drgreen_poller.signing import ApiCredentials, generate_credentials, load_public_key
 
 FIRST_TOKEN_ID = 1000
 # The holder name request counts use for requests without a known key; no holder may take it.
