@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,6 +17,17 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 
 ClientFactory = Callable[..., ApiClient]
+
+
+def require_node(what: str) -> str:
+    """Node's path. Without node, CI (``CI=true``) fails the test, for ``.ci/run`` installs it;
+    elsewhere the test is skipped, saying ``what`` goes unchecked."""
+    node = shutil.which("node")
+    if node is not None:
+        return node
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"node is not on PATH, so {what} goes unchecked: .ci/run installs it")
+    pytest.skip(f"node is not on PATH: {what} goes unchecked here (CI runs it)")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 from asyncio.subprocess import PIPE
 from pathlib import Path
@@ -27,7 +26,7 @@ from drgreen_poller.request_signing import (
     load_public_key,
     verify_api_signature,
 )
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, require_node
 from tests.fakes import Scripted, ScriptedApi
 
 NODE_VERIFY = Path(__file__).with_name("node_verify.js")
@@ -110,12 +109,12 @@ class TestWhatIsSent:
         assert api.received[0].path == "/api/v1/dapp/orders/summary"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH")
 class TestNodeVerifies:
     async def test_node_accepts_what_the_client_sends(
         self, scripted: tuple[ScriptedApi, str], make_client: ClientFactory
     ) -> None:
         """Node's crypto.createVerify("SHA256") (the guard's call) accepts every request sent."""
+        node_path = require_node("Node's verification of our signatures")
         api, base = scripted
         client = make_client(base)
         calls: list[tuple[str, str, dict[str, str], list[tuple[str, str]], Any]] = [
@@ -152,7 +151,7 @@ class TestNodeVerifies:
             for r, (_, _, params, _, _) in zip(api.received, calls, strict=True)
         ]
         node = await asyncio.create_subprocess_exec(
-            "node", str(NODE_VERIFY), stdin=PIPE, stdout=PIPE, stderr=PIPE
+            node_path, str(NODE_VERIFY), stdin=PIPE, stdout=PIPE, stderr=PIPE
         )
         stdout, stderr = await node.communicate(json.dumps(batch).encode())
         assert node.returncode == 0, stderr.decode()

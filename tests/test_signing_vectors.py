@@ -9,8 +9,6 @@ last one regenerates the file with ``node`` so that a change on either side show
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 
 from drgreen_poller.canonical import canonical_json, canonical_query, express_query
 from drgreen_poller.canonical import rebuild_canonical as rebuild
+from tests.conftest import require_node
 
 VECTORS_DIR = Path(__file__).with_name("vectors")
 SCRIPT = VECTORS_DIR / "canonical.mjs"
@@ -32,13 +31,7 @@ def _cases(kind: str) -> list[Any]:
 
 
 def _node() -> str:
-    """Node's path; without it CI fails (it must check the vectors) and a laptop skips."""
-    node = shutil.which("node")
-    if node is not None:
-        return node
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail("node is not on PATH, so the Node vectors go unchecked: .ci/run installs it")
-    pytest.skip("node is not on PATH: the vectors cannot be regenerated here (CI does it)")
+    return require_node("regenerating the Node vectors")
 
 
 class TestBodies:

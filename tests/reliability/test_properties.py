@@ -44,6 +44,7 @@ from drgreen_poller.events import Resource
 from drgreen_poller.models import parse_client, parse_order, parse_strain
 from drgreen_poller.store import Observation, Store
 from drgreen_poller.store.lineage import backup_database
+from tests.conftest import require_node
 from tests.example_receiver import dropped_by_example_receiver
 
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
@@ -94,8 +95,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not on PATH: the JavaScript reference cannot run")
+    require_node("the JavaScript reference")
     reference = Node()
     try:
         yield reference
