@@ -35,27 +35,42 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-# The sandbox tests' world: a sandbox on loopback, on a fake clock, with one holder. Test
-# modules that need another kind of sandbox define their own ``box``.
+# The sandbox tests' world: ``state`` on ``clock``, served on loopback as ``box``, with one
+# ``holder``. A module needing real time overrides ``clock`` (a ``SystemClock``); one needing
+# another world overrides ``state``.
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The sandbox's clock."""
+def clock() -> Clock:
+    """The sandbox's clock: a fake one, moved on by the test."""
     return FakeClock()
 
 
 @pytest.fixture
-async def box(clock: FakeClock) -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(clock)) as running:
+def state(clock: Clock) -> SandboxState:
+    """An empty sandbox world on ``clock``."""
+    return SandboxState(clock)
+
+
+@pytest.fixture
+async def box(state: SandboxState) -> AsyncIterator[LocalSandbox]:
+    """The world served on loopback."""
+    async with LocalSandbox(state) as running:
         yield running
 
 
 @pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
+def holder(state: SandboxState) -> HolderInfo:
     """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
+    return state.create_holder("h1")
+
+
+@pytest.fixture
+def shop(state: SandboxState) -> HolderInfo:
+    """The store the CLI and daemon tests configure: holder ``shop``, with one order."""
+    holder = state.create_holder("shop")
+    state.orders.create("shop")
+    return holder
 
 
 @pytest.fixture(scope="session")

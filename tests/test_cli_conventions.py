@@ -30,9 +30,14 @@ from drgreen_poller.store import Store
 from drgreen_poller.webhook_signing import generate_webhook_secret, sign_hex, sign_webhook
 from tests.conftest import write_config
 from tests.fakes import start
-from tests.test_cli_daemon import CLI, _run, box, shop
+from tests.test_cli_daemon import CLI, _run
 
-__all__ = ["box", "shop"]  # the CLI tests' fixtures: a sandbox on the real clock, a holder
+
+@pytest.fixture
+def clock() -> SystemClock:
+    """Real time: the CLI's processes run on it (conftest's ``box`` serves it)."""
+    return SystemClock()
+
 
 CLOCK = SystemClock()
 

@@ -7,14 +7,13 @@ import json
 import signal
 import sys
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.request_signing import generate_credentials
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from tests.conftest import write_config
 
 CLI = (sys.executable, "-m", "drgreen_poller")
@@ -28,16 +27,9 @@ async def _run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(SystemClock())) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def shop(box: LocalSandbox) -> HolderInfo:
-    holder = box.state.create_holder("shop")
-    box.state.orders.create("shop")
-    return holder
+def clock() -> SystemClock:
+    """Real time: the daemon and its subprocesses run on it (conftest's ``box`` serves it)."""
+    return SystemClock()
 
 
 @pytest.fixture

@@ -17,9 +17,13 @@ import pytest
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from tests.conftest import write_config
-from tests.test_cli_daemon import CLI, _run, box, shop
+from tests.test_cli_daemon import CLI, _run
 
-__all__ = ["box", "shop"]  # the CLI tests' fixtures: a sandbox on the real clock, a holder
+
+@pytest.fixture
+def clock() -> SystemClock:
+    """Real time: the CLI's processes run on it (conftest's ``box`` serves it)."""
+    return SystemClock()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,9 +28,9 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(SystemClock())) as sandbox:
-        yield sandbox
+def clock() -> SystemClock:
+    """Real time: the daemon and its subprocesses run on it (conftest's ``box`` serves it)."""
+    return SystemClock()
 
 
 @pytest.fixture

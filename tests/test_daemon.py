@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, load_config
 from drgreen_poller.daemon import Controls, poll_once, run_daemon
 from drgreen_poller.errors import StoreError
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import Store
 from tests.conftest import write_config
 from tests.waiting import eventually
@@ -54,14 +53,9 @@ class Daemon:
 
 
 @pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(CLOCK)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def shop(box: LocalSandbox) -> HolderInfo:
-    return box.state.create_holder("shop")
+def clock() -> SystemClock:
+    """Real time: the daemon runs on it (conftest's ``box`` serves it)."""
+    return CLOCK
 
 
 class TestDaemon:

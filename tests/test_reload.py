@@ -55,14 +55,15 @@ events = ["order.*"]
 
 
 @pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    async with LocalSandbox(SandboxState(CLOCK)) as sandbox:
-        yield sandbox
+def clock() -> SystemClock:
+    """Real time: the daemon runs on it (conftest's ``box`` serves it)."""
+    return CLOCK
 
 
 @pytest.fixture
-def shop(box: LocalSandbox) -> HolderInfo:
-    return box.state.create_holder("shop")
+def shop(state: SandboxState) -> HolderInfo:
+    """Holder ``shop`` with no orders yet: each test's events are the ones it makes."""
+    return state.create_holder("shop")
 
 
 @pytest.fixture

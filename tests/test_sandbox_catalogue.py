@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from drgreen_poller.clock import FakeClock
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-
-
-@pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(FakeClock())) as running:
-        yield running
-
-
-@pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
-    """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 
 
 class TestStrains:

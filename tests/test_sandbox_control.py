@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from drgreen_poller.clock import FakeClock, SystemClock
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.clock import SystemClock
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(FakeClock())) as running:
-        yield running
-
-
-@pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
-    """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
 
 
 async def control_json(

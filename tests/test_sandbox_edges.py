@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from drgreen_poller.clock import FakeClock
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.sandbox import (
     HolderInfo,
@@ -31,25 +29,6 @@ from drgreen_poller.sandbox.dapp.validation import js_number
 from drgreen_poller.sandbox.harness import SandboxNotRunning
 from drgreen_poller.sandbox.world import inputs
 from drgreen_poller.sandbox.world.clients import Identity
-
-
-@pytest.fixture
-def state() -> SandboxState:
-    """An empty world on a fake clock."""
-    return SandboxState(FakeClock())
-
-
-@pytest.fixture
-def holder(state: SandboxState) -> HolderInfo:
-    """A holder with a primary NFT."""
-    return state.create_holder("h1")
-
-
-@pytest.fixture
-async def box(state: SandboxState) -> AsyncIterator[LocalSandbox]:
-    """The world served on loopback."""
-    async with LocalSandbox(state) as running:
-        yield running
 
 
 def client_body(**changes: Any) -> dict[str, Any]:

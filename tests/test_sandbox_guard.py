@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from drgreen_poller.canonical import canonical_json, canonical_query
-from drgreen_poller.clock import FakeClock
 from drgreen_poller.request_signing import generate_credentials, load_private_key, sign_api_request
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 
 NOT_AUTHORIZED = b'{"message":"User is not authorized","error":"Unauthorized","statusCode":401}'
 JWT_UNAUTHORIZED = b'{"message":"Unauthorized","statusCode":401}'
-
-
-@pytest.fixture
-async def box() -> AsyncIterator[LocalSandbox]:
-    """A sandbox on loopback driven by a fake clock."""
-    async with LocalSandbox(SandboxState(FakeClock())) as running:
-        yield running
-
-
-@pytest.fixture
-def holder(box: LocalSandbox) -> HolderInfo:
-    """A holder with a key pair and a primary NFT."""
-    return box.state.create_holder("h1")
 
 
 class TestSignatures:

@@ -19,21 +19,9 @@ from drgreen_poller.sandbox.world.model import HolderInfo
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The world's clock."""
-    return FakeClock()
-
-
-@pytest.fixture
 def state(clock: FakeClock) -> SandboxState:
-    """An empty world."""
+    """An empty world, seeded (the ids below are this seed's)."""
     return SandboxState(clock, seed=3)
-
-
-@pytest.fixture
-def holder(state: SandboxState) -> HolderInfo:
-    """A holder with a primary NFT."""
-    return state.create_holder("h1")
 
 
 class TestIdentities:
