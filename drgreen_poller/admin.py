@@ -38,7 +38,7 @@ from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
 from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
-from drgreen_poller.store.connection import check_writable
+from drgreen_poller.store.files import check_writable
 from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
 from drgreen_poller.webhook_signing import WEBHOOK_SECRET_PREFIX, webhook_key
 

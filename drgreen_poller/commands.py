@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drgreen_poller.errors import ConfigError, StoreError
-    from drgreen_poller.store.connection import check_writable
+    from drgreen_poller.store.files import check_writable
 
     config = _load(args)
     _configure_logs(args, config, sys.stderr)

@@ -22,7 +22,7 @@ import pytest
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.errors import StoreError
 from drgreen_poller.sandbox import SandboxState
-from drgreen_poller.store.connection import StateLock, check_writable
+from drgreen_poller.store.files import StateLock, check_writable
 from tests.conftest import write_config
 
 CLI = (sys.executable, "-m", "drgreen_poller")

@@ -16,7 +16,7 @@ from drgreen_poller.changes import Change
 from drgreen_poller.errors import StoreError
 from drgreen_poller.events import Resource, event_id
 from drgreen_poller.store import MIGRATIONS, DeliveryState, Observation, SinkRoute, StateLock, Store
-from drgreen_poller.store.connection import check_sqlite
+from drgreen_poller.store.files import check_sqlite
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")

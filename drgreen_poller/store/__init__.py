@@ -8,7 +8,9 @@ here decides what to poll or when to retry.
 
 from __future__ import annotations
 
-from drgreen_poller.store.connection import MIGRATIONS, Connection, SinkRoute, StateLock
+from drgreen_poller.store.connection import Connection, SinkRoute
+from drgreen_poller.store.files import StateLock
+from drgreen_poller.store.migrations import MIGRATIONS
 from drgreen_poller.store.outbox import (
     REQUEUEABLE_STATES,
     UNDELIVERED_STATES,
