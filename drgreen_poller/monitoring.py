@@ -34,7 +34,7 @@ from drgreen_poller.api import ApiClient, RequestHook
 from drgreen_poller.clock import Clock
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.store import SinkBacklog, Store, TierRun
-from drgreen_poller.store.outbox import UNDELIVERED_STATES
+from drgreen_poller.store.delivery_rows import UNDELIVERED_STATES
 
 # A tier is unhealthy when its last success is older than interval × (1 + jitter) plus this
 # share of the interval (at least MIN_SLACK_S): one missed run is tolerated, two are not.

@@ -9,19 +9,19 @@ here decides what to poll or when to retry.
 from __future__ import annotations
 
 from drgreen_poller.store.connection import Connection, SinkRoute
-from drgreen_poller.store.files import StateLock
-from drgreen_poller.store.migrations import MIGRATIONS
-from drgreen_poller.store.outbox import (
+from drgreen_poller.store.delivery_rows import (
     REQUEUEABLE_STATES,
     UNDELIVERED_STATES,
     AttemptRecord,
     DeliveryRow,
     DeliveryState,
     DueDelivery,
-    Outbox,
     Settled,
     SinkBacklog,
 )
+from drgreen_poller.store.files import StateLock
+from drgreen_poller.store.migrations import MIGRATIONS
+from drgreen_poller.store.outbox import Outbox
 from drgreen_poller.store.polling import (
     TRACKED,
     CommitResult,

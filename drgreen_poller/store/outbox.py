@@ -10,88 +10,21 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from drgreen_poller.events import iso_ms, matches
 from drgreen_poller.store.connection import Connection
-
-
-class DeliveryState(StrEnum):
-    """A delivery row's state: ``pending → delivering → delivered | pending (retry) | failed``.
-
-    The values are the text in the ``state`` column (its CHECK constraint lists the same four).
-    """
-
-    PENDING = "pending"
-    DELIVERING = "delivering"
-    DELIVERED = "delivered"
-    FAILED = "failed"  # given up: dead until an operator requeues it
-
-
-# The states of a delivery not (yet) delivered: the backlog of a sink.
-UNDELIVERED_STATES = (DeliveryState.PENDING, DeliveryState.DELIVERING, DeliveryState.FAILED)
-# The states ``deliveries retry`` requeues.
-REQUEUEABLE_STATES = (DeliveryState.FAILED, DeliveryState.PENDING)
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A delivery claimed for an attempt: the exact event text to send and where."""
-
-    id: int
-    event_id: str
-    event_type: str
-    sink: str
-    attempts: int
-    body: str
-    schedule_offset: int = 0  # attempts made before the last requeue
-
-    @property
-    def scheduled_attempts(self) -> int:
-        """Attempts made since the retry schedule last (re)started."""
-        return self.attempts - self.schedule_offset
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One finished attempt and what it decides for its delivery row."""
-
-    delivery_id: int
-    attempt: int
-    started_at: datetime
-    duration_ms: float
-    ok: bool
-    status: int | None
-    error_class: str | None
-    excerpt: str | None
-    state: DeliveryState  # delivered, pending (a retry is scheduled) or failed
-    next_attempt_at: float | None = None
-    sink: str = ""  # for the caller's logs; not stored (the delivery row has them)
-    event_id: str = ""
-
-    @property
-    def outcome(self) -> str:
-        """What the attempt came to: ``delivered``, ``retrying`` (a later attempt is scheduled)
-        or ``failed`` (given up: the row is dead until requeued)."""
-        if self.ok:
-            return "delivered"
-        return "retrying" if self.state == DeliveryState.PENDING else "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class SinkBacklog:
-    """A sink's deliveries not delivered: counts by state, and the oldest still owed.
-
-    ``oldest_due_at`` is when the oldest ``pending`` or ``delivering`` row was created (ISO
-    text; None when nothing is owed). ``failed`` rows are dead until requeued, not owed.
-    """
-
-    counts: dict[str, int]
-    oldest_due_at: str | None
-
+from drgreen_poller.store.delivery_rows import (
+    REQUEUEABLE_STATES,
+    UNDELIVERED_STATES,
+    AttemptRecord,
+    DeliveryRow,
+    DeliveryState,
+    DueDelivery,
+    Settled,
+    SinkBacklog,
+)
 
 # Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
 # WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
@@ -104,22 +37,6 @@ _UNDELIVERED_SQL = """
     SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
     WHERE state = 'delivering' GROUP BY sink
 """
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    """A delivery as the operator sees it."""
-
-    id: int
-    event_id: str
-    event_type: str
-    sink: str
-    state: str
-    attempts: int
-    next_attempt_at: float
-    created_at: str
-    updated_at: str
-    last_outcome: str | None
 
 
 # The delivery loop's statements take a whole batch as one JSON array and return one as text:
@@ -178,15 +95,6 @@ _MOVE_ON_SQL = (
     " COALESCE(?, next_attempt_at), last_outcome = ?, updated_at = ?"
     " WHERE id IN (SELECT value FROM json_each(?))"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """What one turn of the delivery loop got back: the rows it claimed, and when the earliest
-    pending row falls due (None when it claimed all it asked for, or nothing is pending)."""
-
-    claimed: list[DueDelivery]
-    next_attempt_at: float | None
 
 
 Statements = list[tuple[str, tuple[Any, ...]]]
