@@ -1,16 +1,14 @@
 """Operator commands over the state database: status, the event log, tracking, online checks.
 
-Owns what ``status``, ``events list``, ``track``, ``backup``, ``restore``, ``listen``'s secrets
-and ``check-config --online`` compute; all but ``restore`` may run while the daemon runs (SQLite
-in WAL mode), and the readers never create a state database. Printing and exit codes belong to
-the CLI.
+Owns what ``status``, ``events list``, ``track``, ``listen``'s secrets and ``check-config
+--online`` compute (``backup`` and ``restore`` are ``backup.py``'s); each may run while the daemon
+runs (SQLite in WAL mode), and the readers never create a state database. Printing and exit
+codes belong to the CLI.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,9 +35,9 @@ from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
-from drgreen_poller.store import ProgressRow, StateLock, Store, TierRun
+from drgreen_poller.store import ProgressRow, Store, TierRun
 from drgreen_poller.store.files import check_writable
-from drgreen_poller.store.lineage import Lineage, backup_database, restore_database
+from drgreen_poller.store.lineage import Lineage
 from drgreen_poller.webhook_signing import WEBHOOK_SECRET_PREFIX, webhook_key
 
 TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
@@ -379,52 +377,3 @@ def _whsec_problem(secret: str) -> str | None:
     if not 24 <= size <= 64:
         return f"holds {size} bytes; a whsec_ secret holds 24 to 64 (drgreen-poller secret)"
     return None
-
-
-async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:
-    """Copy the state consistently to ``given`` (a file, or a directory to name it in).
-
-    Returns the copy's path and size. Raises ``StoreError`` when there is no state to copy or
-    the copy cannot be written.
-    """
-    source, now = config.daemon.state_path, clock.now()
-    target = _backup_target(source, given, now)
-    # Brings an older schema up to date first; a backup is no start of the state.
-    store = await Store.open(source, clock=clock, writer=False)
-    await store.close()
-    try:
-        size = await asyncio.to_thread(backup_database, source, target, now)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot write the backup {target}: {exc}") from exc
-    return target, size
-
-
-def _backup_target(source: Path, given: str, now: datetime) -> Path:
-    """Where the copy goes: ``given`` itself, or a dated file in it when it is a directory."""
-    if not source.is_file():
-        raise StoreError(f"there is no state database at {source} to back up")
-    target = Path(given)
-    if given.endswith("/") and not target.is_dir():
-        raise StoreError(f"cannot write the backup into {given}: no such directory")
-    if target.is_dir():
-        target = target / f"drgreen-poller-state-{now.strftime('%Y%m%dT%H%M%SZ')}.db"
-    if not target.parent.is_dir():
-        raise StoreError(f"cannot write the backup {target}: {target.parent} is not a directory")
-    if target.resolve() == source.resolve():
-        raise StoreError(f"{target} is the state database itself; choose another path")
-    return target
-
-
-def restore(config: Config, copy: Path, clock: Clock) -> Path | None:
-    """Put a backup in place of the state; returns where the replaced database was kept.
-
-    Raises ``StoreError`` while a daemon runs on the state, or when ``copy`` is no state.
-    """
-    path = config.daemon.state_path
-    if copy.resolve() == path.resolve():
-        raise StoreError(f"{copy} is the state database itself; name the backup to put back")
-    try:
-        with StateLock(path):  # refuses while a daemon runs: "... already running ..."
-            return restore_database(copy, path, clock.now())
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot restore {copy} to {path}: {exc}") from exc

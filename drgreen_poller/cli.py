@@ -15,6 +15,7 @@ from typing import Any
 
 from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
+from drgreen_poller import commands_state as state_handlers
 from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
 from drgreen_poller.store import DeliveryState
@@ -135,7 +136,7 @@ def _operator_commands(commands: Any) -> None:
         "state database; 2 configuration error.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=handlers.cmd_status)
+    status.set_defaults(handler=state_handlers.cmd_status)
     events = commands.add_parser(
         "events", parents=[_GLOBALS], help="the event log", description="The event log."
     )
@@ -155,7 +156,7 @@ def _operator_commands(commands: Any) -> None:
         "--limit", type=_positive_int, default=100, help="at most this many, newest (default 100)"
     )
     listing.add_argument("--json", action="store_true", help="one JSON event per line")
-    listing.set_defaults(handler=handlers.cmd_events_list)
+    listing.set_defaults(handler=state_handlers.cmd_events_list)
     track = commands.add_parser(
         "track",
         parents=[_GLOBALS],
@@ -166,7 +167,7 @@ def _operator_commands(commands: Any) -> None:
     track.add_argument("kind", choices=("order", "client"))
     track.add_argument("id", help="the Dr Green id (a UUID)")
     track.add_argument("--holder", metavar="NAME", help="needed when several holders exist")
-    track.set_defaults(handler=handlers.cmd_track)
+    track.set_defaults(handler=state_handlers.cmd_track)
     backup = commands.add_parser(
         "backup",
         parents=[_GLOBALS],
@@ -178,7 +179,7 @@ def _operator_commands(commands: Any) -> None:
         "no event id or sequence is reused.",
     )
     backup.add_argument("path", metavar="PATH", help="where to write the copy")
-    backup.set_defaults(handler=handlers.cmd_backup)
+    backup.set_defaults(handler=state_handlers.cmd_backup)
     restore = commands.add_parser(
         "restore",
         parents=[_GLOBALS],
@@ -190,7 +191,7 @@ def _operator_commands(commands: Any) -> None:
         "copy may be announced again under new ids.",
     )
     restore.add_argument("path", metavar="BACKUP", help="the copy to put back")
-    restore.set_defaults(handler=handlers.cmd_restore)
+    restore.set_defaults(handler=state_handlers.cmd_restore)
 
 
 def _delivery_commands(commands: Any) -> None:
@@ -218,7 +219,7 @@ def _delivery_commands(commands: Any) -> None:
     listing.add_argument(
         "--json", action="store_true", help="one JSON delivery per line (attempts in attempt_log)"
     )
-    listing.set_defaults(handler=handlers.cmd_deliveries_list)
+    listing.set_defaults(handler=state_handlers.cmd_deliveries_list)
     retry = actions.add_parser(
         "retry",
         parents=[_GLOBALS],
@@ -231,7 +232,7 @@ def _delivery_commands(commands: Any) -> None:
     chosen = retry.add_mutually_exclusive_group(required=True)
     chosen.add_argument("ids", nargs="*", type=_positive_int, default=[], metavar="ID")
     chosen.add_argument("--all-failed", action="store_true", help="every failed delivery")
-    retry.set_defaults(handler=handlers.cmd_deliveries_retry)
+    retry.set_defaults(handler=state_handlers.cmd_deliveries_retry)
     replay = actions.add_parser(
         "replay",
         parents=[_GLOBALS],
@@ -241,7 +242,7 @@ def _delivery_commands(commands: Any) -> None:
     )
     replay.add_argument("--since", required=True, metavar="T", help="ISO-8601 time or 2h, 7d")
     replay.add_argument("--sink", required=True, metavar="NAME")
-    replay.set_defaults(handler=handlers.cmd_deliveries_replay)
+    replay.set_defaults(handler=state_handlers.cmd_deliveries_replay)
     listen = commands.add_parser(
         "listen",
         parents=[_GLOBALS],

@@ -2,8 +2,9 @@
 
 Each ``cmd_*`` loads the configuration (when it needs one), sets up logging, calls one async
 function of ``daemon``, ``admin``, ``sandbox``, ``listener`` or ``demo``, prints the result and
-returns an exit code: 0 ok, 1 failure, 2 usage or configuration error. No argument parsing here
-(``cli`` does it) and no work of its own.
+returns an exit code: 0 ok, 1 failure, 2 usage or configuration error. The commands over the
+state database are ``commands_state``'s. No argument parsing here (``cli`` does it) and no work
+of its own.
 """
 
 from __future__ import annotations
@@ -50,14 +51,15 @@ def _run_until_signalled(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return asyncio.run(runner())
 
 
-def _load(args: argparse.Namespace) -> Config:
+def config_of(args: argparse.Namespace) -> Config:
+    """The configuration ``-c``/``$DRGREEN_POLLER_CONFIG`` names, its warnings on stderr."""
     config = load_config(config_path(args.config, os.environ))
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return config
 
 
-def _configure_logs(
+def configure_logs(
     args: argparse.Namespace,
     config: Config | None,
     stream: Any,
@@ -76,8 +78,8 @@ def _stop_as_if_terminated() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from drgreen_poller.daemon import Controls, run_daemon
 
-    config = _load(args)
-    output = _configure_logs(args, config, sys.stdout, on_closed=_stop_as_if_terminated)
+    config = config_of(args)
+    output = configure_logs(args, config, sys.stdout, on_closed=_stop_as_if_terminated)
     path = config_path(args.config, os.environ)
 
     async def main() -> int:
@@ -100,8 +102,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from drgreen_poller.errors import ConfigError, StoreError
     from drgreen_poller.store.files import check_writable
 
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
+    config = config_of(args)
+    configure_logs(args, config, sys.stderr)
     try:
         # A state the daemon cannot write is a problem of this file on this host: exit 2.
         check_writable(config.daemon.state_path)
@@ -126,9 +128,9 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     from drgreen_poller.events import encode
     from drgreen_poller.progress_bar import PollBar, wants_bar
 
-    config = _load(args)
+    config = config_of(args)
     bar = PollBar(sys.stderr, enabled=wants_bar(sys.stderr, os.environ))
-    _configure_logs(args, config, bar.log_stream)
+    configure_logs(args, config, bar.log_stream)
     if args.dry_run and not config.daemon.state_path.exists():
         print(
             f"no state at {config.daemon.state_path} yet: showing what a first pass would "
@@ -156,208 +158,14 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import status_report
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    report = asyncio.run(status_report(config, SystemClock().now()))
-    code = EXIT_OK if report["healthy"] else EXIT_FAILURE
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return code
-    print(f"state: {report['state_path']}")
-    print(_state_origin(report["state"]))
-    for holder in report["holders"]:
-        paused = holder["unauthorized_since"]
-        print(f"holder {holder['name']}" + (f"  UNAUTHORIZED since {paused}" if paused else ""))
-        for tier in holder["tiers"]:
-            size = "" if tier["active"] is None else f"{tier['active']:>6} tracked"
-            failures = tier["consecutive_failures"]
-            trouble = f"  {failures} failure(s): {tier['last_error']}" if failures else ""
-            print(
-                f"  {tier['tier']:14}{size:>15}  last ok {tier['last_success_at'] or 'never':24}"
-                f"  next {tier['next_due_at'] or '-'}{trouble}"
-            )
-            if tier["sweep"]:
-                print(_sweep_line(tier["sweep"]))
-    for sink, states in report["deliveries"].items():
-        shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
-        print(f"sink {sink}: {shown}")
-    print("health: ok" if report["healthy"] else "health: UNHEALTHY")
-    for problem in report["problems"]:
-        print(f"  {problem}")
-    return code
-
-
-def _sweep_line(sweep: dict[str, Any]) -> str:
-    """A tier run reading its pages now, or one left by a daemon that stopped (``stalled``)."""
-    expected = sweep["expected_records"]
-    read = f"{sweep['pages']} page(s), {sweep['records']:,}" + (
-        f" of {expected:,} records" if expected else " records"
-    )
-    quiet = _ago(sweep["updated_s_ago"])
-    if sweep["stalled"]:
-        return (
-            f"    stalled: the sweep begun {sweep['started_at']} stopped at {read}, {quiet} ago"
-            " (was the daemon stopped?)"
-        )
-    return f"    sweeping since {sweep['started_at']}: {read} (last page {quiet} ago)"
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"
-
-
-def _state_origin(state: dict[str, Any]) -> str:
-    """When the state began and, if it was restored, when and why (history may be missing)."""
-    if state["new"] and state["restore_reason"]:
-        return f"  began {state['began_at']}: {state['restore_reason']}"
-    if state["new"]:
-        return f"  began {state['began_at']} (just now: there was no state at this path)"
-    line = f"  began {state['began_at'] or 'before drgreen-poller recorded it'}"
-    if state["restored_at"]:
-        line += f"; {state['restore_reason']} (noticed {state['restored_at']})"
-    return line
-
-
-def cmd_events_list(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import event_patterns, list_events, parse_since
-    from drgreen_poller.events import encode
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    patterns = event_patterns(args.type)
-    since = parse_since(args.since, SystemClock().now()) if args.since else None
-    events = asyncio.run(list_events(config, patterns=patterns, since=since, limit=args.limit))
-    for event in events:
-        if args.json:
-            print(encode(event))
-        else:
-            resource = event["resource"]
-            flag = " (inferred)" if event["inferred"] else ""
-            print(
-                f"{event['observed_at']}  {event['holder']:10} {event['type']:32}"
-                f" {resource['type']} {resource['id']} #{event['sequence']}{flag}"
-            )
-    if not events:
-        _say_none("events")
-    return EXIT_OK
-
-
-def _say_none(what: str) -> None:
-    """An empty listing: a line for a person at a terminal; nothing for a program (JSON Lines
-    or plain, an empty result is no lines)."""
-    if sys.stdout.isatty():
-        print(f"no {what}")
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import backup
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    target, size = asyncio.run(backup(config, args.path, SystemClock()))
-    print(f"backed up {config.daemon.state_path} to {target} ({size:,} bytes)")
-    return EXIT_OK
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import restore
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    kept = restore(config, Path(args.path), SystemClock())
-    print(f"restored {args.path} to {config.daemon.state_path}")
-    if kept:
-        print(f"the database it replaced is kept as {kept}")
-    return EXIT_OK
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import track
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    print(asyncio.run(track(config, args.kind, args.id, args.holder, SystemClock().now())))
-    return EXIT_OK
-
-
-def cmd_deliveries_list(args: argparse.Namespace) -> int:
-    from drgreen_poller.deliveries import list_deliveries
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    listing = asyncio.run(
-        list_deliveries(
-            config, state=args.state, sink=args.sink, limit=args.limit, attempts=args.attempts
-        )
-    )
-    for delivery in listing:
-        if args.json:
-            print(json.dumps(delivery.json(), separators=(",", ":")))
-            continue
-        row = delivery.row
-        print(
-            f"{row.id:>7} {row.sink:12} {row.state:10} attempts={row.attempts:<2}"
-            f" {row.event_type:30} {row.event_id}  last={row.last_outcome or '-'}"
-        )
-        for a in delivery.attempts:
-            outcome = a["status"] if a["status"] is not None else a["error_class"] or ""
-            excerpt = (a["response_excerpt"] or "")[:60].replace("\n", " ")
-            print(
-                f"{row.id:>7}.{a['attempt']} {a['started_at']} {a['duration_ms']:>8.1f} ms"
-                f"  {'ok' if a['ok'] else 'failed'} {outcome}  {excerpt}"
-            )
-    if not listing:
-        _say_none("deliveries")
-    return EXIT_OK
-
-
-def cmd_deliveries_retry(args: argparse.Namespace) -> int:
-    from drgreen_poller.deliveries import retry_deliveries, retry_failed
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    now = SystemClock().now()
-    if args.all_failed:
-        count = asyncio.run(retry_failed(config, now))
-        print(f"{count} delivery(ies) requeued")
-        return EXIT_OK
-    refused = 0
-    for delivery_id, why in asyncio.run(retry_deliveries(config, args.ids, now)).items():
-        if why is None:
-            print(f"delivery {delivery_id} requeued")
-        else:
-            refused += 1
-            print(f"error: delivery {delivery_id} not requeued: {why}", file=sys.stderr)
-    return EXIT_FAILURE if refused else EXIT_OK
-
-
-def cmd_deliveries_replay(args: argparse.Namespace) -> int:
-    from drgreen_poller.admin import parse_since
-    from drgreen_poller.deliveries import replay
-
-    config = _load(args)
-    _configure_logs(args, config, sys.stderr)
-    now = SystemClock().now()
-    count = asyncio.run(replay(config, args.sink, parse_since(args.since, now), now))
-    print(f"{count} event(s) queued again for {args.sink}")
-    return EXIT_OK
-
-
 def cmd_listen(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from drgreen_poller.admin import listen_secrets
     from drgreen_poller.listener import ListenerState, build_listener
 
-    config = _load(args) if (args.config or os.environ.get("DRGREEN_POLLER_CONFIG")) else None
-    _configure_logs(args, config, sys.stderr)
+    config = config_of(args) if (args.config or os.environ.get("DRGREEN_POLLER_CONFIG")) else None
+    configure_logs(args, config, sys.stderr)
     state = ListenerState(listen_secrets(config, args.secret), fail_first=args.fail_first)
 
     def say(line: str) -> None:
@@ -396,7 +204,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     # stdout is a data channel (the ready line, read by scripts that may stop reading after
     # it), so the sandbox logs to stderr.
-    _configure_logs(args, None, sys.stderr)
+    configure_logs(args, None, sys.stderr)
 
     out: TextIO = sys.stdout
     if args.write_config:
