@@ -33,6 +33,7 @@ from drgreen_poller.scheduler import (
     RETRY_AFTER_CAP_S,
     UNAUTHORIZED_HINT,
     UNAUTHORIZED_RETRY_S,
+    NextRuns,
     Timing,
     delay_after_failure,
     holds_holder,
@@ -96,12 +97,14 @@ class TierRunner:
         self.rng = rng
         self.on_result = on_result
         self.unauthorized_retry_s = unauthorized_retry_s
-        self.reschedule: Callable[[str, str, float], None] = lambda holder, tier, when: None
+        # Each run's NextRuns, for the scheduler to follow (``TierScheduler``'s ``plans``).
+        self.plans: asyncio.Queue[NextRuns] = asyncio.Queue()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.slots = slots or RunSlots(MAX_RUNS_AT_WORK)
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._keys = dict.fromkeys(self.pollers, 0)  # holder → pollers installed since start
-        self._running: dict[asyncio.Task[float], tuple[str, str, float]] = {}  # holder, tier, start
+        # Runs in progress: holder, tier, and when each started (monotonic).
+        self._running: dict[asyncio.Task[NextRuns], tuple[str, str, float]] = {}
         self._stopping = False
         self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
         self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
@@ -111,7 +114,7 @@ class TierRunner:
         # holders whose turn may come (an ordered set: insertion order is the queue's order).
         self._waiting: dict[str, list[str]] = {}
         self._ready: dict[str, None] = {}
-        self._started: set[asyncio.Task[float | None]] = set()  # runs started from the queue
+        self._started: set[asyncio.Task[NextRuns]] = set()  # runs started from the queue
         self._starting: set[str] = set()  # holders whose run from the queue is not in yet
         self.slots.on_lend = self._dispatch
 
@@ -121,7 +124,7 @@ class TierRunner:
         A run that cannot start at once waits its turn as an entry in a queue, not as a task
         holding its place (thousands of first sweeps due together cost next to nothing while
         they wait), and starts as runs end or lend their slots. A tier already waiting is not
-        queued twice. Its outcome is ``run``'s: the run reschedules itself.
+        queued twice. Its outcome is ``run``'s: its ``NextRuns`` go to ``plans``.
         """
         if self._stopping or holder not in self.pollers:
             return
@@ -156,22 +159,23 @@ class TierRunner:
             task.add_done_callback(self._started.discard)
             busy.add(holder)
 
-    async def _run_from_queue(self, holder: str, tier: str) -> float | None:
+    async def _run_from_queue(self, holder: str, tier: str) -> NextRuns:
         self._starting.discard(holder)  # ``run`` registers it before it first waits
-        when = await self.run(holder, tier)
+        runs = await self.run(holder, tier)
         if not self._running and not self._starting:  # it did not start (a stop came first)
             self._idle.set()
-        return when
+        return runs
 
-    async def run(self, holder: str, tier: str) -> float | None:
-        """Run the tier now; returns (and reschedules at) the next due time, Unix seconds.
+    async def run(self, holder: str, tier: str) -> NextRuns:
+        """Run the tier now; returns when it, and any other tier the run moved, run next (Unix
+        seconds), and puts that on ``plans`` for the scheduler.
 
-        Returns None, rescheduling nothing, once ``stop`` was called (the run did not start, or
-        was abandoned with nothing of it written) or when the state database failed (the
-        daemon is told through ``on_fatal``).
+        Returns nothing once ``stop`` was called (the run did not start, or was abandoned with
+        nothing of it written) or when the state database failed (the daemon is told through
+        ``on_fatal``).
         """
         if self._stopping or holder not in self.pollers:  # stopping, or removed by a reload
-            return None
+            return {}
         task = asyncio.create_task(self._run_in_turn(holder, tier))
         started = self.clock.monotonic()
         self._running[task] = (holder, tier, started)
@@ -194,11 +198,11 @@ class TierRunner:
                 outcome="abandoned",
                 duration_ms=self._ms_since(started),
             )
-            return None
-        when = self._outcome(holder, tier, task)
-        if when is not None:
-            self.reschedule(holder, tier, when)
-        return when
+            return {}
+        runs = self._outcome(holder, tier, task)
+        if runs:
+            self.plans.put_nowait(runs)
+        return runs
 
     def _ended(self, holder: str) -> None:
         """A run ended: the holder's next waiting tier may go, and a slot is free for another."""
@@ -206,7 +210,7 @@ class TierRunner:
             self._ready[holder] = None
         self._dispatch()
 
-    def _outcome(self, holder: str, tier: str, task: asyncio.Task[float]) -> float | None:
+    def _outcome(self, holder: str, tier: str, task: asyncio.Task[NextRuns]) -> NextRuns:
         try:
             return task.result()
         except StoreError as exc:
@@ -214,7 +218,7 @@ class TierRunner:
             # it) rather than limp on. Raising would only give APScheduler a traceback to log.
             log.error("state_database_failed", holder=holder, tier=tier, error=str(exc))
             self.on_fatal(exc)
-            return None
+            return {}
 
     async def stop(self, timeout_s: float) -> bool:
         """Start no new run and abandon the runs in progress, at most ``timeout_s``.
@@ -249,20 +253,19 @@ class TierRunner:
         if self._refused is not None:
             self._refused.pop(holder, None)
 
-    async def probe_now(self, holder: str) -> bool:
+    async def probe_now(self, holder: str) -> NextRuns:
         """A refused holder was given new keys, or added back: probe at once rather than at the
         next interval (only a probe clears the refusal the database remembers).
 
-        Returns whether the holder was refused (and so is probed now).
+        Returns its tiers due now when the holder was refused (and so is probed now), else
+        nothing.
         """
         refused = await self._refusals()
         if holder not in refused and holder not in await self.store.unauthorized_holders():
-            return False
+            return {}
         refused[holder] = 0.0
         now = self.clock.now().timestamp()
-        for tier in self.timings:
-            self.reschedule(holder, tier, now)
-        return True
+        return dict.fromkeys(((holder, tier) for tier in self.timings), now)
 
     def longest_run_s(self) -> float:
         """How long the oldest run in progress has been going (0 when idle)."""
@@ -278,12 +281,12 @@ class TierRunner:
             return False
         return True
 
-    async def _run_in_turn(self, holder: str, tier: str) -> float:
+    async def _run_in_turn(self, holder: str, tier: str) -> NextRuns:
         # The holder's lock first: a run waiting for another tier of its holder takes no slot.
         async with self._locks[holder], self.slots.hold():
             return await self._run_locked(holder, tier)
 
-    async def _run_locked(self, holder: str, tier: str) -> float:
+    async def _run_locked(self, holder: str, tier: str) -> NextRuns:
         timing, keys = self.timings[tier], self._keys[holder]
         now = self.clock.now().timestamp()
         refused = await self._refusals()
@@ -291,7 +294,7 @@ class TierRunner:
         # not a single request of any tier before then.
         blocked_until = refused.get(holder, self._held_until.get(holder, 0.0))
         if now + DUE_SLACK_S < blocked_until:
-            return blocked_until
+            return {(holder, tier): blocked_until}
         if holder in refused:
             return await self._probe(holder, tier, now, keys)
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
@@ -311,7 +314,7 @@ class TierRunner:
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing, self._ms_since(started))
         self.on_result(holder, tier, "ok", result.events, self.clock.monotonic() - started)
-        return next_due
+        return {(holder, tier): next_due}
 
     async def _refusals(self) -> dict[str, float]:
         """Refused holders and when each is probed next; a mark left in the database by an
@@ -328,7 +331,7 @@ class TierRunner:
 
     async def _failed(
         self, holder: str, tier: str, exc: Exception, timing: Timing, duration_ms: float
-    ) -> float:
+    ) -> NextRuns:
         now = self.clock.now().timestamp()
         runs = await self.store.tier_runs(holder)
         failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
@@ -350,7 +353,7 @@ class TierRunner:
         if holds_holder(exc):  # the other tiers wait too (and so does a restarted daemon)
             self._held_until[holder] = max(self._held_until.get(holder, 0.0), next_due)
             await self.store.postpone(holder, next_due)
-        return next_due
+        return {(holder, tier): next_due}
 
     async def _unauthorized(
         self,
@@ -359,7 +362,7 @@ class TierRunner:
         exc: UpstreamUnauthorized,
         duration_ms: float,
         keys: int,
-    ) -> float:
+    ) -> NextRuns:
         now = self.clock.now()
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
         next_probe = now.timestamp() + retry_s
@@ -382,7 +385,7 @@ class TierRunner:
             await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
         return await self._await_probe(holder, next_probe, keys)
 
-    async def _probe(self, holder: str, tier: str, now: float, keys: int) -> float:
+    async def _probe(self, holder: str, tier: str, now: float, keys: int) -> NextRuns:
         """One cheap signed call for a refused holder; when it works, every tier is due now."""
         retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
         started = self.clock.monotonic()
@@ -415,12 +418,10 @@ class TierRunner:
         # Every tier resumes at once: those not fired yet are due now; those fired and waiting
         # for the lock poll next anyway (a second job would poll them twice).
         fired = {(name, fired_tier) for name, fired_tier, _ in self._running.values()}
-        for other in self.timings:
-            if (holder, other) not in fired:
-                self.reschedule(holder, other, now)
-        return now
+        due = [(holder, other) for other in self.timings if (holder, other) not in fired]
+        return {**dict.fromkeys(due, now), (holder, tier): now}
 
-    async def _await_probe(self, holder: str, next_probe: float, keys: int) -> float:
+    async def _await_probe(self, holder: str, next_probe: float, keys: int) -> NextRuns:
         """Refuse the holder until ``next_probe``: every tier waits for it, across a restart.
 
         ``keys``: the holder's poller generation when the refused run began; if a reload has
@@ -431,9 +432,7 @@ class TierRunner:
         if self._keys.get(holder) != keys:
             next_probe = self.clock.now().timestamp()
             (await self._refusals())[holder] = next_probe
-        for tier in self.timings:
-            self.reschedule(holder, tier, next_probe)
-        return next_probe
+        return dict.fromkeys(((holder, tier) for tier in self.timings), next_probe)
 
     async def _holder_event(
         self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None

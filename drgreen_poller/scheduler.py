@@ -4,16 +4,19 @@ Owns jitter, exponential backoff, ``Retry-After`` and which failures hold a whol
 staggering of holders and the spreading of overdue work after a restart, all as pure functions
 of an explicit ``now`` and an injected ``random.Random``. ``TierScheduler`` only hands one-shot
 date jobs to APScheduler's asyncio scheduler; the state that matters (next due, failures, a
-refused key) lives in SQLite, and ``runner.TierRunner`` decides. APScheduler owns neither
-retries nor persistence.
+refused key) lives in SQLite, and ``runner.TierRunner`` decides: each of its runs yields a
+``NextRuns`` value, which the scheduler follows. APScheduler owns neither retries nor
+persistence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -114,25 +117,57 @@ def initial_due(
 
 
 Job = Callable[[str, str], Awaitable[object]]
+# When tiers run next, as one run decided it: (holder, tier) → Unix seconds. A run always names
+# its own tier (unless it was abandoned); a refusal, a probe or a recovery names the holder's
+# other tiers too.
+NextRuns = dict[tuple[str, str], float]
+
+
+class Scheduler(Protocol):
+    """What the daemon needs of a scheduler: fire ``job(holder, tier)`` at the times it is
+    given, at first by ``start`` and then as each run's ``NextRuns`` arrive on ``plans``."""
+
+    def start(self, due: Mapping[tuple[str, str], float]) -> None: ...
+    def schedule(self, holder: str, tier: str, when: float) -> None: ...
+    def schedule_all(self, runs: NextRuns) -> None: ...
+    def unschedule(self, holder: str, tier: str) -> None: ...
+    def next_run(self, holder: str, tier: str) -> float | None: ...
+    @property
+    def running(self) -> bool: ...
+    def pause(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+SchedulerFactory = Callable[[Job, "asyncio.Queue[NextRuns]"], Scheduler]
 
 
 class TierScheduler:
-    """APScheduler, asyncio flavour, running one-shot jobs: each run schedules the next.
+    """APScheduler, asyncio flavour, running one-shot jobs: each run's ``NextRuns`` schedules
+    the next.
 
     Args:
         job: the coroutine function run as ``job(holder, tier)`` (the daemon's:
             ``TierRunner.submit``).
+        plans: where each run's ``NextRuns`` arrive (``TierRunner.plans``); followed from
+            ``start`` to ``shutdown``.
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, plans: asyncio.Queue[NextRuns]) -> None:
         self._job = job
+        self._plans = plans
+        self._following: asyncio.Task[None] | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
     def start(self, due: Mapping[tuple[str, str], float]) -> None:
         """Start with a first due time (Unix seconds) for every holder × tier."""
-        for (holder, tier), when in due.items():
-            self.schedule(holder, tier, when)
+        self.schedule_all(dict(due))
         self._scheduler.start()
+        self._following = asyncio.ensure_future(follow(self._plans, self))
+
+    def schedule_all(self, runs: NextRuns) -> None:
+        """(Re)schedule each holder × tier of ``runs`` at its time."""
+        for (holder, tier), when in runs.items():
+            self.schedule(holder, tier, when)
 
     def schedule(self, holder: str, tier: str, when: float) -> None:
         """(Re)schedule the one run of ``holder``/``tier`` at ``when`` (Unix seconds)."""
@@ -171,5 +206,14 @@ class TierScheduler:
             self._scheduler.pause()
 
     def shutdown(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            self._following = None
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+
+async def follow(plans: asyncio.Queue[NextRuns], scheduler: Scheduler) -> None:
+    """Schedule every ``NextRuns`` that arrives on ``plans``, until cancelled."""
+    while True:
+        scheduler.schedule_all(await plans.get())

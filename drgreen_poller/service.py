@@ -28,7 +28,14 @@ from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.runner import MAX_RUNS_AT_WORK, TierRunner
-from drgreen_poller.scheduler import TierScheduler, Timing, initial_due, jittered
+from drgreen_poller.scheduler import (
+    Scheduler,
+    SchedulerFactory,
+    TierScheduler,
+    Timing,
+    initial_due,
+    jittered,
+)
 from drgreen_poller.sinks import Sink, build_sinks
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store.lineage import Lineage
@@ -190,7 +197,7 @@ class Service:
     metrics: Metrics
     worker: DeliveryWorker
     runner: TierRunner
-    scheduler: TierScheduler
+    scheduler: Scheduler
     started_at: float
     retired_sinks: list[Sink] = field(default_factory=list)
 
@@ -207,8 +214,16 @@ class Service:
         )  # fmt: skip
 
 
-def build_service(runtime: Runtime, rng: random.Random | None = None) -> Service:
-    """The delivery worker, the tier runner and its scheduler over an open ``runtime``."""
+def build_service(
+    runtime: Runtime,
+    rng: random.Random | None = None,
+    make_scheduler: SchedulerFactory = TierScheduler,
+) -> Service:
+    """The delivery worker, the tier runner and its scheduler over an open ``runtime``.
+
+    ``make_scheduler`` builds the scheduler from the runner's job and its ``plans``:
+    APScheduler's by default (a test gives one that runs on a fake clock).
+    """
     config, clock, store = runtime.config, runtime.clock, runtime.store
     rng = rng or random.Random()
     metrics = Metrics()
@@ -228,8 +243,7 @@ def build_service(runtime: Runtime, rng: random.Random | None = None) -> Service
         runtime.pollers, store, clock, timings(config), rng, on_result=polled,
         unauthorized_retry_s=config.schedule.unauthorized_retry_s, slots=runtime.slots,
     )  # fmt: skip
-    scheduler = TierScheduler(runner.submit)
-    runner.reschedule = scheduler.schedule
+    scheduler = make_scheduler(runner.submit, runner.plans)
     for name, poller in runner.pollers.items():
         metrics.watch_api(name, poller.api)
     started = clock.now().timestamp()
@@ -274,7 +288,7 @@ async def apply_config(service: Service, new: Config) -> ConfigChanges:
     _tighten_schedule(service, before)
     _apply_sinks(service, old)
     for name in (*changes.rekeyed, *changes.holders_added):
-        await service.runner.probe_now(name)
+        service.scheduler.schedule_all(await service.runner.probe_now(name))
     return changes
 
 

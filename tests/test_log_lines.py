@@ -92,7 +92,6 @@ async def polling(tmp_path: Path) -> AsyncIterator[Polling]:
             {"shop": poller}, store, clock, dict.fromkeys(TIERS, TIMING), random.Random(7),
             unauthorized_retry_s=300,
         )  # fmt: skip
-        runner.reschedule = lambda holder, tier, when: None
         try:
             yield Polling(box, clock, runner)
         finally:
@@ -153,7 +152,7 @@ class TestTierRunLine:
             while not (polling.clock.sleepers or running.done()):  # the sandbox answers slowly
                 await asyncio.wait([running], timeout=0.005)
             assert await polling.runner.stop(timeout_s=5)
-            assert await running is None
+            assert await running == {}
         line = _only(lines, TIER_RUN_EVENTS)
         assert line.keys() >= TIER_RUN
         assert (line["event"], line["outcome"]) == ("poll_abandoned", "abandoned")

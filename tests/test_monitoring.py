@@ -123,7 +123,7 @@ class Rig:
     judged: list[HealthInputs]  # [what the app judges now]: a test may swap it, as a reload does
 
     async def poll(self, tier: str = ACTIVE_ORDERS) -> None:
-        assert await self.runner.run("shop", tier) is not None
+        assert await self.runner.run("shop", tier)
 
     async def scrape(self) -> tuple[str, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
         """The /metrics text, and its samples by (name, labels)."""

@@ -25,7 +25,7 @@ from drgreen_poller.poller import (
 from drgreen_poller.ratelimit import RunSlots, TokenBucket
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.scheduler import Timing
+from drgreen_poller.scheduler import NextRuns, Timing
 from drgreen_poller.store import Store
 
 TIMING = Timing(interval_s=60, jitter=0.10, backoff_base_s=5, backoff_max_s=1800)
@@ -55,20 +55,27 @@ class Rig:
             {"shop": poller}, self.store, self.clock, dict.fromkeys(TIERS, TIMING),
             random.Random(7), unauthorized_retry_s=RETRY_S,
         )  # fmt: skip
-        runner.reschedule = lambda holder, tier, when: self.rescheduled.append((holder, tier, when))
         return runner
+
+    def planned(self) -> list[tuple[str, str, float]]:
+        """Every (holder, tier, when) the runner's runs have put on ``plans`` so far."""
+        while not self.runner.plans.empty():
+            runs = self.runner.plans.get_nowait()
+            self.rescheduled.extend((holder, tier, when) for (holder, tier), when in runs.items())
+        return self.rescheduled
 
     async def run(self, tier: str = ACTIVE_ORDERS) -> float:
         """Run the tier; seconds from now until the runner wants it again."""
-        when = await self.runner.run("shop", tier)
-        assert when is not None
-        return when - self.clock.now().timestamp()
+        runs = await self.runner.run("shop", tier)
+        return runs[("shop", tier)] - self.clock.now().timestamp()
 
     async def run_all(self) -> set[float]:
         """Every tier at once, as a scheduler would fire them; seconds until each wants to run."""
-        whens = await asyncio.gather(*(self.runner.run("shop", tier) for tier in TIERS))
+        results = await asyncio.gather(*(self.runner.run("shop", tier) for tier in TIERS))
         now = self.clock.now().timestamp()
-        return {round(when - now, 6) for when in whens if when is not None}
+        return {
+            round(runs[("shop", tier)] - now, 6) for runs, tier in zip(results, TIERS, strict=True)
+        }
 
     def requests(self) -> list[dict[str, Any]]:
         """The holder's requests the sandbox saw since the last ``forget``."""
@@ -102,7 +109,7 @@ class TestTiming:
         """After a success the tier runs again in 60 s ± 10 %, and is rescheduled so."""
         delay = await rig.run()
         assert 54 <= delay <= 66
-        assert rig.rescheduled[-1][:2] == ("shop", ACTIVE_ORDERS)
+        assert rig.planned()[-1][:2] == ("shop", ACTIVE_ORDERS)
 
     async def test_backoff_grows_then_resets(self, rig: Rig) -> None:
         """Consecutive failures back off 5, 10, 20, 40 s (± 10 %); a success resets it."""
@@ -136,7 +143,7 @@ class TestUnauthorized:
         rig.box.state.revoke_holder_key("shop")
         due = await rig.run()
         assert RETRY_S * 0.9 <= due <= RETRY_S * 1.1
-        assert {(tier, when) for _, tier, when in rig.rescheduled} >= {
+        assert {(tier, when) for _, tier, when in rig.planned()} >= {
             (tier, rig.clock.now().timestamp() + due) for tier in TIERS
         }  # every tier waits for the probe
         gaps = []
@@ -162,13 +169,11 @@ class TestUnauthorized:
         due = await rig.run()
         assert (await rig.box.control("POST", "/holders/shop/restore")).status == 200
         rig.clock.advance(due)
-        rig.rescheduled.clear()
+        rig.planned().clear()
         rig.forget()
         assert await rig.run(COMMISSIONS) == 0
         now = rig.clock.now().timestamp()
-        assert {(tier, when) for _, tier, when in rig.rescheduled} == {
-            (tier, now) for tier in TIERS
-        }
+        assert {(tier, when) for _, tier, when in rig.planned()} == {(tier, now) for tier in TIERS}
         assert [r["endpoint"] for r in rig.requests()] == [PROBE]
         assert await rig.poller_events() == [
             "poller.holder_unauthorized",
@@ -271,7 +276,7 @@ class TestNoOverlap:
         assert endpoints == ["GET /dapp/orders", "GET /dapp/commissions/summary"]
 
 
-async def _until_sleeping(rig: Rig, task: asyncio.Task[float | None]) -> None:
+async def _until_sleeping(rig: Rig, task: asyncio.Task[NextRuns]) -> None:
     """Until something sleeps on the fake clock (a slow answer, the token bucket)."""
     for _ in range(400):
         if rig.clock.sleepers or task.done():
@@ -289,15 +294,15 @@ class TestStop:
         await _until_sleeping(rig, running)
         assert rig.clock.sleepers == 1  # the sandbox is answering slowly
         assert await rig.runner.stop(timeout_s=5)
-        assert await running is None
+        assert await running == {}
         assert await rig.store.entities("shop") == []
         assert not any(r.seeded_at for r in await rig.store.tier_runs("shop"))
-        assert rig.rescheduled == []
+        assert rig.planned() == []
 
     async def test_no_run_starts_after_stop(self, rig: Rig) -> None:
-        """Once stopped, a run the scheduler had already fired sends nothing and returns None."""
+        """Once stopped, a run the scheduler had already fired sends nothing and plans nothing."""
         assert await rig.runner.stop(timeout_s=5)
-        assert await rig.runner.run("shop", COMMISSIONS) is None
+        assert await rig.runner.run("shop", COMMISSIONS) == {}
         assert rig.requests() == []
 
     async def test_the_token_bucket_wait_is_interrupted(self, rig: Rig) -> None:
@@ -310,7 +315,7 @@ class TestStop:
         assert [r["endpoint"] for r in rig.requests()] == ["GET /dapp/orders"]
         assert rig.clock.sleepers == 1
         assert await rig.runner.stop(timeout_s=5)
-        assert await running is None
+        assert await running == {}
         assert len(rig.requests()) == 1
         assert await rig.store.entities("shop") == []
 

@@ -148,7 +148,7 @@ class TestTierScheduler:
             else:
                 again.set()
 
-        scheduler = TierScheduler(job)
+        scheduler = TierScheduler(job, asyncio.Queue())
         scheduler.start({("shop", "active_orders"): SystemClock().now().timestamp()})
         try:
             await asyncio.wait_for(again.wait(), 5)
