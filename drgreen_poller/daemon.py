@@ -29,7 +29,7 @@ from drgreen_poller.errors import ConfigError, DrGreenError, StateLocked, StoreE
 from drgreen_poller.monitoring import build_app
 from drgreen_poller.poller import TIERS, PollResult
 from drgreen_poller.progress import OnProgress
-from drgreen_poller.scheduler import Timing
+from drgreen_poller.scheduler import SchedulerFactory, TierScheduler, Timing
 from drgreen_poller.service import (
     Runtime,
     Service,
@@ -136,9 +136,15 @@ async def _poll_all(
 
 
 async def run_daemon(
-    config: Config, clock: Clock, controls: Controls, load: ConfigLoader | None = None
+    config: Config,
+    clock: Clock,
+    controls: Controls,
+    load: ConfigLoader | None = None,
+    make_scheduler: SchedulerFactory = TierScheduler,
 ) -> None:
     """Run until ``controls`` asks for a stop; ``load`` reads the file anew on a reload.
+
+    ``make_scheduler``: APScheduler's by default; a test gives one that fires on its fake clock.
 
     Raises:
         StoreError: another daemon holds the database, it cannot be opened, or it went away.
@@ -148,7 +154,7 @@ async def run_daemon(
     lock.acquire()
     try:
         async with open_runtime(config, clock) as runtime:
-            await serve(build_service(runtime), controls, load)
+            await serve(build_service(runtime, make_scheduler=make_scheduler), controls, load)
     finally:
         lock.release()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from drgreen_poller.canonical import rebuild_canonical
+from drgreen_poller.clock import Clock
 from drgreen_poller.request_signing import load_public_key, verify_api_signature
+from drgreen_poller.scheduler import DUE_SLACK_S, Job, NextRuns, follow
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,74 @@ class WebhookReceiver:
     def accepted(self) -> list[Delivery]:
         """Requests answered 2xx, in arrival order."""
         return [d for d, status in zip(self.received, self.answers, strict=True) if status == 204]
+
+
+class ClockScheduler:
+    """The daemon's scheduler on an injected clock (a ``FakeClock``): fires ``job(holder, tier)``
+    when the clock reaches each time, and follows the runner's ``plans`` as ``TierScheduler``
+    does. Every decision stays the runner's; only the firing runs on the test's time.
+    """
+
+    def __init__(self, clock: Clock, job: Job, plans: asyncio.Queue[NextRuns]) -> None:
+        self.clock = clock
+        self._job = job
+        self._plans = plans
+        self._due: dict[tuple[str, str], float] = {}
+        self._changed = asyncio.Event()
+        self._paused = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fired: set[asyncio.Future[object]] = set()
+
+    def start(self, due: Mapping[tuple[str, str], float]) -> None:
+        self.schedule_all(dict(due))
+        self._tasks = [
+            asyncio.create_task(self._fire_when_due()),
+            asyncio.create_task(follow(self._plans, self)),
+        ]
+
+    def schedule(self, holder: str, tier: str, when: float) -> None:
+        self._due[(holder, tier)] = when
+        self._changed.set()
+
+    def schedule_all(self, runs: NextRuns) -> None:
+        for (holder, tier), when in runs.items():
+            self.schedule(holder, tier, when)
+
+    def unschedule(self, holder: str, tier: str) -> None:
+        self._due.pop((holder, tier), None)
+        self._changed.set()
+
+    def next_run(self, holder: str, tier: str) -> float | None:
+        return self._due.get((holder, tier))
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    async def _fire_when_due(self) -> None:
+        while True:
+            self._changed.clear()
+            now = self.clock.now().timestamp()
+            for key, when in sorted(self._due.items(), key=lambda item: item[1]):
+                if when <= now + DUE_SLACK_S and not self._paused:
+                    del self._due[key]
+                    fired: asyncio.Future[object] = asyncio.ensure_future(self._job(*key))
+                    self._fired.add(fired)
+                    fired.add_done_callback(self._fired.discard)
+            upcoming = min(self._due.values(), default=None)
+            waiters: list[asyncio.Task[object]] = [asyncio.create_task(self._changed.wait())]
+            if upcoming is not None and not self._paused:
+                waiters.append(asyncio.create_task(self.clock.sleep(max(0.0, upcoming - now))))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
