@@ -4,7 +4,9 @@ Owns the request path: build the canonical string once, sign it (``RequestSigner
 part that knows the crypto), send exactly those bytes, wait on the holder's token bucket, read the
 envelope, and parse ``data`` into ``models``. Translates aiohttp and timeout errors into
 ``errors.Upstream*`` in one place (``_send``). It does **not** retry: the next scheduled poll is
-the retry. Medical data is dropped before anything leaves this module.
+the retry. Medical data is dropped before anything leaves this module. It holds the calls the
+daemon polls with; a store's own calls (sign-ups, carts, orders, one client's record) are
+``store_client.StoreClient``'s.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from drgreen_poller.http_failures import address, describe
 from drgreen_poller.models import (
     ApprovalSummary,
     Client,
-    Commission,
     CommissionSummary,
     Json,
     Order,
@@ -41,7 +42,6 @@ from drgreen_poller.models import (
     Strain,
     parse_approval_summary,
     parse_client_stripped,
-    parse_commission,
     parse_commission_summary,
     parse_order_stripped,
     parse_page_meta,
@@ -109,7 +109,7 @@ def json_array(values: Sequence[str]) -> str:
     return canonical_json(list(values))
 
 
-def _pairs(**filters: str | None) -> list[tuple[str, str]]:
+def query_pairs(**filters: str | None) -> list[tuple[str, str]]:
     """Query pairs in the given order, leaving out filters with no value."""
     return [(key, value) for key, value in filters.items() if value not in (None, "")]
 
@@ -248,12 +248,6 @@ class ApiClient:
             hook(endpoint, status, duration_ms)
         return duration_ms
 
-    async def health(self) -> bool:
-        """Whether ``GET /public/healthStatus`` (unsigned) answers with success."""
-        url = URL(self._base + "/public/healthStatus")
-        data = await self._send("GET", url, {"User-Agent": USER_AGENT}, None, "GET /public/health")
-        return data is not None
-
     # --- pagination -------------------------------------------------------------------------
 
     async def page(
@@ -320,24 +314,13 @@ class ApiClient:
         client_ids: Sequence[str] = (),
     ) -> AsyncIterator[Page[Order]]:
         """``GET /dapp/orders``, newest first (list items carry all three status fields)."""
-        query = _pairs(
+        query = query_pairs(
             status=status,
             paymentStatus=payment_status,
             adminApproval=admin_approval,
             clientIds=json_array(client_ids) if client_ids else None,
         )
         return self.pages("/dapp/orders", "orders", parse_order_stripped, take=take, query=query)
-
-    async def recent_orders(self, *, take: int = 20, page: int = 1) -> Page[Order]:
-        """``GET /dapp/orders/recent``: newest orders with ``updatedAt`` (no ``adminApproval``)."""
-        return await self.page(
-            "/dapp/orders/recent",
-            "recentOrders",
-            parse_order_stripped,
-            page=page,
-            take=take,
-            order_by=None,
-        )
 
     async def orders_summary(self) -> ApprovalSummary:
         """``GET /dapp/orders/summary``: order counts by ``adminApproval``."""
@@ -356,12 +339,6 @@ class ApiClient:
             raise UpstreamNotFound(f"order {order_id} not found", endpoint=f"GET {route}")
         return parse_order_stripped(details)
 
-    async def create_order(self, client_id: str) -> Order:
-        """``POST /dapp/orders``: an order from the client's server-side cart. Not idempotent."""
-        return parse_order_stripped(
-            await self.request("POST", "/dapp/orders", body={"clientId": client_id})
-        )
-
     # --- clients ---------------------------------------------------------------------------
 
     def client_pages(
@@ -372,40 +349,11 @@ class ApiClient:
         is_verified: bool | None = None,
     ) -> AsyncIterator[Page[Client]]:
         """``GET /dapp/clients``, newest first: KYC fields for many clients, no medical data."""
-        query = _pairs(
+        query = query_pairs(
             adminApproval=admin_approval,
             isVerified=None if is_verified is None else str(is_verified).lower(),
         )
         return self.pages("/dapp/clients", "clients", parse_client_stripped, take=take, query=query)
-
-    async def clients_summary(self) -> ApprovalSummary:
-        """``GET /dapp/clients/summary``: client counts by ``adminApproval``."""
-        return parse_approval_summary(await self.request("GET", "/dapp/clients/summary"))
-
-    async def client(self, client_id: str) -> Client:
-        """``GET /dapp/clients/{clientId}``; the medical record it carries is dropped unread."""
-        route = "/dapp/clients/{clientId}"
-        return parse_client_stripped(
-            await self.request("GET", route, path_params={"clientId": client_id})
-        )
-
-    async def create_client(self, body: Mapping[str, Json]) -> str:
-        """``POST /dapp/clients``; returns the new client's id, whichever response shape came."""
-        data = await self.request("POST", "/dapp/clients", body=dict(body))
-        for candidate in _client_id_candidates(data):
-            if isinstance(candidate, str) and candidate:
-                return candidate
-        raise UpstreamMalformed(
-            "client created but no id in the response", endpoint="POST /dapp/clients"
-        )
-
-    async def add_to_cart(self, cart_id: str, items: Sequence[tuple[str, float]]) -> None:
-        """``POST /dapp/carts``: add ``(strainId, quantity)`` items; quantities add up."""
-        body = {
-            "items": [{"strainId": strain, "quantity": qty} for strain, qty in items],
-            "clientCartId": cart_id,
-        }
-        await self.request("POST", "/dapp/carts", body=body)
 
     # --- commissions and strains ----------------------------------------------------------
 
@@ -413,39 +361,9 @@ class ApiClient:
         """``GET /dapp/commissions/summary`` (compare the USD amounts)."""
         return parse_commission_summary(await self.request("GET", "/dapp/commissions/summary"))
 
-    def commission_pages(
-        self, *, take: int = DEFAULT_TAKE, payment_status: str | None = None
-    ) -> AsyncIterator[Page[Commission]]:
-        """``GET /dapp/commissions``, newest first."""
-        query = _pairs(paymentStatus=payment_status)
-        return self.pages(
-            "/dapp/commissions", "commissions", parse_commission, take=take, query=query
-        )
-
     def strain_pages(
         self, country_code: str, *, take: int = DEFAULT_TAKE
     ) -> AsyncIterator[Page[Strain]]:
         """``GET /dapp/strains`` for one country (ISO alpha-3): what is on sale there."""
         query = [("countryCode", country_code)]
         return self.pages("/dapp/strains", "strains", parse_strain, take=take, query=query)
-
-    async def strain(self, strain_id: str, country_code: str | None = None) -> Strain:
-        """``GET /dapp/strains/{strainId}``, with availability and stock for ``country_code``."""
-        query = [("countryCode", country_code)] if country_code else []
-        data = await self.request(
-            "GET", "/dapp/strains/{strainId}", path_params={"strainId": strain_id}, query=query
-        )
-        return parse_strain(data)
-
-
-def _client_id_candidates(data: Json) -> list[Json]:
-    """Where the new client's id may be: ``clientId``, ``data.clientId``, ``client.id``, ``id``."""
-    if not isinstance(data, Mapping):
-        return []
-    nested, client = data.get("data"), data.get("client")
-    return [
-        data.get("clientId"),
-        nested.get("clientId") if isinstance(nested, Mapping) else None,
-        client.get("id") if isinstance(client, Mapping) else None,
-        data.get("id"),
-    ]

@@ -20,12 +20,13 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
-from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.api import ApiSettings
 from drgreen_poller.clock import Clock, SystemClock
 from drgreen_poller.config import Config, parse_config
 from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.listener import ListenerState, build_listener
 from drgreen_poller.sandbox import HolderInfo, SandboxState, create_app, seed_demo
+from drgreen_poller.store_client import StoreClient
 from drgreen_poller.webhook_signing import generate_webhook_secret
 
 NEW_CUSTOMER = {
@@ -164,7 +165,7 @@ class Story:
     def __init__(
         self,
         state: SandboxState,
-        api: ApiClient,
+        api: StoreClient,
         received: ListenerState,
         arrived: list[str],
         out: TextIO,
@@ -325,7 +326,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> None:
             controls = Controls()
             daemon = asyncio.create_task(run_daemon(config, clock, controls))
             try:
-                api = ApiClient(
+                api = StoreClient(
                     session, ApiSettings(f"{sandbox}/api/v1"), holder.credentials, clock
                 )
                 story = Story(state, api, received, arrived, out)

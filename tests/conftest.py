@@ -14,9 +14,10 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.store_client import StoreClient
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 
-ClientFactory = Callable[..., ApiClient]
+ClientFactory = Callable[..., StoreClient]
 
 
 def require_node(what: str) -> str:
@@ -122,11 +123,11 @@ def make_client(
         rate: float = 1000.0,
         burst: int = 1000,
         holder: str = "test",
-    ) -> ApiClient:
+    ) -> StoreClient:
         settings = ApiSettings(
             base_url=base_url, timeout_s=timeout_s, requests_per_second=rate, burst=burst
         )
-        return ApiClient(
+        return StoreClient(
             session, settings, creds or credentials, clock or SystemClock(), holder=holder
         )
 

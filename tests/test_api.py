@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller import USER_AGENT
-from drgreen_poller.api import SIGNATURES_KEPT, ApiClient, RequestSigner
+from drgreen_poller.api import SIGNATURES_KEPT, RequestSigner
 from drgreen_poller.canonical import canonical_query
 from drgreen_poller.errors import (
     UpstreamClientBug,
@@ -26,6 +26,7 @@ from drgreen_poller.request_signing import (
     load_public_key,
     verify_api_signature,
 )
+from drgreen_poller.store_client import StoreClient
 from tests.conftest import ClientFactory, require_node
 from tests.fakes import Scripted, ScriptedApi
 
@@ -322,7 +323,7 @@ class TestTransportFailures:
         """The public health check carries no auth headers."""
         api, base = scripted
         api.then(Scripted.data("Success"))
-        client: ApiClient = make_client(base)
+        client: StoreClient = make_client(base)
         assert await client.health()
         assert "x-auth-signature" not in api.received[0].headers
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from drgreen_poller.api import ApiClient
 from drgreen_poller.canonical import canonical_query
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.demo import NEW_CUSTOMER
@@ -22,6 +21,7 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState, seed_demo
+from drgreen_poller.store_client import StoreClient
 from tests.conftest import ClientFactory
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -39,7 +39,7 @@ def demo(box: LocalSandbox) -> HolderInfo:
 
 
 @pytest.fixture
-def api(box: LocalSandbox, demo: HolderInfo, make_client: ClientFactory) -> ApiClient:
+def api(box: LocalSandbox, demo: HolderInfo, make_client: ClientFactory) -> StoreClient:
     return make_client(box.base_url, creds=demo.credentials)
 
 
@@ -49,7 +49,7 @@ async def _all(pages: Any) -> list[Any]:
 
 class TestOrders:
     async def test_list_sweep_newest_first_with_all_statuses(
-        self, box: LocalSandbox, demo: HolderInfo, api: ApiClient
+        self, box: LocalSandbox, demo: HolderInfo, api: StoreClient
     ) -> None:
         """A paged sweep returns every order once, newest first, with all three status fields."""
         box.state.orders.create_many(demo.name, 230, spacing_s=1)
@@ -59,7 +59,7 @@ class TestOrders:
         assert created == sorted(created, reverse=True)
         assert all(o.admin_approval and o.payment_status and o.order_status for o in orders)
 
-    async def test_filters(self, box: LocalSandbox, demo: HolderInfo, api: ApiClient) -> None:
+    async def test_filters(self, box: LocalSandbox, demo: HolderInfo, api: StoreClient) -> None:
         """Status, approval and client filters reach the sandbox and are applied."""
         rejected = await _all(api.order_pages(admin_approval="REJECTED"))
         assert rejected
@@ -72,7 +72,7 @@ class TestOrders:
         assert some.id in {o.id for o in mine}
 
     async def test_recent_summary_and_detail(
-        self, box: LocalSandbox, demo: HolderInfo, api: ApiClient
+        self, box: LocalSandbox, demo: HolderInfo, api: StoreClient
     ) -> None:
         """recent carries updatedAt but no adminApproval; summary counts; detail has lines."""
         recent = await api.recent_orders(take=3)
@@ -87,21 +87,21 @@ class TestOrders:
 
     @pytest.mark.parametrize("unknown_order", ["null", "404"])
     async def test_unknown_order_is_not_found(
-        self, box: LocalSandbox, api: ApiClient, unknown_order: str
+        self, box: LocalSandbox, api: StoreClient, unknown_order: str
     ) -> None:
         """An unknown order is not-found whether the server answers null or 404."""
         box.state.update_settings({"unknown_order": unknown_order})
         with pytest.raises(UpstreamNotFound):
             await api.order(UNKNOWN_ID)
 
-    async def test_bad_id_is_a_client_bug(self, api: ApiClient) -> None:
+    async def test_bad_id_is_a_client_bug(self, api: StoreClient) -> None:
         """A malformed id is a 400 client bug with the validation message."""
         with pytest.raises(UpstreamClientBug, match="orderId must be a UUID"):
             await api.order("not-a-uuid")
 
 
 class TestCreateFlow:
-    async def test_signup_kyc_cart_order(self, box: LocalSandbox, api: ApiClient) -> None:
+    async def test_signup_kyc_cart_order(self, box: LocalSandbox, api: StoreClient) -> None:
         """POST client → cart → KYC → POST order works; ordering too early is refused, and why."""
         client_id = await api.create_client(NEW_CUSTOMER)
         strain = box.state.catalogue.listed()[0]
@@ -121,7 +121,7 @@ class TestCreateFlow:
 
 class TestClients:
     async def test_sweep_summary_and_detail_without_medical_record(
-        self, box: LocalSandbox, demo: HolderInfo, api: ApiClient
+        self, box: LocalSandbox, demo: HolderInfo, api: StoreClient
     ) -> None:
         """Client sweeps and summary work; detail arrives without its medical record."""
         clients = await _all(api.client_pages(take=2))
@@ -134,14 +134,14 @@ class TestClients:
         assert "medicalRecord" not in detail.raw
         assert detail.raw.get("shippings")
 
-    async def test_unknown_client_500_is_not_found(self, api: ApiClient) -> None:
+    async def test_unknown_client_500_is_not_found(self, api: StoreClient) -> None:
         """Dr Green's 500 "Client not found" is read as not-found."""
         with pytest.raises(UpstreamNotFound, match="Client not found"):
             await api.client(UNKNOWN_ID)
 
 
 class TestCommissionsAndStrains:
-    async def test_commissions(self, box: LocalSandbox, demo: HolderInfo, api: ApiClient) -> None:
+    async def test_commissions(self, box: LocalSandbox, demo: HolderInfo, api: StoreClient) -> None:
         """Accrued commission shows in the USD summary and the list."""
         before = await api.commissions_summary()
         box.state.commissions.accrue(demo.name, 12.5)
@@ -150,7 +150,7 @@ class TestCommissionsAndStrains:
         rows = await _all(api.commission_pages())
         assert any(r.amount_usd == 12.5 for r in rows)
 
-    async def test_strains_per_country(self, box: LocalSandbox, api: ApiClient) -> None:
+    async def test_strains_per_country(self, box: LocalSandbox, api: StoreClient) -> None:
         """Each country lists what is on sale there; detail gives that country's stock."""
         gbr = await _all(api.strain_pages("GBR"))
         zaf = await _all(api.strain_pages("ZAF"))
@@ -162,14 +162,14 @@ class TestCommissionsAndStrains:
         with pytest.raises(UpstreamClientBug, match="Alpha3"):
             await _all(api.strain_pages("GB"))
 
-    async def test_health(self, api: ApiClient) -> None:
+    async def test_health(self, api: StoreClient) -> None:
         """The public health check answers."""
         assert await api.health()
 
 
 class TestDocumentedVariants:
     async def test_docs_vocabulary_and_error_shape(
-        self, box: LocalSandbox, demo: HolderInfo, api: ApiClient
+        self, box: LocalSandbox, demo: HolderInfo, api: StoreClient
     ) -> None:
         """With the docs' payment words and error bodies, the client reads both."""
         box.state.update_settings({"payment_vocabulary": "docs", "error_shape": "docs"})
@@ -217,7 +217,7 @@ class TestAuthentication:
         honest = await box.raw("GET", f"/dapp/orders?{signed}", headers=caller.headers_for(signed))
         assert honest.status == 200
 
-    async def test_revoked_key(self, box: LocalSandbox, demo: HolderInfo, api: ApiClient) -> None:
+    async def test_revoked_key(self, box: LocalSandbox, demo: HolderInfo, api: StoreClient) -> None:
         """A key deleted on Dr Green's side gets 401."""
         box.state.revoke_holder_key(demo.name)
         with pytest.raises(UpstreamUnauthorized):
@@ -250,7 +250,7 @@ class TestFaults:
     async def test_each_fault_is_classified(
         self,
         box: LocalSandbox,
-        api: ApiClient,
+        api: StoreClient,
         spec: dict[str, Any],
         kind: type[UpstreamTransient],
         retry_after: float | None,
@@ -307,7 +307,7 @@ def demo_state() -> tuple[SandboxState, HolderInfo, FakeClock]:
     return state, seed_demo(state), clock
 
 
-async def _settle(clock: FakeClock, api: ApiClient, tasks: list[asyncio.Task[Any]]) -> None:
+async def _settle(clock: FakeClock, api: StoreClient, tasks: list[asyncio.Task[Any]]) -> None:
     """Wait (in real time) until no request is in flight and the rest wait on the fake clock."""
     for _ in range(2000):
         done = sum(t.done() for t in tasks)

@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.api import ApiSettings
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.request_signing import ApiCredentials
+from drgreen_poller.store_client import StoreClient
 from drgreen_poller.webhook_signing import generate_webhook_secret
 from tests.fakes import WebhookReceiver, start
 from tests.waiting import eventually
@@ -173,7 +174,7 @@ async def _customers(session: aiohttp.ClientSession, ready: dict[str, str]) -> l
             assert reply.status == 201, await reply.text()
             ids.append((await reply.json())["id"])
     credentials = ApiCredentials(ready["api_key"], ready["secret_key"])
-    api = ApiClient(session, ApiSettings(ready["base_url"]), credentials, CLOCK, holder="demo")
+    api = StoreClient(session, ApiSettings(ready["base_url"]), credentials, CLOCK, holder="demo")
     ids.append(await api.create_client(SIGNED_UP))
     async with session.post(f"{control}/holders/demo/orders", json={"clientId": ids[0]}) as reply:
         assert reply.status == 201, await reply.text()

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.api import ApiSettings
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.demo import NEW_CUSTOMER
 from drgreen_poller.poller import (
@@ -27,6 +27,7 @@ from drgreen_poller.poller import (
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store_client import StoreClient
 
 
 @dataclass
@@ -38,7 +39,7 @@ class World:
     clock: FakeClock
     store: Store
     poller: HolderPoller
-    api: ApiClient
+    api: StoreClient
 
     @property
     def state(self) -> SandboxState:
@@ -75,7 +76,9 @@ async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         settings = ApiSettings(box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
         # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
         bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
-        api = ApiClient(session, settings, holder.credentials, clock, bucket=bucket, holder="shop")
+        api = StoreClient(
+            session, settings, holder.credentials, clock, bucket=bucket, holder="shop"
+        )
         poll_settings = PollSettings(first_sync=first_sync, order_terminal_statuses=terminal)
         poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
         return World(box, holder, clock, store, poller, api)
