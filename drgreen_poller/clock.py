@@ -11,8 +11,9 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -73,12 +74,17 @@ class FakeClock:
         """How many coroutines are waiting in ``sleep`` right now."""
         return sum(1 for _, _, fut in self._sleepers if not fut.done())
 
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        """Until ``seconds`` after this call: the deadline is taken now, so a sleep wrapped in a
+        task that first runs after an ``advance`` still wakes when it should."""
+        return self._sleep_until(self._offset_s + seconds)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        if deadline <= self._offset_s:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._offset_s + seconds, next(self._ids), fut))
+        heapq.heappush(self._sleepers, (deadline, next(self._ids), fut))
         await fut
 
     def advance(self, seconds: float) -> None:

@@ -11,27 +11,22 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import structlog
 
-from drgreen_poller.changes import Change
 from drgreen_poller.clock import Clock
 from drgreen_poller.errors import (
     ConcurrentUpdate,
     StoreError,
     UpstreamError,
-    UpstreamTransient,
     UpstreamUnauthorized,
 )
-from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller
 from drgreen_poller.ratelimit import RunSlots
+from drgreen_poller.refusals import Refusals, describe
 from drgreen_poller.scheduler import (
     DUE_SLACK_S,
-    RETRY_AFTER_CAP_S,
-    UNAUTHORIZED_HINT,
     UNAUTHORIZED_RETRY_S,
     NextRuns,
     Timing,
@@ -39,7 +34,7 @@ from drgreen_poller.scheduler import (
     holds_holder,
     jittered,
 )
-from drgreen_poller.store import Observation, Store
+from drgreen_poller.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +91,7 @@ class TierRunner:
         self.timings = dict(timings)
         self.rng = rng
         self.on_result = on_result
-        self.unauthorized_retry_s = unauthorized_retry_s
+        self.refusals = Refusals(store, clock, rng, on_result, unauthorized_retry_s)
         # Each run's NextRuns, for the scheduler to follow (``TierScheduler``'s ``plans``).
         self.plans: asyncio.Queue[NextRuns] = asyncio.Queue()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
@@ -107,7 +102,6 @@ class TierRunner:
         self._running: dict[asyncio.Task[NextRuns], tuple[str, str, float]] = {}
         self._stopping = False
         self._held_until: dict[str, float] = {}  # 429 / Retry-After: no tier of it before then
-        self._refused: dict[str, float] | None = None  # refused holder → next probe (lazy load)
         self._idle = asyncio.Event()
         self._idle.set()
         # Runs submitted while no slot was free: holder → its tiers waiting (``submit``), and the
@@ -250,8 +244,7 @@ class TierRunner:
             if name == holder:
                 task.cancel()
         self._held_until.pop(holder, None)
-        if self._refused is not None:
-            self._refused.pop(holder, None)
+        self.refusals.forget(holder)
 
     async def probe_now(self, holder: str) -> NextRuns:
         """A refused holder was given new keys, or added back: probe at once rather than at the
@@ -260,12 +253,7 @@ class TierRunner:
         Returns its tiers due now when the holder was refused (and so is probed now), else
         nothing.
         """
-        refused = await self._refusals()
-        if holder not in refused and holder not in await self.store.unauthorized_holders():
-            return {}
-        refused[holder] = 0.0
-        now = self.clock.now().timestamp()
-        return dict.fromkeys(((holder, tier) for tier in self.timings), now)
+        return await self.refusals.probe_now(holder, list(self.timings))
 
     def longest_run_s(self) -> float:
         """How long the oldest run in progress has been going (0 when idle)."""
@@ -289,21 +277,24 @@ class TierRunner:
     async def _run_locked(self, holder: str, tier: str) -> NextRuns:
         timing, keys = self.timings[tier], self._keys[holder]
         now = self.clock.now().timestamp()
-        refused = await self._refusals()
+        refused = await self.refusals.next_probes()
         # A refused key waits for its next probe, a throttled holder for its hold to expire:
         # not a single request of any tier before then.
         blocked_until = refused.get(holder, self._held_until.get(holder, 0.0))
         if now + DUE_SLACK_S < blocked_until:
             return {(holder, tier): blocked_until}
         if holder in refused:
-            return await self._probe(holder, tier, now, keys)
+            return await self._probe(holder, tier, keys)
         next_due = now + jittered(timing.interval_s, timing.jitter, self.rng)
         started = self.clock.monotonic()
         try:
             result = await self.pollers[holder].poll_tier(tier, next_due_at=next_due)
         except UpstreamUnauthorized as exc:
             self.on_result(holder, tier, "unauthorized", [], self.clock.monotonic() - started)
-            return await self._unauthorized(holder, tier, exc, self._ms_since(started), keys)
+            return await self.refusals.refuse(
+                holder, tier, exc, duration_ms=self._ms_since(started), jitter=timing.jitter,
+                tiers=list(self.timings), keys_moved=lambda: self._keys.get(holder) != keys,
+            )  # fmt: skip
         except (UpstreamError, ConcurrentUpdate) as exc:
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing, self._ms_since(started))
@@ -315,15 +306,6 @@ class TierRunner:
             return await self._failed(holder, tier, exc, timing, self._ms_since(started))
         self.on_result(holder, tier, "ok", result.events, self.clock.monotonic() - started)
         return {(holder, tier): next_due}
-
-    async def _refusals(self) -> dict[str, float]:
-        """Refused holders and when each is probed next; a mark left in the database by an
-        earlier run is probed at once, before any tier polls."""
-        if self._refused is None:
-            marked = await self.store.unauthorized_holders()
-            # Another holder's run may have loaded (and added to) it meanwhile: keep that one.
-            self._refused = self._refused or dict.fromkeys(marked, 0.0)
-        return self._refused
 
     def _ms_since(self, started: float) -> float:
         """Milliseconds since ``started`` (a monotonic reading): a run's ``duration_ms``."""
@@ -337,7 +319,7 @@ class TierRunner:
         failures = 1 + next((r.consecutive_failures for r in runs if r.tier == tier), 0)
         next_due = now + delay_after_failure(exc, failures, timing, self.rng)
         await self.store.record_failure(
-            holder, tier, now=self.clock.now(), error=_describe(exc), next_due_at=next_due
+            holder, tier, now=self.clock.now(), error=describe(exc), next_due_at=next_due
         )
         log.warning(
             "poll_failed",
@@ -345,7 +327,7 @@ class TierRunner:
             tier=tier,
             outcome="failed",
             duration_ms=duration_ms,
-            error=_describe(exc),
+            error=describe(exc),
             error_class=type(exc).__name__,
             consecutive_failures=failures,
             retry_in_s=round(next_due - now, 1),
@@ -355,101 +337,14 @@ class TierRunner:
             await self.store.postpone(holder, next_due)
         return {(holder, tier): next_due}
 
-    async def _unauthorized(
-        self,
-        holder: str,
-        tier: str,
-        exc: UpstreamUnauthorized,
-        duration_ms: float,
-        keys: int,
-    ) -> NextRuns:
-        now = self.clock.now()
-        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
-        next_probe = now.timestamp() + retry_s
-        await self.store.record_failure(
-            holder, tier, now=now, error=_describe(exc), next_due_at=next_probe
-        )
-        log.error(
-            "holder_unauthorized",
-            holder=holder,
-            tier=tier,
-            outcome="unauthorized",
-            duration_ms=duration_ms,
-            status=exc.status,
-            error=exc.message,
-            hint=UNAUTHORIZED_HINT,
-            retry_in_s=round(retry_s, 1),
-        )
-        if holder not in await self.store.unauthorized_holders():
-            details = {"status": exc.status, "message": exc.message, "tier": tier}
-            await self._holder_event(holder, "poller.holder_unauthorized", details, since=now)
-        return await self._await_probe(holder, next_probe, keys)
-
-    async def _probe(self, holder: str, tier: str, now: float, keys: int) -> NextRuns:
-        """One cheap signed call for a refused holder; when it works, every tier is due now."""
-        retry_s = jittered(self.unauthorized_retry_s, self.timings[tier].jitter, self.rng)
-        started = self.clock.monotonic()
-        try:
-            await self.pollers[holder].probe()
-        except UpstreamError as exc:
-            if isinstance(exc, UpstreamTransient) and exc.retry_after_s is not None:
-                retry_s = max(retry_s, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
-            refused = isinstance(exc, UpstreamUnauthorized)
-            log.warning(
-                "holder_still_unauthorized" if refused else "holder_probe_failed",
-                holder=holder,
-                tier=tier,
-                outcome="unauthorized" if refused else "failed",
-                duration_ms=self._ms_since(started),
-                error=_describe(exc),
-                retry_in_s=round(retry_s, 1),
-            )
-            return await self._await_probe(holder, now + retry_s, keys)
-        await self._holder_event(holder, "poller.holder_recovered", {}, since=None)
-        del (await self._refusals())[holder]
-        self._held_until.pop(holder, None)
-        log.info(
-            "holder_recovered",
-            holder=holder,
-            tier=tier,
-            outcome="ok",
-            duration_ms=self._ms_since(started),
-        )
-        # Every tier resumes at once: those not fired yet are due now; those fired and waiting
-        # for the lock poll next anyway (a second job would poll them twice).
-        fired = {(name, fired_tier) for name, fired_tier, _ in self._running.values()}
-        due = [(holder, other) for other in self.timings if (holder, other) not in fired]
-        return {**dict.fromkeys(due, now), (holder, tier): now}
-
-    async def _await_probe(self, holder: str, next_probe: float, keys: int) -> NextRuns:
-        """Refuse the holder until ``next_probe``: every tier waits for it, across a restart.
-
-        ``keys``: the holder's poller generation when the refused run began; if a reload has
-        installed new keys since, they are probed at once instead.
-        """
-        (await self._refusals())[holder] = next_probe
-        await self.store.postpone(holder, next_probe)
-        if self._keys.get(holder) != keys:
-            next_probe = self.clock.now().timestamp()
-            (await self._refusals())[holder] = next_probe
-        return dict.fromkeys(((holder, tier) for tier in self.timings), next_probe)
-
-    async def _holder_event(
-        self, holder: str, kind: str, details: Mapping[str, object], *, since: datetime | None
-    ) -> None:
-        """The event and the holder's unauthorized mark (``since``; None clears it), together."""
-        observation = Observation(
-            Resource("holder", holder),
-            snapshot={"event": kind},
-            tier=None,
-            obj={"name": holder},
-            changes=[Change(kind, {}, extra=dict(details))],
-        )
-        committed = await self.store.commit_holder_event(
-            holder, observation, now=self.clock.now(), unauthorized_since=since
-        )
-        self.on_result(holder, "holder", "event", committed.events, 0.0)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    async def _probe(self, holder: str, tier: str, keys: int) -> NextRuns:
+        """The refused holder's probe; once it works, the holder's throttle goes too."""
+        fired = [name for owner, name, _ in self._running.values() if owner == holder]
+        runs = await self.refusals.probe(
+            holder, tier, self.pollers[holder], jitter=self.timings[tier].jitter,
+            tiers=list(self.timings), fired=fired,
+            keys_moved=lambda: self._keys.get(holder) != keys,
+        )  # fmt: skip
+        if holder not in await self.refusals.next_probes():
+            self._held_until.pop(holder, None)
+        return runs

@@ -283,7 +283,7 @@ async def apply_config(service: Service, new: Config) -> ConfigChanges:
     runtime.config = replace(new, daemon=keep_restart_keys(old.daemon, new.daemon))
     runner = service.runner
     before, runner.timings = runner.timings, timings(runtime.config)
-    runner.unauthorized_retry_s = runtime.config.schedule.unauthorized_retry_s
+    runner.refusals.retry_s = runtime.config.schedule.unauthorized_retry_s
     await _apply_holders(service, old, changes)
     _tighten_schedule(service, before)
     _apply_sinks(service, old)

@@ -215,7 +215,9 @@ class ClockScheduler:
             upcoming = min(self._due.values(), default=None)
             waiters: list[asyncio.Task[object]] = [asyncio.create_task(self._changed.wait())]
             if upcoming is not None and not self._paused:
-                waiters.append(asyncio.create_task(self.clock.sleep(max(0.0, upcoming - now))))
+                # Half the slack early: FakeClock.now() keeps microseconds, its sleepers floats.
+                delay = max(0.0, upcoming - now - DUE_SLACK_S / 2)
+                waiters.append(asyncio.create_task(self.clock.sleep(delay)))
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:

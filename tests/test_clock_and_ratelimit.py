@@ -58,6 +58,15 @@ class TestFakeClock:
         with pytest.raises(ValueError, match="backwards"):
             FakeClock().advance(-1)
 
+    async def test_a_sleep_counts_from_when_it_was_called(self) -> None:
+        """A sleep made into a task counts from the call, not from the task's first step: time
+        advanced in between wakes it as it would under a real clock."""
+        clock = FakeClock()
+        sleeper = asyncio.create_task(clock.sleep(10))
+        clock.advance(10)  # before the task has run at all
+        done, _ = await asyncio.wait({sleeper}, timeout=1)
+        assert done == {sleeper}
+
     async def test_zero_sleep_returns(self) -> None:
         """A sleep of zero returns without time moving."""
         clock = FakeClock()

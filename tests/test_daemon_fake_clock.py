@@ -53,6 +53,16 @@ class FakeTimeDaemon:
         assert when is not None, f"{tier} is not scheduled"
         return when
 
+    def started(self) -> bool:
+        """Whether the scheduler has the first runs (``serve`` starts it once the store is open)."""
+        return bool(self.schedulers) and self.scheduler.running
+
+    def planned_after(self, tier: str, when: float) -> bool:
+        """Whether the runner has planned ``tier``'s next run, later than ``when`` (between a
+        job's firing and its run's plan the tier is not scheduled at all)."""
+        planned = self.scheduler.next_run("shop", tier)
+        return planned is not None and planned > when
+
     def advance_to(self, when: float) -> None:
         """Move the fake clock to ``when`` (runs due by then are fired)."""
         self.clock.advance(max(0.0, when - self.clock.now().timestamp()))
@@ -116,12 +126,12 @@ class TestTheWholeDaemonOnAFakeClock:
         minute; a change found at the tier's next run, exactly one interval after its last;
         a 503 met there backed off by backoff_base and retried then; each change delivered."""
         order = daemon.state.orders.create("shop")
-        await daemon.until(lambda: bool(daemon.schedulers), "the scheduler to start")
+        await daemon.until(daemon.started, "the scheduler to start")
         start_s = daemon.clock.now().timestamp()
         first = daemon.next_run(ACTIVE_ORDERS)
         assert start_s <= first <= start_s + 60.0  # staggered over the first-run window
         daemon.advance_to(first)
-        await daemon.until(lambda: daemon.next_run(ACTIVE_ORDERS) > first, "the next run")
+        await daemon.until(lambda: daemon.planned_after(ACTIVE_ORDERS, first), "the next run")
         assert daemon.next_run(ACTIVE_ORDERS) == pytest.approx(first + INTERVAL_S, abs=1e-3)
         daemon.advance_to(start_s + 60.0)  # every tier's first run is due by then
         await eventually(daemon.seeded, timeout_s=10, what="the first sweeps", task=daemon.task)
@@ -131,7 +141,7 @@ class TestTheWholeDaemonOnAFakeClock:
         approved_run = daemon.next_run(ACTIVE_ORDERS)
         daemon.advance_to(approved_run)
         await daemon.until(lambda: daemon.delivered() == ["order.approved"], "order.approved")
-        await daemon.until(lambda: daemon.next_run(ACTIVE_ORDERS) > approved_run, "a new plan")
+        await daemon.until(lambda: daemon.planned_after(ACTIVE_ORDERS, approved_run), "a new plan")
         paid_run = daemon.next_run(ACTIVE_ORDERS)
         assert paid_run == pytest.approx(approved_run + INTERVAL_S, abs=1e-3)
 
@@ -140,7 +150,9 @@ class TestTheWholeDaemonOnAFakeClock:
         )
         daemon.state.lifecycle.pay(order.id)
         daemon.advance_to(paid_run)
-        await daemon.until(lambda: daemon.next_run(ACTIVE_ORDERS) > paid_run, "the backoff plan")
+        await daemon.until(
+            lambda: daemon.planned_after(ACTIVE_ORDERS, paid_run), "the backoff plan"
+        )
         assert daemon.next_run(ACTIVE_ORDERS) == pytest.approx(paid_run + BACKOFF_BASE_S, abs=1e-3)
         assert daemon.delivered() == ["order.approved"]  # the failed run found nothing
 
