@@ -1,9 +1,10 @@
 """Runs one holder × tier and decides when it runs next: the job ``TierScheduler`` fires.
 
-Owns what happens around a poll: the lock that keeps a holder's runs from overlapping, backoff
-after a failure, holder-wide holds (429, ``Retry-After``), the refused key (one probe per
-interval, the operational events), and abandoning runs on stop. The timing rules themselves are
-the pure functions of ``scheduler``; fetching and storing belong to ``poller``.
+Owns what happens around a poll: the queue of runs waiting for a slot, the lock that keeps a
+holder's runs from overlapping, backoff after a failure, holder-wide holds (429,
+``Retry-After``), abandoning runs on stop, and each run's ``NextRuns``. A refused key's probes
+and events are ``refusals``'; the timing rules the pure functions of ``scheduler``; fetching and
+storing belong to ``poller``.
 """
 
 from __future__ import annotations
