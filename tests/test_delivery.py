@@ -17,7 +17,7 @@ from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import FileSinkConfig, WebhookSinkConfig
-from drgreen_poller.delivery import RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
+from drgreen_poller.delivery import BATCH_WAIT_S, RETRY_AFTER_MAX_S, DeliveryWorker, retry_delay
 from drgreen_poller.events import Resource
 from drgreen_poller.sinks import FileSink, Outcome, Sink, WebhookSink
 from drgreen_poller.store import (
@@ -269,6 +269,72 @@ class TestBatchedWrites:
         await sink.close()
         await store.close()
         await server.close()
+
+
+class GatedSink:
+    """A sink whose every delivery waits until the test lets one through (``release``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiting = 0
+        self.delivered = 0
+        self._gate = asyncio.Semaphore(0)
+
+    def release(self) -> None:
+        self._gate.release()
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        self.waiting += 1
+        try:
+            await self._gate.acquire()
+        finally:
+            self.waiting -= 1
+        self.delivered += 1
+        return Outcome(True, 204)
+
+    async def sync(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class TestBatchWait:
+    async def test_an_ended_attempt_waits_at_most_batch_wait_s(self, tmp_path: Path) -> None:
+        """With every slot busy and rows queued, an ended attempt waits for others to share
+        its write, but is recorded once BATCH_WAIT_S has passed, however slow the receiver."""
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("s", ("*",))])
+        sink = GatedSink("s")
+        worker = DeliveryWorker(
+            store, {"s": sink}, DeliveryConfig(concurrency=1), clock, random.Random(0)
+        )
+        observations = [
+            Observation(Resource("order", f"o-{n}"), {}, None, changes=[Change("order.paid", {})])
+            for n in range(5)
+        ]
+        await store.commit_events("shop", observations, now=clock.now())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        await eventually(lambda: sink.waiting == 1, task=task)
+        sink.release()  # the first attempt ends; the second starts from the queue
+        await eventually(lambda: sink.delivered == 1 and clock.sleepers == 1, task=task)
+        assert await _delivered(store) == 0  # held back: every slot busy, rows queued
+        clock.advance(BATCH_WAIT_S)
+        await eventually(lambda: _delivered_is(store, 1), task=task)
+        stop.set()
+        for _ in range(4):
+            sink.release()
+        await task
+        await store.close()
+
+
+async def _delivered(store: Store) -> int:
+    return sum(row.state == "delivered" for row in await store.deliveries(limit=1000))
+
+
+async def _delivered_is(store: Store, count: int) -> bool:
+    return await _delivered(store) == count
 
 
 class TestReplay:
