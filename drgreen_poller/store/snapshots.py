@@ -53,9 +53,9 @@ class TierEntities:
     """
 
     def __init__(self) -> None:
-        # holder → (kind, tier) → key → entity, each tier's in ascending key order (the
-        # database's: its primary key).
-        self._holders: dict[str, dict[tuple[str, str], dict[str, Entity]]] = {}
+        # holder → (kind, tier) → resource → entity, each tier's in ascending key order (the
+        # database's: its primary key). Keyed by the entity's own ``Resource``: no key string.
+        self._holders: dict[str, dict[tuple[str, str], dict[Resource, Entity]]] = {}
         self._data_version: int | None = None
         self._shared: dict[str, Snapshot] = {}
 
@@ -77,10 +77,10 @@ class TierEntities:
     ) -> list[Entity]:
         """Keep (and return) the tier's entities from its rows ``(id, country, snapshot JSON,
         sequence, created_at)`` in key order, read after ``foreign_writes`` with no await since."""
-        entities = {}
+        entities: dict[Resource, Entity] = {}
         for entity_id, country, snapshot, sequence, created_at in rows:
             resource = Resource(kind, entity_id, country)
-            entities[resource.key] = Entity(
+            entities[resource] = Entity(
                 holder, resource, tier, self.snapshot(snapshot), int(sequence), created_at
             )
         self._holders.setdefault(holder, {})[kind, tier] = entities
@@ -94,19 +94,19 @@ class TierEntities:
             return
         joined: set[tuple[str, str]] = set()
         for row in written:
-            kind, key = row.resource.type, row.resource.key
+            kind = row.resource.type
             for (kept_kind, _), entities in tiers.items():
                 if kept_kind == kind:
-                    entities.pop(key, None)
+                    entities.pop(row.resource, None)
             kept = tiers.get((kind, row.tier)) if row.tier is not None else None
             if kept is not None and row.tier is not None:
-                kept[key] = Entity(
+                kept[row.resource] = Entity(
                     holder, row.resource, row.tier, self.snapshot(row.snapshot_json),
                     row.sequence, row.created_at,
                 )  # fmt: skip
                 joined.add((kind, row.tier))
         for kind_tier in joined:
-            tiers[kind_tier] = dict(sorted(tiers[kind_tier].items()))
+            tiers[kind_tier] = dict(sorted(tiers[kind_tier].items(), key=_by_key))
 
     def forget(self, holder: str) -> None:
         """Read the holder's tiers again (a write whose effect is not worked out here)."""
@@ -120,3 +120,8 @@ class TierEntities:
                 self._shared.clear()
             shared = self._shared[text] = json.loads(text)
         return shared
+
+
+def _by_key(item: tuple[Resource, Entity]) -> str:
+    """The database's order of a tier's entities: by primary key."""
+    return item[0].key
