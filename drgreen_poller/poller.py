@@ -478,13 +478,11 @@ def _order_unchanged(snapshot: Snapshot, order: Order) -> bool:
     find no event and return the same snapshot."""
     if TRACKED_MARK in snapshot:
         return False
-    return all(
-        value is None or snapshot.get(key) == value
-        for key, value in (
-            ("orderStatus", order.order_status),
-            ("adminApproval", order.admin_approval),
-            ("paymentStatus", order.payment_status),
-        )
+    status, approval, payment = order.order_status, order.admin_approval, order.payment_status
+    return (
+        (status is None or snapshot.get("orderStatus") == status)
+        and (approval is None or snapshot.get("adminApproval") == approval)
+        and (payment is None or snapshot.get("paymentStatus") == payment)
     )
 
 
