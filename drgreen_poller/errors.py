@@ -22,6 +22,7 @@ beyond formatting::
     │   ├── StateLost                the database file was deleted or replaced while open
     │   └── StateLocked              another daemon holds the state database's lock
     ├── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
+    │   └── StaleTier                another connection committed since a tier was read
     └── DeliveryError                a sink could not take an event
         ├── DeliveryTransient        retry on the schedule
         └── DeliveryPermanent        do not retry
@@ -129,6 +130,21 @@ class StateLocked(StoreError):
 
 class ConcurrentUpdate(DrGreenError):
     """Another writer changed an entity while a poll was detecting its changes; poll again."""
+
+
+class StaleTier(ConcurrentUpdate):
+    """Another connection committed after the tier's entities this poll compared with were read
+    (kept in memory): nothing was written; the poll is done again from the database.
+
+    Args:
+        data_version: SQLite's ``PRAGMA data_version`` as the commit found it.
+    """
+
+    def __init__(self, data_version: int) -> None:
+        super().__init__(
+            f"the state database changed under this poll (data_version {data_version})"
+        )
+        self.data_version = data_version
 
 
 class DeliveryError(DrGreenError):

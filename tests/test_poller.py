@@ -473,3 +473,23 @@ class TestOutOfBandWrites:
         assert [e["type"] for e in result.events] == ["order.approved"]
         assert await world.poll(ACTIVE_ORDERS) == []
         assert await world.types() == ["order.approved"]
+
+    async def test_a_dry_run_after_another_connections_commit_shows_no_stale_event(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A dry run after another connection committed a transition previews what a commit
+        would write now: nothing."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        world.state.lifecycle.pay(order.id)
+        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        try:
+            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
+            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await other.close()
+        preview = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        assert preview.events == []

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.changes import Change
+from drgreen_poller.errors import StaleTier
 from drgreen_poller.events import Resource
 from drgreen_poller.store import Entity, Observation, SinkRoute, Store
 from drgreen_poller.store.snapshots import SHARED_SNAPSHOTS_MAX, TierEntities
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+LATER = datetime(2026, 11, 23, 10, 1, 0, tzinfo=UTC)
 ACTIVE, STALE = "active_orders", "stale_orders"
 PENDING = {"orderStatus": "PENDING", "adminApproval": "PENDING", "paymentStatus": "PENDING"}
 SINKS = [SinkRoute("audit", ("*",))]
@@ -35,6 +37,17 @@ def _seen(
     return Observation(
         _order(number), snapshot, tier, {"id": _order(number).id}, created_at, changes
     )
+
+
+async def _write_elsewhere(tmp_path: Path) -> None:
+    """Another connection (as the CLI's) tracks order 9 and moves order 1 on to PROCESSING."""
+    other = await Store.open(tmp_path / "state.db", sinks=SINKS)
+    try:
+        await other.track("main", _order(9), ACTIVE, NOW)
+        changed = _seen(1, ACTIVE, {**PENDING, "orderStatus": "PROCESSING"})
+        await other.commit_events("main", [changed], now=NOW)
+    finally:
+        await other.close()
 
 
 async def _from_the_database(store: Store, holder: str, tier: str) -> list[Entity]:
@@ -76,20 +89,22 @@ class TestKeptTiers:
             (_order(8), 0),
         ]
 
-    async def test_another_connections_commit_is_read_again(
+    async def test_a_commit_after_another_connections_commit_is_refused(
         self, store: Store, tmp_path: Path
     ) -> None:
-        """What another connection commits between two reads (the CLI's ``track``, a changed
-        snapshot) is in the next read of a kept tier."""
+        """After another connection committed (the CLI's ``track``, a changed snapshot), a
+        commit relying on the kept tier is refused with nothing written, and the tier is read
+        again: the next read has what the other connection wrote."""
         await store.commit_events("main", [_seen(1, ACTIVE), _seen(2, ACTIVE)], now=NOW)
         await store.entities("main", kind="order", tier=ACTIVE)
-        other = await Store.open(tmp_path / "state.db", sinks=SINKS)
-        try:
-            await other.track("main", _order(9), ACTIVE, NOW)
-            changed = _seen(1, ACTIVE, {**PENDING, "orderStatus": "PROCESSING"})
-            await other.commit_events("main", [changed], now=NOW)
-        finally:
-            await other.close()
+        await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
+        await _write_elsewhere(tmp_path)
+        await store.entities("main", kind="order", tier=ACTIVE)  # kept: what a run compares
+        with pytest.raises(StaleTier):
+            await store.commit_poll("main", ACTIVE, [_seen(3, ACTIVE)], now=LATER, next_due_at=0)
+        assert [(r.tier, r.last_success_at) for r in await store.tier_runs("main")] == [
+            (ACTIVE, "2026-11-23T10:00:00.000Z")
+        ]
         kept = await store.entities("main", kind="order", tier=ACTIVE)
         assert kept == await _from_the_database(store, "main", ACTIVE)
         assert [e.snapshot.get("orderStatus", "tracked") for e in kept] == [
@@ -97,6 +112,32 @@ class TestKeptTiers:
             "PENDING",
             "tracked",
         ]
+        await store.commit_poll("main", ACTIVE, [], now=LATER, next_due_at=0)  # read afresh
+
+    async def test_a_preview_after_another_connections_commit_is_refused(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A dry run's preview relying on a kept tier another connection has since written to
+        is refused the same way."""
+        await store.commit_events("main", [_seen(1, ACTIVE)], now=NOW)
+        await store.entities("main", kind="order", tier=ACTIVE)
+        await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
+        await store.entities("main", kind="order", tier=ACTIVE)
+        assert await store.preview("main", [], now=NOW) == []  # nothing written elsewhere yet
+        await store.entities("main", kind="order", tier=ACTIVE)
+        await _write_elsewhere(tmp_path)
+        with pytest.raises(StaleTier):
+            await store.preview("main", [], now=NOW)
+
+    async def test_a_commit_that_read_nothing_kept_is_not_checked(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A run that compared with no kept tier (commissions, say) commits whatever another
+        connection wrote meanwhile."""
+        await store.commit_events("main", [_seen(1, ACTIVE)], now=NOW)
+        await _write_elsewhere(tmp_path)
+        await store.commit_poll("main", "commissions", [], now=NOW, next_due_at=0)
+        assert [r.tier for r in await store.tier_runs("main")] == ["commissions"]
 
     async def test_own_track_is_read_again(self, store: Store) -> None:
         """An entity this connection tracks into a kept tier is in its next read."""

@@ -18,7 +18,7 @@ from typing import Any
 import aiosqlite
 
 from drgreen_poller.changes import Change, Snapshot
-from drgreen_poller.errors import ConcurrentUpdate, StoreError
+from drgreen_poller.errors import ConcurrentUpdate, StaleTier, StoreError
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
 from drgreen_poller.store.connection import Connection
 from drgreen_poller.store.snapshots import Entity, TierEntities, Written
@@ -169,7 +169,8 @@ class PollingState(Connection):
         """Stored entities of a holder, optionally of one kind and/or one tier.
 
         One kind in one tier (what every tier run reads) comes from memory while no other
-        connection has committed since it was read: one ``PRAGMA data_version``, not the rows.
+        connection has committed since it was read; the holder's next commit checks that
+        (``PRAGMA data_version``) and raises ``StaleTier`` when one did.
         """
         if kind is not None and tier is not None:
             return await self._tier_entities(holder, kind, tier)
@@ -181,12 +182,16 @@ class PollingState(Connection):
         return [_entity(row) for row in await self._fetch(sql, params)]
 
     async def _tier_entities(self, holder: str, kind: str, tier: str) -> list[Entity]:
-        """The entities of one kind in one tier, kept in memory (``TierEntities``)."""
-        rows = await self._fetch("PRAGMA data_version")
-        self._kept.foreign_writes(int(rows[0][0]))
+        """The entities of one kind in one tier, kept in memory (``TierEntities``).
+
+        Kept ones are handed out unchecked: the run's commit (or preview) checks that no other
+        connection committed since (``StaleTier`` otherwise), in the hand-off it makes anyway.
+        """
         kept = self._kept.get(holder, kind, tier)
         if kept is not None:
             return kept
+        rows = await self._fetch("PRAGMA data_version")
+        self._kept.foreign_writes(int(rows[0][0]))
         rows = await self._fetch(
             "SELECT id, country, snapshot, sequence, created_at FROM entities"
             " WHERE holder = ? AND kind = ? AND tier = ? ORDER BY key",
@@ -292,7 +297,19 @@ class PollingState(Connection):
     async def preview(
         self, holder: str, observations: Sequence[Observation], *, now: datetime
     ) -> list[dict[str, Any]]:
-        """The events a commit would write, with their real ids and sequences; writes nothing."""
+        """The events a commit would write, with their real ids and sequences; writes nothing.
+
+        Raises:
+            StaleTier: another connection committed since the holder's tier was read.
+        """
+        relied = self._kept.relied_on(holder)
+        if relied is not None:
+            rows = await self._fetch("PRAGMA data_version")
+            try:
+                self._check_relied(int(rows[0][0]), relied)
+            except StaleTier as exc:
+                self._kept.foreign_writes(exc.data_version)
+                raise
         keys = [o.resource.key for o in observations]
         stored = await self.entities_by_key(holder, keys)
         events = []
@@ -330,9 +347,14 @@ class PollingState(Connection):
         run: tuple[str, float] | None,
     ) -> CommitResult:
         """The observations (and the run's state) in one transaction, written in SQLite's thread
-        in one hand-off (``_atomically``): a run costs one round trip, not two per entity."""
+        in one hand-off (``_atomically``): a run costs one round trip, not two per entity. When
+        the holder's tier was read from memory, the transaction first checks that no other
+        connection committed since (``StaleTier``: nothing is written)."""
+        relied = self._kept.relied_on(holder)
 
         def work(conn: sqlite3.Connection, written: list[Written]) -> CommitResult:
+            if relied is not None:
+                self._check_relied(conn.execute("PRAGMA data_version").fetchone()[0], relied)
             result = CommitResult()
             for observation in observations:
                 written.append(self._commit_observation(conn, holder, observation, now, result))
@@ -351,11 +373,23 @@ class PollingState(Connection):
         written: list[Written] = []
         try:
             result = await self._atomically(lambda conn: work(conn, written))
+        except StaleTier as exc:
+            self._kept.foreign_writes(exc.data_version)
+            self._kept.forget(holder)
+            raise
         except BaseException:
             self._kept.forget(holder)
             raise
         self._kept.committed(holder, written)
         return result
+
+    @staticmethod
+    def _check_relied(data_version: int, relied: int) -> None:
+        """Raise ``StaleTier`` when ``data_version`` moved from the one the holder's kept
+        entities relied on: another connection committed since. (Also in SQLite's thread: it
+        touches nothing kept; the caller drops what is kept, ``_writing_entities``.)"""
+        if data_version != relied:
+            raise StaleTier(data_version)
 
     def _commit_observation(
         self,

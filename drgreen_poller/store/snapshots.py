@@ -3,8 +3,9 @@
 Owns ``TierEntities``: for each (holder, kind, tier) read once, the entities exactly as the
 database holds them, kept so by the only writes that can change them: this connection's commits
 (``committed``, with what they wrote) and another connection's (any at all: ``PRAGMA
-data_version`` moved, ``foreign_writes``), which empty it. It runs no SQL itself and decides
-nothing about polling; a snapshot handed out is shared and must not be changed.
+data_version`` moved, ``foreign_writes``), which empty it; a holder's commit checks the
+data_version its read relied on (``relied_on``). It runs no SQL itself and decides nothing about
+polling; a snapshot handed out is shared and must not be changed.
 """
 
 from __future__ import annotations
@@ -58,19 +59,30 @@ class TierEntities:
         self._holders: dict[str, dict[tuple[str, str], dict[Resource, Entity]]] = {}
         self._data_version: int | None = None
         self._shared: dict[str, Snapshot] = {}
+        # holder → the data_version its last tier read relied on (``relied_on``).
+        self._relied: dict[str, int | None] = {}
 
     def foreign_writes(self, data_version: int) -> None:
-        """SQLite's ``PRAGMA data_version`` of this connection, read before serving from here:
-        it moves when another connection committed (the CLI's ``track``, a repair, a restore
-        into the file), and everything kept is then forgotten."""
+        """SQLite's ``PRAGMA data_version`` of this connection, read before a tier's rows and in
+        the commit of a run that used kept entities: it moves when another connection committed
+        (the CLI's ``track``, a repair, a restore into the file), and everything kept is then
+        forgotten."""
         if data_version != self._data_version:
             self._holders.clear()
             self._data_version = data_version
 
+    def relied_on(self, holder: str) -> int | None:
+        """The data_version the holder's tier read relied on since its last commit (its
+        entities were what the database held then), once; None when it read none."""
+        return self._relied.pop(holder, None)
+
     def get(self, holder: str, kind: str, tier: str) -> list[Entity] | None:
         """The tier's entities in key order, or None when they must be read."""
         entities = self._holders.get(holder, {}).get((kind, tier))
-        return None if entities is None else list(entities.values())
+        if entities is None:
+            return None
+        self._relied[holder] = self._data_version
+        return list(entities.values())
 
     def fill(
         self, holder: str, kind: str, tier: str, rows: Iterable[Sequence[Any]]
@@ -84,6 +96,7 @@ class TierEntities:
                 holder, resource, tier, self.snapshot(snapshot), int(sequence), created_at
             )
         self._holders.setdefault(holder, {})[kind, tier] = entities
+        self._relied[holder] = self._data_version
         return list(entities.values())
 
     def committed(self, holder: str, written: Iterable[Written]) -> None:
