@@ -65,7 +65,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 class TestKeptTiers:
     async def test_own_commits_keep_every_tier_as_the_database_has_it(self, store: Store) -> None:
         """After each commit of this connection (new, changed, moved, gone entities, with and
-        without a creation time) the kept tiers equal their rows, in the same order."""
+        without a creation time, an empty one) the kept tiers equal their rows, in order."""
         approved = {**PENDING, "adminApproval": "VERIFIED"}
         steps = [
             [_seen(5, ACTIVE), _seen(3, ACTIVE), _seen(8, ACTIVE), _seen(1, "pending_kyc")],
@@ -73,6 +73,7 @@ class TestKeptTiers:
             [_seen(8, STALE)],
             [_seen(5, None), _seen(2, ACTIVE, created_at=None)],
             [_seen(8, ACTIVE, approved, "2026-11-21T00:00:00.000Z")],
+            [_seen(2, ACTIVE, created_at="")],
         ]
         await store.commit_events("main", steps[0], now=NOW)
         for tier in (ACTIVE, STALE):

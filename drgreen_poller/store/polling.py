@@ -433,7 +433,9 @@ class PollingState(Connection):
             result.deliveries += self._insert_deliveries(conn, event, resource, sequence, now)
         snapshot = _json(observation.snapshot)
         _upsert_entity(conn, holder, observation, snapshot, sequence, iso_ms(now))
-        created_at = observation.created_at or (row[2] if row else None)
+        created_at = observation.created_at  # COALESCE(excluded.created_at, created_at)
+        if created_at is None and row:
+            created_at = row[2]
         return Written(resource, observation.tier, snapshot, sequence, created_at)
 
     def _insert_deliveries(
