@@ -49,7 +49,7 @@ class Written:
 class TierEntities:
     """The entities of the (holder, kind, tier)s read so far, as the database holds them.
 
-    Memory: one ``Entity`` per entity of a tier read (about 330 bytes with its id and creation
+    Memory: one ``Entity`` per entity of a tier read (about 370 bytes with its id and creation
     time), the snapshots shared between entities whose snapshot text is the same.
     """
 
