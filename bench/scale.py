@@ -13,7 +13,8 @@ the share of a core at the default intervals is CPU seconds per interval / 60 s.
     .venv/bin/python bench/scale.py --holders 1000 --scale 0.5 --py-spy /tmp/daemon.folded
 
 ``--py-spy FILE`` (py-spy installed in the venv) samples the daemon during the measured
-intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed.
+intervals (non-blocking) and writes folded stacks to FILE, with its top functions printed;
+``--gil`` samples only the thread holding the GIL (Python's own CPU, without waits).
 
 quick (``make bench``, about 100 s): 1,000 holders at scale 0.5 over one interval: the
 1,000-holder cost (CPU per interval as a share of a core at the default 60 s, RSS, first sweeps)
@@ -74,6 +75,14 @@ TARGETS = (
 )
 CLOCK = SystemClock()
 TICKS_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Spy:
+    """Where py-spy writes its folded stacks, and whether it samples only the GIL's holder."""
+
+    out: Path
+    gil: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +185,7 @@ async def drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def measure(holders: int, scale: float, intervals: int, spy: Path | None) -> Result:
+async def measure(holders: int, scale: float, intervals: int, spy: Spy | None) -> Result:
     with tempfile.TemporaryDirectory(prefix="drgreen-scale-") as tmp:
         directory = Path(tmp)
         sandbox, ready = await start_sandbox()
@@ -203,7 +212,7 @@ async def steady_state(
     holders: int,
     scale: float,
     k: int,
-    spy: Path | None,
+    spy: Spy | None,
 ) -> Result:
     first_active, first_all = await first_sweeps(daemon, holders)
     first_cpu = cpu_s(daemon.pid)
@@ -214,7 +223,7 @@ async def steady_state(
     if spy is None:
         await CLOCK.sleep(interval * k)
     else:
-        await py_spy(daemon.pid, interval * k, spy)
+        await py_spy(daemon.pid, interval * k, spy.out, gil=spy.gil)
     d1, s1 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
     rss, peak = rss_mb(daemon.pid), rss_mb(daemon.pid, "VmHWM")
     reader.cancel()
@@ -224,11 +233,16 @@ async def steady_state(
     )  # fmt: skip
 
 
-async def py_spy(pid: int, seconds: float, out: Path) -> None:
-    """Sample ``pid`` for ``seconds`` into folded stacks at ``out``; print the top functions."""
+async def py_spy(pid: int, seconds: float, out: Path, *, gil: bool = False) -> None:
+    """Sample ``pid`` for ``seconds`` into folded stacks at ``out``; print the top functions.
+
+    ``gil``: only the thread holding the GIL (Python's own CPU; waits and C code without the
+    GIL left out), instead of every thread.
+    """
     spy = await asyncio.create_subprocess_exec(
         str(BIN.parent / "py-spy"), "record", "--nonblocking", "-p", str(pid),
         "-d", str(round(seconds)), "-r", "100", "-f", "raw", "-o", str(out),
+        *(["--gil"] if gil else []),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     await spy.wait()
@@ -310,7 +324,8 @@ async def main(args: argparse.Namespace) -> None:
     share.start()
     for holders, scale, k in sizes:
         print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
-        results.append(await measure(holders, scale, k, args.py_spy))
+        spy = Spy(args.py_spy, args.gil) if args.py_spy else None
+        results.append(await measure(holders, scale, k, spy))
     text = "\n\n".join(part for part in (table(results), growth(results)) if part)
     print(text)
     if not args.no_append:
@@ -326,6 +341,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="with --holders")
     parser.add_argument("--intervals", type=int, default=1, help="with --holders")
     parser.add_argument("--py-spy", type=Path, help="profile the daemon into this file")
+    parser.add_argument(
+        "--gil", action="store_true", help="with --py-spy: sample only the thread holding the GIL"
+    )
     return parser.parse_args(argv)
 
 

@@ -22,6 +22,7 @@ beyond formatting::
     │   ├── StateLost                the database file was deleted or replaced while open
     │   └── StateLocked              another daemon holds the state database's lock
     └── ConcurrentUpdate             another writer moved an entity on during a poll: redo it
+        └── StaleTier                another connection committed since a tier was read
 
 A sink that cannot take an event raises nothing: it answers an ``Outcome`` (``sinks.py``), which
 the delivery worker records as an attempt and retries on its schedule.
@@ -129,3 +130,18 @@ class StateLocked(StoreError):
 
 class ConcurrentUpdate(DrGreenError):
     """Another writer changed an entity while a poll was detecting its changes; poll again."""
+
+
+class StaleTier(ConcurrentUpdate):
+    """Another connection committed after the tier's entities this poll compared with were read
+    (kept in memory): nothing was written; the poll is done again from the database.
+
+    Args:
+        data_version: SQLite's ``PRAGMA data_version`` as the commit found it.
+    """
+
+    def __init__(self, data_version: int) -> None:
+        super().__init__(
+            f"the state database changed under this poll (data_version {data_version})"
+        )
+        self.data_version = data_version

@@ -30,7 +30,7 @@ from drgreen_poller.changes import (
     strain_removed,
 )
 from drgreen_poller.clock import Clock
-from drgreen_poller.errors import UpstreamNotFound, UpstreamUnauthorized
+from drgreen_poller.errors import StaleTier, UpstreamNotFound, UpstreamUnauthorized
 from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
 from drgreen_poller.progress import OnProgress, ProgressPolicy, SweepProgress, TierProgress
@@ -156,8 +156,14 @@ class HolderPoller:
         requests_before, started = self.api.requests_sent, self.clock.monotonic()
         self._progress = self._new_progress(tier, writer=None if dry_run else self.store)
         try:
-            observations = await self.observe(tier, first_sync=first_sync)
-            events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
+            try:
+                observations = await self.observe(tier, first_sync=first_sync)
+                events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
+            except StaleTier:
+                # Another connection (the CLI's ``track``, say) committed after the tier was
+                # read from memory: nothing was written; once more, from the database.
+                observations = await self.observe(tier, first_sync=first_sync)
+                events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
         finally:
             await self._progress.finish()
         if not dry_run:
@@ -478,13 +484,11 @@ def _order_unchanged(snapshot: Snapshot, order: Order) -> bool:
     find no event and return the same snapshot."""
     if TRACKED_MARK in snapshot:
         return False
-    return all(
-        value is None or snapshot.get(key) == value
-        for key, value in (
-            ("orderStatus", order.order_status),
-            ("adminApproval", order.admin_approval),
-            ("paymentStatus", order.payment_status),
-        )
+    status, approval, payment = order.order_status, order.admin_approval, order.payment_status
+    return (
+        (status is None or snapshot.get("orderStatus") == status)
+        and (approval is None or snapshot.get("adminApproval") == approval)
+        and (payment is None or snapshot.get("paymentStatus") == payment)
     )
 
 

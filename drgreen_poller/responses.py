@@ -51,7 +51,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 def _decode(body: bytes) -> Any:
     """The JSON document in ``body`` without its medical keys, or ``None`` when it is not JSON."""
     try:
-        return loads_without_medical(body.decode("utf-8"))
+        return loads_without_medical(body)
     except (UnicodeDecodeError, ValueError):
         return None
 

@@ -94,6 +94,31 @@ class TestMedicalData:
         text = json.dumps({"orders": [ORDER_ITEM, {**ORDER_ITEM, "id": "o-2"}], "n": [1, 2.5]})
         assert loads_without_medical(text) == json.loads(text)
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"orders":[{"id":"o-1","totalAmount":100,"price":12.5,"nft":{"tokenId":7}}]}',
+            '{"wei":123456789012345678901234567890,"n":-9223372036854775809}',
+            '{"big":18446744073709551616,"top":18446744073709551615}',
+            '{"x":NaN,"y":Infinity}',
+            '{"a":1,"a":2}',
+            '{"f":1e400,"g":1E5,"h":-0.0,"i":0.1}',
+            '{"s":"tab\\tquote\\"slash\\/caf\\u00e9\\u0001"}',
+            '{"s":"café ☕"}',
+            "[]",
+            '"\\ud800"',
+        ],
+    )
+    def test_compact_bytes_decode_exactly_as_the_stdlib(self, text: str) -> None:
+        """Bytes without a medical key decode to what ``json.loads`` gives, type for type
+        (a 65-bit integer stays an int, NaN is read, the last of duplicate keys wins)."""
+        assert repr(loads_without_medical(text.encode())) == repr(json.loads(text))
+
+    def test_compact_escaped_medical_key_is_dropped(self) -> None:
+        """A medical key spelled with ``\\u`` escapes in compact JSON is dropped all the same."""
+        text = '{"id":"c","medical\\u0052ecord":{"dob":"1990"},"c":[{"\\u006dedicalRecord":1}]}'
+        assert loads_without_medical(text.encode()) == {"id": "c", "c": [{}]}
+
     def test_bytes_that_are_not_utf8_are_refused(self) -> None:
         """Bytes are read as UTF-8 only: anything else is a ValueError, not another encoding."""
         with pytest.raises(ValueError, match="utf-8"):

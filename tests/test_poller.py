@@ -428,3 +428,71 @@ class TestConcurrentWriters:
             )
         assert await world.types() == ["order.approved"]
         assert await world.poll(ACTIVE_ORDERS) == []
+
+
+class TestOutOfBandWrites:
+    @pytest.mark.timeout(30)
+    async def test_an_order_the_cli_tracks_between_sweeps_is_swept_for(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """An order ``drgreen-poller track`` adds while the poller runs is looked for by the
+        next sweep (here: it does not exist, so it leaves the tier)."""
+        import asyncio
+        import sys
+
+        from tests.conftest import write_config
+
+        world: World = await make_world()
+        world.state.orders.create("shop")
+        await world.poll(ACTIVE_ORDERS)  # the tier is read (and kept)
+        gone = "00000000-0000-4000-8000-0000000000bb"
+        config = write_config(tmp_path, world.box.base_url, world.holder)
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drgreen_poller", "-c", str(config), "track", "order", gone,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await cli.communicate()
+        assert cli.returncode == 0, err
+        assert b"will be watched" in out
+        assert await world.poll(ACTIVE_ORDERS) == []
+        active = await world.store.entities("shop", tier=ACTIVE_ORDERS)
+        assert gone not in {e.resource.id for e in active}
+
+    async def test_a_change_another_connection_committed_is_not_detected_twice(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A transition another connection committed between two sweeps is what the next sweep
+        compares with: no second event, no refused commit."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        try:
+            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
+            result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await other.close()
+        assert [e["type"] for e in result.events] == ["order.approved"]
+        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.types() == ["order.approved"]
+
+    async def test_a_dry_run_after_another_connections_commit_shows_no_stale_event(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A dry run after another connection committed a transition previews what a commit
+        would write now: nothing."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        world.state.lifecycle.pay(order.id)
+        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        try:
+            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
+            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await other.close()
+        preview = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        assert preview.events == []

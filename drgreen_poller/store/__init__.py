@@ -25,12 +25,12 @@ from drgreen_poller.store.outbox import Outbox
 from drgreen_poller.store.polling import (
     TRACKED,
     CommitResult,
-    Entity,
     Observation,
     PollingState,
     TierRun,
 )
 from drgreen_poller.store.progress import ProgressRow, ProgressRows
+from drgreen_poller.store.snapshots import Entity
 
 
 class Store(PollingState, Outbox, ProgressRows):

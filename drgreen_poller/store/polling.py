@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,21 +18,10 @@ from typing import Any
 import aiosqlite
 
 from drgreen_poller.changes import Change, Snapshot
-from drgreen_poller.errors import ConcurrentUpdate, StoreError
+from drgreen_poller.errors import ConcurrentUpdate, StaleTier, StoreError
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
 from drgreen_poller.store.connection import Connection
-
-
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """A stored resource: its snapshot, the tier polling it (None: left the active set)."""
-
-    holder: str
-    resource: Resource
-    tier: str | None
-    snapshot: Snapshot
-    sequence: int
-    created_at: str | None
+from drgreen_poller.store.snapshots import Entity, TierEntities, Written
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +76,15 @@ def _json(value: Any) -> str:
 
 
 class PollingState(Connection):
-    """Holders, tier run state, entities, and the event log."""
+    """Holders, tier run state, entities, and the event log.
+
+    A tier's entities, once read, are kept in memory (``TierEntities``) as this connection's
+    commits leave them; a commit by any other connection (``PRAGMA data_version``) drops them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept = TierEntities()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """The rows of one query in ONE hand-off to SQLite's thread (aiosqlite's
@@ -169,13 +166,39 @@ class PollingState(Connection):
     async def entities(
         self, holder: str, *, kind: str | None = None, tier: str | None = None
     ) -> list[Entity]:
-        """Stored entities of a holder, optionally of one kind and/or one tier."""
+        """Stored entities of a holder, optionally of one kind and/or one tier.
+
+        One kind in one tier (what every tier run reads) comes from memory while no other
+        connection has committed since it was read; the holder's next commit checks that
+        (``PRAGMA data_version``) and raises ``StaleTier`` when one did.
+        """
+        if kind is not None and tier is not None:
+            return await self._tier_entities(holder, kind, tier)
         sql, params = f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ?", [holder]  # noqa: S608 - a fixed column list
         if kind is not None:
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
             sql, params = sql + " AND tier = ?", [*params, tier]
         return [_entity(row) for row in await self._fetch(sql, params)]
+
+    async def _tier_entities(self, holder: str, kind: str, tier: str) -> list[Entity]:
+        """The entities of one kind in one tier, kept in memory (``TierEntities``).
+
+        Kept ones are handed out unchecked: the run's commit (or preview) checks that no other
+        connection committed since (``StaleTier`` otherwise), in the hand-off it makes anyway.
+        """
+        kept = self._kept.get(holder, kind, tier)
+        if kept is not None:
+            return kept
+        rows = await self._fetch("PRAGMA data_version")
+        self._kept.foreign_writes(int(rows[0][0]))
+        rows = await self._fetch(
+            "SELECT id, country, snapshot, sequence, created_at FROM entities"
+            " WHERE holder = ? AND kind = ? AND tier = ? ORDER BY key",
+            [holder, kind, tier],
+        )
+        # No await between the read and the fill: no commit of this connection falls between.
+        return self._kept.fill(holder, kind, tier, rows)
 
     async def entities_by_key(self, holder: str, keys: Iterable[str]) -> dict[str, Entity]:
         """The stored entities among ``keys`` (absent keys are simply missing)."""
@@ -214,6 +237,7 @@ class PollingState(Connection):
                 (holder, resource.key, resource.type, resource.id, resource.country, tier,
                  _json({TRACKED: True}), stamp, stamp),
             )  # fmt: skip
+        self._kept.forget(holder)
         return known
 
     async def commit_holder_event(
@@ -227,9 +251,9 @@ class PollingState(Connection):
         """A holder's operational event and its unauthorized mark, in one transaction."""
         stamp = iso_ms(unauthorized_since) if unauthorized_since else None
 
-        def work(conn: sqlite3.Connection) -> CommitResult:
+        def work(conn: sqlite3.Connection, written: list[Written]) -> CommitResult:
             result = CommitResult()
-            self._commit_observation(conn, holder, observation, now, result)
+            written.append(self._commit_observation(conn, holder, observation, now, result))
             conn.execute(
                 "INSERT INTO holders (name, added_at, unauthorized_since) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE"
@@ -238,7 +262,7 @@ class PollingState(Connection):
             )
             return result
 
-        return await self._atomically(work)
+        return await self._writing_entities(holder, work)
 
     async def tier_sizes(self) -> dict[tuple[str, str], int]:
         rows = await self._rows(
@@ -273,7 +297,19 @@ class PollingState(Connection):
     async def preview(
         self, holder: str, observations: Sequence[Observation], *, now: datetime
     ) -> list[dict[str, Any]]:
-        """The events a commit would write, with their real ids and sequences; writes nothing."""
+        """The events a commit would write, with their real ids and sequences; writes nothing.
+
+        Raises:
+            StaleTier: another connection committed since the holder's tier was read.
+        """
+        relied = self._kept.relied_on(holder)
+        if relied is not None:
+            rows = await self._fetch("PRAGMA data_version")
+            try:
+                self._check_relied(int(rows[0][0]), relied)
+            except StaleTier as exc:
+                self._kept.foreign_writes(exc.data_version)
+                raise
         keys = [o.resource.key for o in observations]
         stored = await self.entities_by_key(holder, keys)
         events = []
@@ -311,17 +347,49 @@ class PollingState(Connection):
         run: tuple[str, float] | None,
     ) -> CommitResult:
         """The observations (and the run's state) in one transaction, written in SQLite's thread
-        in one hand-off (``_atomically``): a run costs one round trip, not two per entity."""
+        in one hand-off (``_atomically``): a run costs one round trip, not two per entity. When
+        the holder's tier was read from memory, the transaction first checks that no other
+        connection committed since (``StaleTier``: nothing is written)."""
+        relied = self._kept.relied_on(holder)
 
-        def work(conn: sqlite3.Connection) -> CommitResult:
+        def work(conn: sqlite3.Connection, written: list[Written]) -> CommitResult:
+            if relied is not None:
+                self._check_relied(conn.execute("PRAGMA data_version").fetchone()[0], relied)
             result = CommitResult()
             for observation in observations:
-                self._commit_observation(conn, holder, observation, now, result)
+                written.append(self._commit_observation(conn, holder, observation, now, result))
             if run is not None:
                 _record_success(conn, holder, run[0], now, run[1])
             return result
 
-        return await self._atomically(work)
+        return await self._writing_entities(holder, work)
+
+    async def _writing_entities(
+        self, holder: str, work: Callable[[sqlite3.Connection, list[Written]], CommitResult]
+    ) -> CommitResult:
+        """``work`` in one transaction (``_atomically``), then the kept tiers follow what it
+        wrote. If it raised, or was cancelled (it may then have committed all the same), the
+        holder's tiers are read again instead."""
+        written: list[Written] = []
+        try:
+            result = await self._atomically(lambda conn: work(conn, written))
+        except StaleTier as exc:
+            self._kept.foreign_writes(exc.data_version)
+            self._kept.forget(holder)
+            raise
+        except BaseException:
+            self._kept.forget(holder)
+            raise
+        self._kept.committed(holder, written)
+        return result
+
+    @staticmethod
+    def _check_relied(data_version: int, relied: int) -> None:
+        """Raise ``StaleTier`` when ``data_version`` moved from the one the holder's kept
+        entities relied on: another connection committed since. (Also in SQLite's thread: it
+        touches nothing kept; the caller drops what is kept, ``_writing_entities``.)"""
+        if data_version != relied:
+            raise StaleTier(data_version)
 
     def _commit_observation(
         self,
@@ -330,11 +398,12 @@ class PollingState(Connection):
         observation: Observation,
         now: datetime,
         result: CommitResult,
-    ) -> None:
-        """Write one observation: its events, their outbox rows and the entity (SQLite's thread)."""
+    ) -> Written:
+        """Write one observation: its events, their outbox rows and the entity (SQLite's thread).
+        Returns the entity as written."""
         resource = observation.resource
         row = conn.execute(
-            "SELECT sequence, object FROM entities WHERE holder = ? AND key = ?",
+            "SELECT sequence, object, created_at FROM entities WHERE holder = ? AND key = ?",
             (holder, resource.key),
         ).fetchone()
         sequence = int(row[0]) if row else 0
@@ -362,7 +431,12 @@ class PollingState(Connection):
             _insert_event(conn, holder, resource, sequence, event, now)
             result.events.append(event)
             result.deliveries += self._insert_deliveries(conn, event, resource, sequence, now)
-        _upsert_entity(conn, holder, observation, sequence, iso_ms(now))
+        snapshot = _json(observation.snapshot)
+        _upsert_entity(conn, holder, observation, snapshot, sequence, iso_ms(now))
+        created_at = observation.created_at  # COALESCE(excluded.created_at, created_at)
+        if created_at is None and row:
+            created_at = row[2]
+        return Written(resource, observation.tier, snapshot, sequence, created_at)
 
     def _insert_deliveries(
         self,
@@ -475,7 +549,12 @@ def _insert_event(
 
 
 def _upsert_entity(
-    conn: sqlite3.Connection, holder: str, observation: Observation, sequence: int, stamp: str
+    conn: sqlite3.Connection,
+    holder: str,
+    observation: Observation,
+    snapshot: str,
+    sequence: int,
+    stamp: str,
 ) -> None:
     resource = observation.resource
     conn.execute(
@@ -498,7 +577,7 @@ def _upsert_entity(
             resource.id,
             resource.country,
             observation.tier,
-            _json(observation.snapshot),
+            snapshot,
             None if observation.obj is None else encode(observation.obj),
             sequence,
             observation.created_at,
