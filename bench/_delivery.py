@@ -114,7 +114,7 @@ async def _first_sync(box: LocalSandbox, credentials: ApiCredentials, seed: Path
 async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes, dict[str, str]]]:
     """The exact bodies the daemon will send (claimed from a copy), with the sink's headers."""
     shutil.copy(seed, scratch)
-    store = await Store.open(scratch)
+    store = await Store.open(scratch, sinks=())
     try:
         rows = (await store.settle([], CLOCK.now(), 10**9)).claimed
     finally:
@@ -296,7 +296,7 @@ async def _until_all(
 
 async def _check_delivered(state: Path) -> None:
     """Every row is recorded delivered: the receiver's count is not ahead of the state."""
-    store = await Store.open(state, writer=False)
+    store = await Store.open_reader(state)
     try:
         owed = await store.undelivered()
     finally:

@@ -226,7 +226,7 @@ async def prepare(workdir: Path, delivered: int, owed: int) -> Config:
     (workdir / "config.toml").write_text(CONFIG)
     config = load_config(workdir / "config.toml")
     path = config.daemon.state_path
-    await (await Store.open(path)).close()  # created and migrated
+    await (await Store.open(path, sinks=())).close()  # created and migrated
     fill(path, delivered, owed, CLOCK.now().timestamp())
     return config
 

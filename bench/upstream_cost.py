@@ -64,7 +64,7 @@ async def measure(active: int) -> tuple[int, int]:
             api = ApiClient(
                 session, ApiSettings(box.base_url), holder.credentials, clock, bucket=bucket
             )
-            store = await Store.open(Path(tmp) / "state.db")
+            store = await Store.open(Path(tmp) / "state.db", sinks=())
             poller = HolderPoller("shop", [], api, store, clock, PollSettings())
             await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)  # first sync
             order = state.orders.of("shop")[HISTORY]

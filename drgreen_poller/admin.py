@@ -74,7 +74,7 @@ def require_writable_state(config: Config) -> Path:
 
 async def open_reader(config: Config) -> Store:
     """The existing state database, opened to read (no start of the state recorded)."""
-    return await Store.open(require_state(config), writer=False)
+    return await Store.open_reader(require_state(config))
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -276,7 +276,7 @@ async def track(
     except ValueError:
         raise ConfigError(f"{entity_id!r} is not a Dr Green id (a UUID)") from None
     resource, tier = Resource(kind, entity_id.lower()), TRACK_TIERS[kind]
-    store = await Store.open(config.daemon.state_path)
+    store = await Store.open(config.daemon.state_path, sinks=())
     try:
         await store.ensure_holders([name], now)
         known = await store.track(name, resource, tier, now)

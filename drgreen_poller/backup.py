@@ -29,7 +29,7 @@ async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:
     source, now = config.daemon.state_path, clock.now()
     target = _backup_target(source, given, now)
     # Brings an older schema up to date first; a backup is no start of the state.
-    store = await Store.open(source, clock=clock, writer=False)
+    store = await Store.open_reader(source, clock=clock)
     await store.close()
     try:
         size = await asyncio.to_thread(backup_database, source, target, now)

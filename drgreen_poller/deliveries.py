@@ -84,7 +84,7 @@ async def retry_deliveries(
 
     Returns, per id, None when it was requeued, else why not (``NOT_REQUEUED``).
     """
-    store = await Store.open(require_writable_state(config))
+    store = await Store.open(require_writable_state(config), sinks=())
     try:
         found = await store.requeue(ids, now)
     finally:
@@ -97,7 +97,7 @@ async def retry_deliveries(
 
 async def retry_failed(config: Config, now: datetime) -> int:
     """Requeue every failed delivery; returns how many."""
-    store = await Store.open(require_writable_state(config))
+    store = await Store.open(require_writable_state(config), sinks=())
     try:
         return await store.requeue_failed(now)
     finally:
@@ -107,7 +107,7 @@ async def retry_failed(config: Config, now: datetime) -> int:
 async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
     """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
     patterns = _sink(config, sink).events
-    store = await Store.open(require_writable_state(config))
+    store = await Store.open(require_writable_state(config), sinks=())
     try:
         return await store.replay(sink, patterns, since, now)
     finally:

@@ -103,7 +103,7 @@ async def delivered(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> dict
     code, out, err = await _run("-c", str(path), "poll-once")
     assert code == 0, err
     config = load_config(path, {})
-    store = await Store.open(config.daemon.state_path, clock=CLOCK)
+    store = await Store.open(config.daemon.state_path, clock=CLOCK, sinks=())
     sinks = build_sinks(config.sinks, config.delivery)
     try:
         [in_flight] = (await store.settle([], CLOCK.now(), 1)).claimed  # claimed, never finished

@@ -83,7 +83,7 @@ secret_file = "store.whsec"
 
 
 async def _event_ids(config_dir: Path) -> set[str]:
-    store = await Store.open(config_dir / "state.db")
+    store = await Store.open(config_dir / "state.db", sinks=())
     try:
         return {event["id"] for event in await store.events(limit=0)}
     finally:
@@ -185,7 +185,7 @@ events = ["order.*"]
 
 
 async def _states(config_dir: Path, wanted: set[str]) -> bool:
-    store = await Store.open(config_dir / "state.db")
+    store = await Store.open(config_dir / "state.db", sinks=())
     try:
         rows = await store.deliveries(limit=1000)
     finally:

@@ -37,14 +37,14 @@ class Daemon:
         await asyncio.wait_for(self.task, 5)
 
     async def event_types(self, pattern: str = "*") -> list[str]:
-        store = await Store.open(self.config.daemon.state_path)
+        store = await Store.open(self.config.daemon.state_path, sinks=())
         try:
             return [e["type"] for e in await store.events(patterns=[pattern], limit=0)]
         finally:
             await store.close()
 
     async def first_synced(self) -> bool:
-        store = await Store.open(self.config.daemon.state_path)
+        store = await Store.open(self.config.daemon.state_path, sinks=())
         try:
             runs = await store.tier_runs()
         finally:

@@ -74,7 +74,7 @@ class FakeTimeDaemon:
         await eventually(check, timeout_s=10, what=what, task=self.task)
 
     async def seeded(self) -> bool:
-        store = await Store.open(self.config.daemon.state_path, writer=False)
+        store = await Store.open_reader(self.config.daemon.state_path)
         try:
             runs = await store.tier_runs("shop")
         finally:

@@ -42,7 +42,7 @@ async def tracked(
     """A synced poller over a scripted Dr Green, tracking an order no list shows."""
     api, base_url = scripted
     clock = FakeClock()
-    store = await Store.open(tmp_path / "s.db", clock=clock)
+    store = await Store.open(tmp_path / "s.db", clock=clock, sinks=())
     poller = HolderPoller("h", (), make_client(base_url, clock=clock), store, clock, PollSettings())
     api.then(Scripted.data(EMPTY_PAGE))
     await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)  # the first sync

@@ -83,7 +83,7 @@ async def polling(tmp_path: Path) -> AsyncIterator[Polling]:
     async with LocalSandbox(SandboxState(clock)) as box, aiohttp.ClientSession() as session:
         holder = box.state.create_holder("shop")
         box.state.orders.create("shop")
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
         settings = ApiSettings(box.base_url)
         api = ApiClient(session, settings, holder.credentials, clock, bucket=bucket)

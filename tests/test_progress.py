@@ -73,7 +73,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         closers.append(box.__aexit__)
         holder = box.state.create_holder("shop")
         box.state.orders.create_many("shop", ORDERS, spacing_s=1)
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         closers.append(lambda *_: store.close())
         session = aiohttp.ClientSession()
         closers.append(lambda *_: session.close())
@@ -199,7 +199,7 @@ class TestProgressRows:
         holder: HolderInfo = box_state.create_holder("shop")
         async with LocalSandbox(box_state) as box:
             config = load_config(write_config(tmp_path, box.base_url, holder))
-            store = await Store.open(config.daemon.state_path)
+            store = await Store.open(config.daemon.state_path, sinks=())
             left = SweepProgress("shop", PENDING_KYC, clock.now(), pages=2, records=9)
             await store.record_progress(left, clock.now())
             await store.close()
@@ -227,7 +227,7 @@ async def shop_config(tmp_path: Path) -> AsyncIterator[tuple[Path, Store]]:
     box_state = SandboxState(FakeClock())
     holder: HolderInfo = box_state.create_holder("shop")
     path = write_config(tmp_path, "http://127.0.0.1:9/api/v1", holder)
-    store = await Store.open(tmp_path / "state.db")
+    store = await Store.open(tmp_path / "state.db", sinks=())
     yield path, store
     await store.close()
 

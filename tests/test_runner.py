@@ -95,7 +95,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with LocalSandbox(SandboxState(clock)) as box, aiohttp.ClientSession() as session:
         holder = box.state.create_holder("shop")
         box.state.orders.create("shop")
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         rig = Rig(box, holder, clock, store, session, cast(TierRunner, None), [])
         try:
             rig.runner = rig.new_runner()

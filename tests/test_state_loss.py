@@ -134,7 +134,7 @@ class TestStateDeleted:
         clock = FakeClock()
         ids = []
         for _ in range(2):
-            store = await Store.open(tmp_path / "h.db", clock=clock)
+            store = await Store.open(tmp_path / "h.db", clock=clock, sinks=())
             observation = Observation(
                 Resource("holder", "main"),
                 {"event": "poller.holder_unauthorized"},
@@ -185,7 +185,7 @@ class TestStateRestored:
         await shop.run("approve")
         other = tmp_path / "other" / "state.db"
         other.parent.mkdir()
-        await (await Store.open(other, clock=shop.clock)).close()
+        await (await Store.open(other, clock=shop.clock, sinks=())).close()
         shop.put_back(other)
         store = await shop.run()
         assert store.lineage.rebase_reason == "another database was put at this path"
@@ -230,12 +230,12 @@ class TestReaders:
         """A reader (a listing, a dry run) counts no start: generation, floor and file stay."""
         clock = FakeClock()
         path = tmp_path / "r.db"
-        await (await Store.open(path, clock=clock)).close()
+        await (await Store.open(path, clock=clock, sinks=())).close()
         recorded = sidecar_path(path).read_bytes()
         clock.advance(3600)
-        reader = await Store.open(path, clock=clock, writer=False)
+        reader = await Store.open_reader(path, clock=clock)
         await reader.close()
-        writer = await Store.open(path, clock=clock)
+        writer = await Store.open(path, clock=clock, sinks=())
         await writer.close()
         assert reader.lineage.sequence_floor == writer.lineage.sequence_floor
         assert writer.lineage.generation == reader.lineage.generation + 1 == 2

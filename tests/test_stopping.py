@@ -149,7 +149,7 @@ class TestSigtermMidSweep:
         [stopping] = [_moment(x["timestamp"]) for x in lines if x["event"] == "daemon_stopping"]
         assert all(_moment(r["at"]) <= stopping + IN_FLIGHT for r in seen)
         assert "poll_abandoned" in [x["event"] for x in lines]
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         try:
             orders = await store.entities("demo", kind="order")
             runs = {r.tier: r for r in await store.tier_runs("demo")}

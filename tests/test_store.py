@@ -7,14 +7,14 @@ import sqlite3
 import stat
 from collections.abc import AsyncIterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from drgreen_poller.changes import Change
 from drgreen_poller.errors import StoreError
-from drgreen_poller.events import Resource, event_id
+from drgreen_poller.events import Resource, event_id, matches
 from drgreen_poller.store import MIGRATIONS, DeliveryState, Observation, SinkRoute, StateLock, Store
 from drgreen_poller.store.files import check_sqlite
 
@@ -48,7 +48,7 @@ class TestFile:
     async def test_created_private_with_wal(self, tmp_path: Path) -> None:
         """The database is created 0600, in WAL mode, at the newest schema version."""
         path = tmp_path / "sub" / "state.db"
-        opened = await Store.open(path)
+        opened = await Store.open(path, sinks=())
         await opened.close()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         with sqlite3.connect(path) as db:
@@ -61,13 +61,13 @@ class TestFile:
         with sqlite3.connect(path) as db:
             db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
         with pytest.raises(StoreError, match="newer than this drgreen-poller"):
-            await Store.open(path)
+            await Store.open(path, sinks=())
 
     async def test_unopenable_path(self, tmp_path: Path) -> None:
         """A path that cannot hold a database gives a StoreError naming it."""
         (tmp_path / "dir.db").mkdir()
         with pytest.raises(StoreError, match=r"dir\.db"):
-            await Store.open(tmp_path / "dir.db")
+            await Store.open(tmp_path / "dir.db", sinks=())
 
     def test_second_lock_refused(self, tmp_path: Path) -> None:
         """A second daemon on the same database is refused while the first holds the lock."""
@@ -400,3 +400,36 @@ class TestSqliteLibrary:
         with pytest.raises(StoreError, match=refusal) as refused:
             check_sqlite(version, has_json)
         assert "\n" not in str(refused.value)
+
+
+TYPES = [
+    "order.created", "order.approved", "order.paid", "client.kyc.verified",
+    "client.kyc.completed", "commission.accrued", "strain.updated",
+]  # fmt: skip
+
+
+class TestEventLog:
+    @pytest.mark.parametrize(
+        "patterns",
+        [["*"], ["order.*"], ["client.kyc.*", "strain.*"], ["order.?aid"], ["order.[ac]*"], []],
+    )
+    async def test_the_query_selects_what_sinks_route(
+        self, store: Store, patterns: list[str]
+    ) -> None:
+        """``events list`` and replay select in SQL exactly the types a sink's globs route."""
+        changes = [Change(kind, {}) for kind in TYPES]
+        await store.commit_events("main", [Observation(ORDER, {}, None, changes=changes)], now=NOW)
+        listed = [e["type"] for e in await store.events(patterns=patterns, limit=0)]
+        assert listed == [kind for kind in TYPES if matches(kind, patterns)]
+        assert await store.replay("audit", patterns, NOW, NOW) == len(listed)
+
+    async def test_the_newest_limit_oldest_first(self, store: Store) -> None:
+        """A limit keeps the newest events, still listed oldest first; ``since`` cuts earlier."""
+        for minute, kind in enumerate(TYPES):
+            resource = Resource("order", f"o-{minute}")
+            observation = Observation(resource, {}, None, changes=[Change(kind, {})])
+            await store.commit_events("main", [observation], now=NOW + timedelta(minutes=minute))
+        newest = await store.events(limit=3)
+        assert [e["type"] for e in newest] == TYPES[-3:]
+        since = await store.events(since=NOW + timedelta(minutes=5), limit=0)
+        assert [e["type"] for e in since] == TYPES[5:]

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.store import MIGRATIONS, SinkBacklog, Store
-from drgreen_poller.store.outbox import _UNDELIVERED_SQL
-from drgreen_poller.store.polling import _BACKLOG_SQL
+from drgreen_poller.store.outbox import _BACKLOG_SQL, _UNDELIVERED_SQL
 
 # (sink, state, created_at): every state in one sink, the oldest owed row not the first one
 # written, and sinks with only failed, only delivered and only delivering rows.
@@ -99,7 +98,7 @@ def old_state(tmp_path: Path) -> Path:
 class TestMigration6:
     async def test_applies_on_a_version_5_state(self, old_state: Path) -> None:
         """Opening a version-5 state adds the index of owed deliveries and keeps every row."""
-        store = await Store.open(old_state)
+        store = await Store.open(old_state, sinks=())
         await store.close()
         with sqlite3.connect(old_state) as db:
             assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -111,7 +110,7 @@ class TestMigration6:
 
     async def test_a_new_state_has_the_index(self, tmp_path: Path) -> None:
         """A state created from scratch gets the same index as a migrated one."""
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         await store.close()
         with sqlite3.connect(tmp_path / "state.db") as db:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
@@ -122,7 +121,7 @@ class TestUndelivered:
     async def test_results_equal_the_query_before_the_index(self, old_state: Path) -> None:
         """Counts per state and the oldest owed time of each sink are what they were."""
         before = _old_undelivered(old_state)
-        store = await Store.open(old_state)
+        store = await Store.open(old_state, sinks=())
         try:
             after = await store.undelivered()
         finally:
@@ -137,7 +136,7 @@ class TestUndelivered:
 
     async def test_an_empty_outbox_has_no_backlog(self, tmp_path: Path) -> None:
         """Without deliveries there is no sink in the backlog."""
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         try:
             assert await store.undelivered() == {}
         finally:
@@ -147,7 +146,7 @@ class TestUndelivered:
         """Pending and failed rows are counted in migration 6's index alone (no table rows, no
         sort) and only the rows in flight are looked up, so the cost does not grow with the
         delivered rows kept."""
-        await (await Store.open(old_state)).close()
+        await (await Store.open(old_state, sinks=())).close()
         plan = _plan(old_state, _UNDELIVERED_SQL)
         assert _reads(plan) == [
             "SEARCH deliveries USING COVERING INDEX deliveries_owed (state=?)",
@@ -160,7 +159,7 @@ class TestStatusBacklog:
     async def test_results_equal_the_query_before(self, old_state: Path) -> None:
         """``status``'s rows per sink and state (delivered included) are what they were."""
         before = _old_backlog(old_state)
-        store = await Store.open(old_state)
+        store = await Store.open(old_state, sinks=())
         try:
             after = await store.backlog()
         finally:
@@ -171,7 +170,7 @@ class TestStatusBacklog:
 
     async def test_reads_indexes_only(self, old_state: Path) -> None:
         """Every row is counted in an index (the rows in flight excepted), never in the table."""
-        await (await Store.open(old_state)).close()
+        await (await Store.open(old_state, sinks=())).close()
         assert _reads(_plan(old_state, _BACKLOG_SQL)) == [
             "SCAN deliveries USING COVERING INDEX deliveries_by_resource",
             "SEARCH deliveries USING COVERING INDEX deliveries_owed (state=?)",

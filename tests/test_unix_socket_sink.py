@@ -128,7 +128,7 @@ class TestDelivery:
 
 
 async def _deliveries(state_path: Path) -> list[tuple[str, str]]:
-    store = await Store.open(state_path)
+    store = await Store.open(state_path, sinks=())
     try:
         return [(row.state, row.event_id) for row in await store.deliveries(limit=10)]
     finally:

@@ -19,6 +19,7 @@ from drgreen_poller.store.delivery_rows import (
     Settled,
     SinkBacklog,
 )
+from drgreen_poller.store.event_log import EventLog
 from drgreen_poller.store.files import StateLock
 from drgreen_poller.store.migrations import MIGRATIONS
 from drgreen_poller.store.outbox import Outbox
@@ -33,7 +34,7 @@ from drgreen_poller.store.progress import ProgressRow, ProgressRows
 from drgreen_poller.store.snapshots import Entity
 
 
-class Store(PollingState, Outbox, ProgressRows):
+class Store(PollingState, Outbox, EventLog, ProgressRows):
     """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
 
 

@@ -59,7 +59,8 @@ def _probe(path: Path) -> None:
 
 
 class Connection:
-    """Async access to the state database. Use ``await Store.open(path)``; ``close()`` last.
+    """Async access to the state database. Use ``await Store.open(path, sinks=...)`` (or
+    ``Store.open_reader(path)``); ``close()`` last.
 
     Args:
         db: an open aiosqlite connection (migrated).
@@ -84,11 +85,15 @@ class Connection:
         cls,
         path: Path,
         *,
-        sinks: Sequence[SinkRoute] = (),
+        sinks: Sequence[SinkRoute],
         clock: Clock | None = None,
         writer: bool = True,
     ) -> Self:
         """Open (creating 0600 if needed) and migrate the database at ``path``.
+
+        ``sinks``: where the events this connection commits are delivered, one pending row per
+        matching sink; always given, so that no caller writes events without their deliveries
+        by leaving it out (``()`` says, on purpose, that nothing is routed).
 
         A ``writer`` (the daemon, poll-once, the repairing commands) counts as a start of the
         state: it raises the sequence floor and records the open (``lineage``). A reader (a
@@ -132,6 +137,12 @@ class Connection:
             await db.close()
             raise
         return cls(db, sinks, lineage, identity)
+
+    @classmethod
+    async def open_reader(cls, path: Path, *, clock: Clock | None = None) -> Self:
+        """Open to read (a listing, ``status``, a backup's source): no start of the state is
+        recorded and nothing is routed."""
+        return await cls.open(path, sinks=(), clock=clock, writer=False)
 
     async def close(self) -> None:
         await self._db.close()

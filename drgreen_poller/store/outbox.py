@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from drgreen_poller.events import iso_ms, matches
+from drgreen_poller.events import iso_ms
 from drgreen_poller.store.connection import Connection
 from drgreen_poller.store.delivery_rows import (
     REQUEUEABLE_STATES,
@@ -37,6 +37,17 @@ _UNDELIVERED_SQL = """
     SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
     WHERE state = 'delivering' GROUP BY sink
 """
+# The same, after every row per sink (NULL state), counted in the smallest index that starts
+# with the sink: one statement, so one snapshot, and the delivered rows are the difference.
+_BACKLOG_SQL = f"""
+    SELECT NULL, sink, COUNT(*), NULL FROM deliveries GROUP BY sink
+    UNION ALL {_UNDELIVERED_SQL}"""  # noqa: S608 - constant text, no value in it
+# A new pending delivery of (event_id, sink, resource_key, sequence) due ``now``: the only way
+# rows enter the outbox (a poll's commit, a replay).
+_INSERT_DELIVERY_SQL = (
+    "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence, next_attempt_at,"
+    " created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)"
+)
 
 
 # The delivery loop's statements take a whole batch as one JSON array and return one as text:
@@ -144,6 +155,23 @@ def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> State
     return statements
 
 
+def insert_deliveries(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, int]], now: datetime
+) -> None:
+    """In SQLite's thread, inside a transaction: pending deliveries, each ``(event_id, sink,
+    resource_key, sequence)``, due ``now``."""
+    stamp = iso_ms(now)
+    conn.executemany(_INSERT_DELIVERY_SQL, [(*row, now.timestamp(), stamp, stamp) for row in rows])
+
+
+def glob_clause(column: str, patterns: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL selecting the rows whose ``column`` matches one of ``patterns`` (the sinks' event
+    globs: ``*``, ``?`` and ``[...]``, no negation, which SQLite's GLOB reads the same way)."""
+    if not patterns:
+        return "0", []
+    return "(" + " OR ".join(f"{column} GLOB ?" for _ in patterns) + ")", list(patterns)
+
+
 def _run(conn: sqlite3.Connection, statements: Statements) -> None:
     for sql, params in statements:
         conn.execute(sql, params)
@@ -194,6 +222,21 @@ class Outbox(Connection):
             sink: SinkBacklog(counts[sink], min(owed_since[sink]) if sink in owed_since else None)
             for sink in sorted(counts)
         }
+
+    async def backlog(self) -> dict[str, dict[str, int]]:
+        """Delivery rows per sink and state (``status``)."""
+        every: dict[str, int] = {}
+        owed: dict[str, dict[str, int]] = {}
+        for state, sink, count, _oldest in await self._rows(_BACKLOG_SQL):
+            if state is None:
+                every[sink] = int(count)
+            else:
+                owed.setdefault(sink, {})[state] = int(count)
+        backlog: dict[str, dict[str, int]] = {}
+        for sink, total in every.items():
+            states = {**owed.get(sink, {}), "delivered": total - sum(owed.get(sink, {}).values())}
+            backlog[sink] = {state: n for state, n in sorted(states.items()) if n}
+        return backlog
 
     async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
         """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
@@ -275,30 +318,16 @@ class Outbox(Connection):
         self, sink: str, patterns: Sequence[str], since: datetime, now: datetime
     ) -> int:
         """New pending deliveries to ``sink`` of every matching event since ``since`` (same ids)."""
+        where, params = glob_clause("type", patterns)
         rows = await self._rows(
-            "SELECT id, type, holder, resource_key, sequence FROM events"
-            " WHERE observed_at >= ? ORDER BY seq",
-            [iso_ms(since)],
+            "SELECT id, holder, resource_key, sequence FROM events"  # noqa: S608 - placeholders only
+            f" WHERE observed_at >= ? AND {where} ORDER BY seq",
+            [iso_ms(since), *params],
         )
-        chosen = [r for r in rows if matches(r["type"], patterns)]
-        stamp = iso_ms(now)
-        async with self._transaction() as db:
-            await db.executemany(
-                "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
-                " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r["id"],
-                        sink,
-                        f"{r['holder']}/{r['resource_key']}",
-                        r["sequence"],
-                        now.timestamp(),
-                        stamp,
-                        stamp,
-                    )
-                    for r in chosen
-                ],
-            )
+        chosen = [
+            (r["id"], sink, f"{r['holder']}/{r['resource_key']}", r["sequence"]) for r in rows
+        ]
+        await self._atomically(lambda conn: insert_deliveries(conn, chosen, now))
         return len(chosen)
 
     async def prune(self, before: datetime) -> tuple[int, int]:

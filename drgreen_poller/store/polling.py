@@ -21,6 +21,7 @@ from drgreen_poller.changes import Change, Snapshot
 from drgreen_poller.errors import ConcurrentUpdate, StaleTier, StoreError
 from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
 from drgreen_poller.store.connection import Connection
+from drgreen_poller.store.outbox import insert_deliveries
 from drgreen_poller.store.snapshots import Entity, TierEntities, Written
 
 
@@ -447,70 +448,11 @@ class PollingState(Connection):
         now: datetime,
     ) -> int:
         routes = [sink.name for sink in self.sinks if matches(event["type"], sink.patterns)]
-        stamp = iso_ms(now)
-        conn.executemany(
-            "INSERT INTO deliveries (event_id, sink, state, resource_key, sequence,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
-            [
-                (
-                    event["id"],
-                    sink,
-                    f"{event['holder']}/{resource.key}",
-                    sequence,
-                    now.timestamp(),
-                    stamp,
-                    stamp,
-                )
-                for sink in routes
-            ],
-        )
+        key = f"{event['holder']}/{resource.key}"
+        insert_deliveries(conn, [(event["id"], sink, key, sequence) for sink in routes], now)
         return len(routes)
 
     # --- the event log ---------------------------------------------------------------------
-
-    async def events(
-        self,
-        *,
-        patterns: Sequence[str] = ("*",),
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Logged events, oldest first, matching ``patterns``, observed at or after ``since``."""
-        sql, params = "SELECT type, body FROM events", []
-        if since is not None:
-            sql, params = sql + " WHERE observed_at >= ?", [iso_ms(since)]
-        rows = await self._rows(sql + " ORDER BY seq", params)
-        chosen = [json.loads(r["body"]) for r in rows if matches(r["type"], patterns)]
-        return chosen[-limit:] if limit else chosen
-
-    async def backlog(self) -> dict[str, dict[str, int]]:
-        """Delivery rows per sink and state."""
-        every: dict[str, int] = {}
-        owed: dict[str, dict[str, int]] = {}
-        for sink, state, count in await self._rows(_BACKLOG_SQL):
-            if state is None:
-                every[sink] = int(count)
-            else:
-                owed.setdefault(sink, {})[state] = int(count)
-        backlog: dict[str, dict[str, int]] = {}
-        for sink, total in every.items():
-            states = {**owed.get(sink, {}), "delivered": total - sum(owed.get(sink, {}).values())}
-            backlog[sink] = {state: n for state, n in sorted(states.items()) if n}
-        return backlog
-
-
-# One statement, so one snapshot: every row per sink (NULL state), counted in the smallest index
-# that starts with the sink, then the pending and failed ones from migration 6's index (its WHERE
-# word for word) and the few in flight; the delivered ones are the difference. No part reads the
-# table's rows but those in flight.
-_BACKLOG_SQL = """
-    SELECT sink, NULL AS state, COUNT(*) AS n FROM deliveries GROUP BY sink
-    UNION ALL
-    SELECT sink, state, COUNT(*) AS n FROM deliveries
-    WHERE state IN ('pending', 'failed') GROUP BY state, sink
-    UNION ALL
-    SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state = 'delivering' GROUP BY sink
-"""
 
 
 def _record_success(

@@ -198,7 +198,7 @@ async def _replay(
 async def _live(directory: Path, data: st.DataObject) -> None:
     events, rows = data.draw(tables(), label="table")
     by_id = {e.id: e for e in events}
-    store = await Store.open(directory / "state.db")
+    store = await Store.open(directory / "state.db", sinks=())
     try:
         model = await _insert(store, events, rows)
         now = NOW
@@ -246,7 +246,7 @@ class TestClaimRule:
         """Of two due rows of one event for one sink, the claim takes the one due first, even
         when they are a microsecond apart and the later one has the lower id."""
         events = [Event("evt_0", "order.paid", "order:a", 1, '{"id": "evt_0"}')]
-        store = await Store.open(tmp_path / "state.db")
+        store = await Store.open(tmp_path / "state.db", sinks=())
         try:
             model = await _insert(store, events, [(0, "store", "pending", -0.000001),
                                                   (0, "store", "pending", -0.000002)])  # fmt: skip

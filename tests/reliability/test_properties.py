@@ -398,7 +398,7 @@ class History:
 
     async def open(self) -> Store:
         if self.store is None:
-            self.store = await Store.open(self.path, clock=self.clock)
+            self.store = await Store.open(self.path, clock=self.clock, sinks=())
             await self.store.ensure_holders([HOLDER], self.clock.now())
         return self.store
 
