@@ -112,7 +112,7 @@ def read_sinks(r: Reader, value: Any) -> tuple[SinkConfig, ...]:
 
 def _sink(r: Reader, path: str, value: Any) -> SinkConfig | None:
     kind = value.get("kind") if isinstance(value, Mapping) else None
-    if kind not in _KEYS:
+    if not isinstance(kind, str) or kind not in _KEYS:  # an array or a table is no kind either
         if isinstance(value, Mapping):
             shown = "missing" if kind is None else f"{kind!r} is not one of webhook, file, command"
             r.problem(f"{path}.kind", shown)

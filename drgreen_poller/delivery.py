@@ -252,7 +252,8 @@ class DeliveryWorker:
             self._oldest_finished_at = self.clock.monotonic()
         self._finished.append(task)
         self._progress.set()
-        if self._starting and self._queued:
+        # Below the limit only: a reload may have lowered it under the attempts still running.
+        if self._starting and self._queued and len(self._in_flight) < self.config.concurrency:
             self._start(self._queued.popleft())
 
     async def _turn(self, *, claim: bool = True) -> float | None:

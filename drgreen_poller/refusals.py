@@ -129,12 +129,13 @@ class Refusals:
         *,
         jitter: float,
         tiers: Collection[str],
-        fired: Collection[str],
+        fired: Callable[[], Collection[str]],
         keys_moved: Callable[[], bool],
     ) -> NextRuns:
         """One cheap signed call for a refused holder. When it works, ``poller.holder_recovered``
-        and every tier due now but those of ``fired`` (runs already waiting for the holder's
-        lock poll next anyway: a second job would poll them twice); else every tier waits on."""
+        and every tier due now but those ``fired`` names once the probe is answered (runs
+        already under way or queued for the holder poll next anyway: a second job would poll
+        them twice); else every tier waits on."""
         now = self.clock.now().timestamp()
         retry_s = jittered(self.retry_s, jitter, self.rng)
         started = self.clock.monotonic()
@@ -163,7 +164,8 @@ class Refusals:
             outcome="ok",
             duration_ms=self._ms_since(started),
         )
-        due = [other for other in tiers if other not in fired or other == tier]
+        busy = fired()
+        due = [other for other in tiers if other not in busy or other == tier]
         return dict.fromkeys(((holder, other) for other in due), now)
 
     async def _hold(

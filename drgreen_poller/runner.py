@@ -338,12 +338,18 @@ class TierRunner:
             await self.store.postpone(holder, next_due)
         return {(holder, tier): next_due}
 
+    def _fired(self, holder: str) -> set[str]:
+        """The tiers of ``holder`` that run next anyway: in progress, or waiting in the queue
+        (its plan reaches the scheduler after the next of them has left the queue, so a plan
+        for them would run that one twice)."""
+        running = {name for owner, name, _ in self._running.values() if owner == holder}
+        return running | set(self._waiting.get(holder, ()))
+
     async def _probe(self, holder: str, tier: str, keys: int) -> NextRuns:
         """The refused holder's probe; once it works, the holder's throttle goes too."""
-        fired = [name for owner, name, _ in self._running.values() if owner == holder]
         runs = await self.refusals.probe(
             holder, tier, self.pollers[holder], jitter=self.timings[tier].jitter,
-            tiers=list(self.timings), fired=fired,
+            tiers=list(self.timings), fired=lambda: self._fired(holder),
             keys_moved=lambda: self._keys.get(holder) != keys,
         )  # fmt: skip
         if holder not in await self.refusals.next_probes():

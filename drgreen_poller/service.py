@@ -348,8 +348,12 @@ def _apply_sinks(service: Service, old: Config) -> None:
     """Sinks follow the new file: new events are routed by it; unchanged sinks keep their
     connections; replaced and removed ones are retired (closed once their attempts end)."""
     config, worker = service.config, service.worker
-    kept_timeout = old.delivery.timeout_s == config.delivery.timeout_s
-    unchanged = {s.name for s in config.sinks if kept_timeout and s in old.sinks}
+    # A webhook sink takes its default timeout and its connection limit from [delivery].
+    kept = (old.delivery.timeout_s, old.delivery.concurrency) == (
+        config.delivery.timeout_s,
+        config.delivery.concurrency,
+    )
+    unchanged = {s.name for s in config.sinks if kept and s in old.sinks}
     names = [s.name for s in config.sinks]
     fresh = build_sinks(tuple(s for s in config.sinks if s.name not in unchanged), config.delivery)
     sinks = {name: worker.sinks[name] if name in unchanged else fresh[name] for name in names}

@@ -209,6 +209,11 @@ class TestProblems:
                 '[[sinks]]\nname = "s"\nkind = "carrier-pigeon"',
                 "sinks[0].kind: 'carrier-pigeon' is not one of",
             ),
+            (
+                '[[sinks]]\nname = "s"\nkind = ["file"]',
+                "sinks[0].kind: ['file'] is not one of webhook, file, command",
+            ),
+            ('[[sinks]]\nname = "s"\nkind = {}', "sinks[0].kind: {} is not one of"),
             ('[[sinks]]\nname = "s"\nkind = "file"', "sinks[0].path: missing"),
             (
                 '[[sinks]]\nname = "s"\nkind = "webhook"\n'

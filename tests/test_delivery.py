@@ -6,7 +6,7 @@ import asyncio
 import base64
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -327,6 +327,37 @@ class TestBatchWait:
             sink.release()
         await task
         await store.close()
+
+
+class TestConcurrencyReload:
+    async def test_a_lower_concurrency_holds_from_the_next_attempt(self, tmp_path: Path) -> None:
+        """When a reload lowers concurrency from 4 to 1, an ended attempt starts no queued row
+        while the attempts under way still fill the new limit."""
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("s", ("*",))])
+        sink = GatedSink("s")
+        config = DeliveryConfig(concurrency=4)
+        worker = DeliveryWorker(store, {"s": sink}, config, clock, random.Random(0))
+        observations = [
+            Observation(Resource("order", f"o-{n}"), {}, None, changes=[Change("order.paid", {})])
+            for n in range(10)
+        ]
+        await store.commit_events("shop", observations, now=clock.now())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: sink.waiting == 4, task=task)
+            worker.config = replace(config, concurrency=1)  # what a reload does
+            for _ in range(3):
+                sink.release()
+            await eventually(lambda: sink.delivered == 3, task=task)
+            assert sink.waiting == 1
+        finally:
+            stop.set()
+            for _ in range(sink.waiting):
+                sink.release()
+            await task
+            await store.close()
 
 
 async def _delivered(store: Store) -> int:

@@ -659,3 +659,36 @@ class TestApplyConfig:
             faster = replace(slower, api=replace(config.api, requests_per_second=7.0))
             await apply_config(service, faster)
             assert service.runner.pollers["shop"].api.bucket is not bucket
+
+    async def test_a_higher_concurrency_reaches_an_unchanged_webhook_sink(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        tmp_path: Path,
+    ) -> None:
+        """A reload raising [delivery] concurrency from 1 to 4 lets 4 requests reach a webhook
+        sink the reload left unchanged at once (its connections are not held at the old 1)."""
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        hook.hang_next = 4
+        extra = "[delivery]\nconcurrency = 1\n" + _sink("store", url)
+        config = load_config(write_config(tmp_path, box.base_url, shop, extra=extra))
+        async with open_runtime(config, CLOCK) as runtime:
+            service = build_service(runtime)
+            await apply_config(
+                service, replace(config, delivery=replace(config.delivery, concurrency=4))
+            )
+            sink = service.worker.sinks["store"]
+            sending = [
+                asyncio.create_task(sink.deliver(f"evt_{n}", "order.paid", b"{}", CLOCK.now()))
+                for n in range(4)
+            ]
+            try:
+                await eventually(lambda: len(hook.received) == 4, timeout_s=3, what="4 at once")
+            finally:
+                for task in sending:
+                    task.cancel()
+                await asyncio.gather(*sending, return_exceptions=True)
+                for each in (*service.worker.sinks.values(), *service.retired_sinks):
+                    await each.close()

@@ -27,6 +27,8 @@ from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.scheduler import NextRuns, Timing
 from drgreen_poller.store import Store
+from tests.fakes import ClockScheduler
+from tests.waiting import eventually
 
 TIMING = Timing(interval_s=60, jitter=0.10, backoff_base_s=5, backoff_max_s=1800)
 RETRY_S = 300.0  # [schedule] unauthorized_retry
@@ -452,3 +454,36 @@ async def _until_idle_or_sleeping(rig: Rig) -> None:
         idle = await rig.runner.wait_idle(0.005)
         if rig.clock.sleepers or idle:
             return
+
+
+class TestRecoveryThroughTheScheduler:
+    async def test_a_recovery_polls_each_tier_once(self, rig: Rig) -> None:
+        """When every tier fires at the probe time and the probe succeeds, each tier polls once:
+        the tiers waiting for the holder's turn are not also planned a second run."""
+        polled: list[str] = []
+
+        def heard(holder: str, tier: str, outcome: str, events: object, took_s: float) -> None:
+            if outcome == "ok":
+                polled.append(tier)
+
+        rig.runner.on_result = heard
+        rig.box.state.revoke_holder_key("shop")
+        due = await rig.run()  # refused: every tier is planned at the probe's time
+        rig.box.state.restore_holder_key("shop")
+        scheduler = ClockScheduler(rig.clock, rig.runner.submit, rig.runner.plans)
+        scheduler.start({})
+        try:
+            await eventually(lambda: all(scheduler.next_run("shop", t) for t in TIERS))
+            rig.clock.advance(due)
+            later = rig.clock.now().timestamp() + 30
+
+            def settled() -> bool:
+                planned = [scheduler.next_run("shop", tier) for tier in TIERS]
+                return rig.runner.plans.empty() and all(p and p > later for p in planned)
+
+            await eventually(settled, what="every tier planned an interval on")
+            assert await rig.runner.wait_idle(5)
+            assert sorted(polled) == sorted(TIERS)
+        finally:
+            scheduler.shutdown()
+            await rig.runner.stop(5)
