@@ -316,17 +316,19 @@ class TestBatchWait:
         await store.commit_events("shop", observations, now=clock.now())
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, grace_s=1))
-        await eventually(lambda: sink.waiting == 1, task=task)
-        sink.release()  # the first attempt ends; the second starts from the queue
-        await eventually(lambda: sink.delivered == 1 and clock.sleepers == 1, task=task)
-        assert await _delivered(store) == 0  # held back: every slot busy, rows queued
-        clock.advance(BATCH_WAIT_S)
-        await eventually(lambda: _delivered_is(store, 1), task=task)
-        stop.set()
-        for _ in range(4):
-            sink.release()
-        await task
-        await store.close()
+        try:
+            await eventually(lambda: sink.waiting == 1, task=task)
+            sink.release()  # the first attempt ends; the second starts from the queue
+            await eventually(lambda: sink.delivered == 1 and clock.sleepers == 1, task=task)
+            assert await _delivered(store) == 0  # held back: every slot busy, rows queued
+            clock.advance(BATCH_WAIT_S)
+            await eventually(lambda: _delivered_is(store, 1), task=task)
+        finally:
+            stop.set()
+            for _ in range(4):
+                sink.release()
+            await task
+            await store.close()
 
 
 class TestConcurrencyReload:
