@@ -26,12 +26,13 @@ from _common import CLOCK, Received, Receiver, receiver
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
-from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sinks import EXCERPT_BYTES, WebhookSink
 from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.tiers import Tier
 from drgreen_poller.webhook_signing import generate_webhook_secret
 
 SINK = "store"
@@ -106,7 +107,7 @@ async def _first_sync(box: LocalSandbox, credentials: ApiCredentials, seed: Path
         store = await Store.open(seed, sinks=[SinkRoute(SINK, ("*",))])
         try:
             poller = HolderPoller("shop", [], api, store, CLOCK, PollSettings(first_sync="emit"))
-            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         finally:
             await store.close()
 

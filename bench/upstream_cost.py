@@ -24,10 +24,11 @@ from _common import append_run, machine, profile_arguments, run_record, table
 from drgreen_poller import logs
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.store import Store
+from drgreen_poller.tiers import Tier
 
 HISTORY = 1000
 PASSES_PER_HOUR = 60  # the active_orders tier runs once a minute
@@ -66,14 +67,14 @@ async def measure(active: int) -> tuple[int, int]:
             )
             store = await Store.open(Path(tmp) / "state.db", sinks=())
             poller = HolderPoller("shop", [], api, store, clock, PollSettings())
-            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)  # first sync
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)  # first sync
             order = state.orders.of("shop")[HISTORY]
             state.lifecycle.approve(order.id)  # something to find
             state.traffic.reset_request_counts()
-            result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+            result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
             ours = state.traffic.request_counts("shop")["total"]
             assert [e["type"] for e in result.events] == ["order.approved"]
-            tracked = await store.entities("shop", tier=ACTIVE_ORDERS)
+            tracked = await store.entities("shop", tier=Tier.ACTIVE_ORDERS)
             assert len(tracked) == active
             state.traffic.reset_request_counts()
             for entity in tracked:  # the docs' pattern: one detail call per active order

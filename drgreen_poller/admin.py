@@ -31,16 +31,16 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.monitoring import HealthInputs, delivery_problems, health_problems
-from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, TIERS
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
 from drgreen_poller.service import api_settings, timings
 from drgreen_poller.store import ProgressRow, Store, TierRun
 from drgreen_poller.store.files import check_writable
 from drgreen_poller.store.lineage import Lineage
+from drgreen_poller.tiers import TIERS, Tier
 from drgreen_poller.webhook_signing import WEBHOOK_SECRET_PREFIX, webhook_key
 
-TRACK_TIERS = {"order": ACTIVE_ORDERS, "client": PENDING_KYC}
+TRACK_TIERS = {"order": Tier.ACTIVE_ORDERS, "client": Tier.PENDING_KYC}
 # A sweep's row is rewritten with every page (at most once a second); one this quiet for longer
 # than this (or twice the API timeout, if that is longer) belongs to a daemon that stopped.
 SWEEP_STALLED_S = 60.0
@@ -198,7 +198,7 @@ def failed_deliveries(backlog: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
-_SET_TIERS = ("active_orders", "stale_orders", "pending_kyc")
+_SET_TIERS = (Tier.ACTIVE_ORDERS, Tier.STALE_ORDERS, Tier.PENDING_KYC)
 
 
 def _tier_status(

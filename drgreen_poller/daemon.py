@@ -27,7 +27,7 @@ from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
 from drgreen_poller.errors import ConfigError, DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import build_app
-from drgreen_poller.poller import TIERS, PollResult
+from drgreen_poller.poller import PollResult
 from drgreen_poller.progress import OnProgress
 from drgreen_poller.scheduler import SchedulerFactory, TierScheduler, Timing
 from drgreen_poller.service import (
@@ -41,6 +41,7 @@ from drgreen_poller.service import (
 )
 from drgreen_poller.store import StateLock
 from drgreen_poller.systemd import Notifier
+from drgreen_poller.tiers import TIERS
 
 log = structlog.get_logger(__name__)
 

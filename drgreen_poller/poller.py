@@ -35,12 +35,10 @@ from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
 from drgreen_poller.progress import OnProgress, ProgressPolicy, SweepProgress, TierProgress
 from drgreen_poller.store import TRACKED, Entity, Observation, Store
+from drgreen_poller.tiers import TIERS, Tier
 
 log = structlog.get_logger(__name__)
 
-ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC = "active_orders", "stale_orders", "pending_kyc"
-COMMISSIONS, STRAINS = "commissions", "strains"
-TIERS = (ACTIVE_ORDERS, STALE_ORDERS, PENDING_KYC, COMMISSIONS, STRAINS)
 # orderStatus values the list endpoint's ``status`` filter accepts (anything else is a 400).
 FILTERABLE_STATUSES = frozenset({"PENDING", "PROCESSING", "SHIPPED", "DELIVERED"})
 # Dr Green's "authenticated, but not this holder's resource" (docs 04-errors).
@@ -135,7 +133,9 @@ class HolderPoller:
         self.settings = settings
         self._on_progress = on_progress
         # Tiers whose progress row no earlier process can have left behind.
-        self._rows_checked: set[str] = set() if rows_left is None else set(TIERS) - set(rows_left)
+        self._rows_checked: set[str] = set()
+        if rows_left is not None:
+            self._rows_checked = {str(tier) for tier in TIERS} - set(rows_left)
         # The current tier run's progress (tier runs of one holder never overlap).
         self._progress = self._new_progress("", writer=None)
         # Tiers whose first sync this process saw recorded: a seed mark is never taken back, so
@@ -237,11 +237,11 @@ class HolderPoller:
         """Fetch and detect for ``tier``; nothing is written."""
         self._stale_cutoff = self.clock.now() - timedelta(seconds=self.settings.stale_after_s)
         handlers: dict[str, Callable[[bool], Any]] = {
-            ACTIVE_ORDERS: self._active_orders,
-            STALE_ORDERS: self._stale_orders,
-            PENDING_KYC: self._pending_kyc,
-            COMMISSIONS: self._commissions,
-            STRAINS: self._strains,
+            Tier.ACTIVE_ORDERS: self._active_orders,
+            Tier.STALE_ORDERS: self._stale_orders,
+            Tier.PENDING_KYC: self._pending_kyc,
+            Tier.COMMISSIONS: self._commissions,
+            Tier.STRAINS: self._strains,
         }
         observations: list[Observation] = await handlers[tier](first_sync)
         return observations
@@ -252,10 +252,10 @@ class HolderPoller:
         if order_is_terminal(snapshot, self.settings.order_terminal_statuses):
             return None
         if snapshot.get("orderStatus") == "SHIPPED":
-            return STALE_ORDERS  # kept, slowly, until delivered
+            return Tier.STALE_ORDERS  # kept, slowly, until delivered
         created = _parse_time(created_at)
         stale = created is not None and created < self._stale_cutoff
-        return STALE_ORDERS if stale else ACTIVE_ORDERS
+        return Tier.STALE_ORDERS if stale else Tier.ACTIVE_ORDERS
 
     def _order_observation(
         self, order: Order, stored: Entity | None, *, silent: bool
@@ -278,7 +278,7 @@ class HolderPoller:
     async def _active_orders(self, first_sync: bool) -> list[Observation]:
         tracked = {
             e.resource.id: e
-            for e in await self.store.entities(self.holder, kind="order", tier=ACTIVE_ORDERS)
+            for e in await self.store.entities(self.holder, kind="order", tier=Tier.ACTIVE_ORDERS)
         }
         pages = self.api.order_pages(take=self.settings.take)
         seen, stored = await self._sweep(pages, "order", tracked, discover=True, full=first_sync)
@@ -296,7 +296,7 @@ class HolderPoller:
         return observations + await self._order_fallbacks(missing)
 
     async def _stale_orders(self, first_sync: bool) -> list[Observation]:
-        tracked = await self.store.entities(self.holder, kind="order", tier=STALE_ORDERS)
+        tracked = await self.store.entities(self.holder, kind="order", tier=Tier.STALE_ORDERS)
         by_status: dict[str, dict[str, Entity]] = {}
         missing: list[Entity] = []
         for entity in tracked:
@@ -348,7 +348,7 @@ class HolderPoller:
     async def _pending_kyc(self, first_sync: bool) -> list[Observation]:
         tracked = {
             e.resource.id: e
-            for e in await self.store.entities(self.holder, kind="client", tier=PENDING_KYC)
+            for e in await self.store.entities(self.holder, kind="client", tier=Tier.PENDING_KYC)
         }
         pages = self.api.client_pages(take=self.settings.take)
         seen, stored = await self._sweep(pages, "client", tracked, discover=True, full=first_sync)
@@ -357,7 +357,7 @@ class HolderPoller:
         for client in seen.values():
             entity = stored.get(client.id)
             detection = detect_client(_previous(entity), client)
-            tier = None if client_is_terminal(detection.snapshot) else PENDING_KYC
+            tier = None if client_is_terminal(detection.snapshot) else Tier.PENDING_KYC
             o = _observation(
                 Resource("client", client.id),
                 detection,

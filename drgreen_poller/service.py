@@ -22,7 +22,7 @@ from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config, HolderConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.monitoring import HealthInputs, Metrics
-from drgreen_poller.poller import TIERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.progress import OnProgress
 from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
@@ -39,6 +39,7 @@ from drgreen_poller.scheduler import (
 from drgreen_poller.sinks import Sink, build_sinks
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store.lineage import Lineage
+from drgreen_poller.tiers import TIERS, Tier
 
 log = structlog.get_logger(__name__)
 
@@ -59,11 +60,11 @@ def poll_settings(config: Config) -> PollSettings:
 def timings(config: Config) -> dict[str, Timing]:
     s = config.schedule
     intervals = {
-        "active_orders": s.active_orders_s,
-        "stale_orders": s.stale_orders_s,
-        "pending_kyc": s.pending_kyc_s,
-        "commissions": s.commissions_s,
-        "strains": s.strains_s,
+        Tier.ACTIVE_ORDERS: s.active_orders_s,
+        Tier.STALE_ORDERS: s.stale_orders_s,
+        Tier.PENDING_KYC: s.pending_kyc_s,
+        Tier.COMMISSIONS: s.commissions_s,
+        Tier.STRAINS: s.strains_s,
     }
     return {
         tier: Timing(interval, s.jitter, s.backoff_base_s, s.backoff_max_s)
@@ -335,8 +336,7 @@ async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) 
             if holder.name in changes.holders_added:
                 _install(service, holder, runtime.client(holder))
         due = await first_dues(service, list(changes.holders_added))
-        for (holder_name, tier), when in due.items():
-            service.scheduler.schedule(holder_name, tier, when)
+        service.scheduler.schedule_all(due)
 
 
 def _install(service: Service, holder: HolderConfig, api: ApiClient) -> None:

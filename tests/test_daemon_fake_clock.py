@@ -19,10 +19,10 @@ import pytest
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import Config, load_config
 from drgreen_poller.daemon import Controls, run_daemon
-from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.scheduler import Job, NextRuns
 from drgreen_poller.store import Store
+from drgreen_poller.tiers import Tier
 from tests.conftest import write_config
 from tests.fakes import ClockScheduler, WebhookReceiver, start
 from tests.waiting import eventually
@@ -79,7 +79,7 @@ class FakeTimeDaemon:
             runs = await store.tier_runs("shop")
         finally:
             await store.close()
-        return {r.tier for r in runs if r.seeded_at} >= {ACTIVE_ORDERS, PENDING_KYC}
+        return {r.tier for r in runs if r.seeded_at} >= {Tier.ACTIVE_ORDERS, Tier.PENDING_KYC}
 
 
 @pytest.fixture
@@ -128,21 +128,23 @@ class TestTheWholeDaemonOnAFakeClock:
         order = daemon.state.orders.create("shop")
         await daemon.until(daemon.started, "the scheduler to start")
         start_s = daemon.clock.now().timestamp()
-        first = daemon.next_run(ACTIVE_ORDERS)
+        first = daemon.next_run(Tier.ACTIVE_ORDERS)
         assert start_s <= first <= start_s + 60.0  # staggered over the first-run window
         daemon.advance_to(first)
-        await daemon.until(lambda: daemon.planned_after(ACTIVE_ORDERS, first), "the next run")
-        assert daemon.next_run(ACTIVE_ORDERS) == pytest.approx(first + INTERVAL_S, abs=1e-3)
+        await daemon.until(lambda: daemon.planned_after(Tier.ACTIVE_ORDERS, first), "the next run")
+        assert daemon.next_run(Tier.ACTIVE_ORDERS) == pytest.approx(first + INTERVAL_S, abs=1e-3)
         daemon.advance_to(start_s + 60.0)  # every tier's first run is due by then
         await eventually(daemon.seeded, timeout_s=10, what="the first sweeps", task=daemon.task)
         assert daemon.delivered() == []  # first_sync = "seed": what exists is not news
 
         daemon.state.lifecycle.approve(order.id)
-        approved_run = daemon.next_run(ACTIVE_ORDERS)
+        approved_run = daemon.next_run(Tier.ACTIVE_ORDERS)
         daemon.advance_to(approved_run)
         await daemon.until(lambda: daemon.delivered() == ["order.approved"], "order.approved")
-        await daemon.until(lambda: daemon.planned_after(ACTIVE_ORDERS, approved_run), "a new plan")
-        paid_run = daemon.next_run(ACTIVE_ORDERS)
+        await daemon.until(
+            lambda: daemon.planned_after(Tier.ACTIVE_ORDERS, approved_run), "a new plan"
+        )
+        paid_run = daemon.next_run(Tier.ACTIVE_ORDERS)
         assert paid_run == pytest.approx(approved_run + INTERVAL_S, abs=1e-3)
 
         daemon.state.traffic.add_fault(
@@ -151,9 +153,11 @@ class TestTheWholeDaemonOnAFakeClock:
         daemon.state.lifecycle.pay(order.id)
         daemon.advance_to(paid_run)
         await daemon.until(
-            lambda: daemon.planned_after(ACTIVE_ORDERS, paid_run), "the backoff plan"
+            lambda: daemon.planned_after(Tier.ACTIVE_ORDERS, paid_run), "the backoff plan"
         )
-        assert daemon.next_run(ACTIVE_ORDERS) == pytest.approx(paid_run + BACKOFF_BASE_S, abs=1e-3)
+        assert daemon.next_run(Tier.ACTIVE_ORDERS) == pytest.approx(
+            paid_run + BACKOFF_BASE_S, abs=1e-3
+        )
         assert daemon.delivered() == ["order.approved"]  # the failed run found nothing
 
         daemon.advance_to(paid_run + BACKOFF_BASE_S)

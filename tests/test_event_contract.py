@@ -16,7 +16,7 @@ import pytest
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.events import Resource, envelope, iso_ms
-from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, PENDING_KYC, STRAINS
+from drgreen_poller.tiers import Tier
 from tests.test_poller import World, make_world
 
 __all__ = ["make_world"]  # the fixture, shared with the poller's tests
@@ -39,66 +39,66 @@ HOLDER_TYPES = ("poller.holder_unauthorized", "poller.holder_recovered")
 async def _orders(world: World) -> None:
     state, poll = world.state, world.poll
     orders = [state.orders.create("shop").id for _ in range(6)]
-    await poll(ACTIVE_ORDERS)
+    await poll(Tier.ACTIVE_ORDERS)
     walked, rejected, odd, refunded, regressed, skipped = orders
     for step in ("approve", "pay", "process", "ship", "deliver"):
         getattr(state.lifecycle, step)(walked)
-        await poll(ACTIVE_ORDERS)
+        await poll(Tier.ACTIVE_ORDERS)
     state.lifecycle.reject(rejected)
     state.orders.patch(odd, {"adminApproval": "ON_REVIEW"})
     state.lifecycle.approve(refunded)
     state.lifecycle.approve(regressed)
     state.lifecycle.approve(skipped)
-    await poll(ACTIVE_ORDERS)
+    await poll(Tier.ACTIVE_ORDERS)
     for status in ("FAILED", "REFUNDED", "ON_HOLD"):
         state.lifecycle.set_payment_status(refunded, status)
-        await poll(ACTIVE_ORDERS)
+        await poll(Tier.ACTIVE_ORDERS)
     state.lifecycle.cancel(refunded)
     state.lifecycle.process(regressed)
     state.lifecycle.pay(skipped)
-    await poll(ACTIVE_ORDERS)
+    await poll(Tier.ACTIVE_ORDERS)
     state.orders.patch(regressed, {"orderStatus": "PENDING"})
     state.orders.patch(skipped, {"orderStatus": "DELIVERED"})  # never seen SHIPPED
-    await poll(ACTIVE_ORDERS)
+    await poll(Tier.ACTIVE_ORDERS)
 
 
 async def _clients(world: World) -> None:
     state, poll = world.state, world.poll
     completed, rejected, odd = (state.clients.create("shop").id for _ in range(3))
-    await poll(PENDING_KYC)
+    await poll(Tier.PENDING_KYC)
     state.clients.verify_kyc(completed)
     state.clients.reject(rejected)
     state.clients.patch(odd, {"adminApproval": "ON_REVIEW", "isKYCVerified": True})
-    await poll(PENDING_KYC)
+    await poll(Tier.PENDING_KYC)
     state.clients.approve(completed)
     state.clients.patch(odd, {"isKYCVerified": False})
     state.clients.activate(odd)
-    await poll(PENDING_KYC)
+    await poll(Tier.PENDING_KYC)
     state.clients.deactivate(odd)
-    await poll(PENDING_KYC)
+    await poll(Tier.PENDING_KYC)
 
 
 async def _commissions(world: World) -> None:
     state, poll = world.state, world.poll
-    await poll(COMMISSIONS)
+    await poll(Tier.COMMISSIONS)
     commission = state.commissions.accrue("shop", 120.5)
-    await poll(COMMISSIONS)
+    await poll(Tier.COMMISSIONS)
     state.commissions.pay(commission.id)
-    await poll(COMMISSIONS)
+    await poll(Tier.COMMISSIONS)
     commission.amount_in_dollar = 100  # Dr Green corrected it: the total falls
-    await poll(COMMISSIONS)
+    await poll(Tier.COMMISSIONS)
 
 
 async def _strains(world: World) -> None:
     state, poll = world.state, world.poll
-    await poll(STRAINS)
+    await poll(Tier.STRAINS)
     strain = state.catalogue.create("Contract Kush", retail_price=12, locations={"GBR": 300})
-    await poll(STRAINS)
+    await poll(Tier.STRAINS)
     state.catalogue.update(strain.id, {"retailPrice": 13.5})
     state.catalogue.set_location(strain.id, "GBR", {"stockQuantity": 495})
-    await poll(STRAINS)
+    await poll(Tier.STRAINS)
     state.catalogue.remove(strain.id)
-    await poll(STRAINS)
+    await poll(Tier.STRAINS)
 
 
 def _json_type(value: Any) -> str:
@@ -127,7 +127,7 @@ class TestPreviousMatchesObject:
     async def test_every_event_type(self, make_world: Callable[..., Any]) -> None:
         """For every event type, each key of previous is a field of object of the same type."""
         world: World = await make_world(first_sync="seed")
-        for tier in (ACTIVE_ORDERS, PENDING_KYC):
+        for tier in (Tier.ACTIVE_ORDERS, Tier.PENDING_KYC):
             await world.poll(tier)  # the first sync: what exists is taken as it is
         for scenario in (_orders, _clients, _commissions, _strains):
             await scenario(world)
@@ -138,11 +138,11 @@ class TestPreviousMatchesObject:
     async def test_strain_stock_is_the_countrys(self, make_world: Callable[..., Any]) -> None:
         """A strain's stock in previous and object is its country's stock, as an integer."""
         world: World = await make_world()
-        await world.poll(STRAINS)
+        await world.poll(Tier.STRAINS)
         strain = world.state.catalogue.create("Kush", locations={"GBR": 300, "ZAF": 588})
-        await world.poll(STRAINS)
+        await world.poll(Tier.STRAINS)
         world.state.catalogue.set_location(strain.id, "GBR", {"stockQuantity": 495})
-        await world.poll(STRAINS)
+        await world.poll(Tier.STRAINS)
         [updated] = await world.store.events(patterns=["strain.updated"])
         assert updated["data"]["previous"] == {"stockQuantity": 300}
         assert updated["data"]["object"]["stockQuantity"] == 495

@@ -17,8 +17,9 @@ import pytest
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.errors import UpstreamUnauthorized
 from drgreen_poller.events import Resource
-from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.store import Store
+from drgreen_poller.tiers import Tier
 from tests.fakes import Scripted, ScriptedApi
 
 FOREIGN = "0b9e2c3a-1f4d-4e5a-9b6c-7d8e9f0a1b2c"
@@ -45,8 +46,8 @@ async def tracked(
     store = await Store.open(tmp_path / "s.db", clock=clock, sinks=())
     poller = HolderPoller("h", (), make_client(base_url, clock=clock), store, clock, PollSettings())
     api.then(Scripted.data(EMPTY_PAGE))
-    await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)  # the first sync
-    await store.track("h", Resource("order", FOREIGN), ACTIVE_ORDERS, clock.now())
+    await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)  # the first sync
+    await store.track("h", Resource("order", FOREIGN), Tier.ACTIVE_ORDERS, clock.now())
     yield api, poller, store
     await store.close()
 
@@ -58,9 +59,9 @@ class TestForbiddenOrderDetail:
         """A tracked order whose detail answers 403 leaves the active tier; nothing is refused."""
         api, poller, store = tracked
         api.then(Scripted.data(EMPTY_PAGE), Scripted(403, FORBIDDEN))
-        result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         assert result.events == []
-        assert await store.entities("h", tier=ACTIVE_ORDERS) == []
+        assert await store.entities("h", tier=Tier.ACTIVE_ORDERS) == []
         assert await store.unauthorized_holders() == {}
         assert [r.path for r in api.received[-2:]] == [
             "/api/v1/dapp/orders",
@@ -74,5 +75,7 @@ class TestForbiddenOrderDetail:
         api, poller, store = tracked
         api.then(Scripted.data(EMPTY_PAGE), Scripted(401, UNAUTHORIZED))
         with pytest.raises(UpstreamUnauthorized):
-            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
-        assert [e.resource.id for e in await store.entities("h", tier=ACTIVE_ORDERS)] == [FOREIGN]
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
+        assert [e.resource.id for e in await store.entities("h", tier=Tier.ACTIVE_ORDERS)] == [
+            FOREIGN
+        ]

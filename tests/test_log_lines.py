@@ -30,13 +30,14 @@ from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.events import Resource
-from drgreen_poller.poller import ACTIVE_ORDERS, TIERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.store import Observation, SinkRoute, Store
+from drgreen_poller.tiers import TIERS, Tier
 from tests.fakes import WebhookReceiver, start
 
 TIER_RUN = {"holder", "tier", "outcome", "duration_ms"}
@@ -70,7 +71,7 @@ class Polling:
     async def run(self) -> list[MutableMapping[str, Any]]:
         """One run of the active_orders tier; the lines it logged."""
         with capture_logs() as lines:
-            await self.runner.run("shop", ACTIVE_ORDERS)
+            await self.runner.run("shop", Tier.ACTIVE_ORDERS)
         return lines
 
     def advance_past_hold(self) -> None:
@@ -108,7 +109,7 @@ class TestTierRunLine:
             "info",
             "ok",
         )
-        assert (line["holder"], line["tier"], line["records"]) == ("shop", ACTIVE_ORDERS, 1)
+        assert (line["holder"], line["tier"], line["records"]) == ("shop", Tier.ACTIVE_ORDERS, 1)
 
     async def test_a_failed_run(self, polling: Polling) -> None:
         """A failed run logs one poll_failed warning: outcome failed, why, and when it retries."""
@@ -148,7 +149,7 @@ class TestTierRunLine:
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
         with capture_logs() as lines:
-            running = asyncio.create_task(polling.runner.run("shop", ACTIVE_ORDERS))
+            running = asyncio.create_task(polling.runner.run("shop", Tier.ACTIVE_ORDERS))
             while not (polling.clock.sleepers or running.done()):  # the sandbox answers slowly
                 await asyncio.wait([running], timeout=0.005)
             assert await polling.runner.stop(timeout_s=5)

@@ -31,7 +31,7 @@ from drgreen_poller.monitoring import (
     delivery_problems,
     health_problems,
 )
-from drgreen_poller.poller import ACTIVE_ORDERS, COMMISSIONS, TIERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.runner import TierRunner
@@ -39,6 +39,7 @@ from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.store import SinkBacklog, SinkRoute, Store, TierRun
+from drgreen_poller.tiers import TIERS, Tier
 from tests.conftest import write_config
 from tests.fakes import WebhookReceiver, start
 
@@ -122,7 +123,7 @@ class Rig:
     url: str
     judged: list[HealthInputs]  # [what the app judges now]: a test may swap it, as a reload does
 
-    async def poll(self, tier: str = ACTIVE_ORDERS) -> None:
+    async def poll(self, tier: str = Tier.ACTIVE_ORDERS) -> None:
         assert await self.runner.run("shop", tier)
 
     async def scrape(self) -> tuple[str, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
@@ -212,7 +213,7 @@ class TestPollSeries:
     async def test_a_poll_counts_its_outcome_duration_and_success_time(self, rig: Rig) -> None:
         """A real 2 s poll: counted ok, observed in the ≤ 2.5 s bucket, its success time set."""
         rig.box.state.traffic.add_fault({"kind": "slow", "delay_s": 2, "count": 1})
-        polling = asyncio.create_task(rig.poll(COMMISSIONS))
+        polling = asyncio.create_task(rig.poll(Tier.COMMISSIONS))
         for _ in range(400):  # until the slow answer sleeps on the fake clock (real time)
             if rig.clock.sleepers or polling.done():
                 break
@@ -220,7 +221,7 @@ class TestPollSeries:
         rig.clock.advance(2)
         await polling
         _, samples = await rig.scrape()
-        labels = {"tier": COMMISSIONS, "outcome": "ok"}
+        labels = {"tier": Tier.COMMISSIONS, "outcome": "ok"}
         ok = frozenset({"holder": "shop", **labels}.items())
         assert samples[("drgreen_poller_polls_total", ok)] == 1
         histogram = "drgreen_poller_poll_duration_seconds"
@@ -229,15 +230,15 @@ class TestPollSeries:
         assert samples[(f"{histogram}_bucket", frozenset({**labels, "le": "1.0"}.items()))] == 0
         assert samples[(f"{histogram}_bucket", frozenset({**labels, "le": "2.5"}.items()))] == 1
         when = await rig.value(
-            "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=COMMISSIONS
+            "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=Tier.COMMISSIONS
         )
         assert when == rig.clock.now().timestamp()
 
     async def test_a_holder_no_longer_configured_has_no_series(self, rig: Rig) -> None:
         """Once a reload removes a holder, its last success time and active set leave /metrics."""
-        await rig.poll(COMMISSIONS)
+        await rig.poll(Tier.COMMISSIONS)
         assert await rig.value(
-            "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=COMMISSIONS
+            "drgreen_poller_last_success_timestamp_seconds", holder="shop", tier=Tier.COMMISSIONS
         )
         rig.judged[0] = replace(rig.judged[0], holders=[])
         _, samples = await rig.scrape()
@@ -249,7 +250,7 @@ class TestPollSeries:
         rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503, "count": 1})
         await rig.poll()
         _, samples = await rig.scrape()
-        failed = {"holder": "shop", "tier": ACTIVE_ORDERS, "outcome": "failed"}
+        failed = {"holder": "shop", "tier": Tier.ACTIVE_ORDERS, "outcome": "failed"}
         assert samples[("drgreen_poller_polls_total", frozenset(failed.items()))] == 1
         assert not any(name.startswith("drgreen_poller_last_success") for name, _ in samples)
 
@@ -295,7 +296,7 @@ class TestPollSeries:
                 rig.box.state.create_holder("other").credentials, rig.clock, rig.store, metrics,
             )  # fmt: skip
             with pytest.raises(UpstreamError):
-                await runner.pollers["shop"].poll_tier(ACTIVE_ORDERS, next_due_at=0)
+                await runner.pollers["shop"].poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         [sample] = [
             s
             for family in metrics.registry.collect()
@@ -327,7 +328,7 @@ class TestPollSeries:
         rig.box.state.revoke_holder_key("shop")
         await rig.poll()
         _, samples = await rig.scrape()
-        refused = {"holder": "shop", "tier": ACTIVE_ORDERS, "outcome": "unauthorized"}
+        refused = {"holder": "shop", "tier": Tier.ACTIVE_ORDERS, "outcome": "unauthorized"}
         assert samples[("drgreen_poller_polls_total", frozenset(refused.items()))] == 1
         event = frozenset({"holder": "shop", "type": "poller.holder_unauthorized"}.items())
         assert samples[("drgreen_poller_events_total", event)] == 1
@@ -341,7 +342,7 @@ class TestPollSeries:
             {"type": "order.paid", "occurred_at": None, "observed_at": observed},
             {"type": "order.paid", "occurred_at": "yesterday", "observed_at": observed},
         ]
-        metrics.poll_finished("shop", ACTIVE_ORDERS, "ok", events, 0.1)
+        metrics.poll_finished("shop", Tier.ACTIVE_ORDERS, "ok", events, 0.1)
         values = {s.name: s.value for family in metrics.registry.collect() for s in family.samples}
         assert values["drgreen_poller_events_total"] == 2
         assert "drgreen_poller_detection_lag_seconds_count" not in values

@@ -14,20 +14,12 @@ import pytest
 from drgreen_poller.api import ApiSettings
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.demo import NEW_CUSTOMER
-from drgreen_poller.poller import (
-    ACTIVE_ORDERS,
-    COMMISSIONS,
-    PENDING_KYC,
-    STALE_ORDERS,
-    STRAINS,
-    TIERS,
-    HolderPoller,
-    PollSettings,
-)
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
+from drgreen_poller.tiers import TIERS, Tier
 
 
 @dataclass
@@ -97,38 +89,38 @@ class TestLifecycles:
     ) -> None:
         """KYC and create→approve→pay→ship→deliver give exactly the expected events, in order."""
         world: World = await make_world()
-        assert await world.poll(PENDING_KYC) == []
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.PENDING_KYC) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
         client_id = await world.api.create_client(NEW_CUSTOMER)
-        assert await world.poll(PENDING_KYC) == ["client.created"]
+        assert await world.poll(Tier.PENDING_KYC) == ["client.created"]
         world.state.clients.verify_kyc(client_id)
-        assert await world.poll(PENDING_KYC) == ["client.kyc.verified"]
+        assert await world.poll(Tier.PENDING_KYC) == ["client.kyc.verified"]
         world.state.clients.approve(client_id)
-        assert await world.poll(PENDING_KYC) == [
+        assert await world.poll(Tier.PENDING_KYC) == [
             "client.kyc.approved",
             "client.kyc.completed",
             "client.activated",
         ]
-        assert await world.store.entities("shop", tier=PENDING_KYC) == []
+        assert await world.store.entities("shop", tier=Tier.PENDING_KYC) == []
 
         strain = world.state.catalogue.listed()[0] if world.state.catalogue.listed() else None
         if strain is None:
             strain = world.state.catalogue.create("Blue Dream", locations={"GBR": 100})
         await world.api.add_to_cart(world.state.clients.get(client_id).cart_id, [(strain.id, 2)])
         order = await world.api.create_order(client_id)
-        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
         for step, expected in (
             (world.state.lifecycle.approve, "order.approved"),
             (world.state.lifecycle.pay, "order.paid"),
             (world.state.lifecycle.ship, "order.shipped"),
         ):
             step(order.id)
-            assert await world.poll(ACTIVE_ORDERS) == [expected]
+            assert await world.poll(Tier.ACTIVE_ORDERS) == [expected]
         [shipped] = await world.store.entities("shop", kind="order")
-        assert shipped.tier == STALE_ORDERS  # kept, slowly, until delivered
+        assert shipped.tier == Tier.STALE_ORDERS  # kept, slowly, until delivered
         world.state.lifecycle.deliver(order.id)
-        assert await world.poll(STALE_ORDERS) == ["order.delivered"]
+        assert await world.poll(Tier.STALE_ORDERS) == ["order.delivered"]
         [done] = await world.store.entities("shop", kind="order")
         assert done.tier is None
         events = await world.store.events(patterns=["order.*"], limit=0)
@@ -142,23 +134,25 @@ class TestLifecycles:
         """A rejected order emits order.rejected once and is no longer polled."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.orders.create("shop")
-        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
         world.state.lifecycle.reject(order.id, "no prescription")
-        assert await world.poll(ACTIVE_ORDERS) == ["order.rejected"]
-        tracked = {e.resource.id for e in await world.store.entities("shop", tier=ACTIVE_ORDERS)}
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.rejected"]
+        tracked = {
+            e.resource.id for e in await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)
+        }
         assert order.id not in tracked
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
     async def test_terminal_statuses_are_configurable(self, make_world: Callable[..., Any]) -> None:
         """With SHIPPED configured as terminal, a shipped order stops being polled."""
         world: World = await make_world(terminal=frozenset({"SHIPPED", "DELIVERED"}))
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
         world.state.lifecycle.ship(order.id)
-        assert await world.poll(ACTIVE_ORDERS) == ["order.approved", "order.shipped"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved", "order.shipped"]
         [entity] = await world.store.entities("shop", kind="order")
         assert entity.tier is None
 
@@ -166,13 +160,13 @@ class TestLifecycles:
         """An order seen pending then delivered gets every step; payment flip-flops are kept."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
         world.state.lifecycle.pay(order.id)
         world.state.lifecycle.unpay(order.id)
         world.state.lifecycle.pay(order.id)
         world.state.lifecycle.deliver(order.id)
-        events = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        events = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         assert [(e["type"], e["inferred"]) for e in events.events] == [
             ("order.approved", False),
             ("order.paid", False),
@@ -184,9 +178,9 @@ class TestLifecycles:
         """An enum value Dr Green never documented becomes a *_changed event, never a crash."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.orders.patch(order.id, {"paymentStatus": "ON_HOLD"})
-        assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.payment_status_changed"]
 
 
 class TestFirstSync:
@@ -201,15 +195,15 @@ class TestFirstSync:
         for tier in TIERS:
             assert await world.poll(tier) == []
         assert len(await world.store.entities("shop", kind="order")) == 500
-        assert await world.poll(ACTIVE_ORDERS) == []  # and the next run is quiet too
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []  # and the next run is quiet too
 
     async def test_emit_sends_created_for_everything(self, make_world: Callable[..., Any]) -> None:
         """first_sync = "emit" announces every existing order and client."""
         world: World = await make_world(first_sync="emit")
         world.state.orders.create_many("shop", 3)
         world.state.clients.create("shop")
-        assert (await world.poll(ACTIVE_ORDERS)).count("order.created") == 3
-        assert "client.created" in await world.poll(PENDING_KYC)
+        assert (await world.poll(Tier.ACTIVE_ORDERS)).count("order.created") == 3
+        assert "client.created" in await world.poll(Tier.PENDING_KYC)
 
     async def test_a_new_poller_reads_the_seed_from_the_state(
         self, make_world: Callable[..., Any]
@@ -217,10 +211,10 @@ class TestFirstSync:
         """A poller started later (a restart) finds the seed recorded and reports new orders."""
         world: World = await make_world()
         world.state.orders.create_many("shop", 3)
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.orders.create("shop")
         later = HolderPoller("shop", (), world.api, world.store, world.clock, PollSettings())
-        result = await later.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        result = await later.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         assert (result.first_sync, [e["type"] for e in result.events]) == (False, ["order.created"])
 
 
@@ -233,15 +227,15 @@ class TestCost:
         world.state.orders.create_many("shop", 1000, spacing_s=1)
         world.state.orders.create_many("shop", 2000, spacing_s=1, order_status="DELIVERED",
                                   admin_approval="VERIFIED", payment_status="PAID")  # fmt: skip
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         first_active = world.state.orders.of("shop")[0]
         world.state.lifecycle.approve(first_active.id)  # the oldest active order changes
         world.state.traffic.reset_request_counts()
-        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]
         counts = world.state.traffic.request_counts("shop")
         assert counts["total"] <= 60
         assert counts["by_endpoint"] == {"GET /dapp/orders": counts["total"]}
-        assert len(await world.store.entities("shop", tier=ACTIVE_ORDERS)) == 1000
+        assert len(await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)) == 1000
 
 
 class TestStaleTier:
@@ -251,14 +245,14 @@ class TestStaleTier:
         old = world.clock.now() - timedelta(days=10)
         order = world.state.orders.create("shop", created_at=old)
         world.state.orders.create_many("shop", 30)
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         [entity] = [
             e for e in await world.store.entities("shop", kind="order") if e.resource.id == order.id
         ]
-        assert entity.tier == STALE_ORDERS
+        assert entity.tier == Tier.STALE_ORDERS
         world.state.lifecycle.approve(order.id)
         world.state.traffic.reset_request_counts()
-        assert await world.poll(STALE_ORDERS) == ["order.approved"]
+        assert await world.poll(Tier.STALE_ORDERS) == ["order.approved"]
         log = world.state.traffic.request_counts("shop")["log"]
         assert [entry["endpoint"] for entry in log] == ["GET /dapp/orders"]
 
@@ -268,10 +262,10 @@ class TestStaleTier:
         """A stale order whose status changed is read from detail, its approval inferred."""
         world: World = await make_world()
         order = world.state.orders.create("shop", created_at=world.clock.now() - timedelta(days=9))
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
         world.state.lifecycle.ship(order.id)
-        types = await world.poller.poll_tier(STALE_ORDERS, next_due_at=0)
+        types = await world.poller.poll_tier(Tier.STALE_ORDERS, next_due_at=0)
         assert [(e["type"], e["inferred"]) for e in types.events] == [
             ("order.approved", True),
             ("order.shipped", False),
@@ -287,46 +281,46 @@ class TestUnchangedOrders:
         """An order nothing happened to moves to the stale tier once older than stale_after."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
-        assert await world.poll(ACTIVE_ORDERS) == []
+        await world.poll(Tier.ACTIVE_ORDERS)
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
         world.clock.advance(8 * 86400)
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
         [entity] = await world.store.entities("shop", kind="order")
-        assert (entity.resource.id, entity.tier) == (order.id, STALE_ORDERS)
+        assert (entity.resource.id, entity.tier) == (order.id, Tier.STALE_ORDERS)
 
     async def test_each_moved_field_is_found_once(self, make_world: Callable[..., Any]) -> None:
         """A move of any one status field is an event in the next run, and no event after it."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.orders.patch(order.id, {"paymentStatus": "ON_HOLD"})
-        assert await world.poll(ACTIVE_ORDERS) == ["order.payment_status_changed"]
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.payment_status_changed"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
         world.state.orders.patch(order.id, {"adminApproval": "VERIFIED"})
-        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]
         world.state.orders.patch(order.id, {"orderStatus": "PROCESSING"})
-        assert await world.poll(ACTIVE_ORDERS) == ["order.processing"]
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.processing"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
     async def test_a_seeded_tier_stays_seeded(self, make_world: Callable[..., Any]) -> None:
         """After its first sync a tier's new orders are events, run after run."""
         world: World = await make_world()
         world.state.orders.create_many("shop", 3)
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
         world.state.orders.create("shop")
-        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
         world.state.orders.create("shop")
-        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
 
 
 class TestCommissionsAndStrains:
     async def test_commission_accrual(self, make_world: Callable[..., Any]) -> None:
         """The first summary is a baseline; a rise in USD is commission.accrued."""
         world: World = await make_world()
-        assert await world.poll(COMMISSIONS) == []
+        assert await world.poll(Tier.COMMISSIONS) == []
         world.state.commissions.accrue("shop", 4.5)
         world.state.commissions.set_eth_rate(0.001)  # ETH drift alone is not an event
-        assert await world.poll(COMMISSIONS) == ["commission.accrued"]
+        assert await world.poll(Tier.COMMISSIONS) == ["commission.accrued"]
         [event] = await world.store.events(patterns=["commission.*"])
         assert event["data"]["amounts"]["delta"] == 4.5
 
@@ -335,11 +329,11 @@ class TestCommissionsAndStrains:
         world: World = await make_world(countries=("GBR",))
         kept = world.state.catalogue.create("Blue Dream", locations={"GBR": 100})
         gone = world.state.catalogue.create("Northern Lights", locations={"GBR": 50})
-        assert await world.poll(STRAINS) == []
+        assert await world.poll(Tier.STRAINS) == []
         world.state.catalogue.create("Durban Poison", locations={"GBR": 10})
         world.state.catalogue.update(kept.id, {"retailPrice": 14})
         world.state.catalogue.remove(gone.id)
-        assert sorted(await world.poll(STRAINS)) == [
+        assert sorted(await world.poll(Tier.STRAINS)) == [
             "strain.created",
             "strain.removed",
             "strain.updated",
@@ -356,11 +350,11 @@ class TestTracking:
         from drgreen_poller.store import Observation
 
         world: World = await make_world()
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         order = world.state.orders.create("shop")
-        marker = Observation(Resource("order", order.id), {TRACKED_MARK: True}, ACTIVE_ORDERS)
+        marker = Observation(Resource("order", order.id), {TRACKED_MARK: True}, Tier.ACTIVE_ORDERS)
         await world.store.commit_events("shop", [marker], now=world.clock.now())
-        assert await world.poll(ACTIVE_ORDERS) == ["order.created"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
 
 
 class TestCrashSafety:
@@ -370,14 +364,14 @@ class TestCrashSafety:
         """A poll whose commit was lost (a crash) is redone with exactly the same event ids."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
         world.state.lifecycle.pay(order.id)
-        lost = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
-        redone = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        lost = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        redone = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
         assert [e["type"] for e in redone.events] == ["order.approved", "order.paid"]
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
 
 class TestReviewRegressions:
@@ -387,12 +381,12 @@ class TestReviewRegressions:
         old = world.clock.now() - timedelta(days=9)
         odd = world.state.orders.create("shop", created_at=old, admin_approval="VERIFIED")
         plain = world.state.orders.create("shop", created_at=old)
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.orders.patch(odd.id, {"orderStatus": "ON_HOLD"})
-        assert await world.poll(STALE_ORDERS) == ["order.status_changed"]
+        assert await world.poll(Tier.STALE_ORDERS) == ["order.status_changed"]
         world.state.orders.patch(odd.id, {"orderStatus": "DELIVERED"})
         world.state.lifecycle.approve(plain.id)
-        assert sorted(await world.poll(STALE_ORDERS)) == ["order.approved", "order.delivered"]
+        assert sorted(await world.poll(Tier.STALE_ORDERS)) == ["order.approved", "order.delivered"]
 
     async def test_unlisted_pending_client_leaves_the_tier(
         self, make_world: Callable[..., Any]
@@ -403,12 +397,12 @@ class TestReviewRegressions:
         from drgreen_poller.store import Observation
 
         world: World = await make_world()
-        await world.poll(PENDING_KYC)
+        await world.poll(Tier.PENDING_KYC)
         ghost = Resource("client", "00000000-0000-4000-8000-0000000000aa")
-        marker = Observation(ghost, {TRACKED_MARK: True}, PENDING_KYC)
+        marker = Observation(ghost, {TRACKED_MARK: True}, Tier.PENDING_KYC)
         await world.store.commit_events("shop", [marker], now=world.clock.now())
-        assert await world.poll(PENDING_KYC) == []
-        assert await world.store.entities("shop", tier=PENDING_KYC) == []
+        assert await world.poll(Tier.PENDING_KYC) == []
+        assert await world.store.entities("shop", tier=Tier.PENDING_KYC) == []
 
 
 class TestConcurrentWriters:
@@ -418,16 +412,16 @@ class TestConcurrentWriters:
 
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
-        other = await world.poller.observe(ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
-        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
+        other = await world.poller.observe(Tier.ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
         with pytest.raises(ConcurrentUpdate, match="polled again"):
             await world.store.commit_poll(
-                "shop", ACTIVE_ORDERS, other, now=world.clock.now(), next_due_at=0
+                "shop", Tier.ACTIVE_ORDERS, other, now=world.clock.now(), next_due_at=0
             )
         assert await world.types() == ["order.approved"]
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
 
 class TestOutOfBandWrites:
@@ -444,7 +438,7 @@ class TestOutOfBandWrites:
 
         world: World = await make_world()
         world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)  # the tier is read (and kept)
+        await world.poll(Tier.ACTIVE_ORDERS)  # the tier is read (and kept)
         gone = "00000000-0000-4000-8000-0000000000bb"
         config = write_config(tmp_path, world.box.base_url, world.holder)
         cli = await asyncio.create_subprocess_exec(
@@ -454,8 +448,8 @@ class TestOutOfBandWrites:
         out, err = await cli.communicate()
         assert cli.returncode == 0, err
         assert b"will be watched" in out
-        assert await world.poll(ACTIVE_ORDERS) == []
-        active = await world.store.entities("shop", tier=ACTIVE_ORDERS)
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
+        active = await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)
         assert gone not in {e.resource.id for e in active}
 
     async def test_a_change_another_connection_committed_is_not_detected_twice(
@@ -465,16 +459,16 @@ class TestOutOfBandWrites:
         compares with: no second event, no refused commit."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
         other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
         try:
             poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
-            result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+            result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         finally:
             await other.close()
         assert [e["type"] for e in result.events] == ["order.approved"]
-        assert await world.poll(ACTIVE_ORDERS) == []
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
         assert await world.types() == ["order.approved"]
 
     async def test_a_dry_run_after_another_connections_commit_shows_no_stale_event(
@@ -484,15 +478,15 @@ class TestOutOfBandWrites:
         would write now: nothing."""
         world: World = await make_world()
         order = world.state.orders.create("shop")
-        await world.poll(ACTIVE_ORDERS)
+        await world.poll(Tier.ACTIVE_ORDERS)
         world.state.lifecycle.approve(order.id)
-        assert await world.poll(ACTIVE_ORDERS) == ["order.approved"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]
         world.state.lifecycle.pay(order.id)
         other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
         try:
             poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
-            await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         finally:
             await other.close()
-        preview = await world.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        preview = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
         assert preview.events == []

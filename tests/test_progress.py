@@ -26,13 +26,14 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
 from drgreen_poller.events import iso_ms
-from drgreen_poller.poller import ACTIVE_ORDERS, PENDING_KYC, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.progress import ProgressPolicy, SweepProgress
 from drgreen_poller.progress_bar import PollBar, wants_bar
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.service import open_runtime
 from drgreen_poller.store import ProgressRow, Store
+from drgreen_poller.tiers import Tier
 from tests.conftest import write_config
 
 EVERY_PAGE = ProgressPolicy(log_every_s=0, write_every_s=0)
@@ -98,14 +99,16 @@ class TestProgressLines:
         """With no throttle, a first sync logs sweep_progressed per page: pages, records, total."""
         rig: Rig = await make_rig()
         with capture_logs() as logs:
-            await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+            await rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         lines = [line for line in logs if line["event"] == "sweep_progressed"]
         pages = ORDERS // TAKE
         assert [(line["pages"], line["records"]) for line in lines] == [
             (n, n * TAKE) for n in range(1, pages + 1)
         ]
         assert {line["log_level"] for line in lines} == {"info"}
-        assert all(line["holder"] == "shop" and line["tier"] == ACTIVE_ORDERS for line in lines)
+        assert all(
+            line["holder"] == "shop" and line["tier"] == Tier.ACTIVE_ORDERS for line in lines
+        )
         assert {line["expected_records"] for line in lines} == {ORDERS}
         assert all(line["elapsed_s"] == 0 for line in lines)  # the fake clock never moved
 
@@ -116,7 +119,7 @@ class TestProgressLines:
             {"kind": "slow", "delay_s": 1, "endpoint": "GET /dapp/orders", "count": 100}
         )
         with capture_logs() as logs:
-            run = asyncio.create_task(rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0))
+            run = asyncio.create_task(rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0))
             seen: list[tuple[int, int]] = []
             while not run.done():
                 await rig.until_sleeping(run)
@@ -138,13 +141,18 @@ class TestProgressRows:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders", "count": 2}
         )
-        run = asyncio.create_task(rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0))
+        run = asyncio.create_task(rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0))
         await rig.until_sleeping(run)
         assert await rig.rows() == []  # nothing read yet, nothing to show
         rig.clock.advance(30)  # page 1 arrives; page 2 is slow too
         await rig.until_sleeping(run)
         [row] = await rig.rows()
-        assert (row.holder, row.tier, row.pages, row.records) == ("shop", ACTIVE_ORDERS, 1, TAKE)
+        assert (row.holder, row.tier, row.pages, row.records) == (
+            "shop",
+            Tier.ACTIVE_ORDERS,
+            1,
+            TAKE,
+        )
         assert row.expected_records == ORDERS
         assert (row.started_at, row.updated_at) == (iso_ms(started), iso_ms(rig.clock.now()))
         rig.clock.advance(30)
@@ -157,7 +165,9 @@ class TestProgressRows:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 5, "endpoint": "GET /dapp/orders", "count": 100}
         )
-        run = asyncio.create_task(rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0, dry_run=True))
+        run = asyncio.create_task(
+            rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        )
         rows: list[ProgressRow] = []
         while not run.done():
             await rig.until_sleeping(run)
@@ -170,27 +180,27 @@ class TestProgressRows:
     async def test_a_row_left_by_a_stopped_process_goes(self, make_rig: Callable[..., Any]) -> None:
         """A row from a daemon that died mid-sweep is cleared by the tier's next run."""
         rig: Rig = await make_rig(ProgressPolicy())  # this run is too quick to write its own
-        old = SweepProgress("shop", ACTIVE_ORDERS, rig.clock.now(), pages=7, records=700)
+        old = SweepProgress("shop", Tier.ACTIVE_ORDERS, rig.clock.now(), pages=7, records=700)
         await rig.store.record_progress(old, rig.clock.now())
         assert len(await rig.rows()) == 1
-        await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        await rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         assert await rig.rows() == []
 
     async def test_rows_known_at_start_up_are_trusted(self, make_rig: Callable[..., Any]) -> None:
         """A poller told which rows were left clears those and deletes nothing for the others."""
         rig: Rig = await make_rig(ProgressPolicy())
-        left = SweepProgress("shop", PENDING_KYC, rig.clock.now(), pages=7, records=700)
+        left = SweepProgress("shop", Tier.PENDING_KYC, rig.clock.now(), pages=7, records=700)
         await rig.store.record_progress(left, rig.clock.now())
         rig.poller = HolderPoller(
             "shop", (), rig.poller.api, rig.store, rig.clock, PollSettings(take=TAKE),
-            rows_left=[PENDING_KYC],
+            rows_left=[Tier.PENDING_KYC],
         )  # fmt: skip
         # Written after start-up (say, by hand): a tier told it has no row does not look.
-        later = SweepProgress("shop", ACTIVE_ORDERS, rig.clock.now(), pages=1, records=50)
+        later = SweepProgress("shop", Tier.ACTIVE_ORDERS, rig.clock.now(), pages=1, records=50)
         await rig.store.record_progress(later, rig.clock.now())
-        await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
-        await rig.poller.poll_tier(PENDING_KYC, next_due_at=0)
-        assert [(row.tier, row.pages) for row in await rig.rows()] == [(ACTIVE_ORDERS, 1)]
+        await rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
+        await rig.poller.poll_tier(Tier.PENDING_KYC, next_due_at=0)
+        assert [(row.tier, row.pages) for row in await rig.rows()] == [(Tier.ACTIVE_ORDERS, 1)]
 
     async def test_the_runtime_reads_the_rows_left_once(self, tmp_path: Path) -> None:
         """Opening the daemon's runtime reads every row left, and its pollers clear them."""
@@ -200,12 +210,12 @@ class TestProgressRows:
         async with LocalSandbox(box_state) as box:
             config = load_config(write_config(tmp_path, box.base_url, holder))
             store = await Store.open(config.daemon.state_path, sinks=())
-            left = SweepProgress("shop", PENDING_KYC, clock.now(), pages=2, records=9)
+            left = SweepProgress("shop", Tier.PENDING_KYC, clock.now(), pages=2, records=9)
             await store.record_progress(left, clock.now())
             await store.close()
             async with open_runtime(config, clock) as runtime:
-                assert runtime.rows_left == {"shop": {PENDING_KYC}}
-                await runtime.pollers["shop"].poll_tier(PENDING_KYC, next_due_at=0)
+                assert runtime.rows_left == {"shop": {Tier.PENDING_KYC}}
+                await runtime.pollers["shop"].poll_tier(Tier.PENDING_KYC, next_due_at=0)
                 assert await runtime.store.progress_rows() == []
 
     async def test_the_hook_hears_every_page_then_the_end(
@@ -213,7 +223,7 @@ class TestProgressRows:
     ) -> None:
         """``on_progress`` gets each page's counts in order, then one value marked done."""
         rig: Rig = await make_rig()
-        await rig.poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        await rig.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         *pages, end = rig.heard
         assert [p.records for p in pages] == [n * TAKE for n in range(1, ORDERS // TAKE + 1)]
         assert not any(p.done for p in pages)
@@ -240,19 +250,19 @@ class TestStatusShowsSweeps:
         path, store = shop_config
         now = SystemClock().now()
         progress = SweepProgress(
-            "shop", ACTIVE_ORDERS, now - timedelta(seconds=20), 23, 2300, expected_records=5000
+            "shop", Tier.ACTIVE_ORDERS, now - timedelta(seconds=20), 23, 2300, expected_records=5000
         )
         await store.record_progress(progress, now)
         code, out, err = await _cli("-c", str(path), "status")
         assert code == 0, err
         lines = out.splitlines()
-        at = next(i for i, line in enumerate(lines) if line.strip().startswith(ACTIVE_ORDERS))
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(Tier.ACTIVE_ORDERS))
         assert lines[at + 1].startswith("    sweeping since ")
         assert "23 page(s), 2,300 of 5,000 records (last page " in lines[at + 1]
         code, out, err = await _cli("-c", str(path), "status", "--json")
         assert code == 0, err
         tiers = {t["tier"]: t for t in json.loads(out)["holders"][0]["tiers"]}
-        sweep = tiers[ACTIVE_ORDERS]["sweep"]
+        sweep = tiers[Tier.ACTIVE_ORDERS]["sweep"]
         assert (sweep["pages"], sweep["records"], sweep["expected_records"]) == (23, 2300, 5000)
         assert sweep["stalled"] is False
         assert tiers["stale_orders"]["sweep"] is None
@@ -263,7 +273,7 @@ class TestStatusShowsSweeps:
         """A row quiet for longer than a page can take is a stopped daemon's, and says so."""
         path, store = shop_config
         written = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-        progress = SweepProgress("shop", ACTIVE_ORDERS, written - timedelta(seconds=9), 9, 900)
+        progress = SweepProgress("shop", Tier.ACTIVE_ORDERS, written - timedelta(seconds=9), 9, 900)
         await store.record_progress(progress, written)
         config = load_config(path)
         for later_s, stalled in ((30, False), (61, True), (3600, True)):
@@ -321,7 +331,7 @@ def _drain(master: int) -> str:
 def _progress(pages: int, done: bool = False) -> SweepProgress:
     start = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
     return SweepProgress(
-        "shop", ACTIVE_ORDERS, start, pages, pages * 100, expected_records=500, done=done
+        "shop", Tier.ACTIVE_ORDERS, start, pages, pages * 100, expected_records=500, done=done
     )
 
 

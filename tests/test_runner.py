@@ -14,19 +14,13 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import FakeClock
-from drgreen_poller.poller import (
-    ACTIVE_ORDERS,
-    COMMISSIONS,
-    PENDING_KYC,
-    TIERS,
-    HolderPoller,
-    PollSettings,
-)
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import RunSlots, TokenBucket
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.scheduler import NextRuns, Timing
 from drgreen_poller.store import Store
+from drgreen_poller.tiers import TIERS, Tier
 from tests.fakes import ClockScheduler
 from tests.waiting import eventually
 
@@ -66,7 +60,7 @@ class Rig:
             self.rescheduled.extend((holder, tier, when) for (holder, tier), when in runs.items())
         return self.rescheduled
 
-    async def run(self, tier: str = ACTIVE_ORDERS) -> float:
+    async def run(self, tier: str = Tier.ACTIVE_ORDERS) -> float:
         """Run the tier; seconds from now until the runner wants it again."""
         runs = await self.runner.run("shop", tier)
         return runs[("shop", tier)] - self.clock.now().timestamp()
@@ -111,7 +105,7 @@ class TestTiming:
         """After a success the tier runs again in 60 s ± 10 %, and is rescheduled so."""
         delay = await rig.run()
         assert 54 <= delay <= 66
-        assert rig.planned()[-1][:2] == ("shop", ACTIVE_ORDERS)
+        assert rig.planned()[-1][:2] == ("shop", Tier.ACTIVE_ORDERS)
 
     async def test_backoff_grows_then_resets(self, rig: Rig) -> None:
         """Consecutive failures back off 5, 10, 20, 40 s (± 10 %); a success resets it."""
@@ -119,11 +113,11 @@ class TestTiming:
         delays = [await rig.run() for _ in range(4)]
         for delay, nominal in zip(delays, (5, 10, 20, 40), strict=True):
             assert nominal * 0.9 <= delay <= nominal * 1.1
-        [run] = [r for r in await rig.store.tier_runs("shop") if r.tier == ACTIVE_ORDERS]
+        [run] = [r for r in await rig.store.tier_runs("shop") if r.tier == Tier.ACTIVE_ORDERS]
         assert run.consecutive_failures == 4
         assert "503" in (run.last_error or "")
         assert 54 <= await rig.run() <= 66
-        [run] = [r for r in await rig.store.tier_runs("shop") if r.tier == ACTIVE_ORDERS]
+        [run] = [r for r in await rig.store.tier_runs("shop") if r.tier == Tier.ACTIVE_ORDERS]
         assert run.consecutive_failures == 0
 
     async def test_retry_after_is_respected(self, rig: Rig) -> None:
@@ -173,7 +167,7 @@ class TestUnauthorized:
         rig.clock.advance(due)
         rig.planned().clear()
         rig.forget()
-        assert await rig.run(COMMISSIONS) == 0
+        assert await rig.run(Tier.COMMISSIONS) == 0
         now = rig.clock.now().timestamp()
         assert {(tier, when) for _, tier, when in rig.planned()} == {(tier, now) for tier in TIERS}
         assert [r["endpoint"] for r in rig.requests()] == [PROBE]
@@ -198,7 +192,7 @@ class TestUnauthorized:
         assert [(r["endpoint"], r["status"]) for r in rig.requests()] == [(PROBE, 503)]
         assert await rig.poller_events() == ["poller.holder_unauthorized"]
         rig.clock.advance(due)
-        assert await rig.run(PENDING_KYC) == 0
+        assert await rig.run(Tier.PENDING_KYC) == 0
         assert await rig.poller_events() == [
             "poller.holder_unauthorized",
             "poller.holder_recovered",
@@ -218,7 +212,7 @@ class TestUnauthorized:
         await rig.run()
         rig.runner = rig.new_runner()  # a restart: the mark comes from the database
         rig.forget()
-        due = await rig.run(ACTIVE_ORDERS)
+        due = await rig.run(Tier.ACTIVE_ORDERS)
         assert RETRY_S * 0.9 <= due <= RETRY_S * 1.1
         assert [r["endpoint"] for r in rig.requests()] == [PROBE]
         assert await rig.poller_events() == ["poller.holder_unauthorized"]
@@ -254,7 +248,7 @@ class TestHolderWideHold:
         """A plain 503 is that tier's failure: the other tiers keep their own times."""
         rig.box.state.traffic.add_fault({"kind": "server_error", "status": 503})
         assert 4.5 <= await rig.run() <= 5.5
-        assert 54 <= await rig.run(COMMISSIONS) <= 66
+        assert 54 <= await rig.run(Tier.COMMISSIONS) <= 66
 
 
 class TestNoOverlap:
@@ -263,8 +257,8 @@ class TestNoOverlap:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        slow = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
-        quick = asyncio.create_task(rig.runner.run("shop", COMMISSIONS))
+        slow = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
+        quick = asyncio.create_task(rig.runner.run("shop", Tier.COMMISSIONS))
         for _ in range(400):  # until the slow answer sleeps on the fake clock (real time)
             if rig.clock.sleepers:
                 break
@@ -292,7 +286,7 @@ class TestStop:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        running = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
         await _until_sleeping(rig, running)
         assert rig.clock.sleepers == 1  # the sandbox is answering slowly
         assert await rig.runner.stop(timeout_s=5)
@@ -304,7 +298,7 @@ class TestStop:
     async def test_no_run_starts_after_stop(self, rig: Rig) -> None:
         """Once stopped, a run the scheduler had already fired sends nothing and plans nothing."""
         assert await rig.runner.stop(timeout_s=5)
-        assert await rig.runner.run("shop", COMMISSIONS) == {}
+        assert await rig.runner.run("shop", Tier.COMMISSIONS) == {}
         assert rig.requests() == []
 
     async def test_the_token_bucket_wait_is_interrupted(self, rig: Rig) -> None:
@@ -312,7 +306,7 @@ class TestStop:
         rig.box.state.orders.create("shop")
         bucket = TokenBucket(rate=0.001, burst=1, clock=rig.clock)  # the next token in 1000 s
         rig.runner = rig.new_runner(bucket=bucket, take=1)
-        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        running = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
         await _until_sleeping(rig, running)
         assert [r["endpoint"] for r in rig.requests()] == ["GET /dapp/orders"]
         assert rig.clock.sleepers == 1
@@ -326,7 +320,7 @@ class TestStop:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        running = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        running = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
         await _until_sleeping(rig, running)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -358,9 +352,9 @@ class TestRunSlots:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        slow = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        slow = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
         await _until_sleeping(rig, slow)
-        waiting = asyncio.create_task(rig.runner.run("other", COMMISSIONS))
+        waiting = asyncio.create_task(rig.runner.run("other", Tier.COMMISSIONS))
         await asyncio.wait([waiting], timeout=0.1)
         assert not waiting.done()  # it would long be done if it had a slot of its own
         rig.clock.advance(30)
@@ -376,9 +370,9 @@ class TestRunSlots:
         slots = RunSlots(1)
         paced = TokenBucket(rate=0.001, burst=1, clock=rig.clock, slots=slots)
         self.two_holders(rig, slots, paced)
-        sweep = asyncio.create_task(rig.runner.run("shop", ACTIVE_ORDERS))
+        sweep = asyncio.create_task(rig.runner.run("shop", Tier.ACTIVE_ORDERS))
         await _until_sleeping(rig, sweep)
-        other = asyncio.create_task(rig.runner.run("other", COMMISSIONS))
+        other = asyncio.create_task(rig.runner.run("other", Tier.COMMISSIONS))
         assert await asyncio.wait_for(other, 5) is not None
         assert not sweep.done()
         rig.clock.advance(1000)
@@ -392,10 +386,10 @@ class TestRunSlots:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        await rig.runner.submit("shop", ACTIVE_ORDERS)
+        await rig.runner.submit("shop", Tier.ACTIVE_ORDERS)
         await _until_idle_or_sleeping(rig)
-        await rig.runner.submit("other", COMMISSIONS)
-        await rig.runner.submit("other", COMMISSIONS)
+        await rig.runner.submit("other", Tier.COMMISSIONS)
+        await rig.runner.submit("other", Tier.COMMISSIONS)
         assert rig.runner.waiting() == 1
         started = [t for t in asyncio.all_tasks() if "_run_from_queue" in repr(t.get_coro())]
         assert len(started) == 1  # the slow run: the waiting one is no task
@@ -412,9 +406,9 @@ class TestRunSlots:
         rig.box.state.orders.create("shop")
         slots = RunSlots(1)
         self.two_holders(rig, slots, TokenBucket(rate=0.001, burst=1, clock=rig.clock, slots=slots))
-        await rig.runner.submit("shop", ACTIVE_ORDERS)
+        await rig.runner.submit("shop", Tier.ACTIVE_ORDERS)
         await _until_idle_or_sleeping(rig)
-        await rig.runner.submit("other", COMMISSIONS)
+        await rig.runner.submit("other", Tier.COMMISSIONS)
         for _ in range(400):
             if "GET /dapp/commissions/summary" in [r["endpoint"] for r in rig.requests()]:
                 break
@@ -432,17 +426,17 @@ class TestRunSlots:
         rig.box.state.traffic.add_fault(
             {"kind": "slow", "delay_s": 30, "endpoint": "GET /dapp/orders"}
         )
-        await rig.runner.submit("shop", ACTIVE_ORDERS)
+        await rig.runner.submit("shop", Tier.ACTIVE_ORDERS)
         await _until_idle_or_sleeping(rig)
-        await rig.runner.submit("other", COMMISSIONS)
-        await rig.runner.submit("other", PENDING_KYC)
-        await rig.runner.submit("shop", COMMISSIONS)
+        await rig.runner.submit("other", Tier.COMMISSIONS)
+        await rig.runner.submit("other", Tier.PENDING_KYC)
+        await rig.runner.submit("shop", Tier.COMMISSIONS)
         assert rig.runner.waiting() == 3
         rig.runner.remove_holder("other")
         assert rig.runner.waiting() == 1
         assert await rig.runner.stop(timeout_s=5)
         assert rig.runner.waiting() == 0
-        await rig.runner.submit("shop", PENDING_KYC)  # after stop: ignored
+        await rig.runner.submit("shop", Tier.PENDING_KYC)  # after stop: ignored
         assert rig.runner.waiting() == 0
         assert [r["endpoint"] for r in rig.requests()] == ["GET /dapp/orders"]  # the slow one
 

@@ -21,11 +21,12 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.events import Resource
-from drgreen_poller.poller import ACTIVE_ORDERS, HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.lineage import backup_database, sidecar_path
+from drgreen_poller.tiers import Tier
 from tests.example_receiver import dropped_by_example_receiver
 
 
@@ -82,7 +83,7 @@ class Shop:
         return HolderPoller("s", ("GBR",), api, store, self.clock, PollSettings())
 
     async def _poll(self, poller: HolderPoller) -> None:
-        result = await poller.poll_tier(ACTIVE_ORDERS, next_due_at=0)
+        result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
         self.emitted.extend(result.events)
 
     @property
