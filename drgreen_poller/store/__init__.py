@@ -28,13 +28,13 @@ from drgreen_poller.store.polling import (
     CommitResult,
     Observation,
     PollingState,
-    TierRun,
 )
 from drgreen_poller.store.progress import ProgressRow, ProgressRows
 from drgreen_poller.store.snapshots import Entity
+from drgreen_poller.store.tier_runs import TierRun, TierRuns
 
 
-class Store(PollingState, Outbox, EventLog, ProgressRows):
+class Store(PollingState, TierRuns, Outbox, EventLog, ProgressRows):
     """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
 
 

@@ -205,6 +205,16 @@ class Connection:
         except sqlite3.Error:
             pass  # the connection itself is gone; the next use reports it
 
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """The rows of one query in ONE hand-off to SQLite's thread (aiosqlite's
+        ``execute_fetchall``; ``_rows`` takes four: cursor, execute, fetch, close), for the reads
+        every tier run makes."""
+        try:
+            async with self._lock:
+                return list(await self._db.execute_fetchall(sql, tuple(params)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading the state database failed: {exc}") from exc
+
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         try:
             async with self._lock, self._db.execute(sql, tuple(params)) as cursor:

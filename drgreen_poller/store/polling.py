@@ -1,4 +1,4 @@
-"""Polling state in the database: holders, run state, entity snapshots, the event log.
+"""Polling state in the database: entity snapshots, and the poll's commit.
 
 Owns the transactional outbox write: a tier run's snapshots, its events and one pending
 delivery row per matching sink are committed in **one transaction** (``commit_poll``), with
@@ -15,11 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from drgreen_poller.changes import Change, Snapshot
-from drgreen_poller.errors import ConcurrentUpdate, StaleTier, StoreError
-from drgreen_poller.events import Resource, encode, envelope, iso_ms, matches
+from drgreen_poller.errors import ConcurrentUpdate, StaleTier
+from drgreen_poller.events import Resource, envelope, iso_ms, matches
+from drgreen_poller.store.commit_rows import (
+    ENTITY_COLUMNS,
+    canonical_text,
+    entity_of,
+    insert_event,
+    record_success,
+    upsert_entity,
+)
 from drgreen_poller.store.connection import Connection
 from drgreen_poller.store.outbox import insert_deliveries
 from drgreen_poller.store.snapshots import Entity, TierEntities, Written
@@ -41,20 +47,6 @@ class Observation:
     expected_sequence: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TierRun:
-    """Run state of one holder × tier."""
-
-    holder: str
-    tier: str
-    seeded_at: str | None
-    last_attempt_at: str | None
-    last_success_at: str | None
-    consecutive_failures: int
-    last_error: str | None
-    next_due_at: float | None
-
-
 @dataclass(slots=True)
 class CommitResult:
     """The events a commit wrote, as delivered JSON objects, and the outbox rows created."""
@@ -67,17 +59,8 @@ class CommitResult:
 TRACKED = "_tracked"
 
 
-# What ``_entity`` reads: not ``object`` (the last record, the largest column, which only
-# events read, inside their commit).
-_ENTITY_COLUMNS = "holder, key, kind, id, country, tier, snapshot, sequence, created_at"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
 class PollingState(Connection):
-    """Holders, tier run state, entities, and the event log.
+    """Entities and the poll's commit: snapshots, events and their outbox rows in one transaction.
 
     A tier's entities, once read, are kept in memory (``TierEntities``) as this connection's
     commits leave them; a commit by any other connection (``PRAGMA data_version``) drops them.
@@ -86,81 +69,6 @@ class PollingState(Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kept = TierEntities()
-
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """The rows of one query in ONE hand-off to SQLite's thread (aiosqlite's
-        ``execute_fetchall``; ``_rows`` takes four: cursor, execute, fetch, close), for the reads
-        every tier run makes."""
-        try:
-            async with self._lock:
-                return list(await self._db.execute_fetchall(sql, tuple(params)))
-        except sqlite3.Error as exc:
-            raise StoreError(f"reading the state database failed: {exc}") from exc
-
-    # --- holders and run state -----------------------------------------------------------
-
-    async def ensure_holders(self, names: Iterable[str], now: datetime) -> None:
-        """Record the configured holders (rows stay when a holder leaves the config)."""
-        await self._write(
-            "INSERT OR IGNORE INTO holders (name, added_at) VALUES (?, ?)",
-            [(name, iso_ms(now)) for name in names],
-        )
-
-    async def unauthorized_holders(self) -> dict[str, str]:
-        rows = await self._rows(
-            "SELECT name, unauthorized_since FROM holders WHERE unauthorized_since IS NOT NULL"
-        )
-        return {row["name"]: row["unauthorized_since"] for row in rows}
-
-    async def postpone(self, holder: str, next_due_at: float) -> None:
-        """Move every tier of ``holder`` to no earlier than ``next_due_at`` (a pause)."""
-        await self._write(
-            "UPDATE tier_runs SET next_due_at = MAX(COALESCE(next_due_at, 0), ?) WHERE holder = ?",
-            [(next_due_at, holder)],
-        )
-
-    async def tier_runs(self, holder: str | None = None) -> list[TierRun]:
-        where = " WHERE holder = ?" if holder else ""
-        rows = await self._fetch(
-            f"SELECT * FROM tier_runs{where} ORDER BY holder, tier",  # noqa: S608 - a fixed clause
-            [holder] if holder else [],
-        )
-        return [
-            TierRun(
-                holder=r["holder"],
-                tier=r["tier"],
-                seeded_at=r["seeded_at"],
-                last_attempt_at=r["last_attempt_at"],
-                last_success_at=r["last_success_at"],
-                consecutive_failures=r["consecutive_failures"],
-                last_error=r["last_error"],
-                next_due_at=r["next_due_at"],
-            )
-            for r in rows
-        ]
-
-    async def record_failure(
-        self, holder: str, tier: str, *, now: datetime, error: str, next_due_at: float
-    ) -> int:
-        """Count a failed tier run; returns the number of consecutive failures."""
-        await self._write(
-            """
-            INSERT INTO tier_runs (holder, tier, last_attempt_at, consecutive_failures,
-                                   last_error, next_due_at)
-            VALUES (?, ?, ?, 1, ?, ?)
-            ON CONFLICT (holder, tier) DO UPDATE SET
-                last_attempt_at = excluded.last_attempt_at,
-                consecutive_failures = tier_runs.consecutive_failures + 1,
-                last_error = excluded.last_error,
-                next_due_at = excluded.next_due_at
-            """,
-            [(holder, tier, iso_ms(now), error, next_due_at)],
-        )
-        runs = await self._rows(
-            "SELECT consecutive_failures FROM tier_runs WHERE holder = ? AND tier = ?",
-            [holder, tier],
-        )
-        return int(runs[0]["consecutive_failures"])
 
     # --- entities --------------------------------------------------------------------------
 
@@ -175,12 +83,12 @@ class PollingState(Connection):
         """
         if kind is not None and tier is not None:
             return await self._tier_entities(holder, kind, tier)
-        sql, params = f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ?", [holder]  # noqa: S608 - a fixed column list
+        sql, params = f"SELECT {ENTITY_COLUMNS} FROM entities WHERE holder = ?", [holder]  # noqa: S608 - a fixed column list
         if kind is not None:
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
             sql, params = sql + " AND tier = ?", [*params, tier]
-        return [_entity(row) for row in await self._fetch(sql, params)]
+        return [entity_of(row) for row in await self._fetch(sql, params)]
 
     async def _tier_entities(self, holder: str, kind: str, tier: str) -> list[Entity]:
         """The entities of one kind in one tier, kept in memory (``TierEntities``).
@@ -209,10 +117,10 @@ class PollingState(Connection):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = await self._fetch(
-                f"SELECT {_ENTITY_COLUMNS} FROM entities WHERE holder = ? AND key IN ({marks})",  # noqa: S608 - only placeholders and the fixed column list are interpolated
+                f"SELECT {ENTITY_COLUMNS} FROM entities WHERE holder = ? AND key IN ({marks})",  # noqa: S608 - only placeholders and the fixed column list are interpolated
                 [holder, *chunk],
             )
-            found.update({row["key"]: _entity(row) for row in rows})
+            found.update({row["key"]: entity_of(row) for row in rows})
         return found
 
     async def track(self, holder: str, resource: Resource, tier: str, now: datetime) -> bool:
@@ -236,7 +144,7 @@ class PollingState(Connection):
                     updated_at = excluded.updated_at
                 """,
                 (holder, resource.key, resource.type, resource.id, resource.country, tier,
-                 _json({TRACKED: True}), stamp, stamp),
+                 canonical_text({TRACKED: True}), stamp, stamp),
             )  # fmt: skip
         self._kept.forget(holder)
         return known
@@ -360,7 +268,7 @@ class PollingState(Connection):
             for observation in observations:
                 written.append(self._commit_observation(conn, holder, observation, now, result))
             if run is not None:
-                _record_success(conn, holder, run[0], now, run[1])
+                record_success(conn, holder, run[0], now, run[1])
             return result
 
         return await self._writing_entities(holder, work)
@@ -429,11 +337,11 @@ class PollingState(Connection):
                 observed_at=now,
                 obj=obj,
             )
-            _insert_event(conn, holder, resource, sequence, event, now)
+            insert_event(conn, holder, resource, sequence, event, now)
             result.events.append(event)
             result.deliveries += self._insert_deliveries(conn, event, resource, sequence, now)
-        snapshot = _json(observation.snapshot)
-        _upsert_entity(conn, holder, observation, snapshot, sequence, iso_ms(now))
+        snapshot = canonical_text(observation.snapshot)
+        upsert_entity(conn, holder, observation, snapshot, sequence, iso_ms(now))
         created_at = observation.created_at  # COALESCE(excluded.created_at, created_at)
         if created_at is None and row:
             created_at = row[2]
@@ -453,87 +361,3 @@ class PollingState(Connection):
         return len(routes)
 
     # --- the event log ---------------------------------------------------------------------
-
-
-def _record_success(
-    conn: sqlite3.Connection, holder: str, tier: str, now: datetime, next_due_at: float
-) -> None:
-    stamp = iso_ms(now)
-    conn.execute(
-        """
-        INSERT INTO tier_runs (holder, tier, seeded_at, last_attempt_at,
-            last_success_at, consecutive_failures, last_error, next_due_at)
-        VALUES (?, ?, ?, ?, ?, 0, NULL, ?)
-        ON CONFLICT (holder, tier) DO UPDATE SET
-            seeded_at = COALESCE(tier_runs.seeded_at, excluded.seeded_at),
-            last_attempt_at = excluded.last_attempt_at,
-            last_success_at = excluded.last_success_at,
-            consecutive_failures = 0, last_error = NULL,
-            next_due_at = excluded.next_due_at
-        """,
-        (holder, tier, stamp, stamp, stamp, next_due_at),
-    )
-
-
-def _insert_event(
-    conn: sqlite3.Connection,
-    holder: str,
-    resource: Resource,
-    sequence: int,
-    event: dict[str, Any],
-    now: datetime,
-) -> None:
-    conn.execute(
-        "INSERT INTO events (id, type, holder, resource_key, sequence, observed_at, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (event["id"], event["type"], holder, resource.key, sequence, iso_ms(now), encode(event)),
-    )
-
-
-def _upsert_entity(
-    conn: sqlite3.Connection,
-    holder: str,
-    observation: Observation,
-    snapshot: str,
-    sequence: int,
-    stamp: str,
-) -> None:
-    resource = observation.resource
-    conn.execute(
-        """
-        INSERT INTO entities (holder, key, kind, id, country, tier, snapshot, object,
-                              sequence, created_at, first_seen_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (holder, key) DO UPDATE SET
-            tier = excluded.tier,
-            snapshot = excluded.snapshot,
-            object = COALESCE(excluded.object, entities.object),
-            sequence = excluded.sequence,
-            created_at = COALESCE(excluded.created_at, entities.created_at),
-            updated_at = excluded.updated_at
-        """,
-        (
-            holder,
-            resource.key,
-            resource.type,
-            resource.id,
-            resource.country,
-            observation.tier,
-            snapshot,
-            None if observation.obj is None else encode(observation.obj),
-            sequence,
-            observation.created_at,
-            stamp,
-            stamp,
-        ),
-    )
-
-
-def _entity(row: aiosqlite.Row) -> Entity:
-    """An ``Entity`` from a row of ``_ENTITY_COLUMNS``, read by position (a tier run reads a
-    hundred of these: by name costs a lookup per column)."""
-    holder, _key, kind, entity_id, country, tier, snapshot, sequence, created_at = row
-    return Entity(
-        holder, Resource(kind, entity_id, country), tier, json.loads(snapshot), int(sequence),
-        created_at,
-    )  # fmt: skip
