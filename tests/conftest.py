@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store_client import StoreClient
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 
@@ -64,6 +66,25 @@ async def box(state: SandboxState) -> AsyncIterator[LocalSandbox]:
 def holder(state: SandboxState) -> HolderInfo:
     """A holder with a key pair and a primary NFT."""
     return state.create_holder("h1")
+
+
+@pytest.fixture
+def caller(box: LocalSandbox, holder: HolderInfo) -> SignedCaller:
+    """The holder's signed client."""
+    return box.caller(holder)
+
+
+async def data_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> Any:
+    """The envelope's ``data`` of a signed GET that must succeed."""
+    answer = await caller.get(path, *pairs)
+    assert answer.status == 200, answer.body
+    return answer.json()["data"]
+
+
+async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> tuple[int, str]:
+    """Status and message of a signed GET that must fail."""
+    answer = await caller.get(path, *pairs)
+    return answer.status, answer.json()["message"]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -11,6 +10,7 @@ from drgreen_poller.clock import FakeClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.sandbox.world.model import Strain
+from tests.conftest import data_of, error_of
 
 NOT_AUTHORIZED = b'{"message":"User is not authorized","error":"Unauthorized","statusCode":401}'
 
@@ -23,25 +23,6 @@ def strains(box: LocalSandbox) -> tuple[Strain, Strain]:
         catalogue.create("Kush", retail_price=10, wholesale_price=6, locations={"GBR": 500}),
         catalogue.create("Haze", retail_price=4, wholesale_price=2, locations={"GBR": 500}),
     )
-
-
-@pytest.fixture
-def caller(box: LocalSandbox, holder: HolderInfo) -> SignedCaller:
-    """The holder's signed client."""
-    return box.caller(holder)
-
-
-async def data_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> Any:
-    """The envelope's ``data`` of a signed GET that must succeed."""
-    answer = await caller.get(path, *pairs)
-    assert answer.status == 200, answer.body
-    return answer.json()["data"]
-
-
-async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> tuple[int, str]:
-    """Status and message of a signed GET that must fail."""
-    answer = await caller.get(path, *pairs)
-    return answer.status, answer.json()["message"]
 
 
 class TestSales:

@@ -4,7 +4,6 @@ analytics, sales and revenue summaries, commission managers, and the guard in fr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.sandbox.world.model import Strain
 from drgreen_poller.sandbox.world.reports import Window
+from tests.conftest import data_of, error_of
 
 START = datetime(2026, 11, 23, 10, tzinfo=UTC)  # the fake clock's start, a Monday
 NOT_AUTHORIZED = b'{"message":"User is not authorized","error":"Unauthorized","statusCode":401}'
@@ -30,25 +30,6 @@ def strain(box: LocalSandbox) -> Strain:
     return box.state.catalogue.create(
         "Kush", retail_price=10, wholesale_price=6, locations={"GBR": 500, "PRT": 500}
     )
-
-
-@pytest.fixture
-def caller(box: LocalSandbox, holder: HolderInfo) -> SignedCaller:
-    """The holder's signed client."""
-    return box.caller(holder)
-
-
-async def data_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> Any:
-    """The envelope's ``data`` of a signed GET that must succeed."""
-    answer = await caller.get(path, *pairs)
-    assert answer.status == 200, answer.body
-    return answer.json()["data"]
-
-
-async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> tuple[int, str]:
-    """Status and message of a signed GET that must fail."""
-    answer = await caller.get(path, *pairs)
-    return answer.status, answer.json()["message"]
 
 
 class TestWindow:
