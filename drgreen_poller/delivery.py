@@ -20,7 +20,8 @@ import structlog
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.sinks import Outcome, Sink
-from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery, Store
+from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery
+from drgreen_poller.store.roles import DeliveryStore
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         sinks: Mapping[str, Sink],
         config: DeliveryConfig,
         clock: Clock,

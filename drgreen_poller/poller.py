@@ -34,7 +34,8 @@ from drgreen_poller.errors import StaleTier, UpstreamNotFound, UpstreamUnauthori
 from drgreen_poller.events import Resource
 from drgreen_poller.models import Order, Page
 from drgreen_poller.progress import OnProgress, ProgressPolicy, SweepProgress, TierProgress
-from drgreen_poller.store import TRACKED, Entity, Observation, Store
+from drgreen_poller.store import TRACKED, Entity, Observation
+from drgreen_poller.store.roles import PollerStore
 from drgreen_poller.tiers import TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,7 @@ class HolderPoller:
         holder: str,
         countries: Iterable[str],
         api: ApiClient,
-        store: Store,
+        store: PollerStore,
         clock: Clock,
         settings: PollSettings,
         *,
@@ -200,7 +201,7 @@ class HolderPoller:
             return False
         return True
 
-    def _new_progress(self, tier: str, writer: Store | None) -> TierProgress:
+    def _new_progress(self, tier: str, writer: PollerStore | None) -> TierProgress:
         row_left = writer is not None and tier not in self._rows_checked
         if writer is not None:
             self._rows_checked.add(tier)

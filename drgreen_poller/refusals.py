@@ -27,7 +27,8 @@ from drgreen_poller.scheduler import (
     NextRuns,
     jittered,
 )
-from drgreen_poller.store import Observation, Store
+from drgreen_poller.store import Observation
+from drgreen_poller.store.roles import RunStateStore
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,12 @@ class Refusals:
     """
 
     def __init__(
-        self, store: Store, clock: Clock, rng: random.Random, on_event: EventHook, retry_s: float
+        self,
+        store: RunStateStore,
+        clock: Clock,
+        rng: random.Random,
+        on_event: EventHook,
+        retry_s: float,
     ) -> None:
         self.store = store
         self.clock = clock

@@ -35,7 +35,7 @@ from drgreen_poller.scheduler import (
     holds_holder,
     jittered,
 )
-from drgreen_poller.store import Store
+from drgreen_poller.store.roles import RunStateStore
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ class TierRunner:
     def __init__(
         self,
         pollers: Mapping[str, HolderPoller],
-        store: Store,
+        store: RunStateStore,
         clock: Clock,
         timings: Mapping[str, Timing],
         rng: random.Random,
