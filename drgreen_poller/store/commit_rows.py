@@ -104,10 +104,10 @@ def upsert_entity(
 
 
 def entity_of(row: aiosqlite.Row) -> Entity:
-    """An ``Entity`` from a row of ``ENTITY_COLUMNS``, read by position (a tier run reads a
-    hundred of these: by name costs a lookup per column)."""
-    holder, _key, kind, entity_id, country, tier, snapshot, sequence, created_at = row
+    """An ``Entity`` from a row of ``ENTITY_COLUMNS``, read by column name (read once per tier
+    and then kept in memory, so a lookup per column costs nothing a run would notice)."""
+    resource = Resource(row["kind"], row["id"], row["country"])
     return Entity(
-        holder, Resource(kind, entity_id, country), tier, json.loads(snapshot), int(sequence),
-        created_at,
+        row["holder"], resource, row["tier"], json.loads(row["snapshot"]), int(row["sequence"]),
+        row["created_at"],
     )  # fmt: skip

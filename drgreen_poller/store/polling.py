@@ -315,11 +315,11 @@ class PollingState(Connection):
             "SELECT sequence, object, created_at FROM entities WHERE holder = ? AND key = ?",
             (holder, resource.key),
         ).fetchone()
-        sequence = int(row[0]) if row else 0
+        sequence = int(row["sequence"]) if row else 0
         # An event about a resource no longer listed (strain.removed) shows it as last seen.
         obj = observation.obj
-        if obj is None and observation.changes and row and row[1]:
-            obj = json.loads(row[1])
+        if obj is None and observation.changes and row and row["object"]:
+            obj = json.loads(row["object"])
         if observation.expected_sequence not in (None, sequence):
             raise ConcurrentUpdate(
                 f"{resource.key} of {holder} changed under this poll (sequence {sequence}, "
@@ -344,7 +344,7 @@ class PollingState(Connection):
         upsert_entity(conn, holder, observation, snapshot, sequence, iso_ms(now))
         created_at = observation.created_at  # COALESCE(excluded.created_at, created_at)
         if created_at is None and row:
-            created_at = row[2]
+            created_at = row["created_at"]
         return Written(resource, observation.tier, snapshot, sequence, created_at)
 
     def _insert_deliveries(
