@@ -22,11 +22,9 @@ MEDICAL_COLUMNS = (
 )  # fmt: skip
 
 
-def client_list_item(
-    state: World, client: Client, *, with_note: bool = False, with_logs: bool = False
-) -> Json:
-    """An item of ``GET /dapp/clients``."""
-    item: Json = {
+def client_contact(client: Client) -> Json:
+    """Who a client is, as the first fields of every client shape (id, names, e-mail, phone)."""
+    return {
         "id": client.id,
         "firstName": client.first_name,
         "lastName": client.last_name,
@@ -34,6 +32,15 @@ def client_list_item(
         "phoneCountryCode": client.phone_country_code,
         "phoneCode": client.phone_code,
         "contactNumber": client.contact_number,
+    }
+
+
+def client_list_item(
+    state: World, client: Client, *, with_note: bool = False, with_logs: bool = False
+) -> Json:
+    """An item of ``GET /dapp/clients``."""
+    item: Json = {
+        **client_contact(client),
         "isActive": client.is_active,
         "adminApproval": client.admin_approval,
         "isKYCVerified": client.is_kyc_verified,
@@ -66,13 +73,7 @@ def medical_record(record: dict[str, Any] | None) -> Json | None:
 def client_detail(state: World, client: Client) -> Json:
     """``GET /dapp/clients/{clientId}``: the client with addresses and its medical record."""
     return {
-        "id": client.id,
-        "firstName": client.first_name,
-        "lastName": client.last_name,
-        "email": client.email,
-        "phoneCountryCode": client.phone_country_code,
-        "phoneCode": client.phone_code,
-        "contactNumber": client.contact_number,
+        **client_contact(client),
         "isActive": client.is_active,
         "nft": nft(state.holders[client.holder]),
         "adminApproval": client.admin_approval,
@@ -90,13 +91,7 @@ def client_row(state: World, client: Client) -> Json:
     """The raw client row, as ``POST /dapp/clients`` returns it under ``client``."""
     holder = state.holders[client.holder]
     return {
-        "id": client.id,
-        "firstName": client.first_name,
-        "lastName": client.last_name,
-        "email": client.email,
-        "phoneCountryCode": client.phone_country_code,
-        "phoneCode": client.phone_code,
-        "contactNumber": client.contact_number,
+        **client_contact(client),
         "caseId": client.case_id,
         "maxRetries": client.max_retries,
         "adminApproval": client.admin_approval,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drgreen_poller.sandbox.dapp.client_records import client_contact
 from drgreen_poller.sandbox.dapp.routes import Call, Handler, Reply
 from drgreen_poller.sandbox.dapp.validation import QueryCheck
 from drgreen_poller.sandbox.world.model import iso, num
@@ -30,16 +31,7 @@ def sale_item(sale: Sale) -> Json:
         "stage": sale.stage,
         "description": None,
         "orderId": None if sale.order is None else sale.order.id,
-        "client": {
-            "id": client.id,
-            "firstName": client.first_name,
-            "lastName": client.last_name,
-            "email": client.email,
-            "phoneCountryCode": client.phone_country_code,
-            "phoneCode": client.phone_code,
-            "contactNumber": client.contact_number,
-            "isActive": client.is_active,
-        },
+        "client": {**client_contact(client), "isActive": client.is_active},
     }
 
 
