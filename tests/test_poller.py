@@ -346,8 +346,8 @@ class TestTracking:
     ) -> None:
         """An order tracked by id before discovery is announced as created when first seen."""
         from drgreen_poller.events import Resource
-        from drgreen_poller.poller import TRACKED_MARK
         from drgreen_poller.store import Observation
+        from drgreen_poller.sweeps import TRACKED_MARK
 
         world: World = await make_world()
         await world.poll(Tier.ACTIVE_ORDERS)
@@ -393,8 +393,8 @@ class TestReviewRegressions:
     ) -> None:
         """A tracked client no page lists (a wrong id) leaves the tier after one full sweep."""
         from drgreen_poller.events import Resource
-        from drgreen_poller.poller import TRACKED_MARK
         from drgreen_poller.store import Observation
+        from drgreen_poller.sweeps import TRACKED_MARK
 
         world: World = await make_world()
         await world.poll(Tier.PENDING_KYC)
