@@ -91,6 +91,15 @@ async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> 
     return answer.status, answer.json()["message"]
 
 
+async def control_json(
+    box: LocalSandbox, method: str, path: str, body: Any = None, status: int = 200
+) -> Any:
+    """The JSON of a control-API call that must answer ``status``."""
+    answer = await box.control(method, path, body)
+    assert answer.status == status, answer.body
+    return answer.json()
+
+
 @pytest.fixture
 def shop(state: SandboxState) -> HolderInfo:
     """The store the CLI and daemon tests configure: holder ``shop``, with one order."""
