@@ -198,11 +198,12 @@ export type StrainRemoved = EventEnvelope<
   StrainResource,
   Data<DrGreenStrain | null, StrainValues>
 >;
-/** A holder's API key was refused (401/403): Dr Green's status and message, and the tier. */
+/** A holder's API key was refused (401/403): Dr Green's status and message, and the tier
+ * whose run was refused. */
 export type HolderUnauthorized = EventEnvelope<
   "poller.holder_unauthorized",
   HolderResource,
-  Data<{ name: string }, Nothing> & { status: number; message: string; tier: string }
+  Data<{ name: string }, Nothing> & { status: number | null; message: string; tier: string }
 >;
 export type HolderRecovered = EventEnvelope<
   "poller.holder_recovered",
