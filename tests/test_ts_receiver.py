@@ -70,20 +70,21 @@ NEXTJS_COMPILER = {
     "skipLibCheck": False,
     "types": ["node"],
 }
+# What goes unchecked without node or npm.
+WHAT = "each TypeScript receiver example"
 NPM_TIMEOUT_S = 300
 TSC_TIMEOUT_S = 120
 
 
 def _npm() -> str:
     """npm's path; skipped (or failed in CI) without node or npm."""
-    require_node("the TypeScript receiver examples")
+    require_node(WHAT)
     npm = shutil.which("npm")
     if npm is not None:
         return npm
-    what = "the TypeScript receiver examples go unchecked"
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"npm is not on PATH, so {what}: .ci/run installs it")
-    pytest.skip(f"npm is not on PATH: {what} here (CI runs them)")
+        pytest.fail(f"npm is not on PATH, so {WHAT} goes unchecked: .ci/run installs it")
+    pytest.skip(f"npm is not on PATH: {WHAT} goes unchecked here (CI runs it)")
 
 
 def _run(command: list[str], where: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -159,7 +160,7 @@ async def start_app(request: pytest.FixtureRequest) -> AsyncIterator[StartApp]:
     else:
         where = request.getfixturevalue("nextjs_dir")
         command = [str(HARNESS), str(where / "build" / "app" / "api" / "drgreen" / "route.js")]
-    node = require_node("the TypeScript receiver examples")
+    node = require_node(WHAT)
     started: list[asyncio.subprocess.Process] = []
 
     async def start() -> NodeApp:
