@@ -37,15 +37,12 @@ from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.tiers import Tier
 from drgreen_poller.webhook_signing import generate_webhook_secret
-from tests.conftest import require_node
+from tests.conftest import World, require_node
 from tests.test_event_contract import EVERY_TYPE, HOLDER_TYPES
 from tests.test_event_contract import _clients as clients_scenario
 from tests.test_event_contract import _commissions as commissions_scenario
 from tests.test_event_contract import _orders as orders_scenario
 from tests.test_event_contract import _strains as strains_scenario
-from tests.test_poller import World, make_world
-
-__all__ = ["make_world"]  # the fixture, shared with the poller's tests
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NODE_RECEIVER = EXAMPLES / "node-receiver"
