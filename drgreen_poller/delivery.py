@@ -301,8 +301,11 @@ class DeliveryWorker:
         rooms = (
             self._queued.rooms(self.sinks, CLAIM_AHEAD * self.config.concurrency) if claim else {}
         )
-        if rooms:
-            self._wake.clear()  # rows committed from here on are seen by this claim or wake us
+        if claim:
+            # Rows committed from here on are seen by this claim or wake us. With no room (every
+            # sink's window full, so every slot busy; or no sink at all) the turn after the next
+            # ended attempt claims them: a wake left set would only turn the loop in vain.
+            self._wake.clear()
         settled = await self.store.settle(records, self.clock.now(), rooms)
         self._queued.extend(settled.claimed)
         while self._queued.count and len(self._in_flight) < self.config.concurrency:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.delivery import CLAIM_AHEAD, DeliveryWorker
 from drgreen_poller.events import Resource
-from drgreen_poller.store import UNROUTED, Observation, SinkRoute, Store
+from drgreen_poller.store import UNROUTED, AttemptRecord, Observation, Settled, SinkRoute, Store
 from tests.fakes import GatedSink
 from tests.waiting import eventually
 
@@ -26,6 +27,22 @@ def _observations(kind: str, count: int, event_type: str) -> list[Observation]:
         Observation(Resource(kind, f"{kind}-{n}"), {}, None, changes=[Change(event_type, {})])
         for n in range(count)
     ]
+
+
+class CountingStore(Store):
+    """The real store, counting the delivery loop's turns (``settle`` calls); more than
+    ``turns_allowed`` of them is an error, raised in the loop."""
+
+    turns = 0
+    turns_allowed = 1_000_000
+
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        self.turns += 1
+        if self.turns > self.turns_allowed:
+            raise AssertionError(f"the loop turned {self.turns} times with nothing to do")
+        return await super().settle(records, now, rooms)
 
 
 @dataclass
@@ -140,3 +157,26 @@ class TestRemovedSink:
         assert (attempt["ok"], attempt["error_class"]) == (0, UNROUTED)
         assert sorted(outcomes) == [("quick", "delivered"), ("slow", "failed"), ("slow", "failed")]
         assert two.slow.started == []
+
+
+class TestIdle:
+    async def test_no_sinks_configured_the_loop_sleeps_after_a_wake(self, tmp_path: Path) -> None:
+        """With no sink configured (allowed, with a warning), a poll's wake makes one turn and
+        the loop goes back to sleep: it does not turn again and again with nothing to claim."""
+        clock = FakeClock()
+        store = await CountingStore.open(tmp_path / "s.db", sinks=())
+        try:
+            worker = DeliveryWorker(store, {}, DeliveryConfig(), clock, random.Random(0))
+            store.turns_allowed = 5
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            await eventually(lambda: store.turns == 1 and clock.sleepers == 1, task=task)
+            worker.wake()  # what a poll that recorded events does
+            await eventually(lambda: store.turns == 2 and clock.sleepers == 1, task=task)
+            for _ in range(20):  # a loop that spins turns while it yields
+                await clock.sleep(0)  # yields to the loop once
+            stop.set()
+            await task
+            assert store.turns == 2
+        finally:
+            await store.close()
