@@ -121,6 +121,7 @@ class DeliveryWorker:
         # the slots stay busy while the loop is writing to the database.
         self._queued = ClaimQueue()
         self._routed: frozenset[str] | None = None  # the sinks the last claim was made for
+        self._swept_at = 0.0  # monotonic: when rows of other sinks were last looked for
         self._finished: list[asyncio.Task[AttemptRecord]] = []  # ended, not recorded yet
         self._oldest_finished_at = 0.0  # monotonic: when the first of ``_finished`` ended
         self._progress = asyncio.Event()  # an attempt ended
@@ -274,14 +275,19 @@ class DeliveryWorker:
             self._start(self._queued.start_next())
 
     async def _unrouted(self) -> list[AttemptRecord]:
-        """Once per set of configured sinks: the pending rows of sinks no longer configured, as
-        failed attempts to record (claims are made per configured sink, so nothing else would
-        ever take them)."""
-        if self._routed is not None and self._routed == self.sinks.keys():
+        """The pending rows of sinks no longer configured, as failed attempts to record (claims
+        are made per configured sink, so nothing else would ever take them). Looked for when the
+        configured sinks change, and again every ``IDLE_RECHECK_S``: rows of a removed sink can
+        become pending later (the retry of an attempt under way at the reload, a requeue)."""
+        if (
+            self._routed is not None
+            and self._routed == self.sinks.keys()
+            and self.clock.monotonic() - self._swept_at < IDLE_RECHECK_S
+        ):
             return []
         routed = frozenset(self.sinks)
         rows = await self.store.unrouted(routed)
-        self._routed = routed
+        self._routed, self._swept_at = routed, self.clock.monotonic()
         now = self.clock.now()
         return [_unroutable(row, now) for row in rows]
 

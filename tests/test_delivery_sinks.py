@@ -17,7 +17,16 @@ from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.delivery import CLAIM_AHEAD, DeliveryWorker
 from drgreen_poller.events import Resource
-from drgreen_poller.store import UNROUTED, AttemptRecord, Observation, Settled, SinkRoute, Store
+from drgreen_poller.sinks import Outcome
+from drgreen_poller.store import (
+    UNROUTED,
+    AttemptRecord,
+    DeliveryState,
+    Observation,
+    Settled,
+    SinkRoute,
+    Store,
+)
 from tests.fakes import GatedSink
 from tests.waiting import eventually
 
@@ -27,6 +36,14 @@ def _observations(kind: str, count: int, event_type: str) -> list[Observation]:
         Observation(Resource(kind, f"{kind}-{n}"), {}, None, changes=[Change(event_type, {})])
         for n in range(count)
     ]
+
+
+class RefusingSink(GatedSink):
+    """A gated sink whose every attempt, once let through, fails with a 503 (a retry)."""
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        await super().deliver(event_id, event_type, body, now)
+        return Outcome(False, 503)
 
 
 class CountingStore(Store):
@@ -137,6 +154,37 @@ class TestClaim:
         assert settled.next_attempt_at is not None  # quick got fewer than its room
 
 
+class TestUnrouted:
+    async def test_every_pending_row_of_every_unconfigured_sink_is_found(
+        self, tmp_path: Path
+    ) -> None:
+        """The pending rows of the sinks not named are found whatever the sinks' names sort
+        between, and only pending ones: rows delivered or failed are not."""
+        routes = [SinkRoute(name, ("*",)) for name in ("a", "m", "q", "z")]
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=routes)
+        try:
+            await store.commit_events(
+                "shop", _observations("order", 2, "order.paid"), now=clock.now()
+            )
+            settled = await store.settle([], clock.now(), {"q": 1})
+            [claimed] = settled.claimed
+            done = AttemptRecord(
+                claimed.id, 1, clock.now(), 1.0, True, 204, None, None, DeliveryState.DELIVERED
+            )
+            await store.settle([done], clock.now(), {})
+            found = await store.unrouted({"m"})
+            assert sorted((sink, attempts) for _, sink, _, attempts in found) == [
+                ("a", 0),
+                ("a", 0),
+                ("q", 0),
+                ("z", 0),
+                ("z", 0),
+            ]
+        finally:
+            await store.close()
+
+
 class TestRemovedSink:
     async def test_rows_of_a_sink_removed_by_a_reload_fail_at_once(self, two: TwoSinks) -> None:
         """After a reload removes a sink, its pending rows (retries due later included) fail
@@ -157,6 +205,70 @@ class TestRemovedSink:
         assert (attempt["ok"], attempt["error_class"]) == (0, UNROUTED)
         assert sorted(outcomes) == [("quick", "delivered"), ("slow", "failed"), ("slow", "failed")]
         assert two.slow.started == []
+
+    async def test_a_retry_of_a_sink_removed_mid_attempt_fails(self, two: TwoSinks) -> None:
+        """An attempt under way when a reload removes its sink, failing, does not leave its row
+        pending for good: the row fails as unrouted, though the claim turn after the reload
+        found nothing of that sink pending."""
+        refusing = RefusingSink("slow")
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = DeliveryWorker(
+            two.store, {"slow": refusing, "quick": two.quick}, DeliveryConfig(concurrency=2),
+            two.clock, random.Random(0),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: refusing.waiting == 1, task=task)
+            worker.sinks = {"quick": two.quick}  # what a reload that drops "slow" does
+            await two.commit(_observations("client", 1, "client.created"))
+            worker.wake()
+            await eventually(lambda: two.quick.delivered == 1, task=task)  # a claim turn ran
+            refusing.release()  # the attempt fails: a retry would be scheduled
+            [slow_row] = await two.store.deliveries(sink="slow")
+
+            async def failed() -> bool:
+                two.clock.advance(5)  # on to the retry's due time, a recheck at a time
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed"
+
+            await eventually(failed, task=task, what="the row failing")
+            [row] = await two.store.deliveries(sink="slow")
+            assert row.last_outcome == UNROUTED
+            attempts = await two.store.attempts(slow_row.id)
+            assert [a["error_class"] for a in attempts] == [None, UNROUTED]
+        finally:
+            stop.set()
+            await task
+
+    async def test_a_removed_sinks_row_requeued_later_fails_again(
+        self, two: TwoSinks, tmp_path: Path
+    ) -> None:
+        """A failed row of a removed sink that an operator requeues (``deliveries retry``, from
+        another process) while the daemon runs fails again within a recheck or so, instead of
+        staying pending (owed) until the next restart."""
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = two.worker(concurrency=1)
+        worker.sinks = {"quick": two.quick}  # "slow" was removed from the configuration
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+
+            async def attempts_logged(count: int) -> bool:
+                two.clock.advance(1)  # the loop's rechecks come round
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed" and row.attempts == count
+
+            await eventually(lambda: attempts_logged(1), task=task)
+            cli = await Store.open(tmp_path / "s.db", sinks=())
+            try:
+                assert await cli.requeue_failed(two.clock.now()) == 1
+            finally:
+                await cli.close()
+            await eventually(lambda: attempts_logged(2), task=task, what="the second failure")
+        finally:
+            stop.set()
+            await task
 
 
 class TestIdle:
