@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +53,17 @@ class CountingStore(Store):
 
     turns = 0
     turns_allowed = 1_000_000
+    recorded: list[int]  # how many attempts each turn recorded
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded = []
 
     async def settle(
         self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
     ) -> Settled:
         self.turns += 1
+        self.recorded.append(len(records))
         if self.turns > self.turns_allowed:
             raise AssertionError(f"the loop turned {self.turns} times with nothing to do")
         return await super().settle(records, now, rooms)
@@ -173,7 +180,7 @@ class TestUnrouted:
                 claimed.id, 1, clock.now(), 1.0, True, 204, None, None, DeliveryState.DELIVERED
             )
             await store.settle([done], clock.now(), {})
-            found = await store.unrouted({"m"})
+            found = await store.unrouted({"m"}, 100)
             assert sorted((sink, attempts) for _, sink, _, attempts in found) == [
                 ("a", 0),
                 ("a", 0),
@@ -269,6 +276,38 @@ class TestRemovedSink:
         finally:
             stop.set()
             await task
+
+    async def test_a_removed_sinks_backlog_fails_a_window_at_a_time(self, tmp_path: Path) -> None:
+        """A removed sink's pending rows fail a claim's window at a time, each turn short, the
+        loop coming straight back for the rest: not all in one turn, which would hold up the
+        event loop (polls, health, signals) while thousands are recorded and logged."""
+        routes = [SinkRoute("gone", ("*",))]
+        clock = FakeClock()
+        store = await CountingStore.open(tmp_path / "s.db", sinks=routes)
+        try:
+            count = CLAIM_AHEAD * 3 + 1
+            await store.commit_events(
+                "shop", _observations("order", count, "order.paid"), now=clock.now()
+            )
+            worker = DeliveryWorker(
+                store, {}, DeliveryConfig(concurrency=1), clock, random.Random(0)
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            try:
+
+                async def all_failed() -> bool:
+                    rows = await store.deliveries(state="failed", limit=count)
+                    return len(rows) == count
+
+                await eventually(all_failed, task=task)  # the clock never moves
+            finally:
+                stop.set()
+                await task
+            assert max(store.recorded) == CLAIM_AHEAD
+            assert sum(store.recorded) == count
+        finally:
+            await store.close()
 
 
 class TestIdle:

@@ -106,6 +106,7 @@ _UNROUTED_SQL = """
     SELECT d.id, d.sink, d.event_id, d.attempts FROM pending
     JOIN deliveries AS d ON d.state = 'pending' AND d.sink = pending.sink
     WHERE pending.sink NOT IN (SELECT value FROM json_each(?))
+    LIMIT ?
 """
 UNROUTED = "sink no longer configured"
 _MARK_DELIVERING_SQL = (
@@ -286,10 +287,10 @@ class Outbox(Connection):
 
         return await self._atomically(work)
 
-    async def unrouted(self, sinks: Collection[str]) -> list[tuple[int, str, str, int]]:
-        """Pending rows of sinks not among ``sinks`` (removed from the configuration), which no
-        claim takes: ``(id, sink, event_id, attempts)`` each."""
-        rows = await self._fetch(_UNROUTED_SQL, (json.dumps(sorted(sinks)),))
+    async def unrouted(self, sinks: Collection[str], limit: int) -> list[tuple[int, str, str, int]]:
+        """Up to ``limit`` pending rows of sinks not among ``sinks`` (removed from the
+        configuration), which no claim takes: ``(id, sink, event_id, attempts)`` each."""
+        rows = await self._fetch(_UNROUTED_SQL, (json.dumps(sorted(sinks)), limit))
         return [(int(r["id"]), r["sink"], r["event_id"], int(r["attempts"])) for r in rows]
 
     async def deliveries(
