@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,16 @@ from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.delivery import CLAIM_AHEAD, DeliveryWorker
 from drgreen_poller.events import Resource
-from drgreen_poller.store import UNROUTED, Observation, SinkRoute, Store
+from drgreen_poller.sinks import Outcome
+from drgreen_poller.store import (
+    UNROUTED,
+    AttemptRecord,
+    DeliveryState,
+    Observation,
+    Settled,
+    SinkRoute,
+    Store,
+)
 from tests.fakes import GatedSink
 from tests.waiting import eventually
 
@@ -26,6 +37,36 @@ def _observations(kind: str, count: int, event_type: str) -> list[Observation]:
         Observation(Resource(kind, f"{kind}-{n}"), {}, None, changes=[Change(event_type, {})])
         for n in range(count)
     ]
+
+
+class RefusingSink(GatedSink):
+    """A gated sink whose every attempt, once let through, fails with a 503 (a retry)."""
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        await super().deliver(event_id, event_type, body, now)
+        return Outcome(False, 503)
+
+
+class CountingStore(Store):
+    """The real store, counting the delivery loop's turns (``settle`` calls); more than
+    ``turns_allowed`` of them is an error, raised in the loop."""
+
+    turns = 0
+    turns_allowed = 1_000_000
+    recorded: list[int]  # how many attempts each turn recorded
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded = []
+
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        self.turns += 1
+        self.recorded.append(len(records))
+        if self.turns > self.turns_allowed:
+            raise AssertionError(f"the loop turned {self.turns} times with nothing to do")
+        return await super().settle(records, now, rooms)
 
 
 @dataclass
@@ -120,6 +161,37 @@ class TestClaim:
         assert settled.next_attempt_at is not None  # quick got fewer than its room
 
 
+class TestUnrouted:
+    async def test_every_pending_row_of_every_unconfigured_sink_is_found(
+        self, tmp_path: Path
+    ) -> None:
+        """The pending rows of the sinks not named are found whatever the sinks' names sort
+        between, and only pending ones: rows delivered or failed are not."""
+        routes = [SinkRoute(name, ("*",)) for name in ("a", "m", "q", "z")]
+        clock = FakeClock()
+        store = await Store.open(tmp_path / "s.db", sinks=routes)
+        try:
+            await store.commit_events(
+                "shop", _observations("order", 2, "order.paid"), now=clock.now()
+            )
+            settled = await store.settle([], clock.now(), {"q": 1})
+            [claimed] = settled.claimed
+            done = AttemptRecord(
+                claimed.id, 1, clock.now(), 1.0, True, 204, None, None, DeliveryState.DELIVERED
+            )
+            await store.settle([done], clock.now(), {})
+            found = await store.unrouted({"m"}, 100)
+            assert sorted((sink, attempts) for _, sink, _, attempts in found) == [
+                ("a", 0),
+                ("a", 0),
+                ("q", 0),
+                ("z", 0),
+                ("z", 0),
+            ]
+        finally:
+            await store.close()
+
+
 class TestRemovedSink:
     async def test_rows_of_a_sink_removed_by_a_reload_fail_at_once(self, two: TwoSinks) -> None:
         """After a reload removes a sink, its pending rows (retries due later included) fail
@@ -140,3 +212,122 @@ class TestRemovedSink:
         assert (attempt["ok"], attempt["error_class"]) == (0, UNROUTED)
         assert sorted(outcomes) == [("quick", "delivered"), ("slow", "failed"), ("slow", "failed")]
         assert two.slow.started == []
+
+    async def test_a_retry_of_a_sink_removed_mid_attempt_fails(self, two: TwoSinks) -> None:
+        """An attempt under way when a reload removes its sink, failing, does not leave its row
+        pending for good: the row fails as unrouted, though the claim turn after the reload
+        found nothing of that sink pending."""
+        refusing = RefusingSink("slow")
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = DeliveryWorker(
+            two.store, {"slow": refusing, "quick": two.quick}, DeliveryConfig(concurrency=2),
+            two.clock, random.Random(0),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: refusing.waiting == 1, task=task)
+            worker.sinks = {"quick": two.quick}  # what a reload that drops "slow" does
+            await two.commit(_observations("client", 1, "client.created"))
+            worker.wake()
+            await eventually(lambda: two.quick.delivered == 1, task=task)  # a claim turn ran
+            refusing.release()  # the attempt fails: a retry would be scheduled
+            [slow_row] = await two.store.deliveries(sink="slow")
+
+            async def failed() -> bool:
+                two.clock.advance(5)  # on to the retry's due time, a recheck at a time
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed"
+
+            await eventually(failed, task=task, what="the row failing")
+            [row] = await two.store.deliveries(sink="slow")
+            assert row.last_outcome == UNROUTED
+            attempts = await two.store.attempts(slow_row.id)
+            assert [a["error_class"] for a in attempts] == [None, UNROUTED]
+        finally:
+            stop.set()
+            await task
+
+    async def test_a_removed_sinks_row_requeued_later_fails_again(
+        self, two: TwoSinks, tmp_path: Path
+    ) -> None:
+        """A failed row of a removed sink that an operator requeues (``deliveries retry``, from
+        another process) while the daemon runs fails again within a recheck or so, instead of
+        staying pending (owed) until the next restart."""
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = two.worker(concurrency=1)
+        worker.sinks = {"quick": two.quick}  # "slow" was removed from the configuration
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+
+            async def attempts_logged(count: int) -> bool:
+                two.clock.advance(1)  # the loop's rechecks come round
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed" and row.attempts == count
+
+            await eventually(lambda: attempts_logged(1), task=task)
+            cli = await Store.open(tmp_path / "s.db", sinks=())
+            try:
+                assert await cli.requeue_failed(two.clock.now()) == 1
+            finally:
+                await cli.close()
+            await eventually(lambda: attempts_logged(2), task=task, what="the second failure")
+        finally:
+            stop.set()
+            await task
+
+    async def test_a_removed_sinks_backlog_fails_a_window_at_a_time(self, tmp_path: Path) -> None:
+        """A removed sink's pending rows fail a claim's window at a time, each turn short, the
+        loop coming straight back for the rest: not all in one turn, which would hold up the
+        event loop (polls, health, signals) while thousands are recorded and logged."""
+        routes = [SinkRoute("gone", ("*",))]
+        clock = FakeClock()
+        store = await CountingStore.open(tmp_path / "s.db", sinks=routes)
+        try:
+            count = CLAIM_AHEAD * 3 + 1
+            await store.commit_events(
+                "shop", _observations("order", count, "order.paid"), now=clock.now()
+            )
+            worker = DeliveryWorker(
+                store, {}, DeliveryConfig(concurrency=1), clock, random.Random(0)
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            try:
+
+                async def all_failed() -> bool:
+                    rows = await store.deliveries(state="failed", limit=count)
+                    return len(rows) == count
+
+                await eventually(all_failed, task=task)  # the clock never moves
+            finally:
+                stop.set()
+                await task
+            assert max(store.recorded) == CLAIM_AHEAD
+            assert sum(store.recorded) == count
+        finally:
+            await store.close()
+
+
+class TestIdle:
+    async def test_no_sinks_configured_the_loop_sleeps_after_a_wake(self, tmp_path: Path) -> None:
+        """With no sink configured (allowed, with a warning), a poll's wake makes one turn and
+        the loop goes back to sleep: it does not turn again and again with nothing to claim."""
+        clock = FakeClock()
+        store = await CountingStore.open(tmp_path / "s.db", sinks=())
+        try:
+            worker = DeliveryWorker(store, {}, DeliveryConfig(), clock, random.Random(0))
+            store.turns_allowed = 5
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            await eventually(lambda: store.turns == 1 and clock.sleepers == 1, task=task)
+            worker.wake()  # what a poll that recorded events does
+            await eventually(lambda: store.turns == 2 and clock.sleepers == 1, task=task)
+            for _ in range(20):  # a loop that spins turns while it yields
+                await clock.sleep(0)  # yields to the loop once
+            stop.set()
+            await task
+            assert store.turns == 2
+        finally:
+            await store.close()
