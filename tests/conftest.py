@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store_client import StoreClient
 from tests.fakes import ScriptedApi, WebhookReceiver, start
+from tests.pg import PASSWORD, PgServer, find_bin
 
 ClientFactory = Callable[..., StoreClient]
 
@@ -31,6 +33,10 @@ def require_node(what: str) -> str:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"node is not on PATH, so {what} goes unchecked: .ci/run installs it")
     pytest.skip(f"node is not on PATH: {what} goes unchecked here (CI runs it)")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
 
 
 @pytest.fixture
@@ -198,3 +204,47 @@ jitter = 0
 """
     )
     return path
+
+
+# --- PostgreSQL: one server per session (tests/pg.py), one database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer | None]:
+    """The session's PostgreSQL server, started on first use and stopped at the end (also when
+    tests failed); None when the server programs are not installed."""
+    bin_dir = find_bin()
+    if bin_dir is None:
+        yield None
+        return
+    server = PgServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """A test's own PostgreSQL database: its URL (no password in it) and the password."""
+
+    server: PgServer
+    name: str
+    url: str
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer | None) -> Iterator[PgDatabase]:
+    """A new, empty database for this test alone, dropped afterwards. Without PostgreSQL the
+    test is skipped, saying so; in CI (``CI=true``, where ``.ci/run`` installs it) it fails."""
+    if pg_server is None:
+        where = "/usr/lib/postgresql/*/bin/initdb"
+        if in_ci():
+            pytest.fail(f"PostgreSQL is not installed ({where} missing): .ci/run installs it")
+        pytest.skip(f"PostgreSQL is not installed ({where} missing): its tests run in CI")
+    name = pg_server.new_database()
+    try:
+        yield PgDatabase(pg_server, name, pg_server.url(name))
+    finally:
+        pg_server.drop_database(name)
