@@ -14,7 +14,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -132,8 +132,11 @@ class StoreConfig:
     apart (``password_file``, ``password_env`` or the systemd credential ``store.password``),
     None to let libpq decide (peer or trust authentication, ``~/.pgpass``)."""
 
-    url: str
+    url: str = field(repr=False)  # may hold a password: see ``shown``
     password: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreConfig(url={self.shown!r}, password={self.password})"
 
     @property
     def shown(self) -> str:
@@ -164,6 +167,11 @@ class Config:
         """Where the state is: the ``[store]`` database, else the SQLite file at
         ``daemon.state_path``."""
         return self.store if self.store is not None else self.daemon.state_path
+
+    @property
+    def state_shown(self) -> str:
+        """Where the state is, for messages and logs (a URL's password hidden)."""
+        return self.store.shown if self.store is not None else str(self.daemon.state_path)
 
 
 # --- sections ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.config import Secret, StoreConfig
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
@@ -248,3 +249,17 @@ def pg_database(pg_server: PgServer | None) -> Iterator[PgDatabase]:
         yield PgDatabase(pg_server, name, pg_server.url(name))
     finally:
         pg_server.drop_database(name)
+
+
+def pg_store_config(database: PgDatabase) -> StoreConfig:
+    """The ``[store]`` a configuration naming ``database`` would load (password given apart)."""
+    return StoreConfig(database.url, Secret(database.password, "file pg.password"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_state(request: pytest.FixtureRequest, tmp_path: Path) -> Path | StoreConfig:
+    """Where a store test's state is, once per backend: a SQLite file in the test's directory,
+    and a PostgreSQL database of its own (``pg_database``): one contract, both engines."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return pg_store_config(request.getfixturevalue("pg_database"))
