@@ -8,6 +8,7 @@ codes belong to the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -308,8 +309,9 @@ class OnlineCheck:
 
 
 async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
-    """One signed call per holder (``GET /dapp/orders/summary``), each failure explained."""
-    results = []
+    """The ``[store]`` database reached (when there is one), then one signed call per holder
+    (``GET /dapp/orders/summary``), each failure explained."""
+    results = [await check_database(config.store)] if config.store is not None else []
     async with aiohttp.ClientSession() as session:
         for holder in config.holders:
             credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
@@ -325,6 +327,18 @@ async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
                     OnlineCheck(holder.name, True, f"signed call accepted ({summary.total} orders)")
                 )
     return results
+
+
+async def check_database(store: StoreConfig) -> OnlineCheck:
+    """Connect to the ``[store]`` database as the daemon would and say what is there; a refused
+    connection, a wrong password or a missing database is the one line libpq gives."""
+    from drgreen_poller.store.postgres import describe_database
+
+    try:
+        found = await asyncio.to_thread(describe_database, store)
+    except StoreError as exc:
+        return OnlineCheck("store", False, str(exc))
+    return OnlineCheck("store", True, f"connected to {store.shown}: {found}")
 
 
 _GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")

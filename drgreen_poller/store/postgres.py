@@ -170,6 +170,30 @@ def connect(store: StoreConfig) -> PgConnection:
         ) from None
 
 
+def describe_database(store: StoreConfig) -> str:
+    """What ``check-config --online`` says of a database it reached: the server's version and
+    the state's schema in it (none yet, current, or to be migrated).
+
+    Raises:
+        StoreError: it cannot be reached or refuses us (``connect``).
+    """
+    with connect(store) as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version'), to_regclass('schema_version') IS NOT NULL"
+        ).fetchone()
+        server, has_schema = (row[0], row[1]) if row is not None else ("?", False)
+        version_row = (
+            conn.execute("SELECT version FROM schema_version").fetchone() if has_schema else None
+        )
+    version = int(version_row[0]) if version_row is not None else 0
+    state = (
+        "no drgreen-poller state yet (the daemon creates it when it first runs)"
+        if not has_schema
+        else f"schema version {version} of {len(POSTGRES_MIGRATIONS)}"
+    )
+    return f"PostgreSQL {server}, {state}"
+
+
 def migrate(conn: PgConnection, where: str, *, writer: bool) -> None:
     """Apply the pending migrations in one transaction under the setup lock.
 
