@@ -88,7 +88,8 @@ class PollingState(Connection):
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
             sql, params = sql + " AND tier = ?", [*params, tier]
-        return [entity_of(row) for row in await self._fetch(sql, params)]
+        # In key order on either engine (SQLite's primary key gave it unasked).
+        return [entity_of(row) for row in await self._fetch(sql + " ORDER BY key", params)]
 
     async def _tier_entities(self, holder: str, kind: str, tier: str) -> list[Entity]:
         """The entities of one kind in one tier, kept in memory (``TierEntities``).

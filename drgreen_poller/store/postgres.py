@@ -112,7 +112,11 @@ class PostgresBackend:
         self._thread = thread
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        """``fn(*args)`` in the connection's thread. Once handed over it runs, even when the
+        caller is cancelled meanwhile (as aiosqlite runs what was queued): a transaction is
+        committed or rolled back whole, never left for the next call to find open."""
+        running = asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await asyncio.shield(running)
 
     async def atomically(self, work: Callable[[Db], T]) -> T:
         """``work`` in one transaction (``BEGIN`` … ``COMMIT``, rolled back if it raised) as
