@@ -342,7 +342,7 @@ class TestDaemon:
         (tmp_path / "store.whsec").write_text(secret)
         sink = (
             f'[[sinks]]\nname = "store"\nkind = "webhook"\nurl = "{url}"\n'
-            'secret_file = "store.whsec"\n'
+            'secret_file = "store.whsec"\nevents = ["order.*"]\n'
         )
         config = _config(tmp_path, box, shop, pg_database, sink)
         daemon = await asyncio.create_subprocess_exec(
@@ -372,7 +372,7 @@ class TestDaemon:
             )
             for d in delivered
         )  # fmt: skip
-        code, out, _ = await _run("-c", config, "events", "list", "--json")
+        code, out, _ = await _run("-c", config, "events", "list", "--type", "order.*", "--json")
         assert [json.loads(line)["id"] for line in out.splitlines()] == [d.id for d in delivered]
 
 
@@ -384,3 +384,45 @@ async def _until_polled(daemon: asyncio.subprocess.Process) -> None:
         assert line, "the daemon stopped"
         if json.loads(line)["event"] == "poll_finished":
             return
+
+
+class TestLostConnection:
+    async def test_a_dropped_connection_is_one_line(self, pg_database: PgDatabase) -> None:
+        """The server ending the store's connection (a restart): the next write fails with a
+        StoreError of one line, not a traceback."""
+        store = await Store.open(pg_store_config(pg_database), sinks=())
+        try:
+            with pg_database.server.connect(pg_database.name) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'drgreen-poller' AND datname = %s",
+                    (pg_database.name,),
+                )
+            with pytest.raises(StoreError) as failed:
+                await store.ensure_holders(["main"], NOW)
+            assert str(failed.value).startswith("writing the state database failed: ")
+            assert "\n" not in str(failed.value)
+        finally:
+            await store.close()
+
+
+class TestPrivileges:
+    async def test_a_user_who_cannot_create_tables_is_told_so(
+        self, pg_database: PgDatabase
+    ) -> None:
+        """A role without CREATE on the database's schema (PostgreSQL 15's default for any
+        role but the owner) cannot set the state up: one line, with PostgreSQL's reason."""
+        role = f"plain_{pg_database.name}"
+        with pg_database.server.connect(pg_database.name) as admin:
+            admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'plain-pw'")
+        url = pg_database.server.url(pg_database.name, user=role)
+        try:
+            with pytest.raises(StoreError) as refused:
+                await Store.open(StoreConfig(url, Secret("plain-pw", "test")), sinks=())
+            assert str(refused.value).startswith(f"cannot use the state database {url}: ")
+            assert "permission denied for schema public" in str(refused.value)
+            assert "\n" not in str(refused.value)
+        finally:
+            with pg_database.server.connect(pg_database.name) as admin:
+                admin.execute(f"DROP OWNED BY {role}")
+                admin.execute(f"DROP ROLE {role}")

@@ -110,7 +110,9 @@ class Connection:
             try:
                 return await self._backend.atomically(work)
             except self._backend.errors as exc:
-                raise StoreError(f"writing the state database failed: {exc}") from exc
+                raise StoreError(
+                    f"writing the state database failed: {self._backend.problem(exc)}"
+                ) from exc
 
     async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """The rows of one query in ONE hand-off to the engine's thread."""
@@ -118,7 +120,9 @@ class Connection:
             async with self._lock:
                 return await self._backend.fetch(sql, tuple(params))
         except self._backend.errors as exc:
-            raise StoreError(f"reading the state database failed: {exc}") from exc
+            raise StoreError(
+                f"reading the state database failed: {self._backend.problem(exc)}"
+            ) from exc
 
     _rows = _fetch  # the operator's reads: the same one hand-off
 

@@ -54,6 +54,10 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
+    def problem(self, exc: Exception) -> str:
+        """One of ``errors`` as one line for a ``StoreError``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Dialect:

@@ -126,6 +126,9 @@ class PostgresBackend:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._call(_fetch, self._conn, sql, params)
 
+    def problem(self, exc: Exception) -> str:
+        return error_line(exc)
+
     async def close(self) -> None:
         try:
             await self._call(self._conn.close)
@@ -142,13 +145,22 @@ def _fetch(conn: PgConnection, sql: str, params: Sequence[Any]) -> list[Any]:
     return conn.execute(pg_sql(sql), tuple(params)).fetchall()
 
 
+def error_line(exc: Exception) -> str:
+    """The server's own message of an error, on one line (without the statement it quotes)."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    return primary or " ".join(str(exc).split()) or type(exc).__name__
+
+
 def connection_problem(exc: psycopg.Error) -> str:
     """What libpq said, on one line, without its repeated prefix: ``password authentication
     failed for user "x"``, ``database "y" does not exist``, ``Connection refused ...``."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines) or type(exc).__name__
-    text = text.split(" failed: ")[-1]  # "connection to server at ... failed: <reason>"
-    return text.removeprefix("FATAL:").strip()
+    text = str(exc).split(" failed: ")[-1]  # "connection to server at ... failed: <reason>"
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+    reason, hints = lines[0].removeprefix("FATAL:").strip(), lines[1:]
+    if not hints:  # libpq's hint lines ("Is the server running ...?") read as an aside
+        return reason
+    return f"{reason} ({'; '.join(hint[:1].lower() + hint[1:] for hint in hints)})"
 
 
 def connect(store: StoreConfig) -> PgConnection:
@@ -250,7 +262,7 @@ async def open_postgres(
         lineage = await open_lineage(backend, now, record=writer)
     except psycopg.Error as exc:
         await backend.close()
-        raise StoreError(f"cannot use the state database {store.shown}: {exc}") from exc
+        raise StoreError(f"cannot use the state database {store.shown}: {error_line(exc)}") from exc
     except BaseException:
         await backend.close()
         raise

@@ -84,6 +84,9 @@ class SqliteBackend:
     async def close(self) -> None:
         await self._db.close()
 
+    def problem(self, exc: Exception) -> str:
+        return str(exc)
+
 
 def _run_atomically(conn: sqlite3.Connection, work: Callable[[Db], T]) -> T:
     """In SQLite's thread: ``work(conn)`` in one transaction, rolled back on any error."""
