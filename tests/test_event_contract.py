@@ -17,9 +17,7 @@ from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.events import Resource, envelope, iso_ms
 from drgreen_poller.tiers import Tier
-from tests.test_poller import World, make_world
-
-__all__ = ["make_world"]  # the fixture, shared with the poller's tests
+from tests.conftest import World
 
 EVERY_TYPE = {
     "order.created", "order.approved", "order.rejected", "order.approval_changed",

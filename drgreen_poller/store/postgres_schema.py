@@ -19,7 +19,7 @@ SCHEMA_VERSION_TABLE = """
 """
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
-    # 1: the whole schema of SQLite's migrations 1 to 6
+    # 1: the schema of SQLite's migrations 1 to 6
     """
     CREATE TABLE holders (
         name TEXT PRIMARY KEY,
@@ -117,6 +117,12 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (holder, tier)
     );
     """,
+    # 2: due rows are claimed a sink at a time (SQLite's migration 7)
+    """
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_pending_by_sink ON deliveries (sink, next_attempt_at)
+        WHERE state = 'pending';
+    """,
 )
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
@@ -124,8 +130,8 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
 # Unlike SQLite's json_group_array, json_agg of no rows is NULL: the claim returns first then.
 CHOOSE_SQL = """
     WITH due AS MATERIALIZED (
-        SELECT d.id, d.sink, d.event_id, d.next_attempt_at FROM deliveries AS d
-        WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+        SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
+        WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
           AND NOT EXISTS (
               SELECT 1 FROM deliveries AS p
               WHERE p.sink = d.sink AND p.resource_key = d.resource_key
@@ -138,10 +144,14 @@ CHOOSE_SQL = """
     SELECT json_agg(id)::text, count(*) FROM due
     WHERE NOT EXISTS (
         SELECT 1 FROM due AS earlier
-        WHERE earlier.sink = due.sink AND earlier.event_id = due.event_id
+        WHERE earlier.event_id = due.event_id
           AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
 """
 _IDS = "SELECT value::bigint FROM json_array_elements_text(?::json)"
+UNROUTED_SQL = """
+    SELECT id, sink, event_id, attempts FROM deliveries
+    WHERE state = 'pending' AND sink NOT IN (SELECT value FROM json_array_elements_text(?::json))
+"""
 CLAIMED_SQL = f"""
     SELECT json_agg(json_build_array(
         d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
