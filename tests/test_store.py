@@ -332,6 +332,16 @@ class TestAtomically:
         assert count in (1, 2001)  # all of the work or none of it, and the later write
 
 
+class TestUnrouted:
+    async def test_pending_rows_of_removed_sinks(self, store: Store) -> None:
+        """The pending rows of sinks no longer configured are found (with their event and
+        attempts); those of configured sinks are not."""
+        await store.commit_events("main", [_approved()], now=NOW)
+        found = await store.unrouted(["store"])
+        assert [(sink, attempts) for _id, sink, _event, attempts in found] == [("audit", 0)]
+        assert await store.unrouted(["store", "audit"]) == []
+
+
 class TestBatchedClaims:
     async def test_claimed_body_is_the_stored_text_exactly(self, store: Store) -> None:
         """A claim hands over each event's stored text byte for byte (escapes, non-ASCII,
