@@ -151,6 +151,22 @@ class TestProblems:
         path = _config(tmp_path, credentials, f"[store]\n{store}")
         assert _problems(path, {"PGPW": "x"}) == [problem]
 
+    def test_two_passwords_in_an_array(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """The password is one value: an array of two is a problem."""
+        (tmp_path / "a").write_text("x\n")
+        path = _config(tmp_path, credentials, f'[store]\nurl = "{URL}"\npassword_file = ["a", "a"]')
+        assert _problems(path) == ["store.password: give one value, not an array"]
+
+    def test_an_unreadable_credential(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """A systemd credential store.password that is empty is one problem naming it."""
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "store.password").write_text("\n")
+        path = _config(tmp_path, credentials, f'[store]\nurl = "{URL}"')
+        problems = _problems(path, {CREDENTIALS_ENV: str(tmp_path / "creds")})
+        assert problems == [
+            f"store: credential store.password: {tmp_path / 'creds' / 'store.password'} is empty"
+        ]
+
     def test_not_a_table(self, tmp_path: Path, credentials: ApiCredentials) -> None:
         """``store = "..."`` instead of a table is one problem."""
         path = _config(tmp_path, credentials, f'store = "{URL}"')
