@@ -25,7 +25,7 @@ from typing import Any
 
 from drgreen_poller.errors import StateLost, StoreError
 from drgreen_poller.events import iso_ms
-from drgreen_poller.store.dialect import Backend, Db
+from drgreen_poller.store.dialect import Backend, Db, Dialect
 
 # Migration 4: the lineage row (exactly one).
 LINEAGE_MIGRATION = """
@@ -166,42 +166,50 @@ async def open_lineage(
     seen = _read_sidecar(path) if path is not None else None
     [existing] = (await backend.fetch("SELECT * FROM lineage")) or [None]
     if existing is not None and not record:
-        floor = max(int(existing["sequence_floor"]), floor_at(now))
-        restored = _restore_reason(existing, seen)  # shown, not yet recorded
-        if restored is None:
-            return _lineage(existing, fresh=False, floor=floor)
-        return replace(
-            _lineage(existing, fresh=False, floor=floor),
-            rebased_at=iso_ms(now),
-            rebase_reason=restored,
-        )
+        return _as_read(existing, seen, now)
     dialect = backend.dialect
-
-    def work(conn: Db) -> tuple[Any, bool, str | None]:
-        # The caller's setup lock (SQLite) or the dialect's (PostgreSQL: an advisory lock
-        # until this transaction ends) keeps any other opener from creating the row meanwhile.
-        if dialect.setup_lock is not None:
-            conn.execute(dialect.setup_lock)
-        found = conn.execute("SELECT 1 FROM lineage").fetchone()
-        fresh = found is None and _create(conn, now)
-        row = _row(conn)
-        reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
-        if reason:
-            conn.execute(
-                "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
-                (iso_ms(now), reason),
-            )
-        conn.execute(
-            "UPDATE lineage SET generation = generation + 1,"  # noqa: S608 - an engine's function name
-            f" sequence_floor = {dialect.greatest}(sequence_floor, ?)",
-            (floor_at(now),),
-        )
-        return _row(conn), fresh, reason
-
-    row, fresh, reason = await backend.atomically(work)
+    row, fresh, reason = await backend.atomically(lambda conn: _record(conn, dialect, now, seen))
     if path is not None:
         _write_sidecar(path, row["lineage"], row["generation"])
     return _lineage(row, fresh=fresh, floor=int(row["sequence_floor"]), now=reason is not None)
+
+
+def _as_read(existing: Any, seen: dict[str, Any] | None, now: datetime) -> Lineage:
+    """The lineage a reader sees: the floor this open would number from, a restore shown but
+    not recorded."""
+    floor = max(int(existing["sequence_floor"]), floor_at(now))
+    restored = _restore_reason(existing, seen)
+    if restored is None:
+        return _lineage(existing, fresh=False, floor=floor)
+    return replace(
+        _lineage(existing, fresh=False, floor=floor), rebased_at=iso_ms(now), rebase_reason=restored
+    )
+
+
+def _record(
+    conn: Db, dialect: Dialect, now: datetime, seen: dict[str, Any] | None
+) -> tuple[Any, bool, str | None]:
+    """In one transaction: create the row if there is none, note a loss or restore, raise the
+    floor and count the open. Returns the row, whether the state is new, and the reason noted."""
+    # The caller's setup lock (SQLite) or the dialect's (PostgreSQL: an advisory lock until
+    # this transaction ends) keeps any other opener from creating the row meanwhile.
+    if dialect.setup_lock is not None:
+        conn.execute(dialect.setup_lock)
+    found = conn.execute("SELECT 1 FROM lineage").fetchone()
+    fresh = found is None and _create(conn, now)
+    row = _row(conn)
+    reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
+    if reason:
+        conn.execute(
+            "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
+            (iso_ms(now), reason),
+        )
+    conn.execute(
+        "UPDATE lineage SET generation = generation + 1,"  # noqa: S608 - an engine's function name
+        f" sequence_floor = {dialect.greatest}(sequence_floor, ?)",
+        (floor_at(now),),
+    )
+    return _row(conn), fresh, reason
 
 
 def _lineage(row: Any, *, fresh: bool, floor: int, now: bool = False) -> Lineage:
