@@ -22,7 +22,6 @@ from drgreen_poller.sinks import Outcome
 from drgreen_poller.store import (
     UNROUTED,
     AttemptRecord,
-    DeliveryState,
     Observation,
     Settled,
     SinkRoute,
@@ -159,37 +158,6 @@ class TestClaim:
         settled = await two.store.settle([], two.clock.now(), {"slow": 2, "quick": 10})
         assert [row.sink for row in settled.claimed] == ["slow", "slow", "quick", "quick"]
         assert settled.next_attempt_at is not None  # quick got fewer than its room
-
-
-class TestUnrouted:
-    async def test_every_pending_row_of_every_unconfigured_sink_is_found(
-        self, tmp_path: Path
-    ) -> None:
-        """The pending rows of the sinks not named are found whatever the sinks' names sort
-        between, and only pending ones: rows delivered or failed are not."""
-        routes = [SinkRoute(name, ("*",)) for name in ("a", "m", "q", "z")]
-        clock = FakeClock()
-        store = await Store.open(tmp_path / "s.db", sinks=routes)
-        try:
-            await store.commit_events(
-                "shop", _observations("order", 2, "order.paid"), now=clock.now()
-            )
-            settled = await store.settle([], clock.now(), {"q": 1})
-            [claimed] = settled.claimed
-            done = AttemptRecord(
-                claimed.id, 1, clock.now(), 1.0, True, 204, None, None, DeliveryState.DELIVERED
-            )
-            await store.settle([done], clock.now(), {})
-            found = await store.unrouted({"m"}, 100)
-            assert sorted((sink, attempts) for _, sink, _, attempts in found) == [
-                ("a", 0),
-                ("a", 0),
-                ("q", 0),
-                ("z", 0),
-                ("z", 0),
-            ]
-        finally:
-            await store.close()
 
 
 class TestRemovedSink:
