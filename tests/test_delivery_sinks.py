@@ -22,6 +22,7 @@ from drgreen_poller.sinks import Outcome
 from drgreen_poller.store import (
     UNROUTED,
     AttemptRecord,
+    DeliveryState,
     Observation,
     Settled,
     SinkRoute,
@@ -299,3 +300,31 @@ class TestIdle:
             assert store.turns == 2
         finally:
             await store.close()
+
+    async def test_a_retry_due_soon_is_not_hidden_by_rows_held_back(self, two: TwoSinks) -> None:
+        """A row due but held back behind its resource's earlier event in flight does not make
+        the loop sleep its idle recheck: another sink's retry due in 1 s starts after 1 s."""
+        await two.commit(_observations("client", 1, "client.created"))
+        [row] = (await two.store.settle([], two.clock.now(), {"quick": 1})).claimed
+        retry_at = two.clock.now().timestamp() + 1.0
+        failed = AttemptRecord(
+            row.id, 1, two.clock.now(), 1.0, False, 503, None, None, DeliveryState.PENDING,
+            next_attempt_at=retry_at,
+        )  # fmt: skip
+        await two.store.settle([failed], two.clock.now(), {})
+        order = Observation(
+            Resource("order", "o-1"), {}, None,
+            changes=[Change("order.paid", {}), Change("order.shipped", {})],
+        )  # fmt: skip
+        await two.commit([order])  # slow's first hangs; its second is due, held back behind it
+        worker = two.worker(concurrency=2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: two.slow.waiting == 1 and two.clock.sleepers >= 1, task=task)
+            two.clock.advance(1.0)
+            await eventually(lambda: two.quick.delivered == 1, timeout_s=2, task=task)
+        finally:
+            stop.set()
+            two.slow.release()
+            await task

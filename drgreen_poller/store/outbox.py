@@ -92,8 +92,11 @@ _CLAIMED_SQL = """
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.id IN (SELECT value FROM json_each(?))
 """
+# When a sink's next pending row falls due, after ``now``: a row already due that the claim
+# left is held back behind its resource's earlier event in flight, whose end wakes the loop.
 _NEXT_OF_SINK_SQL = (
-    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND sink = ?"
+    "SELECT MIN(next_attempt_at) FROM deliveries"
+    " WHERE state = 'pending' AND sink = ? AND next_attempt_at > ?"
 )
 # Pending rows of sinks no longer configured (the delivery loop fails them at once). The sinks
 # with pending rows are found by skipping through migration 7's index, a seek per sink, so the
@@ -235,9 +238,9 @@ def _run(conn: Db, statements: Statements) -> None:
         conn.execute(sql, params)
 
 
-def _next_attempt_at(conn: Db, sinks: Iterable[str]) -> float | None:
-    """When the earliest pending row of ``sinks`` falls due (None: none pending)."""
-    due = [conn.execute(_NEXT_OF_SINK_SQL, (sink,)).fetchone()[0] for sink in sinks]
+def _next_attempt_at(conn: Db, sinks: Iterable[str], now_s: float) -> float | None:
+    """When the earliest pending row of ``sinks`` falls due after ``now_s`` (None: none)."""
+    due = [conn.execute(_NEXT_OF_SINK_SQL, (sink, now_s)).fetchone()[0] for sink in sinks]
     known = [float(value) for value in due if value is not None]
     return min(known) if known else None
 
@@ -314,7 +317,9 @@ class Outbox(Connection):
             _run(conn, _record_statements(records, now, sql))
             found, short = _claim(conn, sql, now_s, stamp, rooms)
             upcoming = (
-                _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0]) if short else None
+                _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
+                if short
+                else None
             )
             return Settled(_due_rows(found), upcoming)
 
