@@ -139,7 +139,10 @@ def _operator_commands(commands: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=state_handlers.cmd_status)
     events = commands.add_parser(
-        "events", parents=[_GLOBALS], help="the event log", description="The event log."
+        "events",
+        parents=[_GLOBALS],
+        help="the event log, and the events' JSON Schemas",
+        description="The event log (list), and the JSON Schemas events follow (schema).",
     )
     events_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     listing = events_commands.add_parser(
