@@ -10,7 +10,7 @@ command waits for its first attempts), else by this command with the daemon's ow
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -183,7 +183,8 @@ async def _result(store: Store, row: DeliveryRow) -> SinkResult:
 
 class _Only:
     """The store as a ``DeliveryStore`` that hands out only rows ``ids``: any other row a claim
-    took goes straight back to pending, due as it was (the daemon's backlog stays its own)."""
+    took goes straight back to pending, due as it was, and no other sink's rows are failed as
+    unrouted (the daemon's backlog stays its own)."""
 
     def __init__(self, store: Store, ids: set[int]) -> None:
         self.store = store
@@ -192,13 +193,18 @@ class _Only:
     async def reset_delivering(self, now: datetime) -> int:
         return 0  # not this command's business: the daemon does it when it starts
 
-    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
-        settled = await self.store.settle(records, now, limit)
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        settled = await self.store.settle(records, now, rooms)
         others = [row.id for row in settled.claimed if row.id not in self.ids]
         if others:
             await self.store.release(others, now)
         mine = [row for row in settled.claimed if row.id in self.ids]
         return Settled(mine, settled.next_attempt_at)
+
+    async def unrouted(self, sinks: Collection[str]) -> list[tuple[int, str, str, int]]:
+        return []  # this worker knows only the chosen sinks: the others' rows are not orphans
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
         await self.store.release(ids, now)

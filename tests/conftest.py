@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.poller import HolderPoller, PollSettings
+from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
+from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
 from tests.contract_check import CHECKED, SHOWN, contract_breaks, hand_made
 from tests.fakes import ScriptedApi, WebhookReceiver, start
@@ -110,6 +114,15 @@ async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> 
     """Status and message of a signed GET that must fail."""
     answer = await caller.get(path, *pairs)
     return answer.status, answer.json()["message"]
+
+
+async def control_json(
+    box: LocalSandbox, method: str, path: str, body: Any = None, status: int = 200
+) -> Any:
+    """The JSON of a control-API call that must answer ``status``."""
+    answer = await box.control(method, path, body)
+    assert answer.status == status, answer.body
+    return answer.json()
 
 
 @pytest.fixture
@@ -223,3 +236,67 @@ jitter = 0
 """
     )
     return path
+
+
+# The poller tests' world: tier runs of holder ``shop`` against a sandbox, over a real SQLite file.
+
+
+@dataclass
+class World:
+    """A sandbox, a holder in it, and a poller for that holder over a real SQLite file."""
+
+    box: LocalSandbox
+    holder: HolderInfo
+    clock: FakeClock
+    store: Store
+    poller: HolderPoller
+    api: StoreClient
+
+    @property
+    def state(self) -> SandboxState:
+        return self.box.state
+
+    async def poll(self, tier: str) -> list[str]:
+        """Run one tier; the types of the events it committed."""
+        result = await self.poller.poll_tier(tier, next_due_at=0)
+        return [e["type"] for e in result.events]
+
+    async def types(self, pattern: str = "*") -> list[str]:
+        return [e["type"] for e in await self.store.events(patterns=[pattern], limit=0)]
+
+
+@pytest.fixture
+async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Build ``World``s; everything is closed at the end of the test."""
+    closers: list[Any] = []
+
+    async def build(
+        first_sync: str = "seed",
+        countries: tuple[str, ...] = ("GBR",),
+        terminal: frozenset[str] = frozenset({"DELIVERED", "CANCELLED"}),
+    ) -> World:
+        clock = FakeClock()
+        box = LocalSandbox(SandboxState(clock))
+        await box.__aenter__()
+        closers.append(box)
+        holder = box.state.create_holder("shop")
+        store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        closers.append(store)
+        session = aiohttp.ClientSession()
+        closers.append(session)
+        settings = ApiSettings(box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
+        # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
+        bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
+        api = StoreClient(
+            session, settings, holder.credentials, clock, bucket=bucket, holder="shop"
+        )
+        poll_settings = PollSettings(first_sync=first_sync, order_terminal_statuses=terminal)
+        poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
+        return World(box, holder, clock, store, poller, api)
+
+    yield build
+    for closer in reversed(closers):
+        if isinstance(closer, LocalSandbox):
+            await closer.__aexit__(None, None, None)
+        else:
+            await closer.close()

@@ -23,10 +23,8 @@ from drgreen_poller.events import Resource, envelope, iso_ms
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.tiers import TIERS, Tier
+from tests.conftest import World
 from tests.contract_check import problems
-from tests.test_poller import World, make_world
-
-__all__ = ["make_world"]  # the fixture, shared with the poller's tests
 
 EVERY_TYPE = {
     "order.created", "order.approved", "order.rejected", "order.approval_changed",

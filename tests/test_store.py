@@ -25,6 +25,7 @@ SINKS = [
     SinkRoute("audit", ("*",)),
     SinkRoute("kyc", ("client.*",)),
 ]
+ROOMS = {route.name: 10 for route in SINKS}  # what a claim may take of each sink
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ class TestSharedConnection:
 
         async def deliver() -> None:
             for _ in range(20):
-                await store.settle([], NOW, 5)
+                await store.settle([], NOW, {"store": 5})
 
         await asyncio.gather(*(poll(n) for n in range(30)), deliver(), deliver())
         assert len(await store.events(limit=0)) == 30
@@ -261,7 +262,7 @@ class TestPrune:
             Resource("client", "c"), {}, None, changes=[Change("client.created", {})]
         )
         await store.commit_events("main", [client], now=old)
-        rows = (await store.settle([], old, 10)).claimed
+        rows = (await store.settle([], old, ROOMS)).claimed
         done = [
             AttemptRecord(
                 delivery_id=row.id,
@@ -276,7 +277,7 @@ class TestPrune:
             )
             for row in rows
         ]
-        await store.settle(done, old, 0)
+        await store.settle(done, old, {})
         assert await store.prune(later - timedelta(days=30)) == (3, 1)
         assert [e["type"] for e in await store.events(limit=0)] == ["client.created"]
         assert [(r.sink, r.state) for r in await store.deliveries()] == [("kyc", "failed")]
@@ -337,7 +338,7 @@ class TestBatchedClaims:
             changes=[Change("order.approved", {}), Change("order.paid", {})],
         )  # fmt: skip
         await store.commit_events("main", [observation], now=NOW)
-        claimed = (await store.settle([], NOW, 10)).claimed
+        claimed = (await store.settle([], NOW, ROOMS)).claimed
         stored = {
             row["id"]: row["body"] for row in await store._rows("SELECT id, body FROM events")
         }
@@ -356,12 +357,12 @@ class TestBatchedClaims:
             ORDER, {}, None, changes=[Change("order.approved", {}), Change("order.paid", {})]
         )
         await store.commit_events("main", [observation], now=NOW)
-        first = [row for row in (await store.settle([], NOW, 10)).claimed if row.sink == "store"]
+        first = [row for row in (await store.settle([], NOW, ROOMS)).claimed if row.sink == "store"]
         done = [
             AttemptRecord(row.id, 1, NOW, 1.0, True, 204, None, None, DeliveryState.DELIVERED)
             for row in first
         ]
-        settled = await store.settle(done, NOW, 10)
+        settled = await store.settle(done, NOW, ROOMS)
         assert [(row.sink, row.event_type) for row in settled.claimed] == [("store", "order.paid")]
         # audit's copy of order.paid is pending, held back behind audit's order.approved
         assert settled.next_attempt_at == NOW.timestamp()

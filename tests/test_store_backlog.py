@@ -150,7 +150,7 @@ class TestUndelivered:
         plan = _plan(old_state, _UNDELIVERED_SQL)
         assert _reads(plan) == [
             "SEARCH deliveries USING COVERING INDEX deliveries_owed (state=?)",
-            "SEARCH deliveries USING INDEX deliveries_due (state=?)",
+            "SEARCH deliveries USING INDEX deliveries_by_state_time (state=?)",
         ]
         assert plan.count("USE TEMP B-TREE FOR GROUP BY") <= 1  # the rows in flight's
 
@@ -174,5 +174,5 @@ class TestStatusBacklog:
         assert _reads(_plan(old_state, _BACKLOG_SQL)) == [
             "SCAN deliveries USING COVERING INDEX deliveries_by_resource",
             "SEARCH deliveries USING COVERING INDEX deliveries_owed (state=?)",
-            "SEARCH deliveries USING INDEX deliveries_due (state=?)",
+            "SEARCH deliveries USING INDEX deliveries_by_state_time (state=?)",
         ]

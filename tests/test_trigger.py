@@ -23,6 +23,7 @@ from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.commands_contract import _said
 from drgreen_poller.config import Config, load_config
 from drgreen_poller.contract import EVENT_TYPES
+from drgreen_poller.delivery import CLAIM_AHEAD
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import envelope
 from drgreen_poller.request_signing import ApiCredentials
@@ -222,9 +223,11 @@ class TestTriggerWithoutDaemon:
     async def test_the_backlog_is_left_to_the_daemon(
         self, config: Config, receiver: tuple[Receiver, TestServer]
     ) -> None:
-        """Other due deliveries stay pending: the command delivers only its sample."""
+        """Other due deliveries stay pending, also other sinks': the command delivers only its
+        sample."""
         hook, _ = receiver
-        store = await Store.open(config.daemon.state_path, sinks=[SinkRoute("store", ("*",))])
+        routes = [SinkRoute("store", ("*",)), SinkRoute("audit", ("*",))]
+        store = await Store.open(config.daemon.state_path, sinks=routes)
         try:
             waiting = sample("order.created", holder="shop", country="GBR", now=NOW)
             await store.commit_events("shop", [waiting], now=NOW)
@@ -234,10 +237,14 @@ class TestTriggerWithoutDaemon:
         assert hook.ids == [report.event["id"]]
         store = await Store.open_reader(config.daemon.state_path)
         try:
-            states = {r.event_type: r.state for r in await store.deliveries()}
+            states = {(r.event_type, r.sink): r.state for r in await store.deliveries()}
         finally:
             await store.close()
-        assert states == {"order.created": "pending", "order.paid": "delivered"}
+        assert states == {
+            ("order.created", "store"): "pending",
+            ("order.created", "audit"): "pending",
+            ("order.paid", "store"): "delivered",
+        }
 
     async def test_queued_behind_a_due_backlog(
         self, tmp_path: Path, credentials: ApiCredentials, receiver: tuple[Receiver, TestServer]
@@ -246,11 +253,11 @@ class TestTriggerWithoutDaemon:
         hook, server = receiver
         path = _config_file(tmp_path, str(server.make_url("/hook")), credentials)
         with path.open("a") as file:
-            file.write("\n[delivery]\nconcurrency = 1\n")  # a claim takes 4 rows
+            file.write("\n[delivery]\nconcurrency = 1\n")  # a claim takes CLAIM_AHEAD rows
         config = load_config(path)
         store = await Store.open(config.daemon.state_path, sinks=[SinkRoute("store", ("*",))])
         try:
-            for _ in range(5):
+            for _ in range(CLAIM_AHEAD + 1):
                 waiting = sample("order.created", holder="shop", country="GBR", now=NOW)
                 await store.commit_events("shop", [waiting], now=NOW)
         finally:
@@ -269,9 +276,10 @@ class TestOnlyTheSample:
             only = _Only(store, set())
             obs: Observation = sample("order.paid", holder="h", country="GBR", now=NOW)
             await store.commit_events("h", [obs], now=NOW)
-            claimed = await store.settle([], NOW, 10)  # as a daemon's worker would
+            claimed = await store.settle([], NOW, {"s": 10})  # as a daemon's worker would
             assert len(claimed.claimed) == 1
             assert await only.reset_delivering(NOW) == 0
+            assert await only.unrouted(["another"]) == []
             assert await only.prune(NOW) == (0, 0)
             await only.release([claimed.claimed[0].id], NOW)
             assert [r.state for r in await store.deliveries()] == ["pending"]

@@ -22,7 +22,7 @@ from drgreen_poller.store.delivery_rows import (
 from drgreen_poller.store.event_log import EventLog
 from drgreen_poller.store.files import StateLock
 from drgreen_poller.store.migrations import MIGRATIONS
-from drgreen_poller.store.outbox import Outbox
+from drgreen_poller.store.outbox import UNROUTED, Outbox
 from drgreen_poller.store.polling import (
     TRACKED,
     CommitResult,
@@ -43,6 +43,7 @@ __all__ = [
     "REQUEUEABLE_STATES",
     "TRACKED",
     "UNDELIVERED_STATES",
+    "UNROUTED",
     "AttemptRecord",
     "CommitResult",
     "Connection",

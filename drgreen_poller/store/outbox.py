@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +28,9 @@ from drgreen_poller.store.delivery_rows import (
 
 # Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
 # WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
-# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
-# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
+# flight, at most the claimed ones, are found by ``deliveries_by_state_time``. The cost follows
+# the rows not delivered, never the delivered ones kept, and grouping in the index's order needs
+# no sort.
 _UNDELIVERED_SQL = """
     SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
     WHERE state IN ('pending', 'failed') GROUP BY state, sink
@@ -58,13 +59,14 @@ _INSERT_DELIVERY_SQL = (
 # json_each and json_group_array: SQLite's JSON1, built in since 3.38 and compiled into the
 # sqlite3 of common Python builds before that; MATERIALIZED: SQLite 3.35 (``check_sqlite``).
 
-# The rows to claim: at most ``limit`` due ones in due order, whose earlier events (same sink and
-# resource) are done, and one per (sink, event) in flight, even after a replay left two due: their
-# ids as a JSON array, and how many.
+# The rows of one sink to claim: at most ``limit`` due ones in due order, whose earlier events
+# (same sink and resource) are done, and one per event in flight, even after a replay left two
+# due: their ids as a JSON array, and how many. One sink at a time (migration 7's index), so a
+# sink with many rows due cannot take another sink's share of the claim.
 _CHOOSE_SQL = """
     WITH due AS MATERIALIZED (
-        SELECT d.id, d.sink, d.event_id, d.next_attempt_at FROM deliveries AS d
-        WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+        SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
+        WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
           AND NOT EXISTS (
               SELECT 1 FROM deliveries AS p
               WHERE p.sink = d.sink AND p.resource_key = d.resource_key
@@ -77,7 +79,7 @@ _CHOOSE_SQL = """
     SELECT json_group_array(id), count(*) FROM due
     WHERE NOT EXISTS (
         SELECT 1 FROM due AS earlier
-        WHERE earlier.sink = due.sink AND earlier.event_id = due.event_id
+        WHERE earlier.event_id = due.event_id
           AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
 """
 # The claimed rows with their events, as one JSON array (in no particular order).
@@ -88,7 +90,15 @@ _CLAIMED_SQL = """
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.id IN (SELECT value FROM json_each(?))
 """
-_NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+_NEXT_OF_SINK_SQL = (
+    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND sink = ?"
+)
+# Pending rows of sinks no longer configured (the delivery loop fails them at once).
+_UNROUTED_SQL = """
+    SELECT id, sink, event_id, attempts FROM deliveries
+    WHERE state = 'pending' AND sink NOT IN (SELECT value FROM json_each(?))
+"""
+UNROUTED = "sink no longer configured"
 _MARK_DELIVERING_SQL = (
     "UPDATE deliveries SET state = 'delivering', updated_at = ?"
     " WHERE id IN (SELECT value FROM json_each(?))"
@@ -111,23 +121,31 @@ _MOVE_ON_SQL = (
 Statements = list[tuple[str, tuple[Any, ...]]]
 
 
-def _claim(conn: sqlite3.Connection, now_s: float, stamp: str, limit: int) -> tuple[str, int]:
-    """In SQLite's thread, inside a transaction: choose the due rows, mark them ``delivering``.
+def _claim(
+    conn: sqlite3.Connection, now_s: float, stamp: str, rooms: Mapping[str, int]
+) -> tuple[list[str], bool]:
+    """In SQLite's thread, inside a transaction: choose each sink's due rows (up to its room),
+    mark them ``delivering``.
 
-    Returns the claimed rows as JSON text (``_due_rows`` reads it) and how many.
+    Returns the claimed rows as JSON texts (``_due_rows`` reads them), and whether some sink got
+    fewer than its room (then when the next row falls due is worth knowing).
     """
-    if limit <= 0:
-        return "[]", 0
-    ids, count = conn.execute(_CHOOSE_SQL, (now_s, limit)).fetchone()
-    if not count:
-        return "[]", 0
-    conn.execute(_MARK_DELIVERING_SQL, (stamp, ids))
-    return conn.execute(_CLAIMED_SQL, (ids,)).fetchone()[0], count
+    found: list[str] = []
+    short = False
+    for sink, room in rooms.items():
+        if room <= 0:
+            continue
+        ids, count = conn.execute(_CHOOSE_SQL, (sink, now_s, room)).fetchone()
+        short = short or count < room
+        if count:
+            conn.execute(_MARK_DELIVERING_SQL, (stamp, ids))
+            found.append(conn.execute(_CLAIMED_SQL, (ids,)).fetchone()[0])
+    return found, short
 
 
-def _due_rows(found: str) -> list[DueDelivery]:
-    """The claimed rows of ``_claim``'s JSON text, in due order."""
-    rows = sorted(json.loads(found), key=lambda row: (row[7], row[0]))
+def _due_rows(found: Sequence[str]) -> list[DueDelivery]:
+    """The claimed rows of ``_claim``'s JSON texts, in due order."""
+    rows = sorted((row for text in found for row in json.loads(text)), key=lambda r: (r[7], r[0]))
     return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in rows]
 
 
@@ -177,9 +195,11 @@ def _run(conn: sqlite3.Connection, statements: Statements) -> None:
         conn.execute(sql, params)
 
 
-def _next_attempt_at(conn: sqlite3.Connection) -> float | None:
-    value = conn.execute(_NEXT_SQL).fetchone()[0]
-    return float(value) if value is not None else None
+def _next_attempt_at(conn: sqlite3.Connection, sinks: Iterable[str]) -> float | None:
+    """When the earliest pending row of ``sinks`` falls due (None: none pending)."""
+    due = [conn.execute(_NEXT_OF_SINK_SQL, (sink,)).fetchone()[0] for sink in sinks]
+    known = [float(value) for value in due if value is not None]
+    return min(known) if known else None
 
 
 class Outbox(Connection):
@@ -203,12 +223,6 @@ class Outbox(Connection):
             " WHERE id = ? AND state = 'delivering'",
             [(stamp, delivery_id) for delivery_id in ids],
         )
-
-    async def next_attempt_at(self) -> float | None:
-        """The earliest time a pending row becomes due (None when nothing is pending)."""
-        rows = await self._rows(_NEXT_SQL)
-        value = rows[0][0] if rows else None
-        return float(value) if value is not None else None
 
     async def undelivered(self) -> dict[str, SinkBacklog]:
         """Per sink with any: rows pending, delivering and failed, and the oldest owed one."""
@@ -238,23 +252,36 @@ class Outbox(Connection):
             backlog[sink] = {state: n for state, n in sorted(states.items()) if n}
         return backlog
 
-    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
-        """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        """Record finished attempts, then claim up to ``rooms[sink]`` due rows of each sink: one
+        transaction.
 
         The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). A
         claimed row's earlier events (same sink and resource) are all done: a later event waits
         while an earlier one is pending or in flight, so each sink receives a resource's events
-        in sequence order, and other resources are not held up. The claim sees the attempts just
-        recorded, so a resource's next event can follow at once.
+        in sequence order, and other resources are not held up. Each sink is claimed for up to
+        its own room, so one with many rows due (a receiver that hangs) takes no other's. The
+        claim sees the attempts just recorded, so a resource's next event can follow at once.
         """
         now_s, stamp = now.timestamp(), iso_ms(now)
 
         def work(conn: sqlite3.Connection) -> Settled:
             _run(conn, _record_statements(records, now))
-            found, count = _claim(conn, now_s, stamp, limit)
-            return Settled(_due_rows(found), _next_attempt_at(conn) if count < limit else None)
+            found, short = _claim(conn, now_s, stamp, rooms)
+            upcoming = (
+                _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0]) if short else None
+            )
+            return Settled(_due_rows(found), upcoming)
 
         return await self._atomically(work)
+
+    async def unrouted(self, sinks: Collection[str]) -> list[tuple[int, str, str, int]]:
+        """Pending rows of sinks not among ``sinks`` (removed from the configuration), which no
+        claim takes: ``(id, sink, event_id, attempts)`` each."""
+        rows = await self._fetch(_UNROUTED_SQL, (json.dumps(sorted(sinks)),))
+        return [(int(r["id"]), r["sink"], r["event_id"], int(r["attempts"])) for r in rows]
 
     async def deliveries(
         self, *, state: str | None = None, sink: str | None = None, limit: int = 100

@@ -55,7 +55,7 @@ class CommitResult:
     deliveries: int = 0
 
 
-# The snapshot of an entity tracked by id before any poll saw it (see poller.TRACKED_MARK).
+# The snapshot of an entity tracked by id before any poll saw it (see sweeps.TRACKED_MARK).
 TRACKED = "_tracked"
 
 
