@@ -22,6 +22,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
+from tests.contract_check import CHECKED, SHOWN, contract_breaks, hand_made
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 from tests.pg import PASSWORD, PgServer, find_bin
 
@@ -41,6 +42,30 @@ def require_node(what: str) -> str:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.fixture(autouse=True)
+def _events_match_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test with a ``tmp_path``: the events the code wrote there match the schemas
+    (``tests/contract_check.py``); a mismatch fails the test, naming type and field."""
+    checked = "tmp_path" in request.fixturenames and not hand_made(request.node.path)
+    root = request.getfixturevalue("tmp_path") if checked else None
+    yield
+    if root is None:
+        return
+    _count, found = contract_breaks(root)
+    if found:
+        more = f"\n... and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+        pytest.fail("events break the contract (schemas/):\n" + "\n".join(found[:SHOWN]) + more)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many events the contract check saw, so a run shows it was not idle."""
+    if CHECKED:
+        terminalreporter.write_line(
+            f"event contract: {CHECKED.total()} events of {len(CHECKED)} types checked "
+            "against schemas/"
+        )
 
 
 @pytest.fixture
