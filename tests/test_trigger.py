@@ -279,7 +279,7 @@ class TestOnlyTheSample:
             claimed = await store.settle([], NOW, {"s": 10})  # as a daemon's worker would
             assert len(claimed.claimed) == 1
             assert await only.reset_delivering(NOW) == 0
-            assert await only.unrouted(["another"]) == []
+            assert await only.unrouted(["another"], 100) == []
             assert await only.prune(NOW) == (0, 0)
             await only.release([claimed.claimed[0].id], NOW)
             assert [r.state for r in await store.deliveries()] == ["pending"]
