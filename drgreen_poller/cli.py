@@ -206,6 +206,34 @@ def _operator_commands(commands: Any) -> None:
     )
     restore.add_argument("path", metavar="BACKUP", help="the copy to put back")
     restore.set_defaults(handler=state_handlers.cmd_restore)
+    _migrate_command(commands)
+
+
+def _migrate_command(commands: Any) -> None:
+    migrate = commands.add_parser(
+        "migrate-state",
+        parents=[_GLOBALS],
+        help="copy the SQLite state into PostgreSQL, every id kept (the daemon stopped)",
+        description="Copy the SQLite state (daemon.state_path) into an empty PostgreSQL "
+        "database in one transaction: holders, snapshots, events, deliveries with their "
+        "attempts, sequences, all ids unchanged, so that the daemon on PostgreSQL re-sends "
+        "nothing. Refused while a daemon runs on the SQLite file, and when the database already "
+        "holds a state. Deliveries in flight when the daemon stopped arrive pending (same ids), "
+        "as a restart makes them. The SQLite file is left as it was.",
+    )
+    migrate.add_argument(
+        "--to",
+        metavar="URL",
+        help="postgresql://USER@HOST:5432/DATABASE (default: the configuration's [store] url)",
+    )
+    password = migrate.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-file", metavar="PATH", help="the database password, from this file"
+    )
+    password.add_argument(
+        "--password-env", metavar="VAR", help="the database password, from this variable"
+    )
+    migrate.set_defaults(handler=state_handlers.cmd_migrate_state)
 
 
 def _delivery_commands(commands: Any) -> None:

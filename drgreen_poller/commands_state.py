@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.commands import EXIT_FAILURE, EXIT_OK, config_of, configure_logs
+
+if TYPE_CHECKING:
+    from drgreen_poller.config import StoreConfig
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -139,6 +143,60 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if kept:
         print(f"the database it replaced is kept as {kept}")
     return EXIT_OK
+
+
+def cmd_migrate_state(args: argparse.Namespace) -> int:
+    from drgreen_poller.migrate_state import migrate_state, target_of
+
+    config = config_of(args)
+    configure_logs(args, config, sys.stderr)
+    target, warnings = target_of(
+        config,
+        args.to,
+        password_file=args.password_file,
+        password_env=args.password_env,
+        environ=os.environ,
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    report = asyncio.run(migrate_state(config, target, SystemClock()))
+    print(f"copied {config.daemon.state_path} into {target.shown}, every id kept:")
+    for table, rows in report.rows.items():
+        print(f"  {table:16}{rows:>10,}")
+    if report.requeued_in_flight:
+        print(
+            f"  {report.requeued_in_flight} delivery(ies) in flight when the daemon stopped"
+            " are pending again, under their ids"
+        )
+    print(
+        f"next event seq {report.next_ids['events']:,},"
+        f" next delivery id {report.next_ids['deliveries']:,}"
+    )
+    for line in _after_migrating(target, given=args.to is not None):
+        print(line)
+    return EXIT_OK
+
+
+def _after_migrating(target: StoreConfig, *, given: bool) -> list[str]:
+    """What the operator does next: point the configuration at the database, then start."""
+    steps = ["next:"]
+    if given:
+        steps += [
+            "  1. add to the configuration:",
+            "       [store]",
+            f'       url = "{target.shown}"',
+            "       password_file = ...   (or password_env; not needed with peer auth or .pgpass)",
+            "  2. start the daemon (systemctl restart drgreen-poller): it continues from the copy",
+        ]
+    else:
+        steps.append(
+            "  start the daemon (systemctl restart drgreen-poller): it continues from the copy"
+        )
+    steps.append(
+        "  never start a daemon on the SQLite file again: it would send again what the one on"
+        " PostgreSQL sends (keep the file as a record until you no longer need it)"
+    )
+    return steps
 
 
 def cmd_track(args: argparse.Namespace) -> int:
