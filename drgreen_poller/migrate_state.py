@@ -66,8 +66,8 @@ def target_of(
 def _password(
     password_file: str | None, password_env: str | None, environ: Mapping[str, str]
 ) -> Secret | None:
-    if password_file is not None and password_env is not None:
-        raise ConfigError("give only one of --password-file, --password-env")
+    """The password ``--password-file`` or ``--password-env`` gives (the CLI takes one at most);
+    None: libpq's own ways (``PGPASSWORD``, ``~/.pgpass``, peer authentication)."""
     if password_file is not None:
         try:
             return Secret(read_secret_file(password_file), f"file {password_file}")

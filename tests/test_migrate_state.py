@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -32,8 +33,11 @@ NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ALL = SinkRoute("all", ("*",))
 
 
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    environ = {**os.environ, **(env or {})}
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=PIPE, stderr=PIPE, env=environ
+    )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
@@ -51,8 +55,9 @@ def _order(n: int) -> Resource:
     return Resource("order", f"00000000-0000-4000-8000-{n:012d}")
 
 
-async def _sqlite_state(path: Path, orders: int, clock: FakeClock) -> None:
-    """A SQLite state with one event (and one delivery to sink ``all``) per order."""
+async def _sqlite_state(path: Path, orders: int, clock: FakeClock, *, in_flight: int = 0) -> None:
+    """A SQLite state with one event (and one delivery to sink ``all``) per order, the first
+    ``in_flight`` deliveries claimed (``delivering``) by a daemon that then stopped."""
     store = await Store.open(path, sinks=[ALL], clock=clock)
     try:
         await store.ensure_holders(["main"], clock.now())
@@ -61,6 +66,8 @@ async def _sqlite_state(path: Path, orders: int, clock: FakeClock) -> None:
             for n in range(orders)
         ]
         await store.commit_events("main", changes, now=clock.now())
+        if in_flight:
+            await store.settle([], clock.now(), {"all": in_flight})
     finally:
         await store.close()
 
@@ -135,14 +142,9 @@ class TestCopy:
     ) -> None:
         """A row ``delivering`` when the daemon stopped arrives ``pending`` (updated at the
         copy's time), its id, attempts and due time kept, as a restart would make it."""
-        path, clock = tmp_path / "state.db", FakeClock(NOW)
-        await _sqlite_state(path, 2, clock)
-        store = await Store.open(path, sinks=[ALL], clock=clock)
-        try:
-            settled = await store.settle([], NOW, {"all": 1})
-        finally:
-            await store.close()
-        [claimed] = settled.claimed
+        path = tmp_path / "state.db"
+        await _sqlite_state(path, 2, FakeClock(NOW), in_flight=1)
+        [[claimed]] = _lite_rows(path, "SELECT id FROM deliveries WHERE state = 'delivering'")
         later = NOW + timedelta(minutes=5)
         before = _lite_rows(path, "SELECT id, attempts, next_attempt_at FROM deliveries")
         report = copy_state(path, pg_store_config(pg_database), iso_ms(later))
@@ -151,7 +153,7 @@ class TestCopy:
             pg_database, "SELECT id, state, updated_at, attempts, next_attempt_at FROM deliveries"
         )
         states = {r[0]: (r[1], r[2]) for r in rows}
-        assert states[claimed.id] == ("pending", iso_ms(later))
+        assert states[claimed] == ("pending", iso_ms(later))
         assert sorted((r[0], r[3], r[4]) for r in rows) == sorted(before)
 
     async def test_new_ids_follow_every_id_sqlite_gave(
@@ -194,6 +196,40 @@ class TestCopy:
         assert message.startswith(f"copying into {pg_database.url} failed, nothing was written: ")
         assert "foreign key" in message
         assert "\n" not in message
+        assert _pg_rows(pg_database, "SELECT to_regclass('events')") == [(None,)]
+
+    async def test_a_database_opened_without_a_state_is_taken(
+        self, tmp_path: Path, pg_database: PgDatabase
+    ) -> None:
+        """A database a daemon opened but wrote no state into (only its lineage row) takes the
+        copy: the SQLite state's lineage, under the higher of the two sequence floors."""
+        path = tmp_path / "state.db"
+        await _sqlite_state(path, 1, FakeClock(NOW))
+        opened = await Store.open(
+            pg_store_config(pg_database), sinks=(), clock=FakeClock(NOW + timedelta(days=1))
+        )
+        await opened.close()
+        copy_state(path, pg_store_config(pg_database), iso_ms(NOW))
+        [[lineage]] = _lite_rows(path, "SELECT lineage FROM lineage")
+        assert _pg_rows(pg_database, "SELECT lineage, sequence_floor FROM lineage") == [
+            (lineage, opened.lineage.sequence_floor)
+        ]
+
+    @pytest.mark.timeout(30)
+    async def test_a_writer_holding_the_file_past_the_busy_timeout(
+        self, tmp_path: Path, pg_database: PgDatabase
+    ) -> None:
+        """A command holding SQLite's write lock longer than the busy timeout (5 s): one line
+        naming the file, nothing copied."""
+        path = tmp_path / "state.db"
+        await _sqlite_state(path, 1, FakeClock(NOW))
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreError, match=f"^cannot read the state database {path}: "):
+                await asyncio.to_thread(copy_state, path, pg_store_config(pg_database), iso_ms(NOW))
+        finally:
+            writer.close()
         assert _pg_rows(pg_database, "SELECT to_regclass('events')") == [(None,)]
 
 
@@ -318,7 +354,8 @@ class TestCommand:
         receiver.fail_next = 0
         lifecycle.ship(order.id)
         code, out, err = await _run("-c", lite, "poll-once")
-        assert [json.loads(line)["type"] for line in out.splitlines()] == ["order.shipped"], err
+        found = [json.loads(line)["type"] for line in out.splitlines()]
+        assert [kind for kind in found if kind.startswith("order.")] == ["order.shipped"], err
         before = await _listings(lite)
         before_events = _lite_rows(state, "SELECT seq, id, body FROM events ORDER BY seq")
 
@@ -348,7 +385,8 @@ class TestCommand:
         copied_ids = [row[1] for row in before_events]
         after = _pg_rows(pg_database, "SELECT id, type FROM events ORDER BY seq")
         assert [row[0] for row in after[: len(copied_ids)]] == copied_ids
-        assert [row[1] for row in after[len(copied_ids) :]] == ["order.delivered"]
+        new = [row[1] for row in after[len(copied_ids) :]]  # a commission may accrue too
+        assert [kind for kind in new if kind != "commission.accrued"] == ["order.delivered"]
         listed = [json.loads(line) for line in before[1].splitlines()]
         owed = {d["event_id"]: d for d in listed if d["sink"] == "store"}
         paid, shipped = (owed[event_id] for event_id, _, _ in sent[2:4])
@@ -378,7 +416,8 @@ class TestRefusals:
         assert code == 2  # checked first: the password variable is not set
         with StateLock(tmp_path / "state.db"):
             code, _, err = await _run("-c", lite, "migrate-state", "--to", pg_database.url,
-                                      "--password-file", str(tmp_path / "pg.password"))  # fmt: skip
+                                      "--password-env", "PGPASS_TEST",
+                                      env={"PGPASS_TEST": pg_database.password})  # fmt: skip
         assert code == 1
         assert err.splitlines()[-1:] == [
             f"error: a drgreen-poller is running on {tmp_path / 'state.db'}: stop it first"
@@ -392,9 +431,10 @@ class TestRefusals:
         """A second copy into the same database is refused, saying how to start over; the
         configuration's ``[store]`` is the target when ``--to`` is not given."""
         _, pg = _configs(tmp_path, box, shop, "", pg_database)
-        await _sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW))
+        await _sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW), in_flight=1)
         code, out, err = await _run("-c", pg, "migrate-state")
         assert code == 0, err
+        assert "  1 delivery(ies) in flight when the daemon stopped are pending again" in out
         assert "  start the daemon (systemctl restart drgreen-poller)" in out
         code, _, err = await _run("-c", pg, "migrate-state")
         assert code == 1
@@ -444,6 +484,21 @@ class TestRefusals:
         assert (done, out) == (code, "")
         shown = err.splitlines()[-1]
         assert shown.startswith(expected)
+
+    async def test_a_password_in_the_url_warns_and_is_never_shown(
+        self, tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
+    ) -> None:
+        """A password written in ``--to`` works but warns (a command line is readable by other
+        users); no message shows it."""
+        lite, _ = _configs(tmp_path, box, shop, "", pg_database)
+        await _sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW))
+        server, name = pg_database.server, pg_database.name
+        url = f"postgresql://postgres:{pg_database.password}@127.0.0.1:{server.port}/{name}"
+        code, out, err = await _run("-c", lite, "migrate-state", "--to", url)
+        assert code == 0, err
+        assert "warning: --to: password written in the URL" in err
+        assert f"postgres:***@127.0.0.1:{server.port}/{name}" in out
+        assert pg_database.password not in out + err
 
     async def test_without_a_target(
         self, tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase

@@ -9,6 +9,7 @@ messages. It must not decide what to poll or deliver, and writes no SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def copy_state(source: Path, target: StoreConfig, now_text: str) -> CopyReport:
         StoreError: the target cannot be reached, already holds a state, or the copy failed
             (then nothing was written to it), in one line.
     """
-    with _reading(source) as lite, connect(target) as pg:
+    with contextlib.closing(_open_reading(source)) as lite, connect(target) as pg:
         try:
             return _copy_in_one_transaction(lite, pg, target.shown, now_text)
         except psycopg.Error as exc:
@@ -105,26 +106,17 @@ def copy_state(source: Path, target: StoreConfig, now_text: str) -> CopyReport:
             ) from None
 
 
-class _reading:
-    """The SQLite file opened for the copy, inside ``BEGIN IMMEDIATE`` (no writer meanwhile)."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.conn: sqlite3.Connection | None = None
-
-    def __enter__(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.source, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the state database {self.source}: {exc}") from None
-        self.conn = conn
-        return conn
-
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            self.conn.close()  # the read transaction ends with it: nothing was written
+def _open_reading(source: Path) -> sqlite3.Connection:
+    """The SQLite file opened for the copy, inside ``BEGIN IMMEDIATE``: no writer (a CLI
+    command) commits meanwhile, so the copy is the state as it stands; closing ends it."""
+    conn = sqlite3.connect(source, isolation_level=None)  # the file exists: opened before
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot read the state database {source}: {exc}") from None
+    return conn
 
 
 def _copy_in_one_transaction(
