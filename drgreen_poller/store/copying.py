@@ -3,7 +3,7 @@
 Owns the bulk copy: one read transaction on the SQLite file that holds its writers off (``BEGIN
 IMMEDIATE``), one transaction on PostgreSQL (its migrations, the emptiness check, a ``COPY`` per
 table, the identity sequences moved past the copied ids): all or nothing. What is copied and
-why is ``TABLES``' and ``NOT_COPIED``'s docstring; ``migrate_state`` owns the locks and the
+why is said beside ``TABLES`` and ``NOT_COPIED``; ``migrate_state`` owns the locks and the
 messages. It must not decide what to poll or deliver, and writes no SQLite.
 """
 
