@@ -2,9 +2,18 @@
 
 Owns the bulk copy: one read transaction on the SQLite file that holds its writers off (``BEGIN
 IMMEDIATE``), one transaction on PostgreSQL (its migrations, the emptiness check, a ``COPY`` per
-table, the identity sequences moved past the copied ids): all or nothing. What is copied and
-why is said beside ``TABLES`` and ``NOT_COPIED``; ``migrate_state`` owns the locks and the
-messages. It must not decide what to poll or deliver, and writes no SQLite.
+table, the identity sequences moved past the copied ids): all or nothing. It must not decide
+what to poll or deliver, and writes no SQLite; ``migrate_state`` owns the locks and messages.
+
+Every table of the SQLite schema is copied (``TABLES``), each row as it is, with two
+exceptions: a delivery ``delivering`` (in flight when the daemon stopped) arrives ``pending``,
+updated at the copy's time, as the daemon's own start makes it (same id, attempts and due
+time); and ``lineage`` keeps the higher sequence floor when the target already had a lineage
+row (a database opened without a state). What one engine has and the other has not is decided
+in ``NOT_COPIED`` (tables) and ``PG_ONLY_COLUMNS``: SQLite's AUTOINCREMENT counters become
+PostgreSQL's identity sequences; PostgreSQL's schema version, its instances and leases (several
+daemons sharing the database) and a delivery's claiming instance start as a new database has
+them, as no daemon runs on a copy yet and no row arrives in flight.
 """
 
 from __future__ import annotations
@@ -26,11 +35,7 @@ if TYPE_CHECKING:
     from drgreen_poller.config import StoreConfig
 
 # Every table of the SQLite schema, in an order that satisfies the foreign keys, with its
-# columns (both schemas have exactly these; tests/test_migrate_state.py checks it). All are
-# copied as they are, except: ``deliveries`` rows ``delivering`` (in flight when the daemon
-# stopped) arrive ``pending``, updated now, as the daemon's own start-up makes them
-# (``Outbox.reset_delivering``: same ids, same attempts, due as they were); and ``lineage``'s
-# floor is the higher of the two when the target already has a lineage row but no state.
+# columns (both schemas have these; tests/test_migrate_state.py checks it).
 TABLES: dict[str, tuple[str, ...]] = {
     "holders": ("name", "added_at", "unauthorized_since"),
     "tier_runs": (
@@ -68,6 +73,15 @@ NOT_COPIED: dict[str, str] = {
     "handed out again",
     "schema_version": "PostgreSQL's own schema version (SQLite's is PRAGMA user_version): "
     "written by its migrations, which run in the copy's transaction",
+    "instances": "PostgreSQL's registry of running daemons: none runs on the copy yet; each "
+    "registers as it starts",
+    "leases": "which running daemon polls each holder: taken by the daemons as they start",
+}
+
+# Columns only PostgreSQL's schema has, left to their defaults by the copy, and why.
+PG_ONLY_COLUMNS: dict[tuple[str, str], str] = {
+    ("deliveries", "claimed_by"): "the instance that claimed a row in flight: no row arrives "
+    "in flight (``delivering`` is copied as ``pending``), so none is claimed",
 }
 
 # PostgreSQL's identity columns and the SQLite AUTOINCREMENT counter behind each.
