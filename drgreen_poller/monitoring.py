@@ -289,10 +289,15 @@ def delivery_problems(
 
 
 def build_app(
-    store: Store, metrics: Metrics, inputs: Callable[[], HealthInputs], clock: Clock
+    store: Store,
+    metrics: Metrics,
+    inputs: Callable[[], HealthInputs],
+    clock: Clock,
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
     """The aiohttp app serving ``/healthz`` and ``/metrics``; ``inputs`` gives what the health
-    rule judges as the configuration stands now (a reload changes holders and intervals)."""
+    rule judges as the configuration stands now (a reload changes holders and intervals).
+    ``routes``: more pages on the same listener (the daemon's operator page at ``/``)."""
 
     async def healthz(_: web.Request) -> web.Response:
         now, judged = clock.now().timestamp(), inputs()
@@ -311,4 +316,5 @@ def build_app(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    app.add_routes(routes)
     return app
