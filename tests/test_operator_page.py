@@ -12,6 +12,8 @@ import pytest
 
 from drgreen_poller.config import Config, load_config
 from drgreen_poller.errors import ConfigError
+from drgreen_poller.operator.app import NOTICES_KEPT
+from drgreen_poller.operator.gather import EVENTS_SHOWN
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.store import Store
 from tests.operator_rig import CSRF_RE, TOKEN, Rig, non_loopback_address, running_daemon
@@ -38,6 +40,11 @@ async def _post(
         ) as response,
     ):
         return response.status, await response.text(), response
+
+
+def _events(page: str) -> str:
+    """The events section of the main page."""
+    return page.split('id="events"')[1]
 
 
 async def _csrf(rig: Rig, **headers: str) -> str:
@@ -133,13 +140,12 @@ class TestFilters:
             _, orders = await _get(rig, "/?type=order.*")
             _, clients = await _get(rig, "/?type=client.kyc.*")
             _, one = await _get(rig, f"/?resource={second.id}")
-        events = lambda page: page.split('id="events"')[1]  # noqa: E731 - a local reading aid
-        assert first.id in events(orders)
-        assert second.id in events(orders)
-        assert first.id not in events(clients)
-        assert second.id not in events(clients)
-        assert second.id in events(one)
-        assert first.id not in events(one)
+        assert first.id in _events(orders)
+        assert second.id in _events(orders)
+        assert first.id not in _events(clients)
+        assert second.id not in _events(clients)
+        assert second.id in _events(one)
+        assert first.id not in _events(one)
 
     @pytest.mark.timeout(30)
     async def test_state_filter_and_bad_filters(self, tmp_path: Path) -> None:
@@ -214,6 +220,33 @@ class TestActions:
         assert notices[5] == "error: delivery 99999 not requeued: no such delivery"
 
 
+class TestPaging:
+    @pytest.mark.timeout(30)
+    async def test_older_events_and_old_notices(self, tmp_path: Path) -> None:
+        """A full page of events links to the older ones; a notice is kept for the last 32
+        actions only."""
+        async with running_daemon(tmp_path) as rig:
+            rig.box.state.orders.create_many("shop", EVENTS_SHOWN + 5)
+            await rig.wait_failed(EVENTS_SHOWN + 5)
+            _, newest = await _get(rig, "/?type=order.created")
+            older = re.search(r'href="([^"]*)">older events', newest)
+            assert older
+            _, rest = await _get(rig, older.group(1).replace("&amp;", "&"))
+            token = await _csrf(rig)
+            locations = []
+            for _ in range(NOTICES_KEPT + 1):
+                _, _, response = await _post(
+                    rig, "/deliveries/requeue", {"csrf": token, "delivery": "x"}
+                )
+                locations.append(response.headers["Location"])
+            first = (await _get(rig, locations[0]))[1]
+            last = (await _get(rig, locations[-1]))[1]
+        assert _events(newest).count(">order.created<") == EVENTS_SHOWN
+        assert _events(rest).count(">order.created<") == 5
+        assert 'role="status"' not in first
+        assert 'role="status"' in last
+
+
 class TestCrossSite:
     @pytest.mark.timeout(30)
     async def test_posts_without_token_or_from_elsewhere_are_refused(self, tmp_path: Path) -> None:
@@ -279,6 +312,8 @@ class TestWhoMaySee:
             bare = await _get(rig, "/")
             bearer = await _get(rig, "/", Authorization=f"Bearer {TOKEN}")
             wrong = await _get(rig, "/", Authorization="Bearer nope")
+            post_bare = await _post(rig, "/deliveries/requeue", {"all_failed": "1"})
+            login_forged = await _post(rig, "/login", {"csrf": "forged", "token": TOKEN})
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
                 async with session.get(rig.base + "/login") as login:
                     csrf = CSRF_RE.search(await login.text())
@@ -293,6 +328,9 @@ class TestWhoMaySee:
                     signed_out = out.status, str(out.url)
         assert bare[0] == 303
         assert wrong[0] == 303
+        assert post_bare[0] == 401
+        assert login_forged[0] == 403
+        assert "drgreen_operator" not in login_forged[2].headers.get("Set-Cookie", "")
         assert bearer[0] == 200
         assert "<h2>Holders" in bearer[1]
         assert refused[0] == 403
@@ -347,6 +385,9 @@ class TestTokenConfig:
             " (e.g. the output of: openssl rand -hex 24)"
         ]
         assert any("give only one of operator_token" in p for p in both.value.problems)
+        with pytest.raises(ConfigError) as array:
+            self._load(tmp_path, credentials, f'operator_token = ["{TOKEN}", "{TOKEN}"]', {})
+        assert array.value.problems == ["daemon.operator_token: give one value, not an array"]
         assert all(TOKEN not in p for p in both.value.problems)
 
     def test_token_from_environment_or_none(

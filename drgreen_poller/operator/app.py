@@ -139,19 +139,32 @@ class OperatorPage:
     # --- actions ----------------------------------------------------------------------------
 
     async def requeue(self, request: web.Request) -> web.StreamResponse:
-        """``deliveries retry --all-failed`` or ``deliveries retry ID``, then wake delivery."""
-        form, config = await _form(request), self.service.config
-        now = self.service.runtime.clock.now()
+        """``deliveries retry --all-failed`` or ``deliveries retry ID``."""
+        form = await _form(request)
+        if form.get("all_failed"):
+            return await self._act(request, self._requeue_failed)
+        return await self._act(request, lambda: self._requeue_one(form.get("delivery", "")))
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        """``deliveries replay --since T --sink N``."""
+        form = await _form(request)
+        return await self._act(request, lambda: self._replay(form.get("sink", ""), form))
+
+    async def _act(
+        self, request: web.Request, action: Callable[[], Awaitable[str]]
+    ) -> web.Response:
+        """Run ``action``, wake the delivery worker (rows it made due go out at once), and
+        show the page again with what it did (a refusal is said there, not raised)."""
         try:
-            if form.get("all_failed"):
-                count = await retry_failed(config, now)
-                said = f"{count} failed delivery(ies) requeued"
-            else:
-                said = await self._requeue_one(form.get("delivery", ""))
+            said = await action()
         except DrGreenError as exc:
-            said = f"error: {exc}"
+            said = f"error: {str(exc).removeprefix('--')}"
         self.service.worker.wake()
         return self._done(request, said)
+
+    async def _requeue_failed(self) -> str:
+        count = await retry_failed(self.service.config, self.service.runtime.clock.now())
+        return f"{count} failed delivery(ies) requeued"
 
     async def _requeue_one(self, given: str) -> str:
         if not given.isdigit():
@@ -163,17 +176,11 @@ class OperatorPage:
             return f"delivery {delivery_id} requeued"
         return f"error: delivery {delivery_id} not requeued: {why}"
 
-    async def replay(self, request: web.Request) -> web.StreamResponse:
-        """``deliveries replay --since T --sink N``, then wake delivery."""
-        form, now = await _form(request), self.service.runtime.clock.now()
-        sink = form.get("sink", "")
-        try:
-            since = parse_since(form.get("since", "").strip(), now)
-            count = await replay(self.service.config, sink, since, now)
-        except DrGreenError as exc:
-            return self._done(request, f"error: {str(exc).removeprefix('--')}")
-        self.service.worker.wake()
-        return self._done(request, f"{count} event(s) queued again for {sink}")
+    async def _replay(self, sink: str, form: dict[str, str]) -> str:
+        now = self.service.runtime.clock.now()
+        since = parse_since(form.get("since", "").strip(), now)
+        count = await replay(self.service.config, sink, since, now)
+        return f"{count} event(s) queued again for {sink}"
 
     def _done(self, request: web.Request, notice: str) -> web.Response:
         """Post/redirect/get: the main page again, with its filters as they were (from the

@@ -6,6 +6,7 @@ is escaped. No I/O, no scripts: the SVG is part of the HTML the server sends.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +45,7 @@ def _parse(stamp: str) -> datetime:
 
 def _percentile(values: Sequence[float], share: float) -> float:
     """The nearest-rank percentile of sorted ``values``."""
-    rank = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
+    rank = max(0, min(len(values) - 1, math.ceil(share * len(values)) - 1))
     return values[rank]
 
 

@@ -321,7 +321,7 @@ def _delivery_row(
         )
     return (
         f'<tr id="delivery-{row.id}"><td class="num">{row.id}</td><td>{_e(row.sink)}</td>'
-        f"<td>{_badge(row.state)}</td>"
+        f'<td class="state">{_badge(row.state)}</td>'
         f'<td><a href="{_link("/events/" + row.event_id, {})}">{_e(row.event_type)}</a></td>'
         f"<td>{_attempts_cell(row.attempts, attempts)}</td>"
         f'<td class="mono">{_e(row.last_outcome or "-")}</td><td>{_stamp(row.created_at, now)}</td>'
@@ -422,8 +422,3 @@ def not_found_html(what: str) -> str:
     return layout(
         "drgreen-poller: not found", f"<section><h2>Not found</h2><p>{_e(what)}</p></section>"
     )
-
-
-def now_utc(timestamp: float) -> datetime:
-    """Unix seconds as an aware UTC time (for tests and callers holding a timestamp)."""
-    return datetime.fromtimestamp(timestamp, UTC)
