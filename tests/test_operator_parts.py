@@ -142,6 +142,12 @@ class TestCharts:
         assert ">1<" in empty
         assert "1,000" in bar_chart("many", [Bar("2026-11-23T10", 720.0)])
 
+    def test_hour_labels_end_with_now(self) -> None:
+        """Every sixth hour is labelled, the current one included."""
+        day = bar_chart("day", events_bars({}, NOW))
+        labels = [m for m in ("10:00<", "04:00<", "22:00<", "16:00<", "11:00<") if f">{m}" in day]
+        assert labels == ["10:00<", "04:00<", "22:00<", "16:00<"]
+
 
 class TestBudgetWindow:
     def test_counts_the_last_minute(self) -> None:

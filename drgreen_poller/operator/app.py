@@ -193,7 +193,7 @@ class OperatorPage:
         # Only the listing filters are carried over, into this page's own path: a Referer can
         # choose nothing else.
         kept = {k: v for k, v in came_from.query.items() if k in _FILTERS}
-        target = URL("/").with_query({**kept, "notice": key}).with_fragment("deliveries")
+        target = URL("/").with_query({**kept, "notice": key}).with_fragment("sinks")
         return _see_other(str(target))
 
     # --- signing in -------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def _number(value: float, unit: str) -> str:
 
 def bar_chart(title: str, bars: Sequence[Bar], unit: str = "") -> str:
     """An SVG bar chart: one bar per hour, a thinner darker mark for ``high`` where given, the
-    axis maximum on the left and every sixth hour below."""
+    axis maximum on the left and every sixth hour below, ending with the last."""
     top = _nice_top(max((max(b.value, b.high or 0) for b in bars), default=0))
     plot_w, plot_h = _WIDTH - _LEFT - 8, _HEIGHT - _BOTTOM - _TOP
     slot = plot_w / max(1, len(bars))
@@ -100,12 +100,16 @@ def bar_chart(title: str, bars: Sequence[Bar], unit: str = "") -> str:
         f'<text x="{_LEFT - 6}" y="{_TOP + plot_h}" class="tick" text-anchor="end">0</text>',
     ]
     for index, bar in enumerate(bars):
-        parts.extend(_bar(index, bar, slot, plot_h, top, unit))
+        # Every sixth hour is labelled, counting back from the last (the hour now).
+        labelled = (len(bars) - 1 - index) % 6 == 0
+        parts.extend(_bar(index, bar, slot, plot_h, top, unit, labelled=labelled))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _bar(index: int, bar: Bar, slot: float, plot_h: float, top: float, unit: str) -> list[str]:
+def _bar(
+    index: int, bar: Bar, slot: float, plot_h: float, top: float, unit: str, *, labelled: bool
+) -> list[str]:
     x = _LEFT + index * slot
     height = plot_h * bar.value / top
     label = f"{bar.hour[11:13]}:00 UTC: {_number(bar.value, unit)}"
@@ -121,7 +125,7 @@ def _bar(index: int, bar: Bar, slot: float, plot_h: float, top: float, unit: str
             f'<line x1="{x + 2:.1f}" y1="{high_y:.1f}" x2="{x + slot - 2:.1f}" y2="{high_y:.1f}"'
             ' class="high"/>'
         )
-    if index % 6 == 0:
+    if labelled:
         out.append(
             f'<text x="{x + slot / 2:.1f}" y="{_HEIGHT - 10}" class="tick"'
             f' text-anchor="middle">{escape(bar.hour[11:13])}:00</text>'

@@ -64,8 +64,11 @@ svg.chart{width:100%;height:auto}.chart .bar{fill:#5b8def}
 .chart .axis{stroke:#9aa4b2}.chart .grid{stroke:#eef0f4}.chart .tick{font-size:14px;fill:#5d6779}
 figure{margin:0}figcaption{color:var(--mute);margin-bottom:4px}
 pre{background:#f3f5f8;border:1px solid var(--line);padding:12px;border-radius:6px;overflow:auto}
-details summary{cursor:pointer;color:var(--accent)}
-table.attempts{margin-top:6px}table.attempts td{font-size:12.5px;border:0;padding:2px 8px}
+details summary{cursor:pointer;color:var(--accent);white-space:nowrap}
+time,td.num,.ago{white-space:nowrap}
+.attempt{margin:4px 0 0 14px;max-width:340px;font-size:12.5px}
+.excerpt{color:var(--mute);overflow-wrap:anywhere}
+.scroll{overflow-x:auto}
 """
 
 
@@ -112,6 +115,16 @@ def _at(timestamp: float, now: datetime) -> str:
     return _time(when, (now - when).total_seconds())
 
 
+def _clock_time(iso: str) -> str:
+    """An attempt's start as ``14:32:05.951`` (its date is the row's; the full time is in the
+    ``datetime`` attribute)."""
+    return iso[11:23]
+
+
+def _attempt_time(iso: str) -> str:
+    return f'<time datetime="{_e(iso)}">{_e(_clock_time(iso))}</time>'
+
+
 def _badge(state: str) -> str:
     return f'<span class="badge s-{_e(state)}">{_e(state)}</span>'
 
@@ -131,7 +144,10 @@ def _table(head: Sequence[str], rows: Iterable[str], numeric: Sequence[int] = ()
         f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(head)
     )
     body = "".join(rows) or f'<tr><td colspan="{len(head)}" class="muted">none</td></tr>'
-    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody>'
+        "</table></div>"
+    )
 
 
 def layout(title: str, body: str, *, signed_in: bool = False, csrf: str = "") -> str:
@@ -156,17 +172,12 @@ def layout(title: str, body: str, *, signed_in: bool = False, csrf: str = "") ->
 
 def overview_html(o: Overview, csrf: str, *, signed_in: bool = False) -> str:
     """The main page."""
-    notice = ""
-    if o.notice:
-        error = " error" if o.notice.startswith("error:") else ""
-        notice = f'<p class="notice{error}" role="status">{_e(o.notice)}</p>'
     body = "".join(
         [
-            notice,
             _holders_section(o.holders, o.now),
             _active_section(o.holders),
             _charts_section(o),
-            _sinks_section(o.sinks, o.now, csrf),
+            _sinks_section(o.sinks, o.now, csrf, o.notice),
             _deliveries_section(o, csrf),
             _events_section(o),
         ]
@@ -241,7 +252,17 @@ def _charts_section(o: Overview) -> str:
     )
 
 
-def _sinks_section(sinks: list[SinkView], now: datetime, csrf: str) -> str:
+def _notice(notice: str | None) -> str:
+    """What the last action did, above the sinks and their actions (where it lands)."""
+    if not notice:
+        return ""
+    error = " error" if notice.startswith("error:") else ""
+    return f'<p class="notice{error}" role="status">{_e(notice)}</p>'
+
+
+def _sinks_section(
+    sinks: list[SinkView], now: datetime, csrf: str, notice: str | None = None
+) -> str:
     rows = [
         f"<tr><td>{_e(s.name)}</td><td>{_e(s.kind)}</td>"
         + "".join(
@@ -267,6 +288,7 @@ def _sinks_section(sinks: list[SinkView], now: datetime, csrf: str) -> str:
     )
     return (
         '<section id="sinks"><h2>Sinks</h2>'
+        + _notice(notice)
         + _table(head, rows, numeric=range(2, 6))
         + actions
         + "</section>"
@@ -332,17 +354,23 @@ def _delivery_row(
 def _attempts_cell(count: int, attempts: list[dict[str, Any]]) -> str:
     if not attempts:
         return f"{count}"
-    rows = "".join(
-        f"<tr><td>#{_e(a['attempt'])}</td><td>{_e(a['started_at'])}</td>"
-        f'<td class="num">{float(a["duration_ms"]):.0f} ms</td>'
-        f"<td>{_badge('ok' if a['ok'] else 'failed')}</td>"
-        f'<td class="mono">{_e(a["status"] if a["status"] is not None else a["error_class"])}</td>'
-        f'<td class="mono">{_e((a["response_excerpt"] or "")[:EXCERPT_CHARS])}</td></tr>'
-        for a in attempts
-    )
     return (
         f"<details><summary>{count} attempt(s)</summary>"
-        f'<table class="attempts">{rows}</table></details>'
+        + "".join(_attempt(a) for a in attempts)
+        + "</details>"
+    )
+
+
+def _attempt(a: dict[str, Any]) -> str:
+    """One attempt: number, start, duration, outcome, and the first bytes of the answer."""
+    outcome = a["status"] if a["status"] is not None else a["error_class"]
+    excerpt = (a["response_excerpt"] or "")[:EXCERPT_CHARS]
+    return (
+        f'<div class="attempt">#{_e(a["attempt"])} {_attempt_time(a["started_at"])}'
+        f" &middot; {float(a['duration_ms']):.0f} ms &middot;"
+        f" {_badge('ok' if a['ok'] else 'failed')} <span class=mono>{_e(outcome)}</span>"
+        + (f'<div class="mono excerpt">{_e(excerpt)}</div>' if excerpt else "")
+        + "</div>"
     )
 
 
