@@ -5,7 +5,8 @@ and GC collectors), the health rules (every holder × tier succeeded within its 
 slack, no holder unauthorized, no sink's oldest owed delivery older than the configured age) and
 the aiohttp app serving both. The loops tell it what happened through hooks (``poll_finished``,
 ``delivery_attempted``, the API clients' ``on_request``); at scrape time it reads the store. It
-changes nothing.
+changes nothing. The daemon adds the operator page's routes (``drgreen_poller.operator``) to the
+same app.
 """
 
 from __future__ import annotations
