@@ -19,7 +19,7 @@ from yarl import URL
 from drgreen_poller.admin import event_patterns, parse_since
 from drgreen_poller.deliveries import replay, retry_deliveries, retry_failed
 from drgreen_poller.errors import DrGreenError
-from drgreen_poller.operator import render
+from drgreen_poller.operator import markup, render
 from drgreen_poller.operator.access import COOKIE, Access, session_value
 from drgreen_poller.operator.gather import DeliveryFilter, EventFilter, event_page, overview
 from drgreen_poller.service import Service
@@ -82,13 +82,13 @@ class OperatorPage:
             if refusal == "login":
                 if request.method == "GET":
                     return _see_other("/login")
-                return _html(render.refused_html("sign in first"), 401)
+                return _html(markup.refused_html("sign in first"), 401)
             if refusal is not None:
-                return _html(render.refused_html(refusal), 403)
+                return _html(markup.refused_html(refusal), 403)
             if request.method == "POST":
                 why = self.access.post_refusal(request, await _form(request))
                 if why is not None:
-                    return _html(render.refused_html(why), 403)
+                    return _html(markup.refused_html(why), 403)
             return await handler(request)
 
         return guarded
@@ -103,7 +103,7 @@ class OperatorPage:
         try:
             events, deliveries = self._filters(request)
         except DrGreenError as exc:
-            return _html(render.refused_html(str(exc)), 400)
+            return _html(markup.refused_html(str(exc).removeprefix("--")), 400)
         found = await overview(self.service, events, deliveries, self.service.runtime.clock.now())
         found.notice = self._notices.get(request.query.get("notice", ""))
         return _html(render.overview_html(found, self.access.csrf, signed_in=self._signed_in))
@@ -131,7 +131,7 @@ class OperatorPage:
         found = await event_page(self.service, event_id)
         if found is None:
             return _html(
-                render.not_found_html(f"no event {event_id} (pruned, or never logged)"), 404
+                markup.not_found_html(f"no event {event_id} (pruned, or never logged)"), 404
             )
         now = self.service.runtime.clock.now()
         return _html(render.event_html(found, now, self.access.csrf, signed_in=self._signed_in))
@@ -201,7 +201,7 @@ class OperatorPage:
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         if self._token() is None:
             return _see_other("/")
-        return _html(render.login_html(self.access.csrf))
+        return _html(markup.login_html(self.access.csrf))
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         token = self._token()
@@ -210,9 +210,9 @@ class OperatorPage:
         form = await _form(request)
         why = self.access.post_refusal(request, form)
         if why is not None:
-            return _html(render.refused_html(why), 403)
+            return _html(markup.refused_html(why), 403)
         if not secrets.compare_digest(form.get("token", "").encode(), token.encode()):
-            return _html(render.login_html(self.access.csrf, "wrong token"), 403)
+            return _html(markup.login_html(self.access.csrf, "wrong token"), 403)
         response = _see_other("/")
         response.set_cookie(
             COOKIE, session_value(token), httponly=True, samesite="Strict", path="/",
