@@ -117,7 +117,7 @@ async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes,
     shutil.copy(seed, scratch)
     store = await Store.open(scratch, sinks=())
     try:
-        rows = (await store.settle([], CLOCK.now(), 10**9)).claimed
+        rows = (await store.settle([], CLOCK.now(), {SINK: 10**9})).claimed
     finally:
         await store.close()
     config = WebhookSinkConfig(SINK, url="http://127.0.0.1/", secrets=(Secret(secret, "bench"),))

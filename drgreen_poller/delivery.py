@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 import structlog
 
+from drgreen_poller.claim_queue import ClaimQueue
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import DeliveryConfig
 from drgreen_poller.sinks import Outcome, Sink
-from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery
+from drgreen_poller.store import UNROUTED, AttemptRecord, DeliveryState, DueDelivery
 from drgreen_poller.store.roles import DeliveryStore
 
 log = structlog.get_logger(__name__)
@@ -31,11 +32,11 @@ RETRY_JITTER = 0.20
 RETRY_AFTER_MAX_S = 6 * 3600.0
 # With nothing due, look again at least this often (rows requeued by the CLI, clock drift).
 IDLE_RECHECK_S = 5.0
-# Rows claimed per slot, counting the one under way: a finishing attempt starts a claimed row at
-# once, so the slots stay busy while the loop writes (one commit per turn, not per event). Eight
-# measured about 5 % more events/s, but a receiver that hangs holds every claimed row of its own
-# for one timeout each before other sinks' rows behind them start: four keeps that wait shorter.
-CLAIM_AHEAD = 4
+# Rows claimed per slot and sink, counting those under way: a finishing attempt starts a claimed
+# row at once, so the slots stay busy while the loop writes (one commit per turn, not per event).
+# Each sink has its own queue and share of the claim, and a freed slot goes to the sink with the
+# fewest attempts under way, so a receiver that hangs holds up its own rows only.
+CLAIM_AHEAD = 8
 # Under load a turn records up to this many slots' worth of ended attempts at once (fewer
 # commits, fewer hand-offs: about 10 % less CPU per event at two than at one, measured with eight
 # rows claimed per slot), but none waits for its record longer than BATCH_WAIT_S.
@@ -75,6 +76,17 @@ def until_next_due(upcoming: float | None, now: float) -> float:
     return min(upcoming - now, IDLE_RECHECK_S)
 
 
+def _unroutable(row: tuple[int, str, str, int], now: datetime) -> AttemptRecord:
+    """The failed attempt recorded for a pending row ``(id, sink, event_id, attempts)`` of a
+    sink no longer configured."""
+    delivery_id, sink, event_id, attempts = row
+    return AttemptRecord(
+        delivery_id=delivery_id, attempt=attempts + 1, started_at=now, duration_ms=0.0,
+        ok=False, status=None, error_class=UNROUTED, excerpt=None,
+        state=DeliveryState.FAILED, sink=sink, event_id=event_id,
+    )  # fmt: skip
+
+
 class DeliveryWorker:
     """Delivers outbox rows to their sinks.
 
@@ -107,7 +119,10 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
         # Claimed ahead, not started yet: a finishing attempt starts the next one at once, so
         # the slots stay busy while the loop is writing to the database.
-        self._queued: deque[DueDelivery] = deque()
+        self._queued = ClaimQueue()
+        self._routed: frozenset[str] | None = None  # the sinks the last claim was made for
+        self._swept_at = 0.0  # monotonic: when rows of other sinks were last looked for
+        self._unrouted_left = False  # the last look found a window full of them: more may wait
         self._finished: list[asyncio.Task[AttemptRecord]] = []  # ended, not recorded yet
         self._oldest_finished_at = 0.0  # monotonic: when the first of ``_finished`` ended
         self._progress = asyncio.Event()  # an attempt ended
@@ -140,7 +155,7 @@ class DeliveryWorker:
         nothing more. Returns the attempts made."""
         await self._turn()
         made = 0
-        while self._in_flight or self._queued:
+        while self._in_flight or self._queued.count:
             await self.wait_in_flight()
             made += len(self._finished)
             await self._turn(claim=False)  # records them, starts what was queued
@@ -150,7 +165,7 @@ class DeliveryWorker:
         started, t0 = self.clock.now(), self.clock.monotonic()
         sink = self.sinks.get(row.sink)
         if sink is None:
-            outcome = Outcome(False, error_class="sink no longer configured")
+            outcome = Outcome(False, error_class=UNROUTED)
         else:
             outcome = await self._deliver(sink, row, started)
             if outcome.ok:
@@ -244,11 +259,12 @@ class DeliveryWorker:
     def _start(self, row: DueDelivery) -> None:
         task = asyncio.create_task(self._attempt(row))
         self._in_flight.add(task)
-        task.add_done_callback(self._ended)
+        task.add_done_callback(partial(self._ended, row.sink))
 
-    def _ended(self, task: asyncio.Task[AttemptRecord]) -> None:
+    def _ended(self, sink: str, task: asyncio.Task[AttemptRecord]) -> None:
         """An attempt ended: keep it for the next turn's write, and start a queued row."""
         self._in_flight.discard(task)
+        self._queued.ended(sink)
         if task.cancelled():
             return
         if not self._finished:
@@ -256,8 +272,28 @@ class DeliveryWorker:
         self._finished.append(task)
         self._progress.set()
         # Below the limit only: a reload may have lowered it under the attempts still running.
-        if self._starting and self._queued and len(self._in_flight) < self.config.concurrency:
-            self._start(self._queued.popleft())
+        if self._starting and self._queued.count and len(self._in_flight) < self.config.concurrency:
+            self._start(self._queued.start_next())
+
+    async def _unrouted(self) -> list[AttemptRecord]:
+        """The pending rows of sinks no longer configured, as failed attempts to record (claims
+        are made per configured sink, so nothing else would ever take them). Looked for when the
+        configured sinks change, and again every ``IDLE_RECHECK_S``: rows of a removed sink can
+        become pending later (the retry of an attempt under way at the reload, a requeue). A
+        claim's window at a time: with more, the next turn comes at once for the rest."""
+        if (
+            self._routed is not None
+            and self._routed == self.sinks.keys()
+            and self.clock.monotonic() - self._swept_at < IDLE_RECHECK_S
+        ):
+            return []
+        routed, window = frozenset(self.sinks), CLAIM_AHEAD * self.config.concurrency
+        rows = await self.store.unrouted(routed, window)
+        self._unrouted_left = len(rows) >= window
+        if not self._unrouted_left:
+            self._routed, self._swept_at = routed, self.clock.monotonic()
+        now = self.clock.now()
+        return [_unroutable(row, now) for row in rows]
 
     async def _turn(self, *, claim: bool = True) -> float | None:
         """Record ended attempts and claim work for the free slots and queue: one transaction.
@@ -269,15 +305,23 @@ class DeliveryWorker:
         done, self._finished = self._finished, []
         self._progress.clear()
         records = [task.result() for task in done]
+        if claim:
+            records += await self._unrouted()
         await self._sync_accepted(records)
-        room = CLAIM_AHEAD * self.config.concurrency - len(self._in_flight) - len(self._queued)
-        room = room if claim else 0
-        if room > 0:
-            self._wake.clear()  # rows committed from here on are seen by this claim or wake us
-        settled = await self.store.settle(records, self.clock.now(), max(room, 0))
+        rooms = (
+            self._queued.rooms(self.sinks, CLAIM_AHEAD * self.config.concurrency) if claim else {}
+        )
+        if claim:
+            # Rows committed from here on are seen by this claim or wake us. With no room (every
+            # sink's window full, so every slot busy; or no sink at all) the turn after the next
+            # ended attempt claims them: a wake left set would only turn the loop in vain.
+            self._wake.clear()
+        settled = await self.store.settle(records, self.clock.now(), rooms)
+        if claim and self._unrouted_left:
+            self._wake.set()  # the next turn fails the next window of them
         self._queued.extend(settled.claimed)
-        while self._queued and len(self._in_flight) < self.config.concurrency:
-            self._start(self._queued.popleft())
+        while self._queued.count and len(self._in_flight) < self.config.concurrency:
+            self._start(self._queued.start_next())
         for record in records:
             self._log(record)
         return settled.next_attempt_at
@@ -318,16 +362,15 @@ class DeliveryWorker:
         return (
             len(self._finished) < batch
             and len(self._in_flight) >= self.config.concurrency
-            and len(self._queued) >= batch
+            and self._queued.count >= batch
             and self.clock.monotonic() - self._oldest_finished_at < BATCH_WAIT_S
         )
 
     async def _drain(self, grace_s: float) -> None:
         """On stop: queued rows go back to pending; attempts under way get ``grace_s``."""
         self._starting = False
-        if self._queued:
-            await self.store.release([row.id for row in self._queued], self.clock.now())
-            self._queued.clear()
+        if self._queued.count:
+            await self.store.release(self._queued.take_all(), self.clock.now())
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace_s)
         if self._finished:

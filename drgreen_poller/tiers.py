@@ -1,7 +1,8 @@
 """The polling tiers (design §3.2): one name for each, from the config's keys to the database.
 
 Owns the names and their order (the order ``poll-once`` and ``status`` show them in). What each
-tier keeps fresh is ``poller``'s; when it runs, ``scheduler`` and ``runner``'s.
+tier keeps fresh is its observer's (``order_tiers``, ``client_tier``, ``summary_tiers``); when
+it runs, ``scheduler`` and ``runner``'s.
 """
 
 from __future__ import annotations

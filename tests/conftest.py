@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,17 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.config import Secret, StoreConfig
+from drgreen_poller.poller import HolderPoller, PollSettings
+from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
+from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
+from tests.contract_check import CHECKED, SHOWN, contract_breaks, hand_made
 from tests.fakes import ScriptedApi, WebhookReceiver, start
+from tests.pg import PASSWORD, PgServer, find_bin
 
 ClientFactory = Callable[..., StoreClient]
 
@@ -31,6 +38,34 @@ def require_node(what: str) -> str:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"node is not on PATH, so {what} goes unchecked: .ci/run installs it")
     pytest.skip(f"node is not on PATH: {what} goes unchecked here (CI runs it)")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.fixture(autouse=True)
+def _events_match_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test with a ``tmp_path``: the events the code wrote there match the schemas
+    (``tests/contract_check.py``); a mismatch fails the test, naming type and field."""
+    checked = "tmp_path" in request.fixturenames and not hand_made(request.node.path)
+    root = request.getfixturevalue("tmp_path") if checked else None
+    yield
+    if root is None:
+        return
+    _count, found = contract_breaks(root)
+    if found:
+        more = f"\n... and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+        pytest.fail("events break the contract (schemas/):\n" + "\n".join(found[:SHOWN]) + more)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many events the contract check saw, so a run shows it was not idle."""
+    if CHECKED:
+        terminalreporter.write_line(
+            f"event contract: {CHECKED.total()} events of {len(CHECKED)} types checked "
+            "against schemas/"
+        )
 
 
 @pytest.fixture
@@ -85,6 +120,15 @@ async def error_of(caller: SignedCaller, path: str, *pairs: tuple[str, str]) -> 
     """Status and message of a signed GET that must fail."""
     answer = await caller.get(path, *pairs)
     return answer.status, answer.json()["message"]
+
+
+async def control_json(
+    box: LocalSandbox, method: str, path: str, body: Any = None, status: int = 200
+) -> Any:
+    """The JSON of a control-API call that must answer ``status``."""
+    answer = await box.control(method, path, body)
+    assert answer.status == status, answer.body
+    return answer.json()
 
 
 @pytest.fixture
@@ -198,3 +242,125 @@ jitter = 0
 """
     )
     return path
+
+
+# The poller tests' world: tier runs of holder ``shop`` against a sandbox, over a real SQLite file.
+
+
+@dataclass
+class World:
+    """A sandbox, a holder in it, and a poller for that holder over a real SQLite file."""
+
+    box: LocalSandbox
+    holder: HolderInfo
+    clock: FakeClock
+    store: Store
+    poller: HolderPoller
+    api: StoreClient
+
+    @property
+    def state(self) -> SandboxState:
+        return self.box.state
+
+    async def poll(self, tier: str) -> list[str]:
+        """Run one tier; the types of the events it committed."""
+        result = await self.poller.poll_tier(tier, next_due_at=0)
+        return [e["type"] for e in result.events]
+
+    async def types(self, pattern: str = "*") -> list[str]:
+        return [e["type"] for e in await self.store.events(patterns=[pattern], limit=0)]
+
+
+@pytest.fixture
+async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Build ``World``s; everything is closed at the end of the test."""
+    closers: list[Any] = []
+
+    async def build(
+        first_sync: str = "seed",
+        countries: tuple[str, ...] = ("GBR",),
+        terminal: frozenset[str] = frozenset({"DELIVERED", "CANCELLED"}),
+    ) -> World:
+        clock = FakeClock()
+        box = LocalSandbox(SandboxState(clock))
+        await box.__aenter__()
+        closers.append(box)
+        holder = box.state.create_holder("shop")
+        store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        closers.append(store)
+        session = aiohttp.ClientSession()
+        closers.append(session)
+        settings = ApiSettings(box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
+        # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
+        bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
+        api = StoreClient(
+            session, settings, holder.credentials, clock, bucket=bucket, holder="shop"
+        )
+        poll_settings = PollSettings(first_sync=first_sync, order_terminal_statuses=terminal)
+        poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
+        return World(box, holder, clock, store, poller, api)
+
+    yield build
+    for closer in reversed(closers):
+        if isinstance(closer, LocalSandbox):
+            await closer.__aexit__(None, None, None)
+        else:
+            await closer.close()
+
+
+# --- PostgreSQL: one server per session (tests/pg.py), one database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer | None]:
+    """The session's PostgreSQL server, started on first use and stopped at the end (also when
+    tests failed); None when the server programs are not installed."""
+    bin_dir = find_bin()
+    if bin_dir is None:
+        yield None
+        return
+    server = PgServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """A test's own PostgreSQL database: its URL (no password in it) and the password."""
+
+    server: PgServer
+    name: str
+    url: str
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer | None) -> Iterator[PgDatabase]:
+    """A new, empty database for this test alone, dropped afterwards. Without PostgreSQL the
+    test is skipped, saying so; in CI (``CI=true``, where ``.ci/run`` installs it) it fails."""
+    if pg_server is None:
+        where = "/usr/lib/postgresql/*/bin/initdb"
+        if in_ci():
+            pytest.fail(f"PostgreSQL is not installed ({where} missing): .ci/run installs it")
+        pytest.skip(f"PostgreSQL is not installed ({where} missing): its tests run in CI")
+    name = pg_server.new_database()
+    try:
+        yield PgDatabase(pg_server, name, pg_server.url(name))
+    finally:
+        pg_server.drop_database(name)
+
+
+def pg_store_config(database: PgDatabase) -> StoreConfig:
+    """The ``[store]`` a configuration naming ``database`` would load (password given apart)."""
+    return StoreConfig(database.url, Secret(database.password, "file pg.password"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_state(request: pytest.FixtureRequest, tmp_path: Path) -> Path | StoreConfig:
+    """Where a store test's state is, once per backend: a SQLite file in the test's directory,
+    and a PostgreSQL database of its own (``pg_database``): one contract, both engines."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return pg_store_config(request.getfixturevalue("pg_database"))

@@ -12,6 +12,7 @@ import json
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from drgreen_poller.canonical import rebuild_canonical
 from drgreen_poller.clock import Clock
 from drgreen_poller.request_signing import load_public_key, verify_api_signature
 from drgreen_poller.scheduler import DUE_SLACK_S, Job, NextRuns, follow
+from drgreen_poller.sinks import Outcome
 
 
 @dataclass(frozen=True)
@@ -223,3 +225,39 @@ class ClockScheduler:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
+
+class GatedSink:
+    """A sink whose every delivery waits until the test lets one through (``release``); with
+    ``gated`` false, every delivery goes through at once. Sinks given one ``journal`` list
+    record there, in order, which of them began an attempt."""
+
+    def __init__(self, name: str, *, gated: bool = True, journal: list[str] | None = None) -> None:
+        self.name = name
+        self.gated = gated
+        self.journal = journal if journal is not None else []  # sink names, as attempts begin
+        self.waiting = 0
+        self.delivered = 0
+        self.started: list[str] = []  # event ids, in the order their attempts began
+        self._gate = asyncio.Semaphore(0)
+
+    def release(self) -> None:
+        self._gate.release()
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        self.started.append(event_id)
+        self.journal.append(self.name)
+        if self.gated:
+            self.waiting += 1
+            try:
+                await self._gate.acquire()
+            finally:
+                self.waiting -= 1
+        self.delivered += 1
+        return Outcome(True, 204)
+
+    async def sync(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

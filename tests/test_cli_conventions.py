@@ -106,7 +106,8 @@ async def delivered(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> dict
     store = await Store.open(config.daemon.state_path, clock=CLOCK, sinks=())
     sinks = build_sinks(config.sinks, config.delivery)
     try:
-        [in_flight] = (await store.settle([], CLOCK.now(), 1)).claimed  # claimed, never finished
+        # The oldest (audit's) claimed, never finished.
+        [in_flight] = (await store.settle([], CLOCK.now(), {"audit": 1})).claimed
         worker = DeliveryWorker(store, sinks, config.delivery, CLOCK, random.Random(0))
         while await worker.run_once():
             pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,12 +28,13 @@ from drgreen_poller.store import (
     SinkRoute,
     Store,
 )
-from tests.fakes import WebhookReceiver, start
+from tests.fakes import GatedSink, WebhookReceiver, start
 from tests.waiting import eventually
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 REAL = SystemClock()
 SCHEDULE = (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
+ROOMS = {"store": 10}  # what a claim may take of the bench's one sink
 
 
 class TestRetryDelay:
@@ -169,8 +170,8 @@ class TestRetries:
         bench.hook.fail_next, bench.hook.fail_status, bench.hook.retry_after = 1, 429, "3000"
         await bench.emit("o-1", "order.paid")
         await bench.worker.run_once()
-        due = await bench.store.next_attempt_at()
-        assert due == pytest.approx(bench.clock.now().timestamp() + 3000)
+        [row] = await bench.store.deliveries(state="pending")
+        assert row.next_attempt_at == pytest.approx(bench.clock.now().timestamp() + 3000)
 
 
 class TestOrdering:
@@ -235,9 +236,11 @@ class SettleCountingStore(Store):
 
     settles = 0
 
-    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
         self.settles += 1
-        return await super().settle(records, now, limit)
+        return await super().settle(records, now, rooms)
 
 
 class TestBatchedWrites:
@@ -269,34 +272,6 @@ class TestBatchedWrites:
         await sink.close()
         await store.close()
         await server.close()
-
-
-class GatedSink:
-    """A sink whose every delivery waits until the test lets one through (``release``)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.waiting = 0
-        self.delivered = 0
-        self._gate = asyncio.Semaphore(0)
-
-    def release(self) -> None:
-        self._gate.release()
-
-    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
-        self.waiting += 1
-        try:
-            await self._gate.acquire()
-        finally:
-            self.waiting -= 1
-        self.delivered += 1
-        return Outcome(True, 204)
-
-    async def sync(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 class TestBatchWait:
@@ -374,10 +349,10 @@ class TestReplay:
     async def test_a_replayed_event_is_not_in_flight_twice(self, bench: Bench) -> None:
         """While the original delivery of an event is in flight, its replay waits."""
         await bench.emit("o-1", "order.created")
-        [claimed] = (await bench.store.settle([], bench.clock.now(), 10)).claimed
+        [claimed] = (await bench.store.settle([], bench.clock.now(), ROOMS)).claimed
         since = bench.clock.now()
         assert await bench.store.replay("store", ["*"], since, bench.clock.now()) == 1
-        assert (await bench.store.settle([], bench.clock.now(), 10)).claimed == []
+        assert (await bench.store.settle([], bench.clock.now(), ROOMS)).claimed == []
         done = AttemptRecord(
             delivery_id=claimed.id,
             attempt=1,
@@ -389,8 +364,8 @@ class TestReplay:
             excerpt=None,
             state=DeliveryState.DELIVERED,
         )
-        await bench.store.settle([done], bench.clock.now(), 0)  # the original finishes
-        [replayed] = (await bench.store.settle([], bench.clock.now(), 10)).claimed
+        await bench.store.settle([done], bench.clock.now(), {})  # the original finishes
+        [replayed] = (await bench.store.settle([], bench.clock.now(), ROOMS)).claimed
         assert replayed.event_id == claimed.event_id
         assert replayed.id != claimed.id
 
@@ -399,7 +374,7 @@ class TestLoop:
     async def test_crash_leftovers_are_delivered_on_start(self, bench: Bench) -> None:
         """Rows left 'delivering' by a crash go back to pending and are delivered."""
         await bench.emit("o-1", "order.approved")
-        settled = await bench.store.settle([], bench.clock.now(), 10)  # then the process died
+        settled = await bench.store.settle([], bench.clock.now(), ROOMS)  # then the process died
         claimed = settled.claimed
         assert await bench.states() == ["delivering"]
         stop = asyncio.Event()

@@ -2,85 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
-
-from drgreen_poller.api import ApiSettings
-from drgreen_poller.clock import FakeClock
 from drgreen_poller.demo import NEW_CUSTOMER
+from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller, PollSettings
-from drgreen_poller.ratelimit import TokenBucket
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
-from drgreen_poller.store import SinkRoute, Store
-from drgreen_poller.store_client import StoreClient
+from drgreen_poller.store import Observation
+from drgreen_poller.sweeps import TRACKED_MARK
 from drgreen_poller.tiers import TIERS, Tier
-
-
-@dataclass
-class World:
-    """A sandbox, a holder in it, and a poller for that holder over a real SQLite file."""
-
-    box: LocalSandbox
-    holder: HolderInfo
-    clock: FakeClock
-    store: Store
-    poller: HolderPoller
-    api: StoreClient
-
-    @property
-    def state(self) -> SandboxState:
-        return self.box.state
-
-    async def poll(self, tier: str) -> list[str]:
-        """Run one tier; the types of the events it committed."""
-        result = await self.poller.poll_tier(tier, next_due_at=0)
-        return [e["type"] for e in result.events]
-
-    async def types(self, pattern: str = "*") -> list[str]:
-        return [e["type"] for e in await self.store.events(patterns=[pattern], limit=0)]
-
-
-@pytest.fixture
-async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Build ``World``s; everything is closed at the end of the test."""
-    closers: list[Any] = []
-
-    async def build(
-        first_sync: str = "seed",
-        countries: tuple[str, ...] = ("GBR",),
-        terminal: frozenset[str] = frozenset({"DELIVERED", "CANCELLED"}),
-    ) -> World:
-        clock = FakeClock()
-        box = LocalSandbox(SandboxState(clock))
-        await box.__aenter__()
-        closers.append(box)
-        holder = box.state.create_holder("shop")
-        store = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
-        closers.append(store)
-        session = aiohttp.ClientSession()
-        closers.append(session)
-        settings = ApiSettings(box.base_url, timeout_s=5, requests_per_second=1.0, burst=3)
-        # These tests count requests; a bottomless bucket keeps them from waiting for tokens.
-        bucket = TokenBucket(rate=1.0, burst=10**9, clock=clock)
-        api = StoreClient(
-            session, settings, holder.credentials, clock, bucket=bucket, holder="shop"
-        )
-        poll_settings = PollSettings(first_sync=first_sync, order_terminal_statuses=terminal)
-        poller = HolderPoller("shop", countries, api, store, clock, poll_settings)
-        return World(box, holder, clock, store, poller, api)
-
-    yield build
-    for closer in reversed(closers):
-        if isinstance(closer, LocalSandbox):
-            await closer.__aexit__(None, None, None)
-        else:
-            await closer.close()
+from tests.conftest import World
 
 
 class TestLifecycles:
@@ -345,33 +277,12 @@ class TestTracking:
         self, make_world: Callable[..., Any]
     ) -> None:
         """An order tracked by id before discovery is announced as created when first seen."""
-        from drgreen_poller.events import Resource
-        from drgreen_poller.poller import TRACKED_MARK
-        from drgreen_poller.store import Observation
-
         world: World = await make_world()
         await world.poll(Tier.ACTIVE_ORDERS)
         order = world.state.orders.create("shop")
         marker = Observation(Resource("order", order.id), {TRACKED_MARK: True}, Tier.ACTIVE_ORDERS)
         await world.store.commit_events("shop", [marker], now=world.clock.now())
         assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.created"]
-
-
-class TestCrashSafety:
-    async def test_repeated_poll_after_a_lost_commit_has_the_same_ids(
-        self, make_world: Callable[..., Any]
-    ) -> None:
-        """A poll whose commit was lost (a crash) is redone with exactly the same event ids."""
-        world: World = await make_world()
-        order = world.state.orders.create("shop")
-        await world.poll(Tier.ACTIVE_ORDERS)
-        world.state.lifecycle.approve(order.id)
-        world.state.lifecycle.pay(order.id)
-        lost = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
-        redone = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
-        assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
-        assert [e["type"] for e in redone.events] == ["order.approved", "order.paid"]
-        assert await world.poll(Tier.ACTIVE_ORDERS) == []
 
 
 class TestReviewRegressions:
@@ -392,10 +303,6 @@ class TestReviewRegressions:
         self, make_world: Callable[..., Any]
     ) -> None:
         """A tracked client no page lists (a wrong id) leaves the tier after one full sweep."""
-        from drgreen_poller.events import Resource
-        from drgreen_poller.poller import TRACKED_MARK
-        from drgreen_poller.store import Observation
-
         world: World = await make_world()
         await world.poll(Tier.PENDING_KYC)
         ghost = Resource("client", "00000000-0000-4000-8000-0000000000aa")
@@ -403,90 +310,3 @@ class TestReviewRegressions:
         await world.store.commit_events("shop", [marker], now=world.clock.now())
         assert await world.poll(Tier.PENDING_KYC) == []
         assert await world.store.entities("shop", tier=Tier.PENDING_KYC) == []
-
-
-class TestConcurrentWriters:
-    async def test_a_stale_detection_is_refused(self, make_world: Callable[..., Any]) -> None:
-        """Two writers seeing one change: the second commit is refused, nothing twice."""
-        from drgreen_poller.errors import ConcurrentUpdate
-
-        world: World = await make_world()
-        order = world.state.orders.create("shop")
-        await world.poll(Tier.ACTIVE_ORDERS)
-        world.state.lifecycle.approve(order.id)
-        other = await world.poller.observe(Tier.ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
-        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
-        with pytest.raises(ConcurrentUpdate, match="polled again"):
-            await world.store.commit_poll(
-                "shop", Tier.ACTIVE_ORDERS, other, now=world.clock.now(), next_due_at=0
-            )
-        assert await world.types() == ["order.approved"]
-        assert await world.poll(Tier.ACTIVE_ORDERS) == []
-
-
-class TestOutOfBandWrites:
-    @pytest.mark.timeout(30)
-    async def test_an_order_the_cli_tracks_between_sweeps_is_swept_for(
-        self, make_world: Callable[..., Any], tmp_path: Path
-    ) -> None:
-        """An order ``drgreen-poller track`` adds while the poller runs is looked for by the
-        next sweep (here: it does not exist, so it leaves the tier)."""
-        import asyncio
-        import sys
-
-        from tests.conftest import write_config
-
-        world: World = await make_world()
-        world.state.orders.create("shop")
-        await world.poll(Tier.ACTIVE_ORDERS)  # the tier is read (and kept)
-        gone = "00000000-0000-4000-8000-0000000000bb"
-        config = write_config(tmp_path, world.box.base_url, world.holder)
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "drgreen_poller", "-c", str(config), "track", "order", gone,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await cli.communicate()
-        assert cli.returncode == 0, err
-        assert b"will be watched" in out
-        assert await world.poll(Tier.ACTIVE_ORDERS) == []
-        active = await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)
-        assert gone not in {e.resource.id for e in active}
-
-    async def test_a_change_another_connection_committed_is_not_detected_twice(
-        self, make_world: Callable[..., Any], tmp_path: Path
-    ) -> None:
-        """A transition another connection committed between two sweeps is what the next sweep
-        compares with: no second event, no refused commit."""
-        world: World = await make_world()
-        order = world.state.orders.create("shop")
-        await world.poll(Tier.ACTIVE_ORDERS)
-        world.state.lifecycle.approve(order.id)
-        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
-        try:
-            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
-            result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
-        finally:
-            await other.close()
-        assert [e["type"] for e in result.events] == ["order.approved"]
-        assert await world.poll(Tier.ACTIVE_ORDERS) == []
-        assert await world.types() == ["order.approved"]
-
-    async def test_a_dry_run_after_another_connections_commit_shows_no_stale_event(
-        self, make_world: Callable[..., Any], tmp_path: Path
-    ) -> None:
-        """A dry run after another connection committed a transition previews what a commit
-        would write now: nothing."""
-        world: World = await make_world()
-        order = world.state.orders.create("shop")
-        await world.poll(Tier.ACTIVE_ORDERS)
-        world.state.lifecycle.approve(order.id)
-        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]
-        world.state.lifecycle.pay(order.id)
-        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
-        try:
-            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
-            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
-        finally:
-            await other.close()
-        preview = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
-        assert preview.events == []

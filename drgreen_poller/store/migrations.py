@@ -114,4 +114,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_owed ON deliveries (state, sink, created_at)
         WHERE state IN ('pending', 'failed');
     """,
+    # 7: due rows are claimed a sink at a time, and each sink's earliest due one is looked up
+    # (outbox.py _CHOOSE_SQL, _NEXT_OF_SINK_SQL). Pending rows only, so a delivery's life costs
+    # two index writes here, where the index it replaces (every state) cost six.
+    """
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_pending_by_sink ON deliveries (sink, next_attempt_at)
+        WHERE state = 'pending';
+    """,
 )

@@ -67,7 +67,7 @@ class OperatorViews:
         """The newest ``limit`` events matching ``patterns`` (type globs), about ``resource`` (an
         id, or a whole key such as ``strain:GBR:ID``) and older than ``before_seq``; newest
         first."""
-        where, params = glob_clause("type", patterns)
+        where, params = glob_clause("type", patterns, self._store.dialect)
         clauses, values = [where], list[Any](params)
         if resource:
             clauses.append("(resource_key = ? OR resource_key LIKE ? ESCAPE '\\')")

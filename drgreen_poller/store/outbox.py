@@ -8,12 +8,13 @@ retry timing (``delivery.py`` does) and knows nothing of HTTP.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from drgreen_poller.events import iso_ms
+from drgreen_poller.store import postgres_schema as pg
 from drgreen_poller.store.connection import Connection
 from drgreen_poller.store.delivery_rows import (
     REQUEUEABLE_STATES,
@@ -25,17 +26,19 @@ from drgreen_poller.store.delivery_rows import (
     Settled,
     SinkBacklog,
 )
+from drgreen_poller.store.dialect import Db, Dialect
 
 # Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
 # WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
-# flight, at most the claimed ones, are found by ``deliveries_due``. The cost follows the rows not
-# delivered, never the delivered ones kept, and grouping in the index's order needs no sort.
+# flight, at most the claimed ones, are found by ``deliveries_by_state_time``. The cost follows
+# the rows not delivered, never the delivered ones kept, and grouping in the index's order needs
+# no sort.
 _UNDELIVERED_SQL = """
     SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
     WHERE state IN ('pending', 'failed') GROUP BY state, sink
     UNION ALL
     SELECT state, sink, COUNT(*), MIN(created_at) FROM deliveries
-    WHERE state = 'delivering' GROUP BY sink
+    WHERE state = 'delivering' GROUP BY state, sink
 """
 # The same, after every row per sink (NULL state), counted in the smallest index that starts
 # with the sink: one statement, so one snapshot, and the delivered rows are the difference.
@@ -58,13 +61,14 @@ _INSERT_DELIVERY_SQL = (
 # json_each and json_group_array: SQLite's JSON1, built in since 3.38 and compiled into the
 # sqlite3 of common Python builds before that; MATERIALIZED: SQLite 3.35 (``check_sqlite``).
 
-# The rows to claim: at most ``limit`` due ones in due order, whose earlier events (same sink and
-# resource) are done, and one per (sink, event) in flight, even after a replay left two due: their
-# ids as a JSON array, and how many.
+# The rows of one sink to claim: at most ``limit`` due ones in due order, whose earlier events
+# (same sink and resource) are done, and one per event in flight, even after a replay left two
+# due: their ids as a JSON array, and how many. One sink at a time (migration 7's index), so a
+# sink with many rows due cannot take another sink's share of the claim.
 _CHOOSE_SQL = """
     WITH due AS MATERIALIZED (
-        SELECT d.id, d.sink, d.event_id, d.next_attempt_at FROM deliveries AS d
-        WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+        SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
+        WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
           AND NOT EXISTS (
               SELECT 1 FROM deliveries AS p
               WHERE p.sink = d.sink AND p.resource_key = d.resource_key
@@ -77,7 +81,7 @@ _CHOOSE_SQL = """
     SELECT json_group_array(id), count(*) FROM due
     WHERE NOT EXISTS (
         SELECT 1 FROM due AS earlier
-        WHERE earlier.sink = due.sink AND earlier.event_id = due.event_id
+        WHERE earlier.event_id = due.event_id
           AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
 """
 # The claimed rows with their events, as one JSON array (in no particular order).
@@ -88,7 +92,28 @@ _CLAIMED_SQL = """
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.id IN (SELECT value FROM json_each(?))
 """
-_NEXT_SQL = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+# When a sink's next pending row falls due, after ``now``: a row already due that the claim
+# left is held back behind its resource's earlier event in flight, whose end wakes the loop.
+_NEXT_OF_SINK_SQL = (
+    "SELECT MIN(next_attempt_at) FROM deliveries"
+    " WHERE state = 'pending' AND sink = ? AND next_attempt_at > ?"
+)
+# Pending rows of sinks no longer configured (the delivery loop fails them at once). The sinks
+# with pending rows are found by skipping through migration 7's index, a seek per sink, so the
+# cost follows the sinks, not the rows pending (about 0.04 ms against 90 ms for a scan of 200,000
+# pending rows): the loop can look again every few seconds.
+_UNROUTED_SQL = """
+    WITH RECURSIVE pending(sink) AS (
+        SELECT MIN(sink) FROM deliveries WHERE state = 'pending'
+        UNION ALL
+        SELECT (SELECT MIN(sink) FROM deliveries WHERE state = 'pending' AND sink > pending.sink)
+        FROM pending WHERE pending.sink IS NOT NULL)
+    SELECT d.id, d.sink, d.event_id, d.attempts FROM pending
+    JOIN deliveries AS d ON d.state = 'pending' AND d.sink = pending.sink
+    WHERE pending.sink NOT IN (SELECT value FROM json_each(?))
+    LIMIT ?
+"""
+UNROUTED = "sink no longer configured"
 _MARK_DELIVERING_SQL = (
     "UPDATE deliveries SET state = 'delivering', updated_at = ?"
     " WHERE id IN (SELECT value FROM json_each(?))"
@@ -111,27 +136,61 @@ _MOVE_ON_SQL = (
 Statements = list[tuple[str, tuple[Any, ...]]]
 
 
-def _claim(conn: sqlite3.Connection, now_s: float, stamp: str, limit: int) -> tuple[str, int]:
-    """In SQLite's thread, inside a transaction: choose the due rows, mark them ``delivering``.
+@dataclass(frozen=True, slots=True)
+class ClaimStatements:
+    """The delivery loop's batch statements in one engine's spelling."""
 
-    Returns the claimed rows as JSON text (``_due_rows`` reads it) and how many.
+    choose: str
+    claimed: str
+    mark_delivering: str
+    insert_attempts: str
+    move_on: str
+    unrouted: str
+
+
+CLAIMS = {
+    "sqlite": ClaimStatements(
+        _CHOOSE_SQL, _CLAIMED_SQL, _MARK_DELIVERING_SQL, _INSERT_ATTEMPTS_SQL, _MOVE_ON_SQL,
+        _UNROUTED_SQL,
+    ),
+    "postgresql": ClaimStatements(
+        pg.CHOOSE_SQL, pg.CLAIMED_SQL, pg.MARK_DELIVERING_SQL, pg.INSERT_ATTEMPTS_SQL,
+        pg.MOVE_ON_SQL, pg.UNROUTED_SQL,
+    ),
+}  # fmt: skip
+
+
+def _claim(
+    conn: Db, sql: ClaimStatements, now_s: float, stamp: str, rooms: Mapping[str, int]
+) -> tuple[list[str], bool]:
+    """In the engine's thread, inside a transaction: choose each sink's due rows (up to its
+    room), mark them ``delivering``.
+
+    Returns the claimed rows as JSON texts (``_due_rows`` reads them), and whether some sink got
+    fewer than its room (then when the next row falls due is worth knowing).
     """
-    if limit <= 0:
-        return "[]", 0
-    ids, count = conn.execute(_CHOOSE_SQL, (now_s, limit)).fetchone()
-    if not count:
-        return "[]", 0
-    conn.execute(_MARK_DELIVERING_SQL, (stamp, ids))
-    return conn.execute(_CLAIMED_SQL, (ids,)).fetchone()[0], count
+    found: list[str] = []
+    short = False
+    for sink, room in rooms.items():
+        if room <= 0:
+            continue
+        ids, count = conn.execute(sql.choose, (sink, now_s, room)).fetchone()
+        short = short or count < room
+        if count:
+            conn.execute(sql.mark_delivering, (stamp, ids))
+            found.append(conn.execute(sql.claimed, (ids,)).fetchone()[0])
+    return found, short
 
 
-def _due_rows(found: str) -> list[DueDelivery]:
-    """The claimed rows of ``_claim``'s JSON text, in due order."""
-    rows = sorted(json.loads(found), key=lambda row: (row[7], row[0]))
+def _due_rows(found: Sequence[str]) -> list[DueDelivery]:
+    """The claimed rows of ``_claim``'s JSON texts, in due order."""
+    rows = sorted((row for text in found for row in json.loads(text)), key=lambda r: (r[7], r[0]))
     return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in rows]
 
 
-def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> Statements:
+def _record_statements(
+    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements
+) -> Statements:
     """The statements that log ``records`` and move their rows on."""
     if not records:
         return []
@@ -140,7 +199,7 @@ def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> State
          r.status, r.error_class, r.excerpt]
         for r in records
     ]  # fmt: skip
-    statements: Statements = [(_INSERT_ATTEMPTS_SQL, (json.dumps(attempts),))]
+    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts),))]
     # One statement per distinct outcome: a batch of successes is one UPDATE.
     moves: dict[tuple[str, int, float | None, str], list[int]] = {}
     for r in records:
@@ -149,37 +208,41 @@ def _record_statements(records: Sequence[AttemptRecord], now: datetime) -> State
         )
     stamp = iso_ms(now)
     statements.extend(
-        (_MOVE_ON_SQL, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+        (sql.move_on, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
         for (state, attempt, next_at, outcome), ids in moves.items()
     )
     return statements
 
 
-def insert_deliveries(
-    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, int]], now: datetime
-) -> None:
-    """In SQLite's thread, inside a transaction: pending deliveries, each ``(event_id, sink,
-    resource_key, sequence)``, due ``now``."""
+def insert_deliveries(conn: Db, rows: Sequence[tuple[str, str, str, int]], now: datetime) -> None:
+    """In the engine's thread, inside a transaction: pending deliveries, each ``(event_id,
+    sink, resource_key, sequence)``, due ``now``."""
     stamp = iso_ms(now)
     conn.executemany(_INSERT_DELIVERY_SQL, [(*row, now.timestamp(), stamp, stamp) for row in rows])
 
 
-def glob_clause(column: str, patterns: Sequence[str]) -> tuple[str, list[str]]:
+def glob_clause(column: str, patterns: Sequence[str], dialect: Dialect) -> tuple[str, list[str]]:
     """SQL selecting the rows whose ``column`` matches one of ``patterns`` (the sinks' event
-    globs: ``*``, ``?`` and ``[...]``, no negation, which SQLite's GLOB reads the same way)."""
+    globs: ``*``, ``?`` and ``[...]``, no negation, which SQLite's GLOB reads the same way and
+    PostgreSQL's ``~`` as the regular expression ``Dialect.glob_pattern`` makes of each)."""
     if not patterns:
-        return "0", []
-    return "(" + " OR ".join(f"{column} GLOB ?" for _ in patterns) + ")", list(patterns)
+        return "1 = 0", []
+    match = f"{column} {dialect.glob_operator} ?"
+    return "(" + " OR ".join(match for _ in patterns) + ")", [
+        dialect.glob_pattern(p) for p in patterns
+    ]
 
 
-def _run(conn: sqlite3.Connection, statements: Statements) -> None:
+def _run(conn: Db, statements: Statements) -> None:
     for sql, params in statements:
         conn.execute(sql, params)
 
 
-def _next_attempt_at(conn: sqlite3.Connection) -> float | None:
-    value = conn.execute(_NEXT_SQL).fetchone()[0]
-    return float(value) if value is not None else None
+def _next_attempt_at(conn: Db, sinks: Iterable[str], now_s: float) -> float | None:
+    """When the earliest pending row of ``sinks`` falls due after ``now_s`` (None: none)."""
+    due = [conn.execute(_NEXT_OF_SINK_SQL, (sink, now_s)).fetchone()[0] for sink in sinks]
+    known = [float(value) for value in due if value is not None]
+    return min(known) if known else None
 
 
 class Outbox(Connection):
@@ -187,13 +250,15 @@ class Outbox(Connection):
 
     async def reset_delivering(self, now: datetime) -> int:
         """Rows a crash left ``delivering`` go back to ``pending`` (start-up only)."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(conn: Db) -> int:
+            return conn.execute(
                 "UPDATE deliveries SET state = 'pending', updated_at = ?"
                 " WHERE state = 'delivering'",
                 (iso_ms(now),),
-            )
-            return cursor.rowcount
+            ).rowcount
+
+        return await self._atomically(work)
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
         """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
@@ -203,12 +268,6 @@ class Outbox(Connection):
             " WHERE id = ? AND state = 'delivering'",
             [(stamp, delivery_id) for delivery_id in ids],
         )
-
-    async def next_attempt_at(self) -> float | None:
-        """The earliest time a pending row becomes due (None when nothing is pending)."""
-        rows = await self._rows(_NEXT_SQL)
-        value = rows[0][0] if rows else None
-        return float(value) if value is not None else None
 
     async def undelivered(self) -> dict[str, SinkBacklog]:
         """Per sink with any: rows pending, delivering and failed, and the oldest owed one."""
@@ -238,23 +297,40 @@ class Outbox(Connection):
             backlog[sink] = {state: n for state, n in sorted(states.items()) if n}
         return backlog
 
-    async def settle(self, records: Sequence[AttemptRecord], now: datetime, limit: int) -> Settled:
-        """Record finished attempts, then claim up to ``limit`` due rows: one transaction.
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        """Record finished attempts, then claim up to ``rooms[sink]`` due rows of each sink: one
+        transaction.
 
         The delivery loop's whole write per turn (one commit, one trip to SQLite's thread). A
         claimed row's earlier events (same sink and resource) are all done: a later event waits
         while an earlier one is pending or in flight, so each sink receives a resource's events
-        in sequence order, and other resources are not held up. The claim sees the attempts just
-        recorded, so a resource's next event can follow at once.
+        in sequence order, and other resources are not held up. Each sink is claimed for up to
+        its own room, so one with many rows due (a receiver that hangs) takes no other's. The
+        claim sees the attempts just recorded, so a resource's next event can follow at once.
         """
         now_s, stamp = now.timestamp(), iso_ms(now)
+        sql = CLAIMS[self.dialect.name]
 
-        def work(conn: sqlite3.Connection) -> Settled:
-            _run(conn, _record_statements(records, now))
-            found, count = _claim(conn, now_s, stamp, limit)
-            return Settled(_due_rows(found), _next_attempt_at(conn) if count < limit else None)
+        def work(conn: Db) -> Settled:
+            _run(conn, _record_statements(records, now, sql))
+            found, short = _claim(conn, sql, now_s, stamp, rooms)
+            upcoming = (
+                _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
+                if short
+                else None
+            )
+            return Settled(_due_rows(found), upcoming)
 
         return await self._atomically(work)
+
+    async def unrouted(self, sinks: Collection[str], limit: int) -> list[tuple[int, str, str, int]]:
+        """Up to ``limit`` pending rows of sinks not among ``sinks`` (removed from the
+        configuration), which no claim takes: ``(id, sink, event_id, attempts)`` each."""
+        unrouted = CLAIMS[self.dialect.name].unrouted
+        rows = await self._fetch(unrouted, (json.dumps(sorted(sinks)), limit))
+        return [(int(r["id"]), r["sink"], r["event_id"], int(r["attempts"])) for r in rows]
 
     async def deliveries(
         self, *, state: str | None = None, sink: str | None = None, limit: int = 100
@@ -283,13 +359,15 @@ class Outbox(Connection):
 
     async def requeue_failed(self, now: datetime) -> int:
         """Every failed delivery becomes pending with a fresh schedule; returns how many."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(conn: Db) -> int:
+            return conn.execute(
                 "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
                 " next_attempt_at = ?, updated_at = ? WHERE state = 'failed'",
                 (now.timestamp(), iso_ms(now)),
-            )
-            return cursor.rowcount
+            ).rowcount
+
+        return await self._atomically(work)
 
     async def requeue(self, ids: Sequence[int], now: datetime) -> dict[int, str | None]:
         """Deliveries ``ids`` that are failed or pending become due now with a fresh schedule.
@@ -298,27 +376,29 @@ class Outbox(Connection):
         ``pending`` ones were requeued.
         """
         stamp = iso_ms(now)
-        found: dict[int, str | None] = {}
-        async with self._transaction() as db:
+
+        def work(conn: Db) -> dict[int, str | None]:
+            found: dict[int, str | None] = {}
             for delivery_id in ids:
-                cursor = await db.execute(
+                row = conn.execute(
                     "SELECT state FROM deliveries WHERE id = ?", (delivery_id,)
-                )
-                row = await cursor.fetchone()
+                ).fetchone()
                 found[delivery_id] = None if row is None else str(row[0])
                 if found[delivery_id] in REQUEUEABLE_STATES:
-                    await db.execute(
+                    conn.execute(
                         "UPDATE deliveries SET state = 'pending', schedule_offset = attempts,"
                         " next_attempt_at = ?, updated_at = ? WHERE id = ?",
                         (now.timestamp(), stamp, delivery_id),
                     )
-        return found
+            return found
+
+        return await self._atomically(work)
 
     async def replay(
         self, sink: str, patterns: Sequence[str], since: datetime, now: datetime
     ) -> int:
         """New pending deliveries to ``sink`` of every matching event since ``since`` (same ids)."""
-        where, params = glob_clause("type", patterns)
+        where, params = glob_clause("type", patterns, self.dialect)
         rows = await self._rows(
             "SELECT id, holder, resource_key, sequence FROM events"  # noqa: S608 - placeholders only
             f" WHERE observed_at >= ? AND {where} ORDER BY seq",
@@ -336,16 +416,19 @@ class Outbox(Connection):
         An event is kept while any of its deliveries is still pending, in flight or failed.
         """
         cutoff = iso_ms(before)
-        async with self._transaction() as db:
-            gone = await db.execute(
+
+        def work(conn: Db) -> tuple[int, int]:
+            gone = conn.execute(
                 "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", (cutoff,)
-            )
-            events = await db.execute(
+            ).rowcount
+            events = conn.execute(
                 "DELETE FROM events WHERE observed_at < ? AND NOT EXISTS"
                 " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id)",
                 (cutoff,),
-            )
-            return gone.rowcount, events.rowcount
+            ).rowcount
+            return gone, events
+
+        return await self._atomically(work)
 
 
 def _outcome(record: AttemptRecord) -> str:

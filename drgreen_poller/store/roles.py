@@ -7,7 +7,7 @@ only: the SQL is in the modules that implement them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,8 +24,12 @@ class DeliveryStore(Protocol):
     async def reset_delivering(self, now: datetime) -> int: ...
 
     async def settle(
-        self, records: Sequence[AttemptRecord], now: datetime, limit: int
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
     ) -> Settled: ...
+
+    async def unrouted(
+        self, sinks: Collection[str], limit: int
+    ) -> list[tuple[int, str, str, int]]: ...
 
     async def release(self, ids: Sequence[int], now: datetime) -> None: ...
 

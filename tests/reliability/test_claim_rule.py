@@ -58,10 +58,11 @@ class Event:
     body: str
 
 
-def model_claim(rows: dict[int, Row], now_s: float, limit: int) -> tuple[list[int], float | None]:
-    """The claim rule, row by row; marks the chosen rows ``delivering`` in ``rows``."""
-    if limit <= 0:
-        return [], None
+def model_claim(
+    rows: dict[int, Row], now_s: float, rooms: dict[str, int]
+) -> tuple[list[int], float | None]:
+    """The claim rule, row by row, up to ``rooms[sink]`` rows of each sink; marks the chosen
+    rows ``delivering`` in ``rows``."""
     table = list(rows.values())
 
     def held_back(r: Row) -> bool:
@@ -75,17 +76,29 @@ def model_claim(rows: dict[int, Row], now_s: float, limit: int) -> tuple[list[in
         )
         return earlier or in_flight
 
-    due = [r for r in table if r.state == "pending" and r.next_at <= now_s and not held_back(r)]
-    due = sorted(due, key=lambda r: (r.next_at, r.id))[:limit]
+    claiming = {sink: room for sink, room in rooms.items() if room > 0}
     chosen: list[Row] = []
-    for row in due:
-        if all((c.sink, c.event) != (row.sink, row.event) for c in chosen):
-            chosen.append(row)
+    short = False
+    for sink, room in claiming.items():
+        due = [
+            r for r in table
+            if r.sink == sink and r.state == "pending" and r.next_at <= now_s and not held_back(r)
+        ]  # fmt: skip
+        mine: list[Row] = []
+        for row in sorted(due, key=lambda r: (r.next_at, r.id))[:room]:
+            if all(c.event != row.event for c in mine):
+                mine.append(row)
+        short = short or len(mine) < room
+        chosen.extend(mine)
     for row in chosen:
         row.state = "delivering"
-    pending = [r.next_at for r in table if r.state == "pending"]
-    upcoming = (min(pending) if pending else None) if len(chosen) < limit else None
-    return [r.id for r in chosen], upcoming
+    pending = [
+        r.next_at
+        for r in table
+        if r.state == "pending" and r.sink in claiming and r.next_at > now_s
+    ]
+    upcoming = (min(pending) if pending else None) if short else None
+    return [r.id for r in sorted(chosen, key=lambda r: (r.next_at, r.id))], upcoming
 
 
 @st.composite
@@ -203,16 +216,16 @@ async def _live(directory: Path, data: st.DataObject) -> None:
         model = await _insert(store, events, rows)
         now = NOW
         for _ in range(data.draw(st.integers(1, 6), label="turns")):
-            limit = data.draw(st.integers(0, 6), label="limit")
+            rooms = {sink: data.draw(st.integers(0, 6), label=f"room {sink}") for sink in SINKS}
             step = data.draw(st.sampled_from(["claim", "settle", "replay"]), label="step")
             if step == "replay":
                 await _replay(store, data.draw(st.sampled_from(SINKS)), model, events, now)
                 continue
-            expected, upcoming = model_claim(model, now.timestamp(), limit)
+            expected, upcoming = model_claim(model, now.timestamp(), rooms)
             if step == "claim":
-                claimed = (await store.settle([], now, limit)).claimed
+                claimed = (await store.settle([], now, rooms)).claimed
             else:
-                settled = await store.settle([], now, limit)
+                settled = await store.settle([], now, rooms)
                 claimed = settled.claimed
                 assert settled.next_attempt_at == upcoming
             _check_claimed(claimed, expected, model, by_id)
@@ -222,9 +235,9 @@ async def _live(directory: Path, data: st.DataObject) -> None:
             records, released = _outcomes(claimed, choices, model, now)
             await store.release(released, now)
             # Recorded and the next claim in one transaction, as the delivery loop does.
-            limit = data.draw(st.integers(0, 6), label="next limit")
-            expected, upcoming = model_claim(model, now.timestamp(), limit)
-            settled = await store.settle(records, now, limit)
+            rooms = {sink: data.draw(st.integers(0, 6), label=f"next {sink}") for sink in SINKS}
+            expected, upcoming = model_claim(model, now.timestamp(), rooms)
+            settled = await store.settle(records, now, rooms)
             _check_claimed(settled.claimed, expected, model, by_id)
             assert settled.next_attempt_at == upcoming
             await _check_rows(store, model)
@@ -250,8 +263,8 @@ class TestClaimRule:
         try:
             model = await _insert(store, events, [(0, "store", "pending", -0.000001),
                                                   (0, "store", "pending", -0.000002)])  # fmt: skip
-            expected, _ = model_claim(model, NOW.timestamp(), 10)
-            settled = await store.settle([], NOW, 10)
+            expected, _ = model_claim(model, NOW.timestamp(), {"store": 10})
+            settled = await store.settle([], NOW, {"store": 10})
             assert [row.id for row in settled.claimed] == expected == [max(model)]
         finally:
             await store.close()

@@ -1,9 +1,9 @@
 """The control API's own machinery: its error convention and routes for the sandbox as a whole.
 
 Owns the JSON error convention of the control API (``{"error": ...}`` with 400/404/409, never a
-traceback), the routes for reset, settings, holders, the ETH rate, faults and request counts,
-and registering every control route (``entities`` and ``orders`` add the world's entities). It
-must not hold world rules nor answer ``/api/v1``.
+traceback), the routes for reset, settings, holders and their keys' NFT, the ETH rate, faults
+and request counts, and registering every control route (``entities`` and ``orders`` add the
+world's entities). It must not hold world rules nor answer ``/api/v1``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from drgreen_poller.sandbox.control import entities, orders
-from drgreen_poller.sandbox.control.views import read_json, traffic_of, world_of
+from drgreen_poller.sandbox.control.views import nft_view, read_json, traffic_of, world_of
 from drgreen_poller.sandbox.world import World
 from drgreen_poller.sandbox.world.inputs import as_bool, as_number, as_str, check_keys
 from drgreen_poller.sandbox.world.model import HolderInfo, InvalidInput, SandboxError
@@ -119,6 +119,22 @@ async def restore_holder(request: web.Request) -> web.Response:
     return web.json_response(holder_view(holder, state))
 
 
+async def get_nft(request: web.Request) -> web.Response:
+    """``GET /_sandbox/holders/{name}/nft``: the holder's key and its settable fields."""
+    state = world_of(request)
+    holder = state.holder(request.match_info["name"])
+    return web.json_response(nft_view(holder, state.nfts.of(holder)))
+
+
+async def patch_nft(request: web.Request) -> web.Response:
+    """``PATCH /_sandbox/holders/{name}/nft``: set the key's metadata or sale fields (what
+    ``GET /nfts/{tokenId}`` shows); all are checked before any is set."""
+    state = world_of(request)
+    holder = state.holder(request.match_info["name"])
+    nft = state.nfts.update(holder, await read_json(request))
+    return web.json_response(nft_view(holder, nft))
+
+
 async def get_eth_rate(request: web.Request) -> web.Response:
     """``GET /_sandbox/eth-rate``."""
     return web.json_response({"ethPerUsd": world_of(request).commissions.eth_per_usd})
@@ -192,6 +208,8 @@ def _add_routes(app: web.Application) -> None:
             web.get("/holders/{name}", get_holder),
             web.post("/holders/{name}/revoke", revoke_holder),
             web.post("/holders/{name}/restore", restore_holder),
+            web.get("/holders/{name}/nft", get_nft),
+            web.patch("/holders/{name}/nft", patch_nft),
             web.get("/eth-rate", get_eth_rate),
             web.put("/eth-rate", put_eth_rate),
             web.get("/faults", list_faults),

@@ -21,12 +21,14 @@ from drgreen_poller.sandbox.world.inputs import as_dict, as_number, as_str
 from drgreen_poller.sandbox.world.model import (
     Client,
     Commission,
+    HolderInfo,
     InvalidInput,
     Order,
     Strain,
     iso,
     num,
 )
+from drgreen_poller.sandbox.world.tokens import Nft
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -114,6 +116,28 @@ def commission_view(state: World, commission: Commission) -> dict[str, Any]:
         transactionHash=commission.transaction_hash,
     )
     return view
+
+
+def nft_view(holder: HolderInfo, nft: Nft) -> dict[str, Any]:
+    """A holder's key as the control API shows it: the token and every field it may set."""
+    meta = nft.metadata
+    return {
+        "holder": holder.name,
+        "id": nft.id,
+        "tokenId": nft.token_id,
+        "ownerId": nft.owner_id,
+        "price": None if nft.price is None else num(nft.price),
+        "isListedForSale": nft.listed_for_sale,
+        "nftType": meta.nft_type,
+        "nftName": meta.nft_name,
+        "imageUrl": meta.image_url,
+        "description": meta.description,
+        "planetNo": meta.planet_no,
+        "planetName": meta.planet_name,
+        "clientCount": meta.client_count,
+        "txCount": meta.tx_count,
+        "txVolume": meta.tx_volume,
+    }
 
 
 def created_reply(views: list[dict[str, Any]], body: Mapping[str, Any]) -> web.Response:

@@ -23,6 +23,7 @@ from drgreen_poller.sandbox.dapp.funnel import HANDLERS as FUNNEL_HANDLERS
 from drgreen_poller.sandbox.dapp.gateway import through_gateway
 from drgreen_poller.sandbox.dapp.guard import NestError, admit, header, parse_body
 from drgreen_poller.sandbox.dapp.insights import HANDLERS as INSIGHT_HANDLERS
+from drgreen_poller.sandbox.dapp.nfts import HANDLERS as NFT_HANDLERS
 from drgreen_poller.sandbox.dapp.orders import HANDLERS as ORDER_HANDLERS
 from drgreen_poller.sandbox.dapp.replies import (
     ApiError,
@@ -45,6 +46,7 @@ HANDLERS: dict[str, Handler] = {
     **CATALOGUE_HANDLERS,
     **INSIGHT_HANDLERS,
     **FUNNEL_HANDLERS,
+    **NFT_HANDLERS,
 }
 Matched = tuple[routes.Route, dict[str, str]] | None
 _CLIENT_CLOSED = 499  # nginx's status for a request whose client went away

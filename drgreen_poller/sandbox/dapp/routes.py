@@ -19,6 +19,13 @@ from drgreen_poller.sandbox.world.model import HolderInfo
 
 Auth = Literal["api_key", "public", "jwt_only"]
 
+# The admin panel's routes below ``/nfts/{tokenId}``: JWT only, so an API key gets a 401.
+NFT_ADMIN_ROUTES = (
+    "summary", "holder", "clients", "clients/export", "orders", "orders/export", "transactions",
+    "transactions/exports", "commissions/holder/summary",
+    "commissions/managers/{userId}/summary", "commissions/holder", "commissions/holder/export",
+    "commissions/managers/{userId}", "commissions/managers/{userId}/export",
+)  # fmt: skip
 # Static paths come before parameterised siblings, as in the NestJS controllers.
 ROUTE_TABLE: tuple[tuple[str, Auth], ...] = (
     ("GET /public/healthStatus", "public"),
@@ -56,6 +63,10 @@ ROUTE_TABLE: tuple[tuple[str, Auth], ...] = (
     ("GET /dapp/revenue", "api_key"),
     ("GET /dapp/revenue/summary", "api_key"),
     ("GET /dapp/revenue/chart-data", "api_key"),
+    ("GET /nfts/list", "jwt_only"),
+    ("GET /nfts/celebrities-list", "jwt_only"),
+    ("GET /nfts/{tokenId}", "api_key"),
+    *((f"GET /nfts/{{tokenId}}/{tail}", "jwt_only") for tail in NFT_ADMIN_ROUTES),
     ("GET /strains", "public"),
     ("GET /strains/{strainId}", "jwt_only"),
     ("GET /dapp/users/nfts", "jwt_only"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,24 @@ def js_number(text: str) -> float:
     if body.lstrip("+-") == "Infinity":
         return -math.inf if body.startswith("-") else math.inf
     return float(body) if _DECIMAL_RE.fullmatch(body) else math.nan
+
+
+def js_parse_int(text: str) -> float:
+    """JavaScript's ``parseInt(text)``: trims, a sign, ``0x`` for hex, then the longest run of
+    digits (``"12abc"`` → 12); NaN when there is none."""
+    body = text.lstrip(_JS_SPACE)
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body[1:] if body[:1] in ("+", "-") else body
+    radix, digits = 10, string.digits
+    if body[:2].lower() == "0x":
+        radix, digits, body = 16, string.hexdigits, body[2:]
+    run = len(body) - len(body.lstrip(digits))
+    if not run:
+        return math.nan
+    try:
+        return sign * float(int(body[:run], radix))
+    except OverflowError:  # beyond the largest double: JavaScript says Infinity
+        return sign * math.inf
 
 
 def is_uuid(text: str) -> bool:

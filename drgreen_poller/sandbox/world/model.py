@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drgreen_poller.request_signing import ApiCredentials
+from drgreen_poller.sandbox.world.tokens import Nft
 
 ORDER_STATUSES = ("PENDING", "PROCESSING", "SHIPPED", "DELIVERED", "CANCELLED")
 APPROVALS = ("PENDING", "VERIFIED", "REJECTED")
@@ -104,15 +105,6 @@ def num(value: float) -> float | int:
 def country_name(code: str) -> str:
     """The country name Dr Green shows beside an alpha-3 code (the code itself when unknown)."""
     return COUNTRY_NAMES.get(code, code)
-
-
-@dataclass(slots=True)
-class Nft:
-    """A holder's primary NFT: the scope of every ``/dapp`` call made with the holder's key."""
-
-    id: str
-    token_id: int
-    owner_id: str
 
 
 @dataclass(slots=True)

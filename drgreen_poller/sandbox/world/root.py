@@ -1,7 +1,7 @@
 """``World``: the composition root of the sandbox world, its parts over one set of shared tables.
 
 Owns building the parts (``catalogue``, ``clients``, ``profiles``, ``carts``, ``managers``,
-``commissions``, ``orders``, ``lifecycle``, ``reports``) over one ``Tables``, and the few
+``commissions``, ``orders``, ``lifecycle``, ``reports``, ``nfts``) over one ``Tables``, and the few
 whole-world operations: holders and their keys, the clock, the variant settings and ``reset``.
 It must not hold entity rules (the parts do) nor know about HTTP, faults or request counts
 (``dapp/`` does).
@@ -22,7 +22,8 @@ from drgreen_poller.sandbox.world.clients import Clients
 from drgreen_poller.sandbox.world.commissions import Commissions
 from drgreen_poller.sandbox.world.lifecycle import OrderLifecycle
 from drgreen_poller.sandbox.world.managers import Managers
-from drgreen_poller.sandbox.world.model import HolderInfo, InvalidInput, Nft, StateConflict
+from drgreen_poller.sandbox.world.model import HolderInfo, InvalidInput, StateConflict
+from drgreen_poller.sandbox.world.nfts import Nfts
 from drgreen_poller.sandbox.world.orders import Orders
 from drgreen_poller.sandbox.world.profiles import Profiles
 from drgreen_poller.sandbox.world.reports import Reports
@@ -41,9 +42,10 @@ class World:
     client edits), ``carts``, ``orders`` (checkout, direct creation, raw sets), ``lifecycle``
     (approval, payment, fulfilment of orders), ``commissions`` (accrual, payment, ETH rate),
     ``managers`` (the NFT's commission managers), ``reports`` (charts, breakdowns, sales and
-    revenue read from the rest). The root keeps holders (``create_holder``, ``holder``,
-    ``holders``, ``holder_for_key``, ``revoke_holder_key``, ``restore_holder_key``), the clock
-    (``clock``, ``now``), ``settings`` and ``reset``.
+    revenue read from the rest), ``nfts`` (the holders' keys: metadata, owners). The root keeps
+    holders (``create_holder``, ``holder``, ``holders``, ``holder_for_key``,
+    ``revoke_holder_key``, ``restore_holder_key``), the clock (``clock``, ``now``), ``settings``
+    and ``reset``.
 
     Every change bumps the entity's ``updatedAt``. Methods raise ``UnknownEntity`` (404),
     ``InvalidInput`` (400) or ``StateConflict`` (409), all ``SandboxError``s;
@@ -63,6 +65,7 @@ class World:
         self.orders = Orders(self.tables, self.catalogue, self.clients, self.commissions)
         self.lifecycle = OrderLifecycle(self.tables, self.orders, self.commissions, self.settings)
         self.reports = Reports(self.tables, self.commissions)
+        self.nfts = Nfts(self.tables)
 
     def reset(self) -> None:
         """Empty the world: holders, catalogue, clients, orders, commissions, the ETH rate.
@@ -106,7 +109,7 @@ class World:
             public_key = load_public_key(creds.api_key)
         except SigningError as exc:
             raise InvalidInput(str(exc)) from exc
-        token = Nft(t.new_id(), FIRST_TOKEN_ID + len(t.holders), "0x" + t.random_hex(40))
+        token = self.nfts.mint(FIRST_TOKEN_ID + len(t.holders))
         holder = HolderInfo(name, creds, t.new_id(), token if nft else None)
         holder.public_key = public_key
         t.holders[name] = holder

@@ -1,0 +1,115 @@
+"""Tier runs beside other writers of the state: a lost commit redone, a concurrent poller, the
+CLI writing between two sweeps; each transition is committed once, under one id."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drgreen_poller.errors import ConcurrentUpdate
+from drgreen_poller.poller import HolderPoller, PollSettings
+from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.tiers import Tier
+from tests.conftest import World, write_config
+
+
+class TestCrashSafety:
+    async def test_repeated_poll_after_a_lost_commit_has_the_same_ids(
+        self, make_world: Callable[..., Any]
+    ) -> None:
+        """A poll whose commit was lost (a crash) is redone with exactly the same event ids."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        world.state.lifecycle.pay(order.id)
+        lost = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        redone = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
+        assert [e["id"] for e in lost.events] == [e["id"] for e in redone.events]
+        assert [e["type"] for e in redone.events] == ["order.approved", "order.paid"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
+
+
+class TestConcurrentWriters:
+    async def test_a_stale_detection_is_refused(self, make_world: Callable[..., Any]) -> None:
+        """Two writers seeing one change: the second commit is refused, nothing twice."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        other = await world.poller.observe(Tier.ACTIVE_ORDERS, first_sync=False)  # writer 2 reads
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]  # writer 1 commits
+        with pytest.raises(ConcurrentUpdate, match="polled again"):
+            await world.store.commit_poll(
+                "shop", Tier.ACTIVE_ORDERS, other, now=world.clock.now(), next_due_at=0
+            )
+        assert await world.types() == ["order.approved"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
+
+
+class TestOutOfBandWrites:
+    @pytest.mark.timeout(30)
+    async def test_an_order_the_cli_tracks_between_sweeps_is_swept_for(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """An order ``drgreen-poller track`` adds while the poller runs is looked for by the
+        next sweep (here: it does not exist, so it leaves the tier)."""
+        world: World = await make_world()
+        world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)  # the tier is read (and kept)
+        gone = "00000000-0000-4000-8000-0000000000bb"
+        config = write_config(tmp_path, world.box.base_url, world.holder)
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drgreen_poller", "-c", str(config), "track", "order", gone,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await cli.communicate()
+        assert cli.returncode == 0, err
+        assert b"will be watched" in out
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
+        active = await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)
+        assert gone not in {e.resource.id for e in active}
+
+    async def test_a_change_another_connection_committed_is_not_detected_twice(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A transition another connection committed between two sweeps is what the next sweep
+        compares with: no second event, no refused commit."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        try:
+            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
+            result = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await other.close()
+        assert [e["type"] for e in result.events] == ["order.approved"]
+        assert await world.poll(Tier.ACTIVE_ORDERS) == []
+        assert await world.types() == ["order.approved"]
+
+    async def test_a_dry_run_after_another_connections_commit_shows_no_stale_event(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A dry run after another connection committed a transition previews what a commit
+        would write now: nothing."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)
+        world.state.lifecycle.approve(order.id)
+        assert await world.poll(Tier.ACTIVE_ORDERS) == ["order.approved"]
+        world.state.lifecycle.pay(order.id)
+        other = await Store.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        try:
+            poller = HolderPoller("shop", (), world.api, other, world.clock, PollSettings())
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)
+        finally:
+            await other.close()
+        preview = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        assert preview.events == []
