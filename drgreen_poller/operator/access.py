@@ -20,6 +20,8 @@ from aiohttp import web
 
 COOKIE = "drgreen_operator"
 CSRF_FIELD = "csrf"
+# ``Access.refusal``'s answer for a request that only lacks the token: show the sign-in form.
+SIGN_IN = "sign in"
 # What the login cookie holds: HMAC(token, this), so the cookie never is the token itself and a
 # new token (a reload) ends every session at once.
 _SESSION_CONTEXT = b"drgreen-poller operator page session"
@@ -89,8 +91,8 @@ class Access:
         self.csrf = secrets.token_urlsafe(32)  # per process: a restart invalidates open forms
 
     def refusal(self, request: web.Request) -> str | None:
-        """Why ``request`` may not see the page (None: it may). ``login`` means: show the login
-        form (a token is configured and the request does not carry it)."""
+        """Why ``request`` may not see the page (None: it may). ``SIGN_IN`` means: show the
+        sign-in form (a token is configured and the request does not carry it)."""
         token = self.token()
         if token is None:
             if not is_loopback(request.remote):
@@ -101,7 +103,7 @@ class Access:
             if not is_loopback_host(request.host):
                 return "the operator page answers only to loopback names (localhost, 127.0.0.1)"
             return None
-        return None if carries_token(request.headers, request.cookies, token) else "login"
+        return None if carries_token(request.headers, request.cookies, token) else SIGN_IN
 
     def post_refusal(self, request: web.Request, form: Mapping[str, str]) -> str | None:
         """Why a POST is refused as a possible cross-site request (None: it is not)."""

@@ -20,7 +20,7 @@ from drgreen_poller.admin import event_patterns, parse_since
 from drgreen_poller.deliveries import replay, retry_deliveries, retry_failed
 from drgreen_poller.errors import DrGreenError
 from drgreen_poller.operator import markup, render
-from drgreen_poller.operator.access import COOKIE, Access, session_value
+from drgreen_poller.operator.access import COOKIE, SIGN_IN, Access, session_value
 from drgreen_poller.operator.gather import DeliveryFilter, EventFilter, event_page, overview
 from drgreen_poller.service import Service
 from drgreen_poller.store import DeliveryState
@@ -79,7 +79,7 @@ class OperatorPage:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             refusal = self.access.refusal(request)
-            if refusal == "login":
+            if refusal == SIGN_IN:
                 if request.method == "GET":
                     return _see_other("/login")
                 return _html(markup.refused_html("sign in first"), 401)
@@ -109,7 +109,11 @@ class OperatorPage:
         return _html(render.overview_html(found, self.access.csrf, signed_in=self._signed_in))
 
     def _filters(self, request: web.Request) -> tuple[EventFilter, DeliveryFilter]:
-        """The listings' filters from the query string; a bad one is a ``ConfigError``."""
+        """The listings' filters from the query string.
+
+        Raises:
+            DrGreenError: a filter that is not a glob, a delivery state or a configured sink.
+        """
         q = request.query
         types, resource = q.get("type", "")[:FILTER_CHARS_MAX], q.get("resource", "").strip()
         event_patterns(EventFilter(types).patterns)  # raises on a pattern that is not a glob
