@@ -21,6 +21,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
+from tests.delivery_bench import Bench, open_bench
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 
 ClientFactory = Callable[..., StoreClient]
@@ -275,3 +276,13 @@ async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await closer.__aexit__(None, None, None)
         else:
             await closer.close()
+
+
+# The delivery tests' bench (tests/delivery_bench.py): one webhook sink, a fake clock.
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    """A delivery worker over a real store in front of a verifying receiver; closed after."""
+    async with open_bench(tmp_path) as opened:
+        yield opened
