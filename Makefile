@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all test lint lint-unit format typecheck pytest reliability demo sandbox bench bench-full bench-profile clean
+.PHONY: all test lint lint-unit format typecheck pytest reliability demo sandbox bench bench-full bench-profile clean schemas
 
 all: test
 
@@ -94,6 +94,11 @@ bench-profile:
 		echo "== $$script: $$(( $$(date +%s) - began )) s"; \
 	done; \
 	echo "bench: $(words $(BENCH_SCRIPTS)) scripts, $(PROFILE) profile, $$(( $$(date +%s) - start )) s"
+
+# The event schemas: schemas/ is the source; the package ships a copy (a test keeps them equal).
+schemas:
+	rm -rf drgreen_poller/schemas
+	cp -r schemas drgreen_poller/schemas
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage build dist *.egg-info

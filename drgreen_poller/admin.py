@@ -8,6 +8,7 @@ codes belong to the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import aiohttp
 
 from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock, SystemClock
-from drgreen_poller.config import Config, duration
+from drgreen_poller.config import Config, StoreConfig, duration
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.errors import (
     ConfigError,
@@ -46,14 +47,15 @@ TRACK_TIERS = {"order": Tier.ACTIVE_ORDERS, "client": Tier.PENDING_KYC}
 SWEEP_STALLED_S = 60.0
 
 
-def require_state(config: Config) -> Path:
-    """The state database's path, when there is one: a reader or a repair never creates it.
+def require_state(config: Config) -> Path | StoreConfig:
+    """Where the state is, when there is one: a reader or a repair never creates it (a
+    PostgreSQL database without it is refused when opened).
 
     Raises:
         StoreError: no file at ``daemon.state_path``.
     """
-    path = config.daemon.state_path
-    if not path.is_file():
+    path = config.state
+    if isinstance(path, Path) and not path.is_file():
         raise StoreError(
             f"there is no state database at {path} (the daemon creates it when it first "
             "runs; is daemon.state_path right?)"
@@ -61,14 +63,15 @@ def require_state(config: Config) -> Path:
     return path
 
 
-def require_writable_state(config: Config) -> Path:
+def require_writable_state(config: Config) -> Path | StoreConfig:
     """``require_state`` for a repair: first whether it could write there, then whether there
     is a state to repair (an unwritable directory is the first thing to fix).
 
     Raises:
         StoreError: the state's directory or files cannot be written, or there is no state.
     """
-    check_writable(config.daemon.state_path)
+    if isinstance(config.state, Path):
+        check_writable(config.state)
     return require_state(config)
 
 
@@ -163,7 +166,7 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
         *failed_deliveries(sinks),
     ]
     return {
-        "state_path": str(config.daemon.state_path),
+        "state_path": config.state_shown,
         "state": {
             "began_at": lineage.began_at,
             "new": lineage.fresh,
@@ -276,7 +279,7 @@ async def track(
     except ValueError:
         raise ConfigError(f"{entity_id!r} is not a Dr Green id (a UUID)") from None
     resource, tier = Resource(kind, entity_id.lower()), TRACK_TIERS[kind]
-    store = await Store.open(config.daemon.state_path, sinks=())
+    store = await Store.open(config.state, sinks=())
     try:
         await store.ensure_holders([name], now)
         known = await store.track(name, resource, tier, now)
@@ -306,8 +309,9 @@ class OnlineCheck:
 
 
 async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
-    """One signed call per holder (``GET /dapp/orders/summary``), each failure explained."""
-    results = []
+    """The ``[store]`` database reached (when there is one), then one signed call per holder
+    (``GET /dapp/orders/summary``), each failure explained."""
+    results = [await check_database(config.store)] if config.store is not None else []
     async with aiohttp.ClientSession() as session:
         for holder in config.holders:
             credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
@@ -323,6 +327,18 @@ async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
                     OnlineCheck(holder.name, True, f"signed call accepted ({summary.total} orders)")
                 )
     return results
+
+
+async def check_database(store: StoreConfig) -> OnlineCheck:
+    """Connect to the ``[store]`` database as the daemon would and say what is there; a refused
+    connection, a wrong password or a missing database is the one line libpq gives."""
+    from drgreen_poller.store.postgres import describe_database
+
+    try:
+        found = await asyncio.to_thread(describe_database, store)
+    except StoreError as exc:
+        return OnlineCheck("store", False, str(exc))
+    return OnlineCheck("store", True, f"connected to {store.shown}: {found}")
 
 
 _GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
-from drgreen_poller.errors import StoreError
+from drgreen_poller.errors import ConfigError, StoreError
 from drgreen_poller.store import StateLock, Store
 from drgreen_poller.store.lineage import backup_database, restore_database
 
@@ -26,7 +26,7 @@ async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:
     Returns the copy's path and size. Raises ``StoreError`` when there is no state to copy or
     the copy cannot be written.
     """
-    source, now = config.daemon.state_path, clock.now()
+    source, now = _state_file(config, "backup"), clock.now()
     target = _backup_target(source, given, now)
     # Brings an older schema up to date first; a backup is no start of the state.
     store = await Store.open_reader(source, clock=clock)
@@ -36,6 +36,21 @@ async def backup(config: Config, given: str, clock: Clock) -> tuple[Path, int]:
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot write the backup {target}: {exc}") from exc
     return target, size
+
+
+def _state_file(config: Config, command: str) -> Path:
+    """The SQLite state file; a PostgreSQL state is copied and put back with its own tools.
+
+    Raises:
+        ConfigError: the state is in PostgreSQL (``[store]``).
+    """
+    if config.store is not None:
+        tool = "pg_dump" if command == "backup" else "pg_restore (or psql for a plain dump)"
+        raise ConfigError(
+            f"{command}: the state is in PostgreSQL ({config.store.shown}); use {tool} "
+            "on that database instead"
+        )
+    return config.daemon.state_path
 
 
 def _backup_target(source: Path, given: str, now: datetime) -> Path:
@@ -59,7 +74,7 @@ def restore(config: Config, copy: Path, clock: Clock) -> Path | None:
 
     Raises ``StoreError`` while a daemon runs on the state, or when ``copy`` is no state.
     """
-    path = config.daemon.state_path
+    path = _state_file(config, "restore")
     if copy.resolve() == path.resolve():
         raise StoreError(f"{copy} is the state database itself; name the backup to put back")
     try:

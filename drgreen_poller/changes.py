@@ -54,6 +54,8 @@ class Change:
     occurred_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     current: Mapping[str, Any] = field(default_factory=dict)
+    # A sample sent by ``drgreen-poller trigger``: the envelope says ``"test": true``.
+    test: bool = False
 
 
 def _step(kind: str, key: str, before: Any, after: Any, *, occurred_at: str | None) -> Change:

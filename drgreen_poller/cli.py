@@ -15,6 +15,7 @@ from typing import Any
 
 from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
+from drgreen_poller import commands_contract as contract_handlers
 from drgreen_poller import commands_state as state_handlers
 from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
@@ -138,7 +139,10 @@ def _operator_commands(commands: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=state_handlers.cmd_status)
     events = commands.add_parser(
-        "events", parents=[_GLOBALS], help="the event log", description="The event log."
+        "events",
+        parents=[_GLOBALS],
+        help="the event log, and the events' JSON Schemas",
+        description="The event log (list), and the JSON Schemas events follow (schema).",
     )
     events_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     listing = events_commands.add_parser(
@@ -157,6 +161,16 @@ def _operator_commands(commands: Any) -> None:
     )
     listing.add_argument("--json", action="store_true", help="one JSON event per line")
     listing.set_defaults(handler=state_handlers.cmd_events_list)
+    schema = events_commands.add_parser(
+        "schema",
+        parents=[_GLOBALS],
+        help="print the JSON Schema of the envelope or of one type's data",
+        description="Print the JSON Schema (draft 2020-12) of the event envelope, or with TYPE "
+        "of that event type's data (the files under schemas/ in the repository). An unknown "
+        "TYPE lists the known ones (exit 2). No configuration needed.",
+    )
+    schema.add_argument("type", nargs="?", metavar="TYPE", help="an event type, e.g. order.paid")
+    schema.set_defaults(handler=contract_handlers.cmd_events_schema)
     track = commands.add_parser(
         "track",
         parents=[_GLOBALS],
@@ -269,6 +283,20 @@ def _delivery_commands(commands: Any) -> None:
         description="Print a new webhook secret.",
     )
     secret.set_defaults(handler=handlers.cmd_secret)
+    trigger = commands.add_parser(
+        "trigger",
+        parents=[_GLOBALS],
+        help="send a sample event of a type to the sinks, as real events go",
+        description='Send a sample event of TYPE (valid against its schema, marked "test": '
+        "true, about a made-up resource test_...) through the outbox, signed and delivered as "
+        "real events are: to --sink, else to every sink whose events filter takes TYPE. With "
+        "the daemon running, its worker delivers it and this command waits for the outcome; "
+        "with none, this command delivers it with the same code. Exit 1 when a delivery "
+        "failed; 2 for an unknown type or sink, or a sink that does not take TYPE.",
+    )
+    trigger.add_argument("type", metavar="TYPE", help="an event type, e.g. order.approved")
+    trigger.add_argument("--sink", metavar="NAME", help="only this sink")
+    trigger.set_defaults(handler=contract_handlers.cmd_trigger)
 
 
 def _tool_commands(commands: Any) -> None:

@@ -106,7 +106,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     configure_logs(args, config, sys.stderr)
     try:
         # A state the daemon cannot write is a problem of this file on this host: exit 2.
-        check_writable(config.daemon.state_path)
+        if isinstance(config.state, Path):
+            check_writable(config.state)
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
     names = ", ".join(h.name for h in config.holders)
@@ -131,7 +132,7 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     config = config_of(args)
     bar = PollBar(sys.stderr, enabled=wants_bar(sys.stderr, os.environ))
     configure_logs(args, config, bar.log_stream)
-    if args.dry_run and not config.daemon.state_path.exists():
+    if args.dry_run and isinstance(config.state, Path) and not config.state.exists():
         print(
             f"no state at {config.daemon.state_path} yet: showing what a first pass would "
             "find, against an empty state (nothing written)",

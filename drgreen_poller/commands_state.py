@@ -125,7 +125,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     config = config_of(args)
     configure_logs(args, config, sys.stderr)
     target, size = asyncio.run(backup(config, args.path, SystemClock()))
-    print(f"backed up {config.daemon.state_path} to {target} ({size:,} bytes)")
+    print(f"backed up {config.state_shown} to {target} ({size:,} bytes)")
     return EXIT_OK
 
 

@@ -39,7 +39,7 @@ from drgreen_poller.service import (
     open_runtime,
     timings,
 )
-from drgreen_poller.store import StateLock
+from drgreen_poller.store.locking import state_lock
 from drgreen_poller.systemd import Notifier
 from drgreen_poller.tiers import TIERS
 
@@ -83,7 +83,7 @@ async def poll_once(
     results: list[PollResult] = []
     failures: list[tuple[str, str, UpstreamError]] = []
     tier_timing = timings(config)
-    if dry_run and not config.daemon.state_path.exists():
+    if dry_run and isinstance(config.state, Path) and not config.state.exists():
         with tempfile.TemporaryDirectory(prefix="drgreen-poller-dry-run-") as scratch:
             empty = replace(config.daemon, state_path=Path(scratch) / "state.db")
             runtime = open_runtime(
@@ -91,7 +91,7 @@ async def poll_once(
             )
             await _poll_all(runtime, clock, True, tier_timing, results, failures)
         return results, failures
-    lock = StateLock(config.daemon.state_path)
+    lock = state_lock(config.state)
     if not dry_run:  # writing beside a running daemon would race it for the same changes
         try:
             lock.acquire()
@@ -151,7 +151,7 @@ async def run_daemon(
         StoreError: another daemon holds the database, it cannot be opened, or it went away.
         DrGreenError: the HTTP listener cannot listen.
     """
-    lock = StateLock(config.daemon.state_path)
+    lock = state_lock(config.state)
     lock.acquire()
     try:
         async with open_runtime(config, clock) as runtime:

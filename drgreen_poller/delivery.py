@@ -121,6 +121,8 @@ class DeliveryWorker:
         # the slots stay busy while the loop is writing to the database.
         self._queued = ClaimQueue()
         self._routed: frozenset[str] | None = None  # the sinks the last claim was made for
+        self._swept_at = 0.0  # monotonic: when rows of other sinks were last looked for
+        self._unrouted_left = False  # the last look found a window full of them: more may wait
         self._finished: list[asyncio.Task[AttemptRecord]] = []  # ended, not recorded yet
         self._oldest_finished_at = 0.0  # monotonic: when the first of ``_finished`` ended
         self._progress = asyncio.Event()  # an attempt ended
@@ -274,14 +276,22 @@ class DeliveryWorker:
             self._start(self._queued.start_next())
 
     async def _unrouted(self) -> list[AttemptRecord]:
-        """Once per set of configured sinks: the pending rows of sinks no longer configured, as
-        failed attempts to record (claims are made per configured sink, so nothing else would
-        ever take them)."""
-        if self._routed is not None and self._routed == self.sinks.keys():
+        """The pending rows of sinks no longer configured, as failed attempts to record (claims
+        are made per configured sink, so nothing else would ever take them). Looked for when the
+        configured sinks change, and again every ``IDLE_RECHECK_S``: rows of a removed sink can
+        become pending later (the retry of an attempt under way at the reload, a requeue). A
+        claim's window at a time: with more, the next turn comes at once for the rest."""
+        if (
+            self._routed is not None
+            and self._routed == self.sinks.keys()
+            and self.clock.monotonic() - self._swept_at < IDLE_RECHECK_S
+        ):
             return []
-        routed = frozenset(self.sinks)
-        rows = await self.store.unrouted(routed)
-        self._routed = routed
+        routed, window = frozenset(self.sinks), CLAIM_AHEAD * self.config.concurrency
+        rows = await self.store.unrouted(routed, window)
+        self._unrouted_left = len(rows) >= window
+        if not self._unrouted_left:
+            self._routed, self._swept_at = routed, self.clock.monotonic()
         now = self.clock.now()
         return [_unroutable(row, now) for row in rows]
 
@@ -301,9 +311,14 @@ class DeliveryWorker:
         rooms = (
             self._queued.rooms(self.sinks, CLAIM_AHEAD * self.config.concurrency) if claim else {}
         )
-        if rooms:
-            self._wake.clear()  # rows committed from here on are seen by this claim or wake us
+        if claim:
+            # Rows committed from here on are seen by this claim or wake us. With no room (every
+            # sink's window full, so every slot busy; or no sink at all) the turn after the next
+            # ended attempt claims them: a wake left set would only turn the loop in vain.
+            self._wake.clear()
         settled = await self.store.settle(records, self.clock.now(), rooms)
+        if claim and self._unrouted_left:
+            self._wake.set()  # the next turn fails the next window of them
         self._queued.extend(settled.claimed)
         while self._queued.count and len(self._in_flight) < self.config.concurrency:
             self._start(self._queued.start_next())

@@ -1,9 +1,9 @@
 """The event envelope of design §3.6 and its deterministic id. Pure.
 
 Owns the wire shape receivers rely on (``id``, ``type``, ``holder``, ``resource``, ``sequence``,
-``inferred``, ``observed_at``, ``occurred_at``, ``data``) and how an id is derived, so that a
-re-poll after a crash yields the same id. It must not decide *which* events happen
-(``changes.py``) nor store them (``store.py``).
+``inferred``, ``observed_at``, ``occurred_at``, ``data``; ``test`` on ``trigger``'s samples only)
+and how an id is derived, so that a re-poll after a crash yields the same id. It must not decide
+*which* events happen (``changes.py``) nor store them (``store.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drgreen_poller.changes import Change
+
+# What marks a sample sent by ``drgreen-poller trigger`` (never present on a real event).
+TEST_MARK = {"test": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ def envelope(
         "resource": resource.as_json(),
         "sequence": sequence,
         "inferred": change.inferred,
+        **(TEST_MARK if change.test else {}),
         "observed_at": iso_ms(observed_at),
         "occurred_at": change.occurred_at,
         "data": data,

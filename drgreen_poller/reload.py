@@ -71,10 +71,13 @@ def config_changes(old: Config, new: Config) -> ConfigChanges:
         sinks_removed=_added(new_sinks, old_sinks),
         sinks_changed=_changed(old_sinks, new_sinks, _sink_difference),
         settings=tuple(_settings(old, new)),
-        restart_required=tuple(
-            f"daemon.{key}"
-            for key in RESTART_KEYS
-            if getattr(old.daemon, key) != getattr(new.daemon, key)
+        restart_required=(
+            *(
+                f"daemon.{key}"
+                for key in RESTART_KEYS
+                if getattr(old.daemon, key) != getattr(new.daemon, key)
+            ),
+            *(("store",) if old.store != new.store else ()),  # the database it holds open
         ),
     )
 

@@ -11,7 +11,6 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -119,7 +118,7 @@ class Runtime:
         )
 
 
-def log_lineage(lineage: Lineage, path: Path) -> None:
+def log_lineage(lineage: Lineage, path: str) -> None:
     """Say when the state is new or was restored: both mean history may have been lost."""
     if lineage.fresh and lineage.rebased_now:
         log.error(
@@ -166,11 +165,11 @@ async def open_runtime(
     A dry run opens the store as a reader: it records nothing of its own.
     """
     store = await Store.open(
-        config.daemon.state_path, sinks=sink_routes(config), clock=clock, writer=not dry_run
+        config.state, sinks=sink_routes(config), clock=clock, writer=not dry_run
     )
     try:
         if not dry_run:  # a reader records no start of the state, and has none to announce
-            log_lineage(store.lineage, config.daemon.state_path)
+            log_lineage(store.lineage, config.state_shown)
             await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
             runtime = Runtime(config, clock, store, session, {}, on_progress)

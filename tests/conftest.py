@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import Clock, FakeClock, SystemClock
+from drgreen_poller.config import Secret, StoreConfig
 from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
 from drgreen_poller.request_signing import ApiCredentials, generate_credentials
@@ -21,8 +22,10 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
+from tests.contract_check import CHECKED, SHOWN, contract_breaks, hand_made
 from tests.delivery_bench import Bench, open_bench
 from tests.fakes import ScriptedApi, WebhookReceiver, start
+from tests.pg import PASSWORD, PgServer, find_bin
 
 ClientFactory = Callable[..., StoreClient]
 
@@ -36,6 +39,34 @@ def require_node(what: str) -> str:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"node is not on PATH, so {what} goes unchecked: .ci/run installs it")
     pytest.skip(f"node is not on PATH: {what} goes unchecked here (CI runs it)")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.fixture(autouse=True)
+def _events_match_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test with a ``tmp_path``: the events the code wrote there match the schemas
+    (``tests/contract_check.py``); a mismatch fails the test, naming type and field."""
+    checked = "tmp_path" in request.fixturenames and not hand_made(request.node.path)
+    root = request.getfixturevalue("tmp_path") if checked else None
+    yield
+    if root is None:
+        return
+    _count, found = contract_breaks(root)
+    if found:
+        more = f"\n... and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+        pytest.fail("events break the contract (schemas/):\n" + "\n".join(found[:SHOWN]) + more)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many events the contract check saw, so a run shows it was not idle."""
+    if CHECKED:
+        terminalreporter.write_line(
+            f"event contract: {CHECKED.total()} events of {len(CHECKED)} types checked "
+            "against schemas/"
+        )
 
 
 @pytest.fixture
@@ -276,6 +307,64 @@ async def make_world(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await closer.__aexit__(None, None, None)
         else:
             await closer.close()
+
+
+# --- PostgreSQL: one server per session (tests/pg.py), one database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer | None]:
+    """The session's PostgreSQL server, started on first use and stopped at the end (also when
+    tests failed); None when the server programs are not installed."""
+    bin_dir = find_bin()
+    if bin_dir is None:
+        yield None
+        return
+    server = PgServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """A test's own PostgreSQL database: its URL (no password in it) and the password."""
+
+    server: PgServer
+    name: str
+    url: str
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer | None) -> Iterator[PgDatabase]:
+    """A new, empty database for this test alone, dropped afterwards. Without PostgreSQL the
+    test is skipped, saying so; in CI (``CI=true``, where ``.ci/run`` installs it) it fails."""
+    if pg_server is None:
+        where = "/usr/lib/postgresql/*/bin/initdb"
+        if in_ci():
+            pytest.fail(f"PostgreSQL is not installed ({where} missing): .ci/run installs it")
+        pytest.skip(f"PostgreSQL is not installed ({where} missing): its tests run in CI")
+    name = pg_server.new_database()
+    try:
+        yield PgDatabase(pg_server, name, pg_server.url(name))
+    finally:
+        pg_server.drop_database(name)
+
+
+def pg_store_config(database: PgDatabase) -> StoreConfig:
+    """The ``[store]`` a configuration naming ``database`` would load (password given apart)."""
+    return StoreConfig(database.url, Secret(database.password, "file pg.password"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_state(request: pytest.FixtureRequest, tmp_path: Path) -> Path | StoreConfig:
+    """Where a store test's state is, once per backend: a SQLite file in the test's directory,
+    and a PostgreSQL database of its own (``pg_database``): one contract, both engines."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return pg_store_config(request.getfixturevalue("pg_database"))
 
 
 # The delivery tests' bench (tests/delivery_bench.py): one webhook sink, a fake clock.

@@ -1,26 +1,33 @@
 """The delivery loop across sinks: a receiver that hangs keeps its own rows, not other sinks';
-a removed sink's rows fail at once; a file sink's lines are fsynced (by the sink that wrote
-them, even across a reload) before they are recorded delivered."""
+a removed sink's rows fail at once."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import DeliveryConfig
-from drgreen_poller.config_sinks import FileSinkConfig
 from drgreen_poller.delivery import CLAIM_AHEAD, DeliveryWorker
 from drgreen_poller.events import Resource
-from drgreen_poller.sinks import FileSink, Outcome, Sink
-from drgreen_poller.store import UNROUTED, Observation, SinkRoute, Store
+from drgreen_poller.sinks import Outcome
+from drgreen_poller.store import (
+    UNROUTED,
+    AttemptRecord,
+    DeliveryState,
+    Observation,
+    Settled,
+    SinkRoute,
+    Store,
+)
 from tests.fakes import GatedSink
 from tests.waiting import eventually
 
@@ -30,6 +37,36 @@ def _observations(kind: str, count: int, event_type: str) -> list[Observation]:
         Observation(Resource(kind, f"{kind}-{n}"), {}, None, changes=[Change(event_type, {})])
         for n in range(count)
     ]
+
+
+class RefusingSink(GatedSink):
+    """A gated sink whose every attempt, once let through, fails with a 503 (a retry)."""
+
+    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
+        await super().deliver(event_id, event_type, body, now)
+        return Outcome(False, 503)
+
+
+class CountingStore(Store):
+    """The real store, counting the delivery loop's turns (``settle`` calls); more than
+    ``turns_allowed`` of them is an error, raised in the loop."""
+
+    turns = 0
+    turns_allowed = 1_000_000
+    recorded: list[int]  # how many attempts each turn recorded
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded = []
+
+    async def settle(
+        self, records: Sequence[AttemptRecord], now: datetime, rooms: Mapping[str, int]
+    ) -> Settled:
+        self.turns += 1
+        self.recorded.append(len(records))
+        if self.turns > self.turns_allowed:
+            raise AssertionError(f"the loop turned {self.turns} times with nothing to do")
+        return await super().settle(records, now, rooms)
 
 
 @dataclass
@@ -121,7 +158,6 @@ class TestClaim:
         await two.commit(_observations("client", 2, "client.created"))
         settled = await two.store.settle([], two.clock.now(), {"slow": 2, "quick": 10})
         assert [row.sink for row in settled.claimed] == ["slow", "slow", "quick", "quick"]
-        assert settled.next_attempt_at is not None  # quick got fewer than its room
 
 
 class TestRemovedSink:
@@ -145,82 +181,149 @@ class TestRemovedSink:
         assert sorted(outcomes) == [("quick", "delivered"), ("slow", "failed"), ("slow", "failed")]
         assert two.slow.started == []
 
+    async def test_a_retry_of_a_sink_removed_mid_attempt_fails(self, two: TwoSinks) -> None:
+        """An attempt under way when a reload removes its sink, failing, does not leave its row
+        pending for good: the row fails as unrouted, though the claim turn after the reload
+        found nothing of that sink pending."""
+        refusing = RefusingSink("slow")
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = DeliveryWorker(
+            two.store, {"slow": refusing, "quick": two.quick}, DeliveryConfig(concurrency=2),
+            two.clock, random.Random(0),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: refusing.waiting == 1, task=task)
+            worker.sinks = {"quick": two.quick}  # what a reload that drops "slow" does
+            await two.commit(_observations("client", 1, "client.created"))
+            worker.wake()
+            await eventually(lambda: two.quick.delivered == 1, task=task)  # a claim turn ran
+            refusing.release()  # the attempt fails: a retry would be scheduled
+            [slow_row] = await two.store.deliveries(sink="slow")
 
-class SyncCountingSink(FileSink):
-    """A real file sink that counts its fsyncs."""
+            async def failed() -> bool:
+                two.clock.advance(5)  # on to the retry's due time, a recheck at a time
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed"
 
-    def __init__(self, config: FileSinkConfig) -> None:
-        super().__init__(config)
-        self.syncs = 0
-        self.after_write: Callable[[], None] = lambda: None  # runs once a line is written
+            await eventually(failed, task=task, what="the row failing")
+            [row] = await two.store.deliveries(sink="slow")
+            assert row.last_outcome == UNROUTED
+            attempts = await two.store.attempts(slow_row.id)
+            assert [a["error_class"] for a in attempts] == [None, UNROUTED]
+        finally:
+            stop.set()
+            await task
 
-    async def deliver(self, event_id: str, event_type: str, body: bytes, now: datetime) -> Outcome:
-        outcome = await super().deliver(event_id, event_type, body, now)
-        self.after_write()
-        return outcome
-
-    async def sync(self) -> None:
-        self.syncs += 1
-        await super().sync()
-
-
-class TestFileSinkThroughTheWorker:
-    async def test_lines_written_before_recorded_delivered(self, tmp_path: Path) -> None:
-        """File deliveries are fsynced, then recorded delivered; the file holds each event once."""
-        clock = FakeClock()
-        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
-        path = tmp_path / "events.jsonl"
-        sinks: dict[str, Sink] = {"audit": FileSink(FileSinkConfig(name="audit", path=path))}
-        worker = DeliveryWorker(store, sinks, DeliveryConfig(), clock, random.Random(0))
-        observation = Observation(
-            Resource("order", "o-1"),
-            {},
-            None,
-            changes=[Change("order.created", {}), Change("order.approved", {})],
-        )
-        await store.commit_events("shop", [observation], now=clock.now())
-        while await worker.run_once():
-            pass
-        assert [r.state for r in await store.deliveries()] == ["delivered", "delivered"]
-        lines = path.read_text().splitlines()
-        assert len(lines) == 2
-        assert '"type":"order.created"' in lines[0]
-        await sinks["audit"].close()
-        await store.close()
-
-    async def test_the_sink_that_took_the_line_is_synced_after_a_reload(
-        self, tmp_path: Path
+    async def test_a_removed_sinks_row_requeued_later_fails_again(
+        self, two: TwoSinks, tmp_path: Path
     ) -> None:
-        """A reload replacing a file sink between an attempt and its record still fsyncs the
-        sink that wrote the line before the row is recorded delivered."""
+        """A failed row of a removed sink that an operator requeues (``deliveries retry``, from
+        another process) while the daemon runs fails again within a recheck or so, instead of
+        staying pending (owed) until the next restart."""
+        await two.commit(_observations("order", 1, "order.paid"))
+        worker = two.worker(concurrency=1)
+        worker.sinks = {"quick": two.quick}  # "slow" was removed from the configuration
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+
+            async def attempts_logged(count: int) -> bool:
+                two.clock.advance(1)  # the loop's rechecks come round
+                [row] = await two.store.deliveries(sink="slow")
+                return row.state == "failed" and row.attempts == count
+
+            await eventually(lambda: attempts_logged(1), task=task)
+            cli = await Store.open(tmp_path / "s.db", sinks=())
+            try:
+                assert await cli.requeue_failed(two.clock.now()) == 1
+            finally:
+                await cli.close()
+            await eventually(lambda: attempts_logged(2), task=task, what="the second failure")
+        finally:
+            stop.set()
+            await task
+
+    async def test_a_removed_sinks_backlog_fails_a_window_at_a_time(self, tmp_path: Path) -> None:
+        """A removed sink's pending rows fail a claim's window at a time, each turn short, the
+        loop coming straight back for the rest: not all in one turn, which would hold up the
+        event loop (polls, health, signals) while thousands are recorded and logged."""
+        routes = [SinkRoute("gone", ("*",))]
         clock = FakeClock()
-        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("audit", ("*",))])
-        config = FileSinkConfig(name="audit", path=tmp_path / "events.jsonl")
-        old, new = SyncCountingSink(config), SyncCountingSink(config)
-        worker = DeliveryWorker(store, {"audit": old}, DeliveryConfig(), clock, random.Random(0))
-        observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])
-        await store.commit_events("shop", [observation], now=clock.now())
+        store = await CountingStore.open(tmp_path / "s.db", sinks=routes)
+        try:
+            count = CLAIM_AHEAD * 3 + 1
+            await store.commit_events(
+                "shop", _observations("order", count, "order.paid"), now=clock.now()
+            )
+            worker = DeliveryWorker(
+                store, {}, DeliveryConfig(concurrency=1), clock, random.Random(0)
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            try:
 
-        def reload() -> None:
-            worker.sinks = {"audit": new}  # what a reload does
+                async def all_failed() -> bool:
+                    rows = await store.deliveries(state="failed", limit=count)
+                    return len(rows) == count
 
-        old.after_write = reload  # the reload lands between the attempt and its record
-        assert await worker.run_once() == 1
-        assert (old.syncs, new.syncs) == (1, 0)
-        [row] = await store.deliveries()
-        assert row.state == "delivered"
-        await old.close()
-        await new.close()
-        await store.close()
+                await eventually(all_failed, task=task)  # the clock never moves
+            finally:
+                stop.set()
+                await task
+            assert max(store.recorded) == CLAIM_AHEAD
+            assert sum(store.recorded) == count
+        finally:
+            await store.close()
 
-    async def test_unknown_sink_fails_at_once(self, tmp_path: Path) -> None:
-        """Rows for a sink no longer in the configuration fail with that reason, no retries."""
+
+class TestIdle:
+    async def test_no_sinks_configured_the_loop_sleeps_after_a_wake(self, tmp_path: Path) -> None:
+        """With no sink configured (allowed, with a warning), a poll's wake makes one turn and
+        the loop goes back to sleep: it does not turn again and again with nothing to claim."""
         clock = FakeClock()
-        store = await Store.open(tmp_path / "s.db", sinks=[SinkRoute("gone", ("*",))])
-        worker = DeliveryWorker(store, {}, DeliveryConfig(), clock, random.Random(0))
-        observation = Observation(Resource("order", "o"), {}, None, changes=[Change("x.y", {})])
-        await store.commit_events("shop", [observation], now=clock.now())
-        await worker.run_once()
-        [row] = await store.deliveries()
-        assert (row.state, row.last_outcome) == ("failed", "sink no longer configured")
-        await store.close()
+        store = await CountingStore.open(tmp_path / "s.db", sinks=())
+        try:
+            worker = DeliveryWorker(store, {}, DeliveryConfig(), clock, random.Random(0))
+            store.turns_allowed = 5
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, grace_s=1))
+            await eventually(lambda: store.turns == 1 and clock.sleepers == 1, task=task)
+            worker.wake()  # what a poll that recorded events does
+            await eventually(lambda: store.turns == 2 and clock.sleepers == 1, task=task)
+            for _ in range(20):  # a loop that spins turns while it yields
+                await clock.sleep(0)  # yields to the loop once
+            stop.set()
+            await task
+            assert store.turns == 2
+        finally:
+            await store.close()
+
+    async def test_a_retry_due_soon_is_not_hidden_by_rows_held_back(self, two: TwoSinks) -> None:
+        """A row due but held back behind its resource's earlier event in flight does not make
+        the loop sleep its idle recheck: another sink's retry due in 1 s starts after 1 s."""
+        await two.commit(_observations("client", 1, "client.created"))
+        [row] = (await two.store.settle([], two.clock.now(), {"quick": 1})).claimed
+        retry_at = two.clock.now().timestamp() + 1.0
+        failed = AttemptRecord(
+            row.id, 1, two.clock.now(), 1.0, False, 503, None, None, DeliveryState.PENDING,
+            next_attempt_at=retry_at,
+        )  # fmt: skip
+        await two.store.settle([failed], two.clock.now(), {})
+        order = Observation(
+            Resource("order", "o-1"), {}, None,
+            changes=[Change("order.paid", {}), Change("order.shipped", {})],
+        )  # fmt: skip
+        await two.commit([order])  # slow's first hangs; its second is due, held back behind it
+        worker = two.worker(concurrency=2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, grace_s=1))
+        try:
+            await eventually(lambda: two.slow.waiting == 1 and two.clock.sleepers >= 1, task=task)
+            two.clock.advance(1.0)
+            await eventually(lambda: two.quick.delivered == 1, timeout_s=2, task=task)
+        finally:
+            stop.set()
+            two.slow.release()
+            await task

@@ -1,12 +1,15 @@
-"""``data.previous`` means what ``data.object`` means, for every event type the poller emits.
+"""The event contract: the schemas under ``schemas/``, and what ``data.previous`` means.
 
-A receiver diffs ``previous`` against ``object``: each key of ``previous`` must be a field of
-``object`` with the same meaning and the same JSON type, and the value must have moved. The
-events come from real tier runs against the sandbox, through every lifecycle step.
+Every event type comes out of real tier runs against the sandbox (and a refused key), and each
+event must match its schemas (``contract.problems``); the schema files must be exactly the
+types the code can emit, shipped in the package as they are in the repository. A receiver diffs
+``previous`` against ``object``: each key of ``previous`` must be a field of ``object`` with
+the same meaning and the same JSON type, and the value must have moved.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,9 +18,13 @@ import pytest
 
 from drgreen_poller.changes import Change
 from drgreen_poller.clock import FakeClock
+from drgreen_poller.contract import EVENT_TYPES
 from drgreen_poller.events import Resource, envelope, iso_ms
-from drgreen_poller.tiers import Tier
+from drgreen_poller.runner import TierRunner
+from drgreen_poller.scheduler import Timing
+from drgreen_poller.tiers import TIERS, Tier
 from tests.conftest import World
+from tests.contract_check import problems
 
 EVERY_TYPE = {
     "order.created", "order.approved", "order.rejected", "order.approval_changed",
@@ -120,17 +127,35 @@ def _contract_breaks(event: dict[str, Any]) -> list[str]:
     return problems
 
 
+async def _refused_key(world: World) -> None:
+    """The holder's key refused, then working again: the two operational events."""
+    runner = TierRunner(
+        {"shop": world.poller}, world.store, world.clock,
+        dict.fromkeys(TIERS, Timing(interval_s=60, jitter=0, backoff_base_s=5, backoff_max_s=60)),
+        random.Random(7), unauthorized_retry_s=300,
+    )  # fmt: skip
+    world.state.revoke_holder_key("shop")
+    await runner.run("shop", Tier.ACTIVE_ORDERS)
+    world.state.restore_holder_key("shop")
+    world.clock.advance(3600)
+    await runner.run("shop", Tier.ACTIVE_ORDERS)
+
+
+async def _every_type(world: World) -> list[dict[str, Any]]:
+    """Every event type, from real tier runs against the sandbox; the events logged."""
+    for tier in (Tier.ACTIVE_ORDERS, Tier.PENDING_KYC):
+        await world.poll(tier)  # the first sync: what exists is taken as it is
+    for scenario in (_orders, _clients, _commissions, _strains, _refused_key):
+        await scenario(world)
+    return await world.store.events(limit=0)
+
+
 class TestPreviousMatchesObject:
     @pytest.mark.timeout(30)
     async def test_every_event_type(self, make_world: Callable[..., Any]) -> None:
         """For every event type, each key of previous is a field of object of the same type."""
-        world: World = await make_world(first_sync="seed")
-        for tier in (Tier.ACTIVE_ORDERS, Tier.PENDING_KYC):
-            await world.poll(tier)  # the first sync: what exists is taken as it is
-        for scenario in (_orders, _clients, _commissions, _strains):
-            await scenario(world)
-        events = await world.store.events(limit=0)
-        assert {e["type"] for e in events} == EVERY_TYPE
+        events = await _every_type(await make_world(first_sync="seed"))
+        assert {e["type"] for e in events} == EVERY_TYPE | set(HOLDER_TYPES)
         assert [p for e in events for p in _contract_breaks(e)] == []
 
     async def test_strain_stock_is_the_countrys(self, make_world: Callable[..., Any]) -> None:
@@ -175,3 +200,24 @@ class TestIsoMs:
     def test_utc_with_milliseconds(self, moment: datetime, text: str) -> None:
         """Timestamps read as Dr Green writes them: UTC, milliseconds cut (not rounded), Z."""
         assert iso_ms(moment) == text
+
+
+class TestEventsMatchTheirSchemas:
+    @pytest.mark.timeout(30)
+    async def test_every_type_from_real_tier_runs(self, make_world: Callable[..., Any]) -> None:
+        """Every type the code emits, from real tier runs, matches the envelope and data schemas."""
+        events = await _every_type(await make_world(first_sync="seed"))
+        assert {e["type"] for e in events} == set(EVENT_TYPES)
+        assert [p for e in events for p in problems(e)] == []
+
+    async def test_first_sync_emit_matches(self, make_world: Callable[..., Any]) -> None:
+        """The *.created events of first_sync = "emit" match their schemas too."""
+        world: World = await make_world(first_sync="emit")
+        world.state.orders.create("shop")
+        world.state.clients.create("shop")
+        world.state.catalogue.create("Emit Kush", locations={"GBR": 10})
+        for tier in (Tier.ACTIVE_ORDERS, Tier.PENDING_KYC, Tier.STRAINS, Tier.COMMISSIONS):
+            await world.poll(tier)
+        events = await world.store.events(limit=0)
+        assert {"order.created", "client.created", "strain.created"} <= {e["type"] for e in events}
+        assert [p for e in events for p in problems(e)] == []

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from drgreen_poller.config import StoreConfig
 from drgreen_poller.store import MIGRATIONS, SinkBacklog, Store
+from drgreen_poller.store.dialect import Db
 from drgreen_poller.store.outbox import _BACKLOG_SQL, _UNDELIVERED_SQL
 
 # (sink, state, created_at): every state in one sink, the oldest owed row not the first one
@@ -36,7 +38,7 @@ OLD_UNDELIVERED_SQL = (
 OLD_BACKLOG_SQL = "SELECT sink, state, COUNT(*) FROM deliveries GROUP BY sink, state"
 
 
-def _fill(db: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+def _fill(db: Db, rows: list[tuple[str, str, str]]) -> None:
     """Deliveries (and their events) written with plain SQL, as any older version left them."""
     for index, (sink, state, created) in enumerate(rows):
         db.execute(
@@ -95,6 +97,42 @@ def old_state(tmp_path: Path) -> Path:
     return path
 
 
+class TestBothEngines:
+    async def test_backlog_and_undelivered(self, store_state: Path | StoreConfig) -> None:
+        """On either engine, the backlog per sink and state and the oldest owed row are those
+        of the rows (the figures SQLite's reference query gives, below)."""
+        store = await Store.open(store_state, sinks=())
+        try:
+            await store._atomically(lambda conn: _fill(conn, ROWS))
+            undelivered, backlog = await store.undelivered(), await store.backlog()
+        finally:
+            await store.close()
+        assert undelivered == {
+            "audit": SinkBacklog({"pending": 0, "delivering": 0, "failed": 2}, None),
+            "kyc": SinkBacklog(
+                {"pending": 1, "delivering": 1, "failed": 0}, "2026-11-23T00:00:00.000Z"
+            ),
+            "store": SinkBacklog(
+                {"pending": 2, "delivering": 1, "failed": 1}, "2026-11-20T09:00:00.000Z"
+            ),
+        }
+        assert backlog == {
+            "store": {"delivered": 2, "delivering": 1, "failed": 1, "pending": 2},
+            "audit": {"failed": 2},
+            "archive": {"delivered": 1},
+            "kyc": {"delivering": 1, "pending": 1},
+        }
+
+    async def test_an_empty_outbox_has_no_backlog(self, store_state: Path | StoreConfig) -> None:
+        """Without deliveries there is no sink in the backlog."""
+        store = await Store.open(store_state, sinks=())
+        try:
+            assert await store.undelivered() == {}
+            assert await store.backlog() == {}
+        finally:
+            await store.close()
+
+
 class TestMigration6:
     async def test_applies_on_a_version_5_state(self, old_state: Path) -> None:
         """Opening a version-5 state adds the index of owed deliveries and keeps every row."""
@@ -133,14 +171,6 @@ class TestUndelivered:
         )
         assert after["audit"].oldest_due_at is None  # failed rows are not owed
         assert "archive" not in after  # only delivered: no backlog
-
-    async def test_an_empty_outbox_has_no_backlog(self, tmp_path: Path) -> None:
-        """Without deliveries there is no sink in the backlog."""
-        store = await Store.open(tmp_path / "state.db", sinks=())
-        try:
-            assert await store.undelivered() == {}
-        finally:
-            await store.close()
 
     async def test_reads_only_the_index_of_owed_rows(self, old_state: Path) -> None:
         """Pending and failed rows are counted in migration 6's index alone (no table rows, no

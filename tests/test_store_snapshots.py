@@ -1,8 +1,11 @@
-"""Tests of the tiers' entities kept in memory: always what the database holds, whoever wrote it."""
+"""Tests of the tiers' entities as a run reads them: always what the database holds, whoever
+wrote it. SQLite keeps them in memory (and refuses a commit that relied on them once another
+connection wrote); PostgreSQL reads them each time. The contract runs on both (``store``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.changes import Change
+from drgreen_poller.config import StoreConfig
 from drgreen_poller.errors import StaleTier
 from drgreen_poller.events import Resource
 from drgreen_poller.store import Entity, Observation, SinkRoute, Store
@@ -39,9 +43,9 @@ def _seen(
     )
 
 
-async def _write_elsewhere(tmp_path: Path) -> None:
+async def _write_elsewhere(state: Path | StoreConfig) -> None:
     """Another connection (as the CLI's) tracks order 9 and moves order 1 on to PROCESSING."""
-    other = await Store.open(tmp_path / "state.db", sinks=SINKS)
+    other = await Store.open(state, sinks=SINKS)
     try:
         await other.track("main", _order(9), ACTIVE, NOW)
         changed = _seen(1, ACTIVE, {**PENDING, "orderStatus": "PROCESSING"})
@@ -56,7 +60,16 @@ async def _from_the_database(store: Store, holder: str, tier: str) -> list[Entit
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(store_state: Path | StoreConfig) -> AsyncIterator[Store]:
+    """The store on each engine (``store_state``)."""
+    opened = await Store.open(store_state, sinks=SINKS)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """The store on SQLite, the engine that keeps tiers in memory."""
     opened = await Store.open(tmp_path / "state.db", sinks=SINKS)
     yield opened
     await opened.close()
@@ -90,16 +103,38 @@ class TestKeptTiers:
             (_order(8), 0),
         ]
 
+    async def test_another_connections_writes_are_in_the_next_read(
+        self, store: Store, store_state: Path | StoreConfig
+    ) -> None:
+        """What another connection committed is in the tier the next run reads, and that run
+        commits against it."""
+        await store.commit_events("main", [_seen(1, ACTIVE), _seen(2, ACTIVE)], now=NOW)
+        await store.entities("main", kind="order", tier=ACTIVE)
+        await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
+        await _write_elsewhere(store_state)
+        await store.entities("main", kind="order", tier=ACTIVE)  # the next run's read
+        with contextlib.suppress(StaleTier):  # SQLite: the tier was kept from before the commit
+            await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
+        kept = await store.entities("main", kind="order", tier=ACTIVE)
+        assert [e.snapshot.get("orderStatus", "tracked") for e in kept] == [
+            "PROCESSING",
+            "PENDING",
+            "tracked",
+        ]
+        await store.commit_poll("main", ACTIVE, [_seen(3, ACTIVE)], now=LATER, next_due_at=0)
+        assert len(await store.entities("main", kind="order", tier=ACTIVE)) == 4
+
     async def test_a_commit_after_another_connections_commit_is_refused(
-        self, store: Store, tmp_path: Path
+        self, sqlite_store: Store, tmp_path: Path
     ) -> None:
         """After another connection committed (the CLI's ``track``, a changed snapshot), a
         commit relying on the kept tier is refused with nothing written, and the tier is read
         again: the next read has what the other connection wrote."""
+        store = sqlite_store
         await store.commit_events("main", [_seen(1, ACTIVE), _seen(2, ACTIVE)], now=NOW)
         await store.entities("main", kind="order", tier=ACTIVE)
         await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
-        await _write_elsewhere(tmp_path)
+        await _write_elsewhere(tmp_path / "state.db")
         await store.entities("main", kind="order", tier=ACTIVE)  # kept: what a run compares
         with pytest.raises(StaleTier):
             await store.commit_poll("main", ACTIVE, [_seen(3, ACTIVE)], now=LATER, next_due_at=0)
@@ -116,27 +151,28 @@ class TestKeptTiers:
         await store.commit_poll("main", ACTIVE, [], now=LATER, next_due_at=0)  # read afresh
 
     async def test_a_preview_after_another_connections_commit_is_refused(
-        self, store: Store, tmp_path: Path
+        self, sqlite_store: Store, tmp_path: Path
     ) -> None:
         """A dry run's preview relying on a kept tier another connection has since written to
         is refused the same way."""
+        store = sqlite_store
         await store.commit_events("main", [_seen(1, ACTIVE)], now=NOW)
         await store.entities("main", kind="order", tier=ACTIVE)
         await store.commit_poll("main", ACTIVE, [], now=NOW, next_due_at=0)
         await store.entities("main", kind="order", tier=ACTIVE)
         assert await store.preview("main", [], now=NOW) == []  # nothing written elsewhere yet
         await store.entities("main", kind="order", tier=ACTIVE)
-        await _write_elsewhere(tmp_path)
+        await _write_elsewhere(tmp_path / "state.db")
         with pytest.raises(StaleTier):
             await store.preview("main", [], now=NOW)
 
     async def test_a_commit_that_read_nothing_kept_is_not_checked(
-        self, store: Store, tmp_path: Path
+        self, store: Store, store_state: Path | StoreConfig
     ) -> None:
         """A run that compared with no kept tier (commissions, say) commits whatever another
         connection wrote meanwhile."""
         await store.commit_events("main", [_seen(1, ACTIVE)], now=NOW)
-        await _write_elsewhere(tmp_path)
+        await _write_elsewhere(store_state)
         await store.commit_poll("main", "commissions", [], now=NOW, next_due_at=0)
         assert [r.tier for r in await store.tier_runs("main")] == ["commissions"]
 

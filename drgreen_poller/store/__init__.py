@@ -1,9 +1,13 @@
-"""The SQLite state: the only package with SQL. One aiosqlite connection, WAL, numbered migrations.
+"""The state database: the only package with SQL. SQLite (one aiosqlite connection, WAL) by
+default, or PostgreSQL (``[store] url``: one psycopg connection in a thread of its own); numbered
+migrations for each.
 
 ``Store`` combines the polling state (holders, run state, snapshots, events, the transactional
 outbox write), the delivery outbox (claims, attempts, operator actions) and the progress rows of
-long tier runs (for ``status``). ``StateLock`` keeps a second daemon off the same file. Nothing
-here decides what to poll or when to retry.
+long tier runs (for ``status``), written once for both engines over ``dialect``'s seam (the
+engines' backends are ``sqlite`` and ``postgres``). ``StateLock`` (``locking.state_lock`` for
+either engine) keeps a second daemon off the same state. Nothing here decides what to poll or
+when to retry.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rows one poll's commit writes, as statements run in SQLite's thread inside it.
+"""The rows one poll's commit writes, as statements run in the engine's thread inside it.
 
 Owns the SQL of a tier run's success mark, an event, an entity's upsert, and how a stored entity
 row is read back (``entity_of``). Callers hold the transaction (``polling``); nothing here
@@ -8,13 +8,11 @@ decides what changed.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from drgreen_poller.events import Resource, encode, iso_ms
+from drgreen_poller.store.dialect import Db
 from drgreen_poller.store.snapshots import Entity
 
 if TYPE_CHECKING:  # polling imports this module; the type is only named here
@@ -29,9 +27,7 @@ def canonical_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def record_success(
-    conn: sqlite3.Connection, holder: str, tier: str, now: datetime, next_due_at: float
-) -> None:
+def record_success(conn: Db, holder: str, tier: str, now: datetime, next_due_at: float) -> None:
     stamp = iso_ms(now)
     conn.execute(
         """
@@ -50,7 +46,7 @@ def record_success(
 
 
 def insert_event(
-    conn: sqlite3.Connection,
+    conn: Db,
     holder: str,
     resource: Resource,
     sequence: int,
@@ -65,7 +61,7 @@ def insert_event(
 
 
 def upsert_entity(
-    conn: sqlite3.Connection,
+    conn: Db,
     holder: str,
     observation: Observation,
     snapshot: str,
@@ -103,7 +99,7 @@ def upsert_entity(
     )
 
 
-def entity_of(row: aiosqlite.Row) -> Entity:
+def entity_of(row: Any) -> Entity:
     """An ``Entity`` from a row of ``ENTITY_COLUMNS``, read by column name (read once per tier
     and then kept in memory, so a lookup per column costs nothing a run would notice)."""
     resource = Resource(row["kind"], row["id"], row["country"])

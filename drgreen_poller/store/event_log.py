@@ -28,12 +28,12 @@ class EventLog(Connection):
     ) -> list[dict[str, Any]]:
         """The newest ``limit`` (0: all) logged events matching ``patterns`` and observed at or
         after ``since``, oldest first."""
-        where, found = glob_clause("type", patterns)
+        where, found = glob_clause("type", patterns, self.dialect)
         params: list[str | int] = list(found)
         if since is not None:
             where, params = f"{where} AND observed_at >= ?", [*params, iso_ms(since)]
         newest = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq DESC"  # noqa: S608 - placeholders only
         if limit:
             newest, params = f"{newest} LIMIT ?", [*params, limit]
-        rows = await self._rows(f"SELECT body FROM ({newest}) ORDER BY seq", params)  # noqa: S608 - placeholders only
+        rows = await self._rows(f"SELECT body FROM ({newest}) AS newest ORDER BY seq", params)  # noqa: S608 - placeholders only
         return [json.loads(row["body"]) for row in rows]

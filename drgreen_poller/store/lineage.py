@@ -23,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from drgreen_poller.errors import StateLost, StoreError
 from drgreen_poller.events import iso_ms
+from drgreen_poller.store.dialect import Backend, Db, Dialect
 
 # Migration 4: the lineage row (exactly one).
 LINEAGE_MIGRATION = """
@@ -106,30 +105,23 @@ def _write_sidecar(path: Path, lineage: str, generation: int) -> None:
         os.replace(temporary, target)
 
 
-async def _one(db: aiosqlite.Connection, sql: str) -> aiosqlite.Row | None:
-    async with db.execute(sql) as cursor:
-        row: aiosqlite.Row | None = await cursor.fetchone()
-        return row
-
-
-async def _row(db: aiosqlite.Connection) -> aiosqlite.Row:
-    row = await _one(db, "SELECT * FROM lineage")
+def _row(conn: Db) -> Any:
+    row = conn.execute("SELECT * FROM lineage").fetchone()
     if row is None:
         raise StoreError("the state database has no lineage row (was it edited by hand?)")
     return row
 
 
-async def _create(db: aiosqlite.Connection, now: datetime) -> bool:
+def _create(conn: Db, now: datetime) -> bool:
     """Insert the lineage row; returns whether the database is new (holds nothing yet)."""
-    used = await _one(
-        db,
+    used = conn.execute(
         "SELECT (SELECT COUNT(*) FROM holders) + (SELECT COUNT(*) FROM entities)"
-        " + (SELECT COUNT(*) FROM events)",
-    )
+        " + (SELECT COUNT(*) FROM events)"
+    ).fetchone()
     fresh = used is None or int(used[0]) == 0
-    began = await _one(db, "SELECT MIN(added_at) FROM holders")
+    began = conn.execute("SELECT MIN(added_at) FROM holders").fetchone()
     began_at = iso_ms(now) if fresh or began is None else began[0]
-    await db.execute(
+    conn.execute(
         "INSERT INTO lineage (one, lineage, began_at, sequence_floor) VALUES (1, ?, ?, ?)",
         (secrets.token_hex(16), began_at, floor_at(now)),
     )
@@ -146,7 +138,7 @@ def _lost_reason(seen: dict[str, Any] | None) -> str | None:
     )
 
 
-def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | None:
+def _restore_reason(row: Any, seen: dict[str, Any] | None) -> str | None:
     """Why this database may be behind what was already delivered from this path, if it is."""
     if row["backup_taken_at"]:
         return f"restored from a backup taken at {row['backup_taken_at']}"
@@ -161,52 +153,66 @@ def _restore_reason(row: aiosqlite.Row, seen: dict[str, Any] | None) -> str | No
 
 
 async def open_lineage(
-    db: aiosqlite.Connection, path: Path, now: datetime, *, record: bool = True
+    backend: Backend, now: datetime, *, record: bool = True, path: Path | None = None
 ) -> Lineage:
     """Create or read the lineage row, raise the floor, note a restore, count this open.
 
-    Runs inside the caller's setup lock, after the migrations, in one transaction. With
-    ``record`` false (a reader, a dry run) an existing row is only read: the floor this open
-    would number from is computed, nothing is written.
+    Runs after the migrations (SQLite: inside the caller's setup lock), in one transaction.
+    With ``record`` false (a reader, a dry run) an existing row is only read: the floor this
+    open would number from is computed, nothing is written. ``path``: the SQLite file, whose
+    ``<state>.lineage`` beside it tells a restore or a lost state (None: a PostgreSQL database,
+    which has no such file; its floor rule holds all the same).
     """
-    existing = await _one(db, "SELECT * FROM lineage")
+    seen = _read_sidecar(path) if path is not None else None
+    [existing] = (await backend.fetch("SELECT * FROM lineage")) or [None]
     if existing is not None and not record:
-        floor = max(int(existing["sequence_floor"]), floor_at(now))
-        restored = _restore_reason(existing, _read_sidecar(path))  # shown, not yet recorded
-        if restored is None:
-            return _lineage(existing, fresh=False, floor=floor)
-        return replace(
-            _lineage(existing, fresh=False, floor=floor),
-            rebased_at=iso_ms(now),
-            rebase_reason=restored,
-        )
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        # The caller's setup lock keeps any other process from creating the row meanwhile.
-        fresh = existing is None and await _create(db, now)
-        row = await _row(db)
-        seen = _read_sidecar(path)
-        reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
-        if reason:
-            await db.execute(
-                "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
-                (iso_ms(now), reason),
-            )
-        await db.execute(
-            "UPDATE lineage SET generation = generation + 1,"
-            " sequence_floor = MAX(sequence_floor, ?)",
-            (floor_at(now),),
-        )
-        row = await _row(db)
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
-    _write_sidecar(path, row["lineage"], row["generation"])
+        return _as_read(existing, seen, now)
+    dialect = backend.dialect
+    row, fresh, reason = await backend.atomically(lambda conn: _record(conn, dialect, now, seen))
+    if path is not None:
+        _write_sidecar(path, row["lineage"], row["generation"])
     return _lineage(row, fresh=fresh, floor=int(row["sequence_floor"]), now=reason is not None)
 
 
-def _lineage(row: aiosqlite.Row, *, fresh: bool, floor: int, now: bool = False) -> Lineage:
+def _as_read(existing: Any, seen: dict[str, Any] | None, now: datetime) -> Lineage:
+    """The lineage a reader sees: the floor this open would number from, a restore shown but
+    not recorded."""
+    floor = max(int(existing["sequence_floor"]), floor_at(now))
+    restored = _restore_reason(existing, seen)
+    if restored is None:
+        return _lineage(existing, fresh=False, floor=floor)
+    return replace(
+        _lineage(existing, fresh=False, floor=floor), rebased_at=iso_ms(now), rebase_reason=restored
+    )
+
+
+def _record(
+    conn: Db, dialect: Dialect, now: datetime, seen: dict[str, Any] | None
+) -> tuple[Any, bool, str | None]:
+    """In one transaction: create the row if there is none, note a loss or restore, raise the
+    floor and count the open. Returns the row, whether the state is new, and the reason noted."""
+    # The caller's setup lock (SQLite) or the dialect's (PostgreSQL: an advisory lock until
+    # this transaction ends) keeps any other opener from creating the row meanwhile.
+    if dialect.setup_lock is not None:
+        conn.execute(dialect.setup_lock)
+    found = conn.execute("SELECT 1 FROM lineage").fetchone()
+    fresh = found is None and _create(conn, now)
+    row = _row(conn)
+    reason = _lost_reason(seen) if fresh else _restore_reason(row, seen)
+    if reason:
+        conn.execute(
+            "UPDATE lineage SET rebased_at = ?, rebase_reason = ?, backup_taken_at = NULL",
+            (iso_ms(now), reason),
+        )
+    conn.execute(
+        "UPDATE lineage SET generation = generation + 1,"  # noqa: S608 - an engine's function name
+        f" sequence_floor = {dialect.greatest}(sequence_floor, ?)",
+        (floor_at(now),),
+    )
+    return _row(conn), fresh, reason
+
+
+def _lineage(row: Any, *, fresh: bool, floor: int, now: bool = False) -> Lineage:
     return Lineage(
         lineage=row["lineage"],
         began_at=row["began_at"],

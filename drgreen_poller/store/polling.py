@@ -9,7 +9,6 @@ drops it before anything reaches here).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from drgreen_poller.store.commit_rows import (
     upsert_entity,
 )
 from drgreen_poller.store.connection import Connection
+from drgreen_poller.store.dialect import Db
 from drgreen_poller.store.outbox import insert_deliveries
 from drgreen_poller.store.snapshots import Entity, TierEntities, Written
 
@@ -88,7 +88,8 @@ class PollingState(Connection):
             sql, params = sql + " AND kind = ?", [*params, kind]
         if tier is not None:
             sql, params = sql + " AND tier = ?", [*params, tier]
-        return [entity_of(row) for row in await self._fetch(sql, params)]
+        # In key order on either engine (SQLite's primary key gave it unasked).
+        return [entity_of(row) for row in await self._fetch(sql + " ORDER BY key", params)]
 
     async def _tier_entities(self, holder: str, kind: str, tier: str) -> list[Entity]:
         """The entities of one kind in one tier, kept in memory (``TierEntities``).
@@ -99,13 +100,17 @@ class PollingState(Connection):
         kept = self._kept.get(holder, kind, tier)
         if kept is not None:
             return kept
-        rows = await self._fetch("PRAGMA data_version")
-        self._kept.foreign_writes(int(rows[0][0]))
+        version_sql = self.dialect.data_version
+        if version_sql is not None:
+            rows = await self._fetch(version_sql)
+            self._kept.foreign_writes(int(rows[0][0]))
         rows = await self._fetch(
             "SELECT id, country, snapshot, sequence, created_at FROM entities"
             " WHERE holder = ? AND kind = ? AND tier = ? ORDER BY key",
             [holder, kind, tier],
         )
+        if version_sql is None:  # nothing tells this engine's foreign commits: none is kept
+            return self._kept.read(holder, kind, tier, rows)
         # No await between the read and the fill: no commit of this connection falls between.
         return self._kept.fill(holder, kind, tier, rows)
 
@@ -130,12 +135,15 @@ class PollingState(Connection):
         Returns whether the entity was already known.
         """
         stamp = iso_ms(now)
-        async with self._transaction() as db:
-            async with db.execute(
-                "SELECT 1 FROM entities WHERE holder = ? AND key = ?", (holder, resource.key)
-            ) as cursor:
-                known = await cursor.fetchone() is not None
-            await db.execute(
+
+        def work(conn: Db) -> bool:
+            known = (
+                conn.execute(
+                    "SELECT 1 FROM entities WHERE holder = ? AND key = ?", (holder, resource.key)
+                ).fetchone()
+                is not None
+            )
+            conn.execute(
                 """
                 INSERT INTO entities (holder, key, kind, id, country, tier, snapshot, sequence,
                                       first_seen_at, updated_at)
@@ -146,6 +154,12 @@ class PollingState(Connection):
                 (holder, resource.key, resource.type, resource.id, resource.country, tier,
                  canonical_text({TRACKED: True}), stamp, stamp),
             )  # fmt: skip
+            return known
+
+        try:
+            known = await self._atomically(work)
+        finally:
+            self._kept.forget(holder)
         self._kept.forget(holder)
         return known
 
@@ -160,7 +174,7 @@ class PollingState(Connection):
         """A holder's operational event and its unauthorized mark, in one transaction."""
         stamp = iso_ms(unauthorized_since) if unauthorized_since else None
 
-        def work(conn: sqlite3.Connection, written: list[Written]) -> CommitResult:
+        def work(conn: Db, written: list[Written]) -> CommitResult:
             result = CommitResult()
             written.append(self._commit_observation(conn, holder, observation, now, result))
             conn.execute(
@@ -212,8 +226,9 @@ class PollingState(Connection):
             StaleTier: another connection committed since the holder's tier was read.
         """
         relied = self._kept.relied_on(holder)
-        if relied is not None:
-            rows = await self._fetch("PRAGMA data_version")
+        version_sql = self.dialect.data_version
+        if relied is not None and version_sql is not None:
+            rows = await self._fetch(version_sql)
             try:
                 self._check_relied(int(rows[0][0]), relied)
             except StaleTier as exc:
@@ -260,10 +275,11 @@ class PollingState(Connection):
         the holder's tier was read from memory, the transaction first checks that no other
         connection committed since (``StaleTier``: nothing is written)."""
         relied = self._kept.relied_on(holder)
+        version_sql = self.dialect.data_version
 
-        def work(conn: sqlite3.Connection, written: list[Written]) -> CommitResult:
-            if relied is not None:
-                self._check_relied(conn.execute("PRAGMA data_version").fetchone()[0], relied)
+        def work(conn: Db, written: list[Written]) -> CommitResult:
+            if relied is not None and version_sql is not None:
+                self._check_relied(conn.execute(version_sql).fetchone()[0], relied)
             result = CommitResult()
             for observation in observations:
                 written.append(self._commit_observation(conn, holder, observation, now, result))
@@ -274,7 +290,7 @@ class PollingState(Connection):
         return await self._writing_entities(holder, work)
 
     async def _writing_entities(
-        self, holder: str, work: Callable[[sqlite3.Connection, list[Written]], CommitResult]
+        self, holder: str, work: Callable[[Db, list[Written]], CommitResult]
     ) -> CommitResult:
         """``work`` in one transaction (``_atomically``), then the kept tiers follow what it
         wrote. If it raised, or was cancelled (it may then have committed all the same), the
@@ -302,7 +318,7 @@ class PollingState(Connection):
 
     def _commit_observation(
         self,
-        conn: sqlite3.Connection,
+        conn: Db,
         holder: str,
         observation: Observation,
         now: datetime,
@@ -349,7 +365,7 @@ class PollingState(Connection):
 
     def _insert_deliveries(
         self,
-        conn: sqlite3.Connection,
+        conn: Db,
         event: dict[str, Any],
         resource: Resource,
         sequence: int,

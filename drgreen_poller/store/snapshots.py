@@ -89,15 +89,28 @@ class TierEntities:
     ) -> list[Entity]:
         """Keep (and return) the tier's entities from its rows ``(id, country, snapshot JSON,
         sequence, created_at)`` in key order, read after ``foreign_writes`` with no await since."""
+        entities = self._entities(holder, kind, tier, rows)
+        self._holders.setdefault(holder, {})[kind, tier] = entities
+        self._relied[holder] = self._data_version
+        return list(entities.values())
+
+    def read(
+        self, holder: str, kind: str, tier: str, rows: Iterable[Sequence[Any]]
+    ) -> list[Entity]:
+        """The tier's entities from its rows as ``fill`` reads them, none kept (an engine that
+        cannot tell another connection's commits: PostgreSQL)."""
+        return list(self._entities(holder, kind, tier, rows).values())
+
+    def _entities(
+        self, holder: str, kind: str, tier: str, rows: Iterable[Sequence[Any]]
+    ) -> dict[Resource, Entity]:
         entities: dict[Resource, Entity] = {}
         for entity_id, country, snapshot, sequence, created_at in rows:
             resource = Resource(kind, entity_id, country)
             entities[resource] = Entity(
                 holder, resource, tier, self.snapshot(snapshot), int(sequence), created_at
             )
-        self._holders.setdefault(holder, {})[kind, tier] = entities
-        self._relied[holder] = self._data_version
-        return list(entities.values())
+        return entities
 
     def committed(self, holder: str, written: Iterable[Written]) -> None:
         """This connection committed ``written``: each entity leaves the tier it was kept in and

@@ -35,7 +35,7 @@ class TierRuns(Connection):
     async def ensure_holders(self, names: Iterable[str], now: datetime) -> None:
         """Record the configured holders (rows stay when a holder leaves the config)."""
         await self._write(
-            "INSERT OR IGNORE INTO holders (name, added_at) VALUES (?, ?)",
+            "INSERT INTO holders (name, added_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(name, iso_ms(now)) for name in names],
         )
 
@@ -47,8 +47,9 @@ class TierRuns(Connection):
 
     async def postpone(self, holder: str, next_due_at: float) -> None:
         """Move every tier of ``holder`` to no earlier than ``next_due_at`` (a pause)."""
+        later = f"{self.dialect.greatest}(COALESCE(next_due_at, 0), ?)"
         await self._write(
-            "UPDATE tier_runs SET next_due_at = MAX(COALESCE(next_due_at, 0), ?) WHERE holder = ?",
+            f"UPDATE tier_runs SET next_due_at = {later} WHERE holder = ?",  # noqa: S608 - an engine's function name
             [(next_due_at, holder)],
         )
 

@@ -92,7 +92,11 @@ def model_claim(
         chosen.extend(mine)
     for row in chosen:
         row.state = "delivering"
-    pending = [r.next_at for r in table if r.state == "pending" and r.sink in claiming]
+    pending = [
+        r.next_at
+        for r in table
+        if r.state == "pending" and r.sink in claiming and r.next_at > now_s
+    ]
     upcoming = (min(pending) if pending else None) if short else None
     return [r.id for r in sorted(chosen, key=lambda r: (r.next_at, r.id))], upcoming
 
