@@ -10,7 +10,7 @@ import signal
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import DeliveryState, Observation, SinkRoute, Store
 from drgreen_poller.trigger import SinkResult, _Only, _result, _watch, chosen_sinks, trigger
 from drgreen_poller.webhook_signing import generate_webhook_secret
-from tests.conftest import write_config
+from tests.conftest import PgDatabase, pg_store_config, write_config
 from tests.contract_check import problems
 from tests.fakes import start
 
@@ -438,3 +438,22 @@ class TestWatching:
             assert [(await _result(store, row)).state for row in rows] == ["queued"]
         finally:
             await store.close()
+
+
+class TestOnPostgres:
+    async def test_the_sample_goes_to_the_store_database(
+        self, config: Config, receiver: tuple[Receiver, TestServer], pg_database: PgDatabase
+    ) -> None:
+        """With a ``[store]`` database, the sample is committed and delivered there, and no
+        SQLite file is made beside the configuration."""
+        hook, _ = receiver
+        on_pg = replace(config, store=pg_store_config(pg_database))
+        report = await trigger(on_pg, "order.approved", "store", SystemClock())
+        assert (report.delivered_by, report.ok) == ("trigger", True)
+        assert hook.ids == [report.event["id"]]
+        store = await Store.open_reader(on_pg.state)
+        try:
+            assert await store.events(patterns=["order.approved"]) == [report.event]
+        finally:
+            await store.close()
+        assert not config.daemon.state_path.exists()
