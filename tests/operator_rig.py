@@ -66,6 +66,14 @@ class Rig:
         finally:
             await store.close()
 
+    async def opened(self) -> int:
+        """How many times the state has been opened to write (its lineage generation)."""
+        store = await Store.open_reader(self.config.daemon.state_path)
+        try:
+            return store.lineage.generation
+        finally:
+            await store.close()
+
     async def synced(self) -> bool:
         """Whether the first sweeps of the order and client tiers are recorded."""
         store = await Store.open_reader(self.config.daemon.state_path)

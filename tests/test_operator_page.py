@@ -195,9 +195,11 @@ class TestActions:
     @pytest.mark.timeout(30)
     async def test_requeue_all_and_replay(self, tmp_path: Path) -> None:
         """``Requeue all failed`` and ``Replay since`` call the CLI's tools and report counts;
-        a bad time or sink is reported, not raised."""
+        a bad time or sink is reported, not raised. They write through the daemon's own
+        connection: the state is not opened again (each open raises the sequence floor)."""
         async with running_daemon(tmp_path) as rig:
             await _new_failed_order(rig)
+            opened = await rig.opened()
             token = await _csrf(rig)
             forms = [
                 ("/deliveries/requeue", {"all_failed": "1"}),
@@ -211,6 +213,7 @@ class TestActions:
             for path, form in forms:
                 _, _, response = await _post(rig, path, {"csrf": token, **form})
                 said.append((await _get(rig, response.headers["Location"]))[1])
+            assert await rig.opened() == opened
         notices = [re.findall(r'role="status">([^<]*)<', page)[0] for page in said]
         assert re.fullmatch(r"\d+ failed delivery\(ies\) requeued", notices[0])
         assert re.fullmatch(r"\d+ event\(s\) queued again for store", notices[1])

@@ -167,7 +167,9 @@ class OperatorPage:
         return self._done(request, said)
 
     async def _requeue_failed(self) -> str:
-        count = await retry_failed(self.service.config, self.service.runtime.clock.now())
+        count = await retry_failed(
+            self.service.config, self.service.runtime.clock.now(), store=self.service.runtime.store
+        )
         return f"{count} failed delivery(ies) requeued"
 
     async def _requeue_one(self, given: str) -> str:
@@ -175,7 +177,9 @@ class OperatorPage:
             return f"error: {given!r} is not a delivery id"
         delivery_id = int(given)
         now = self.service.runtime.clock.now()
-        why = (await retry_deliveries(self.service.config, [delivery_id], now))[delivery_id]
+        store = self.service.runtime.store
+        found = await retry_deliveries(self.service.config, [delivery_id], now, store=store)
+        why = found[delivery_id]
         if why is None:
             return f"delivery {delivery_id} requeued"
         return f"error: delivery {delivery_id} not requeued: {why}"
@@ -183,7 +187,9 @@ class OperatorPage:
     async def _replay(self, sink: str, form: dict[str, str]) -> str:
         now = self.service.runtime.clock.now()
         since = parse_since(form.get("since", "").strip(), now)
-        count = await replay(self.service.config, sink, since, now)
+        count = await replay(
+            self.service.config, sink, since, now, store=self.service.runtime.store
+        )
         return f"{count} event(s) queued again for {sink}"
 
     def _done(self, request: web.Request, notice: str) -> web.Response:
