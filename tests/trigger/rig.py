@@ -46,7 +46,7 @@ class Receiver:
         )
 
 
-def _sinks(url: str) -> str:
+def sinks_toml(url: str) -> str:
     """A webhook sink for orders and clients, and a file sink for everything."""
     return f"""
 [[sinks]]
@@ -67,4 +67,4 @@ events = ["*"]
 def config_file(directory: Path, url: str, credentials: ApiCredentials) -> Path:
     (directory / "store.whsec").write_text(SECRET)
     holder = HolderInfo("shop", credentials, user_id="u-1", nft=None)
-    return write_config(directory, "http://127.0.0.1:9/api/v1", holder, extra=_sinks(url))
+    return write_config(directory, "http://127.0.0.1:9/api/v1", holder, extra=sinks_toml(url))

@@ -19,7 +19,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.trigger import _result, _watch, chosen_sinks
 from tests.conftest import write_config
-from tests.trigger.rig import CLI, NOW, SECRET, Receiver, _sinks, config_file
+from tests.trigger.rig import CLI, NOW, SECRET, Receiver, sinks_toml, config_file
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
@@ -108,7 +108,7 @@ class TestTriggerWithTheDaemon:
         """With the daemon running, its worker delivers the sample and the command reports it."""
         (tmp_path / "store.whsec").write_text(SECRET)
         url = str(receiver[1].make_url("/hook"))
-        path = str(write_config(tmp_path, box.base_url, shop, interval="1s", extra=_sinks(url)))
+        path = str(write_config(tmp_path, box.base_url, shop, interval="1s", extra=sinks_toml(url)))
         daemon = await asyncio.create_subprocess_exec(
             *CLI, "-c", path, "--log-format", "json", "run", stdout=PIPE, stderr=PIPE
         )
