@@ -19,7 +19,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.trigger import _result, _watch, chosen_sinks
 from tests.conftest import write_config
-from tests.trigger.rig import CLI, NOW, SECRET, Receiver, sinks_toml, config_file
+from tests.trigger.rig import CLI, NOW, SECRET, Receiver, config_file, sinks_toml
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
