@@ -216,6 +216,25 @@ class TestCopy:
             (lineage, opened.lineage.sequence_floor)
         ]
 
+    async def test_a_damaged_file_fails_the_copy_in_one_line(
+        self, tmp_path: Path, pg_database: PgDatabase
+    ) -> None:
+        """A SQLite file damaged past its schema (its second half overwritten) fails the copy
+        where it cannot be read, in one line naming it, and nothing is written."""
+        path = tmp_path / "state.db"
+        await _sqlite_state(path, 300, FakeClock(NOW))
+        size = path.stat().st_size
+        with path.open("r+b") as damaged:
+            damaged.seek(size // 2)
+            damaged.write(b"\xff" * (size - size // 2))
+        with pytest.raises(StoreError) as failed:
+            copy_state(path, pg_store_config(pg_database), iso_ms(NOW))
+        assert str(failed.value) == (
+            f"reading the state database {path} failed, nothing was written to"
+            f" {pg_database.url}: database disk image is malformed"
+        )
+        assert _pg_rows(pg_database, "SELECT to_regclass('events')") == [(None,)]
+
     @pytest.mark.timeout(30)
     async def test_a_writer_holding_the_file_past_the_busy_timeout(
         self, tmp_path: Path, pg_database: PgDatabase

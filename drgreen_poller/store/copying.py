@@ -109,7 +109,7 @@ def copy_state(source: Path, target: StoreConfig, now_text: str) -> CopyReport:
 
     Raises:
         StoreError: the target cannot be reached, already holds a state, or the copy failed
-            (then nothing was written to it), in one line.
+            on either side (then nothing was written to it), in one line.
     """
     with contextlib.closing(_open_reading(source)) as lite, connect(target) as pg:
         try:
@@ -117,6 +117,11 @@ def copy_state(source: Path, target: StoreConfig, now_text: str) -> CopyReport:
         except psycopg.Error as exc:
             raise StoreError(
                 f"copying into {target.shown} failed, nothing was written: {error_line(exc)}"
+            ) from None
+        except sqlite3.Error as exc:  # a damaged file: rolled back on PostgreSQL's side
+            raise StoreError(
+                f"reading the state database {source} failed, nothing was written to"
+                f" {target.shown}: {exc}"
             ) from None
 
 
