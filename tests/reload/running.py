@@ -94,9 +94,16 @@ def marked_unauthorized(state: Path) -> bool:
 
 
 def _value(state: Path, query: str) -> Any:
-    """The first column of the first row of ``query`` (None when none, or no database yet)."""
+    """The first column of the first row of ``query`` (None when none, or no database yet:
+    also while the daemon is still creating it, its tables missing or the file locked for
+    the switch to WAL; the callers poll until it answers)."""
     if not state.exists():
         return None
-    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
-        row = db.execute(query).fetchone()
+    try:
+        with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+            row = db.execute(query).fetchone()
+    except sqlite3.OperationalError as exc:  # "no such table: holders", "database is locked"
+        if "no such table" in str(exc) or "locked" in str(exc):
+            return None
+        raise
     return row[0] if row is not None else None
