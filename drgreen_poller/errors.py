@@ -128,6 +128,15 @@ class StateLocked(StoreError):
     """Another drgreen-poller holds the state database's lock (one daemon per database)."""
 
 
+class LeaseLost(DrGreenError):
+    """This instance no longer holds the lease of a holder (another instance took it, or it
+    expired while this one was paused): the write was refused, nothing of it committed."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"the lease of holder {holder} moved to another instance")
+        self.holder = holder
+
+
 class ConcurrentUpdate(DrGreenError):
     """Another writer changed an entity while a poll was detecting its changes; poll again."""
 

@@ -25,6 +25,7 @@ from drgreen_poller.store.delivery_rows import (
 )
 from drgreen_poller.store.event_log import EventLog
 from drgreen_poller.store.files import StateLock
+from drgreen_poller.store.leases import Leases
 from drgreen_poller.store.migrations import MIGRATIONS
 from drgreen_poller.store.outbox import UNROUTED, Outbox
 from drgreen_poller.store.polling import (
@@ -38,7 +39,7 @@ from drgreen_poller.store.snapshots import Entity
 from drgreen_poller.store.tier_runs import TierRun, TierRuns
 
 
-class Store(PollingState, TierRuns, Outbox, EventLog, ProgressRows):
+class Store(PollingState, TierRuns, Outbox, EventLog, ProgressRows, Leases):
     """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
 
 

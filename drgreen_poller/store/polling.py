@@ -297,7 +297,7 @@ class PollingState(Connection):
         holder's tiers are read again instead."""
         written: list[Written] = []
         try:
-            result = await self._atomically(lambda conn: work(conn, written))
+            result = await self._atomically(lambda conn: work(conn, written), holder=holder)
         except StaleTier as exc:
             self._kept.foreign_writes(exc.data_version)
             self._kept.forget(holder)

@@ -123,6 +123,26 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_pending_by_sink ON deliveries (sink, next_attempt_at)
         WHERE state = 'pending';
     """,
+    # 3: several daemons on one database: the instances, the holders' leases (a fencing token
+    # each), and which instance claimed a delivery in flight
+    """
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE TABLE leases (
+        holder TEXT PRIMARY KEY,
+        instance TEXT,
+        token BIGINT NOT NULL DEFAULT 0,
+        acquired_at TIMESTAMPTZ,
+        expires_at TIMESTAMPTZ
+    );
+    CREATE INDEX leases_by_instance ON leases (instance);
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+    """,
 )
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
