@@ -127,6 +127,8 @@ class ApiClient:
             waits for the budget).
         holder: the holder's name, for logs.
         on_request: hooks told about every request as it ends (metrics subscribe here).
+        instance: this daemon's instance id where several share a database (in the
+            User-Agent, so that the upstream's logs tell them apart).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class ApiClient:
         slots: RunSlots | None = None,
         holder: str = "",
         on_request: Sequence[RequestHook] = (),
+        instance: str | None = None,
     ) -> None:
         self._session = session
         self._base = settings.base_url.rstrip("/")
@@ -150,6 +153,8 @@ class ApiClient:
             settings.requests_per_second, settings.burst, clock, slots=slots
         )
         self.holder = holder
+        # Several instances on one database: which one sent a request shows in its User-Agent.
+        self.user_agent = USER_AGENT if instance is None else f"{USER_AGENT} (instance {instance})"
         self.requests_sent = 0  # every request that left, for the canonical poll log line
         # Observers of every request (httpx's event hooks): subscribe by appending.
         self.request_hooks: list[RequestHook] = list(on_request)
@@ -190,7 +195,7 @@ class ApiClient:
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": USER_AGENT,
+            "User-Agent": self.user_agent,
             **self._signer.headers(payload),
         }
         data = None if method.upper() == "GET" else payload.encode("utf-8")

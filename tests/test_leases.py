@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from drgreen_poller.changes import Change
-from drgreen_poller.errors import LeaseLost
+from drgreen_poller.errors import LeaseLost, StateLocked
 from drgreen_poller.events import Resource
+from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.leases import Fence, Instance, fair_share
+from drgreen_poller.store.locking import state_lock
 from tests.conftest import PgDatabase, pg_store_config
+from tests.test_store_config import URL, _config, _load, _problems
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
@@ -146,3 +150,33 @@ class TestFence:
         store.fence = Fence("host-a", {})
         with pytest.raises(LeaseLost, match="gamma"):
             await store.postpone("gamma", 0)
+
+
+class TestLeaseTtlConfig:
+    def test_default_and_given(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """``[store] lease_ttl`` defaults to 30 s and takes a duration."""
+        config = _load(_config(tmp_path, credentials, f'[store]\nurl = "{URL}"'))
+        assert config.store is not None
+        assert config.store.lease_ttl_s == 30.0
+        given = _config(tmp_path, credentials, f'[store]\nurl = "{URL}"\nlease_ttl = "3s"')
+        store = _load(given).store
+        assert store is not None
+        assert store.lease_ttl_s == 3.0
+        assert "lease_ttl_s=3.0" in repr(store)
+
+    def test_a_bad_ttl_is_one_line(self, tmp_path: Path, credentials: ApiCredentials) -> None:
+        """A lease_ttl that is no positive duration names the key."""
+        bad = _config(tmp_path, credentials, f'[store]\nurl = "{URL}"\nlease_ttl = "soon"')
+        assert [p for p in _problems(bad) if "lease_ttl" in p]
+
+
+class TestSharedLock:
+    def test_daemons_share_and_poll_once_is_refused(self, pg_database: PgDatabase) -> None:
+        """Daemons take the database's lock shared, so several run at once; poll-once's
+        exclusive lock is refused while any of them runs, and a daemon while poll-once runs."""
+        state = pg_store_config(pg_database)
+        first, second = state_lock(state, shared=True), state_lock(state, shared=True)
+        with first, second, pytest.raises(StateLocked, match="already running"):
+            state_lock(state).acquire()
+        with state_lock(state), pytest.raises(StateLocked, match="poll-once is running"):
+            state_lock(state, shared=True).acquire()

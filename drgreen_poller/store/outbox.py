@@ -407,7 +407,14 @@ class Outbox(Connection):
         chosen = [
             (r["id"], sink, f"{r['holder']}/{r['resource_key']}", r["sequence"]) for r in rows
         ]
-        await self._atomically(lambda conn: insert_deliveries(conn, chosen, now))
+        notify = self.dialect.notify_deliveries
+
+        def work(conn: Db) -> None:
+            insert_deliveries(conn, chosen, now)
+            if chosen and notify is not None:
+                conn.execute(notify)  # a running daemon's delivery worker wakes at once
+
+        await self._atomically(work)
         return len(chosen)
 
     async def prune(self, before: datetime) -> tuple[int, int]:
