@@ -179,8 +179,9 @@ async def open_runtime(
         config.state, sinks=sink_routes(config), clock=clock, writer=not dry_run
     )
     instance = Instance.this_process() if shared and config.store is not None else None
-    if instance is not None:
+    if instance is not None and config.store is not None:
         store.fence, store.instance = Fence(instance.id), instance.id
+        store.instance_ttl_s = config.store.lease_ttl_s
     try:
         if not dry_run:  # a reader records no start of the state, and has none to announce
             log_lineage(store.lineage, config.state_shown)

@@ -54,6 +54,7 @@ class Connection:
         # holder's, that this instance still holds its lease (``leases.Fence``). None: alone.
         self.fence: Callable[[Db, str], None] | None = None
         self.instance: str | None = None  # this instance's id, when it shares the database
+        self.instance_ttl_s: float | None = None  # and how long a silent instance counts alive
 
     @classmethod
     async def open(
