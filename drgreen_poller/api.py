@@ -114,6 +114,10 @@ def query_pairs(**filters: str | None) -> list[tuple[str, str]]:
     return [(key, value) for key, value in filters.items() if value not in (None, "")]
 
 
+def _open_gate() -> None:
+    """Every request may leave (a daemon alone)."""
+
+
 class ApiClient:
     """Dr Green's DAPP API for one holder.
 
@@ -156,6 +160,9 @@ class ApiClient:
         # Several instances on one database: which one sent a request shows in its User-Agent.
         self.user_agent = USER_AGENT if instance is None else f"{USER_AGENT} (instance {instance})"
         self.requests_sent = 0  # every request that left, for the canonical poll log line
+        # Checked as each request is about to leave, its budget spent: raises to hold it back
+        # (several instances: ``LeaseLost`` once this one may no longer hold the holder).
+        self.gate: Callable[[], None] = _open_gate
         # Observers of every request (httpx's event hooks): subscribe by appending.
         self.request_hooks: list[RequestHook] = list(on_request)
 
@@ -206,6 +213,7 @@ class ApiClient:
         self, method: str, url: URL, headers: dict[str, str], data: bytes | None, endpoint: str
     ) -> Json:
         await self.bucket.acquire()
+        self.gate()
         self.requests_sent += 1
         started = self._clock.monotonic()
         try:

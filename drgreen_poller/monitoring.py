@@ -157,7 +157,8 @@ class Metrics:
         )
         self.fencing_refusals = Counter(
             "drgreen_poller_fencing_refusals",
-            "Writes of a holder refused because this instance no longer held its lease.",
+            "Writes (or requests) of a holder refused because this instance no longer held"
+            " its lease.",
             registry=self.registry,
         )
 

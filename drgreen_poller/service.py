@@ -7,8 +7,9 @@ It opens the store and the HTTP session, but starts no loop and sends no request
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -90,15 +91,17 @@ class Runtime:
     slots: RunSlots = field(default_factory=lambda: RunSlots(MAX_RUNS_AT_WORK))
     # Holder → tiers with a progress row an earlier process left (None: not read, as poll-once).
     rows_left: dict[str, set[str]] | None = None
-    # A daemon sharing its PostgreSQL database with others: this instance (None: alone).
+    # A daemon sharing its PostgreSQL database with others: this instance (None: alone), and
+    # the check each request of a holder passes before it leaves (``sharing``'s lease gate).
     instance: Instance | None = None
+    lease_gate: Callable[[str], None] | None = None
 
     def client(self, holder: HolderConfig, bucket_from: ApiClient | None = None) -> ApiClient:
         """The API client of ``holder``; ``bucket_from`` hands over a token bucket, so that
         rebuilding a client on reload never resets its request budget."""
         credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
         bucket = bucket_from.bucket if bucket_from is not None else None
-        return ApiClient(
+        api = ApiClient(
             self.session,
             api_settings(self.config),
             credentials,
@@ -108,6 +111,9 @@ class Runtime:
             holder=holder.name,
             instance=self.instance.id if self.instance is not None else None,
         )
+        if self.lease_gate is not None:
+            api.gate = functools.partial(self.lease_gate, holder.name)
+        return api
 
     def poller(self, holder: HolderConfig, api: ApiClient) -> HolderPoller:
         return HolderPoller(
