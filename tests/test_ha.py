@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import socket
 import sys
@@ -21,8 +22,14 @@ from drgreen_poller import USER_AGENT
 from drgreen_poller.api import ApiClient, ApiSettings
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.errors import LeaseLost
+from drgreen_poller.poller import HolderPoller, PollSettings
+from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
-from tests.conftest import PgDatabase, write_config
+from drgreen_poller.scheduler import Timing
+from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store.leases import Fence
+from drgreen_poller.tiers import TIERS, Tier
+from tests.conftest import PgDatabase, pg_store_config, write_config
 from tests.waiting import eventually
 
 CLI = (sys.executable, "-m", "drgreen_poller")
@@ -141,6 +148,12 @@ class TestTwoDaemons:
                 return sorted(map(len, held.values())) == [1, 1] and sorted(held) == sorted(pids)
 
             await eventually(shared, timeout_s=30, what="one holder each")
+            process = await asyncio.create_subprocess_exec(
+                *CLI, "-c", configs[0], "status", stdout=PIPE, stderr=DEVNULL
+            )
+            text = (await asyncio.wait_for(process.communicate(), 30))[0].decode()
+            assert "instances: 2" in text
+            assert all(f"pid {pid}" in text for pid in pids)
             daemons[0].kill()
             await daemons[0].wait()
 
@@ -170,3 +183,38 @@ class TestTwoDaemons:
 
 async def _log(box: LocalSandbox) -> list[dict[str, Any]]:
     return list((await box.control("GET", "/requests")).json()["log"])
+
+
+class TestLostLease:
+    async def test_a_refused_commit_stops_the_holder_with_one_warning(
+        self,
+        box: LocalSandbox,
+        shop: HolderInfo,
+        session: aiohttp.ClientSession,
+        pg_database: PgDatabase,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A run whose commit the fence refuses (another instance holds the lease) writes
+        nothing, plans no next run, logs one ``lease_lost`` warning without a traceback and
+        tells the service to stop polling the holder."""
+        store = await Store.open(pg_store_config(pg_database), sinks=[SinkRoute("all", ("*",))])
+        try:
+            store.fence = Fence("me", {})  # holds no lease
+            clock = SystemClock()
+            api = _client(box, shop, session)
+            poller = HolderPoller("shop", ["GBR"], api, store, clock, PollSettings())
+            timing = Timing(interval_s=60, jitter=0, backoff_base_s=5, backoff_max_s=60)
+            runner = TierRunner(
+                {"shop": poller}, store, clock, dict.fromkeys(TIERS, timing), random.Random(1)
+            )
+            lost: list[str] = []
+            runner.on_lease_lost = lost.append
+            assert await runner.run("shop", Tier.ACTIVE_ORDERS) == {}
+            assert lost == ["shop"]
+            assert await store.events() == []
+            assert await store.tier_runs("shop") == []
+        finally:
+            await store.close()
+        logged = capsys.readouterr()
+        assert "lease_lost" in logged.out + logged.err
+        assert "Traceback" not in logged.out + logged.err
