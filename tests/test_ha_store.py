@@ -5,13 +5,15 @@ instance's rows in flight returned, and the NOTIFY that wakes a listening worker
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from drgreen_poller.changes import Change
-from drgreen_poller.clock import SystemClock
+from drgreen_poller.clock import FakeClock, SystemClock
+from drgreen_poller.config import StoreConfig
 from drgreen_poller.events import Resource
 from drgreen_poller.store import (
     AttemptRecord,
@@ -22,8 +24,9 @@ from drgreen_poller.store import (
     Store,
 )
 from drgreen_poller.store.leases import Instance
-from drgreen_poller.store.listening import listen_for_deliveries
+from drgreen_poller.store.listening import RETRY_S, listen_for_deliveries
 from tests.conftest import PgDatabase, pg_store_config
+from tests.waiting import eventually
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=1)
@@ -182,3 +185,32 @@ class TestWaking:
         finally:
             listening.cancel()
             await asyncio.wait({listening})
+
+    async def test_a_lost_listen_connection_is_one_line_and_retried(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A listener that cannot reach the database says so in one warning line, waits, and
+        tries again (the worker's own checks go on meanwhile)."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        unreachable = StoreConfig(f"postgresql://postgres@127.0.0.1:{port}/db")
+        clock = FakeClock()
+        said: list[str] = []
+
+        def warned() -> bool:
+            said.append(capsys.readouterr().out)
+            return "".join(said).count("deliveries_listen_failed") >= 2
+
+        listening = asyncio.create_task(listen_for_deliveries(unreachable, lambda: None, clock))
+        try:
+            await eventually(
+                lambda: warned() or "deliveries_listen_failed" in "".join(said),
+                what="the first warning", task=listening,
+            )  # fmt: skip
+            clock.advance(RETRY_S)
+            await eventually(warned, what="a second attempt", task=listening)
+        finally:
+            listening.cancel()
+            await asyncio.wait({listening})
+        assert "Traceback" not in "".join(said)
