@@ -5,8 +5,11 @@ store and the HTTP session (``service.open_runtime``), builds the parts (``build
 ``serve``s them: every loop in one ``asyncio.TaskGroup``; a reload (SIGHUP) applies the file
 anew, or keeps the running configuration when the file is invalid; on stop, polls in progress are
 abandoned (nothing of them is written) while deliveries in flight finish, together under one grace
-period, and a second stop request ends at once. The store and the session close last.
-``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
+period, and a second stop request ends at once. The store and the session close last. On a
+PostgreSQL database that daemons share, the lease loop (``sharing``) and the connection that
+wakes the delivery worker (``store.listening``) run beside the others, and a stopping instance
+leaves the registry. ``poll_once`` is the same machinery for one pass of every tier (arq's
+``--burst``).
 """
 
 from __future__ import annotations

@@ -125,7 +125,8 @@ class StateLost(StoreError):
 
 
 class StateLocked(StoreError):
-    """Another drgreen-poller holds the state database's lock (one daemon per database)."""
+    """Another drgreen-poller holds the state database's lock (one daemon per SQLite state;
+    ``poll-once`` beside daemons sharing PostgreSQL)."""
 
 
 class LeaseLost(DrGreenError):

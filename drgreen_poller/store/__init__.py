@@ -6,8 +6,9 @@ migrations for each.
 outbox write), the delivery outbox (claims, attempts, operator actions) and the progress rows of
 long tier runs (for ``status``), written once for both engines over ``dialect``'s seam (the
 engines' backends are ``sqlite`` and ``postgres``). ``StateLock`` (``locking.state_lock`` for
-either engine) keeps a second daemon off the same state. Nothing here decides what to poll or
-when to retry.
+either engine) keeps a second daemon off a SQLite state, and ``poll-once`` off a PostgreSQL one
+that daemons share; ``Leases`` (``leases``) is the instance registry and the holders' leases of
+daemons sharing PostgreSQL. Nothing here decides what to poll or when to retry.
 """
 
 from __future__ import annotations
