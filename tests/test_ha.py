@@ -6,12 +6,16 @@ tests/reliability/test_ha.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import signal
 import socket
 import sys
 from asyncio.subprocess import DEVNULL, PIPE
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +24,28 @@ import pytest
 
 from drgreen_poller import USER_AGENT
 from drgreen_poller.api import ApiClient, ApiSettings
-from drgreen_poller.clock import SystemClock
+from drgreen_poller.changes import Change
+from drgreen_poller.clock import FakeClock, SystemClock
+from drgreen_poller.config import load_config
 from drgreen_poller.errors import LeaseLost
+from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.scheduler import Timing
-from drgreen_poller.store import SinkRoute, Store
-from drgreen_poller.store.leases import Fence
+from drgreen_poller.service import Service, apply_config, build_service, open_runtime
+from drgreen_poller.sharing import HolderSharing
+from drgreen_poller.store import Observation, SinkRoute, Store
+from drgreen_poller.store.leases import Fence, Instance
 from drgreen_poller.tiers import TIERS, Tier
 from tests.conftest import PgDatabase, pg_store_config, write_config
+from tests.fakes import ClockScheduler
 from tests.waiting import eventually
 
 CLI = (sys.executable, "-m", "drgreen_poller")
 TTL = "2s"
+NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+_ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
 
 
 @pytest.fixture
@@ -218,3 +230,94 @@ class TestLostLease:
         logged = capsys.readouterr()
         assert "lease_lost" in logged.out + logged.err
         assert "Traceback" not in logged.out + logged.err
+
+
+@pytest.fixture
+async def shared_service(
+    tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
+) -> AsyncIterator[tuple[Service, HolderSharing, FakeClock]]:
+    """A daemon's parts on a shared PostgreSQL database, on a fake clock (nothing started)."""
+    (tmp_path / "pg.password").write_text(pg_database.password + "\n")
+    extra = (
+        f'[store]\nurl = "{pg_database.url}"\npassword_file = "pg.password"\nlease_ttl = "{TTL}"\n'
+    )
+    config = load_config(write_config(tmp_path, box.base_url, shop, extra=extra), {})
+    clock = FakeClock()
+    async with open_runtime(config, clock, shared=True) as runtime:
+        assert runtime.instance is not None
+        assert isinstance(runtime.store.fence, Fence)
+        service = build_service(runtime, make_scheduler=functools.partial(ClockScheduler, clock))
+        assert runtime.pollers == {}  # none before a lease is taken
+        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, 2.0)
+        yield service, sharing, clock
+
+
+class TestSharingService:
+    async def test_a_round_starts_the_holders_taken(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock]
+    ) -> None:
+        """A round's leases become the runner's holders, scheduled, and their requests pass
+        the gate until the renewal is too old to be sure of."""
+        service, sharing, clock = shared_service
+        done = await sharing.round()
+        assert list(done.held) == ["shop"]
+        assert list(service.runner.pollers) == ["shop"]
+        assert service.scheduler.next_run("shop", Tier.ACTIVE_ORDERS) is not None
+        sharing.gate("shop")  # sure of the lease: the request may leave
+        clock.advance(2.0)
+        with pytest.raises(LeaseLost):
+            sharing.gate("shop")
+
+    async def test_a_lost_lease_stops_the_holder_and_counts(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock]
+    ) -> None:
+        """A refusal stops polling the holder at once (unscheduled) and is counted."""
+        service, sharing, _ = shared_service
+        await sharing.round()
+        service.runner.on_lease_lost("shop")
+        assert service.runner.pollers == {}
+        assert service.scheduler.next_run("shop", Tier.ACTIVE_ORDERS) is None
+        assert service.metrics.fencing_refusals._value.get() == 1
+        with pytest.raises(LeaseLost):
+            sharing.gate("shop")
+        assert list((await sharing.round()).held) == ["shop"]  # still its: taken up again
+        assert list(service.runner.pollers) == ["shop"]
+
+    async def test_a_reload_removing_a_holder_hands_its_lease_back(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock]
+    ) -> None:
+        """A holder a reload removes stops, and its lease is free for another instance at once;
+        one it adds waits for the next round."""
+        service, sharing, _ = shared_service
+        await sharing.round()
+        renamed = replace(service.config.holders[0], name="other")
+        await apply_config(service, replace(service.config, holders=(renamed,)))
+        assert service.runner.pollers == {}
+        rows = await service.runtime.store.instances(2.0)
+        assert [row.holders for row in rows] == [()]
+        assert list((await sharing.round()).held) == ["other"]
+
+    async def test_a_gone_instances_deliveries_wake_the_worker(
+        self,
+        shared_service: tuple[Service, HolderSharing, FakeClock],
+        pg_database: PgDatabase,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Rows in flight on an instance gone silent are returned at a round, which says so
+        in one warning and wakes the delivery worker."""
+        service, sharing, _ = shared_service
+        store = service.runtime.store
+        await sharing.round()  # the lease of "shop": its commit passes the fence
+        store.sinks = (SinkRoute("all", ("*",)),)
+        change = Observation(_ORDER, {}, None, changes=[Change("order.approved", {})])
+        await store.commit_events("shop", [change], now=NOW)
+        await store.register_instance(Instance("gone", "host", 1))
+        store.instance = "gone"
+        assert len((await store.settle([], NOW, {"all": 5})).claimed) == 1
+        store.instance = sharing.instance.id
+        with pg_database.server.connect(pg_database.name) as conn:
+            conn.execute("UPDATE instances SET heartbeat_at = heartbeat_at - interval '1 hour'"
+                         " WHERE id = 'gone'")  # fmt: skip
+        assert (await sharing.round()).reclaimed == 1
+        assert "deliveries_reclaimed" in capsys.readouterr().out
+        assert (await store.settle([], NOW, {"all": 5})).claimed  # pending again
