@@ -23,6 +23,7 @@ from drgreen_poller.config_fields import (
     CREDENTIALS_ENV,
     Reader,
     Secret,
+    Section,
     check_unique_names,
     choice,
     closest,
@@ -50,6 +51,8 @@ from drgreen_poller.request_signing import api_key_for, load_public_key
 DEFAULT_CONFIG_PATH = Path("/etc/drgreen-poller/config.toml")
 CONFIG_ENV = "DRGREEN_POLLER_CONFIG"
 FirstSync = Literal["seed", "emit"]
+# [daemon] operator_token: shorter than this is refused (it guards requeue and replay).
+OPERATOR_TOKEN_MIN_CHARS = 16
 
 __all__ = [
     "CONFIG_ENV",
@@ -82,6 +85,8 @@ class DaemonConfig:
     stop_grace_s: float = 20.0
     # /healthz is 503 while a sink's oldest owed delivery has waited longer than this
     health_max_delivery_age_s: float = 900.0
+    # The operator page (GET /) from a non-loopback peer needs this token; None: loopback only
+    operator_token: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +209,9 @@ _DAEMON_KEYS = {
     "first_sync",
     "stop_grace",
     "health_max_delivery_age",
+    "operator_token",
+    "operator_token_file",
+    "operator_token_env",
 }
 
 
@@ -221,7 +229,24 @@ def _daemon(r: Reader, value: Any, base_dir: Path) -> DaemonConfig:
             health_max_delivery_age_s=s.get(
                 "health_max_delivery_age", positive_duration, d.health_max_delivery_age_s
             ),
+            operator_token=_operator_token(s),
         )
+
+
+def _operator_token(s: Section) -> Secret | None:
+    """The operator page's optional token (``operator_token``, ``_file`` or ``_env``)."""
+    found = secret_values(s, "operator_token")
+    if not found:
+        return None
+    if len(found) > 1:
+        s.problem("operator_token", "give one value, not an array")
+    elif len(found[0].value) < OPERATOR_TOKEN_MIN_CHARS:
+        s.problem(
+            "operator_token",
+            f"too short to guess safely: use at least {OPERATOR_TOKEN_MIN_CHARS} characters"
+            " (e.g. the output of: openssl rand -hex 24)",
+        )
+    return found[0]
 
 
 def _api(r: Reader, value: Any) -> ApiConfig:

@@ -30,6 +30,7 @@ from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config
 from drgreen_poller.errors import ConfigError, DrGreenError, StateLocked, StoreError, UpstreamError
 from drgreen_poller.monitoring import build_app
+from drgreen_poller.operator import OperatorPage
 from drgreen_poller.poller import PollResult
 from drgreen_poller.progress import OnProgress
 from drgreen_poller.scheduler import SchedulerFactory, TierScheduler, Timing
@@ -173,8 +174,9 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
     fatal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     service.runner.on_fatal = lambda exc: None if fatal.done() else fatal.set_exception(exc)
     app = build_app(
-        service.runtime.store, service.metrics, service.health_inputs, service.runtime.clock
-    )
+        service.runtime.store, service.metrics, service.health_inputs, service.runtime.clock,
+        routes=OperatorPage(service).routes(),
+    )  # fmt: skip
     listener = await _listen(service.config.daemon.http_listen, app)
     sharing = _sharing(service)
     try:
@@ -381,7 +383,8 @@ def _monotonic_us() -> int:
 
 
 async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
-    """Serve ``/healthz`` and ``/metrics`` on ``HOST:PORT`` (nothing when ``address`` is "")."""
+    """Serve ``/healthz``, ``/metrics`` and the operator page on ``HOST:PORT`` (nothing when
+    ``address`` is "")."""
     if not address:
         return None
     host, _, port = address.rpartition(":")
@@ -394,7 +397,7 @@ async def _listen(address: str, app: web.Application) -> web.AppRunner | None:
         raise DrGreenError(
             f"daemon.http_listen: cannot listen on {address}: {exc.strerror or exc}"
         ) from exc
-    log.info("http_listening", address=address, paths=["/healthz", "/metrics"])
+    log.info("http_listening", address=address, paths=["/healthz", "/metrics", "/"])
     return runner
 
 

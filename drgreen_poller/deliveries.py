@@ -6,7 +6,8 @@ seconds), and never create a state database. Printing and exit codes belong to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,41 +78,49 @@ NOT_REQUEUED: dict[str | None, str] = {
 }
 
 
+@asynccontextmanager
+async def _writing(config: Config, store: Store | None) -> AsyncIterator[Store]:
+    """``store`` when given (the running daemon's own connection: the operator page), else
+    the state opened to write for this one action (the CLI), closed after it."""
+    if store is not None:
+        yield store
+        return
+    opened = await Store.open(require_writable_state(config), sinks=())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 async def retry_deliveries(
-    config: Config, ids: Sequence[int], now: datetime
+    config: Config, ids: Sequence[int], now: datetime, *, store: Store | None = None
 ) -> dict[int, str | None]:
-    """Requeue deliveries ``ids`` (failed or pending: due now, fresh schedule, same event ids).
+    """Requeue deliveries ``ids`` (failed or pending: due now, fresh schedule, same event ids),
+    through ``store`` when given (see ``_writing``).
 
     Returns, per id, None when it was requeued, else why not (``NOT_REQUEUED``).
     """
-    store = await Store.open(require_writable_state(config), sinks=())
-    try:
-        found = await store.requeue(ids, now)
-    finally:
-        await store.close()
+    async with _writing(config, store) as writer:
+        found = await writer.requeue(ids, now)
     return {
         i: None if state in REQUEUEABLE_STATES else NOT_REQUEUED[state]
         for i, state in found.items()
     }
 
 
-async def retry_failed(config: Config, now: datetime) -> int:
+async def retry_failed(config: Config, now: datetime, *, store: Store | None = None) -> int:
     """Requeue every failed delivery; returns how many."""
-    store = await Store.open(require_writable_state(config), sinks=())
-    try:
-        return await store.requeue_failed(now)
-    finally:
-        await store.close()
+    async with _writing(config, store) as writer:
+        return await writer.requeue_failed(now)
 
 
-async def replay(config: Config, sink: str, since: datetime, now: datetime) -> int:
+async def replay(
+    config: Config, sink: str, since: datetime, now: datetime, *, store: Store | None = None
+) -> int:
     """New deliveries to ``sink`` of every event it takes since ``since`` (same event ids)."""
     patterns = _sink(config, sink).events
-    store = await Store.open(require_writable_state(config), sinks=())
-    try:
-        return await store.replay(sink, patterns, since, now)
-    finally:
-        await store.close()
+    async with _writing(config, store) as writer:
+        return await writer.replay(sink, patterns, since, now)
 
 
 def _sink(config: Config, name: str) -> SinkConfig:

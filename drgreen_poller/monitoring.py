@@ -5,7 +5,8 @@ and GC collectors), the health rules (every holder × tier succeeded within its 
 slack, no holder unauthorized, no sink's oldest owed delivery older than the configured age) and
 the aiohttp app serving both. The loops tell it what happened through hooks (``poll_finished``,
 ``delivery_attempted``, the API clients' ``on_request``); at scrape time it reads the store. It
-changes nothing.
+changes nothing. The daemon adds the operator page's routes (``drgreen_poller.operator``) to the
+same app.
 """
 
 from __future__ import annotations
@@ -304,10 +305,15 @@ def delivery_problems(
 
 
 def build_app(
-    store: Store, metrics: Metrics, inputs: Callable[[], HealthInputs], clock: Clock
+    store: Store,
+    metrics: Metrics,
+    inputs: Callable[[], HealthInputs],
+    clock: Clock,
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
     """The aiohttp app serving ``/healthz`` and ``/metrics``; ``inputs`` gives what the health
-    rule judges as the configuration stands now (a reload changes holders and intervals)."""
+    rule judges as the configuration stands now (a reload changes holders and intervals).
+    ``routes``: more pages on the same listener (the daemon's operator page at ``/``)."""
 
     async def healthz(_: web.Request) -> web.Response:
         now, judged = clock.now().timestamp(), inputs()
@@ -326,4 +332,5 @@ def build_app(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    app.add_routes(routes)
     return app

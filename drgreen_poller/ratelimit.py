@@ -14,6 +14,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from drgreen_poller.clock import Clock
 
+# The span over which the share of a holder's budget used is counted (``UsageWindow``).
+USAGE_WINDOW_S = 60.0
+
 
 class RunSlots:
     """At most ``limit`` tier runs at work at once, across every holder.
@@ -74,6 +77,37 @@ class RunSlots:
             self._holders.add(task)
 
 
+class UsageWindow:
+    """How many requests were made over the last ``window_s``, counted in ``slots`` equal slots.
+
+    A ring of counters: constant memory per holder whatever the rate, exact to one slot's width
+    (the oldest slot is dropped whole). The operator page shows it as the share of the budget used.
+
+    Args:
+        clock: the time source (its ``monotonic``).
+        window_s: the span counted.
+        slots: how many slots the span is cut into.
+    """
+
+    def __init__(self, clock: Clock, window_s: float = USAGE_WINDOW_S, slots: int = 12) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._slot_s = window_s / slots
+        self._ring = [(-1, 0)] * slots  # (slot number, requests in it)
+
+    def add(self) -> None:
+        """Count one request now."""
+        number = int(self._clock.monotonic() // self._slot_s)
+        place = number % len(self._ring)
+        seen, count = self._ring[place]
+        self._ring[place] = (number, count + 1 if seen == number else 1)
+
+    def count(self) -> int:
+        """Requests in the slots of the last ``window_s`` (the current slot included)."""
+        now = int(self._clock.monotonic() // self._slot_s)
+        return sum(n for number, n in self._ring if 0 <= now - number < len(self._ring))
+
+
 class TokenBucket:
     """``rate`` tokens per second refill a bucket of ``burst``; each request takes one.
 
@@ -101,6 +135,7 @@ class TokenBucket:
         self._stamp = clock.monotonic()
         self._queue = asyncio.Lock()
         self._slots = slots
+        self.usage = UsageWindow(clock)
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
@@ -122,6 +157,12 @@ class TokenBucket:
                         await self._clock.sleep(delay_s)
                         delay_s = self.wait_s()
             self._tokens -= 1
+            self.usage.add()
+
+    def share_used(self) -> float:
+        """Requests of the last ``USAGE_WINDOW_S`` over what the sustained rate allows in it
+        (a burst after a quiet spell may take it a little over 1)."""
+        return self.usage.count() / (self.rate * self.usage.window_s)
 
     def _lent(self) -> AbstractAsyncContextManager[None]:
         return self._slots.lent() if self._slots is not None else nullcontext()

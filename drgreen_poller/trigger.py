@@ -30,9 +30,9 @@ from drgreen_poller.store import (
     DeliveryState,
     Settled,
     SinkRoute,
-    StateLock,
     Store,
 )
+from drgreen_poller.store.locking import state_lock
 
 # How often the outbox is looked at while the running daemon delivers the sample.
 WATCH_EVERY_S = 0.2
@@ -95,7 +95,7 @@ def chosen_sinks(config: Config, event_type: str, name: str | None) -> list[Sink
 def daemon_running(config: Config) -> bool:
     """Whether a daemon holds the state's lock (taken and let go at once when none does)."""
     try:
-        with StateLock(config.daemon.state_path):
+        with state_lock(config.state):
             return False
     except StateLocked:
         return True
@@ -116,7 +116,7 @@ async def trigger(
     observation = sample(event_type, holder=holder.name, country=country, now=clock.now())
     running = daemon_running(config)
     routes = [SinkRoute(s.name, s.events) for s in sinks]
-    store = await Store.open(config.daemon.state_path, sinks=routes, clock=clock)
+    store = await Store.open(config.state, sinks=routes, clock=clock)
     try:
         committed = await store.commit_events(holder.name, [observation], now=clock.now())
         [event] = committed.events

@@ -23,6 +23,7 @@ from drgreen_poller.sandbox.harness import SignedCaller
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.store_client import StoreClient
 from tests.contract_check import CHECKED, SHOWN, contract_breaks, hand_made
+from tests.delivery_bench import Bench, open_bench
 from tests.fakes import ScriptedApi, WebhookReceiver, start
 from tests.pg import PASSWORD, PgServer, find_bin
 
@@ -364,3 +365,13 @@ def store_state(request: pytest.FixtureRequest, tmp_path: Path) -> Path | StoreC
     if request.param == "sqlite":
         return tmp_path / "state.db"
     return pg_store_config(request.getfixturevalue("pg_database"))
+
+
+# The delivery tests' bench (tests/delivery_bench.py): one webhook sink, a fake clock.
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    """A delivery worker over a real store in front of a verifying receiver; closed after."""
+    async with open_bench(tmp_path) as opened:
+        yield opened

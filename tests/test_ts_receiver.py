@@ -30,19 +30,12 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.delivery import DeliveryWorker
-from drgreen_poller.errors import UpstreamUnauthorized
 from drgreen_poller.events import Resource, encode
-from drgreen_poller.refusals import Refusals
 from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.store import Observation, SinkRoute, Store
-from drgreen_poller.tiers import Tier
 from drgreen_poller.webhook_signing import generate_webhook_secret
-from tests.conftest import World, require_node
-from tests.test_event_contract import EVERY_TYPE, HOLDER_TYPES
-from tests.test_event_contract import _clients as clients_scenario
-from tests.test_event_contract import _commissions as commissions_scenario
-from tests.test_event_contract import _orders as orders_scenario
-from tests.test_event_contract import _strains as strains_scenario
+from tests.conftest import require_node
+from tests.scenarios import EVERY_TYPE, HOLDER_TYPES, every_event
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NODE_RECEIVER = EXAMPLES / "node-receiver"
@@ -330,26 +323,6 @@ class TestReceivers:
         assert [w for w, _ in _kinds(lines, "processed")] == ["evt_new", "evt_zaf"]
 
 
-async def _every_event(world: World) -> list[dict[str, Any]]:
-    """Events of every type, from real tier runs against the sandbox and a refused key."""
-    for tier in (Tier.ACTIVE_ORDERS, Tier.PENDING_KYC):
-        await world.poll(tier)  # the first sync: what exists is taken as it is
-    for scenario in (orders_scenario, clients_scenario, commissions_scenario, strains_scenario):
-        await scenario(world)
-    refusals = Refusals(world.store, world.clock, random.Random(0), lambda *_: None, 300.0)
-    refused = UpstreamUnauthorized("Unauthorized", status=401, endpoint="/dapp/orders")
-    tiers = [Tier.ACTIVE_ORDERS.value]
-    await refusals.refuse(
-        "shop", tiers[0], refused, duration_ms=1.0, jitter=0.0, tiers=tiers,
-        keys_moved=lambda: False,
-    )  # fmt: skip
-    await refusals.probe(
-        "shop", tiers[0], world.poller, jitter=0.0, tiers=tiers, fired=lambda: (),
-        keys_moved=lambda: False,
-    )  # fmt: skip
-    return await world.store.events(limit=0)
-
-
 class TestNextjsTypes:
     @pytest.mark.timeout(NPM_TIMEOUT_S + TSC_TIMEOUT_S)
     def test_route_handler_type_checks(self, nextjs_dir: Path) -> None:
@@ -364,7 +337,7 @@ class TestNextjsTypes:
     ) -> None:
         """Every event type the poller emits, as stored and sent, is a DrGreenEvent: no field
         missing, none unknown, no value of another type."""
-        events = await _every_event(await make_world(first_sync="seed"))
+        events = await every_event(await make_world(first_sync="seed"))
         assert {e["type"] for e in events} == EVERY_TYPE | set(HOLDER_TYPES)
         sample = nextjs_dir / "lib" / "sample.ts"
         sample.write_text(

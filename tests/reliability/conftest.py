@@ -12,7 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.reliability.harness import SCALE, Control, Receiver, SandboxProcess
+from tests.reliability.harness import SCALE
+from tests.reliability.receiver import Receiver
+from tests.reliability.sandbox_process import Control, SandboxProcess
 
 RELIABILITY_DIR = Path(__file__).parent
 

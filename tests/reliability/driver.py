@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.reliability.expected import History, client_terminal, fields_of, order_terminal
-from tests.reliability.harness import CLOCK, Control
+from tests.reliability.harness import CLOCK
+from tests.reliability.sandbox_process import Control
 
 # Weights of each action: approvals and forward moves dominate so lifecycles end.
 ORDER_ACTIONS = {"approve": 4, "reject": 0.5, "pay": 2, "unpay": 1, "fail-payment": 1,

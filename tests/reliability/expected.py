@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.reliability.harness import Arrival
+from tests.reliability.receiver import Arrival
 
 State = Mapping[str, Any]
 ORDER_FIELDS = ("adminApproval", "paymentStatus", "orderStatus")

@@ -12,16 +12,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.reliability.harness import (
-    CLOCK,
-    Control,
-    Daemon,
-    Keys,
-    Receiver,
-    SandboxProcess,
-    wait_for,
-    write_config,
-)
+from tests.reliability.daemon_process import Daemon, write_config
+from tests.reliability.harness import CLOCK, wait_for
+from tests.reliability.receiver import Receiver
+from tests.reliability.sandbox_process import Control, Keys, SandboxProcess
 
 JITTER = 0.1  # write_config's jitter
 # Loopback delivery and scheduling on a busy 2-core machine: the slack on "one interval".

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery, Store
-from tests.reliability.test_properties import PROPERTY_ON_DISK, PROPERTY_TIMEOUT_S
+from tests.reliability.properties import PROPERTY_ON_DISK, PROPERTY_TIMEOUT_S
 
 NOW = datetime(2026, 11, 30, 9, 0, 0, 250000, tzinfo=UTC)
 SINKS = ("store", "audit")

@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.daemon_process import Daemon, write_config
 from tests.reliability.driver import Driver
 from tests.reliability.expected import check_deliveries
-from tests.reliability.harness import (
-    CLOCK,
-    SCALE,
-    Control,
-    Daemon,
-    Receiver,
-    SandboxProcess,
-    wait_for,
-    write_config,
-)
+from tests.reliability.harness import CLOCK, SCALE, wait_for
+from tests.reliability.receiver import Receiver
+from tests.reliability.sandbox_process import Control, SandboxProcess
 
 INTERVAL_S = 1.0
 # Two moves of one resource are this far apart, in wall time and in the daemon's uptime (a slow

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.daemon_process import shows_a_crash
 from tests.reliability.expected import History, check_deliveries, client_step, order_step
-from tests.reliability.harness import Arrival, shows_a_crash
+from tests.reliability.receiver import Arrival
 
 P, V, R = "PENDING", "VERIFIED", "REJECTED"
 

@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 
 from tests.reliability.fault_world import PoolSize, Seen, World, open_world
-from tests.reliability.harness import CLOCK, SCALE, Control, SandboxProcess, wait_for
+from tests.reliability.harness import CLOCK, SCALE, wait_for
+from tests.reliability.sandbox_process import Control, SandboxProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -1,0 +1,1 @@
+"""Health and metrics: the health rules, /healthz and /metrics fed by real polls and deliveries."""

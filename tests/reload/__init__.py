@@ -1,0 +1,1 @@
+"""Reloading the configuration (SIGHUP) while the daemon runs: what changes, what is kept."""

@@ -1,0 +1,1 @@
+"""The tier runner on an injected clock: timing, the refused key, stopping, run slots."""
