@@ -21,19 +21,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import PgDatabase
+from tests.reliability.daemon_process import Daemon, write_config
 from tests.reliability.driver import Driver
 from tests.reliability.expected import check_deliveries
-from tests.reliability.harness import (
-    CLOCK,
-    SCALE,
-    Control,
-    Daemon,
-    Keys,
-    Receiver,
-    SandboxProcess,
-    wait_for,
-    write_config,
-)
+from tests.reliability.harness import CLOCK, SCALE, wait_for
+from tests.reliability.receiver import Receiver
+from tests.reliability.sandbox_process import Control, Keys, SandboxProcess
 
 INSTANCES = 3
 HOLDERS = ("north", "south", "east")
