@@ -12,7 +12,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
         undelivered = await store.undelivered()
         progress = await store.progress_rows()
         lineage = store.lineage
+        instances = await _instances(store, config)
     finally:
         await store.close()
     stalled_after_s = max(SWEEP_STALLED_S, 2 * config.api.timeout_s)
@@ -175,10 +176,20 @@ async def status_report(config: Config, now: datetime | None = None) -> dict[str
             "sequence_floor": lineage.sequence_floor,
         },
         "holders": [_holder_json(h) for h in holders],
+        "instances": instances,
         "deliveries": sinks,
         "healthy": not problems,
         "problems": problems,
     }
+
+
+async def _instances(store: Store, config: Config) -> list[dict[str, Any]] | None:
+    """The daemons registered on a PostgreSQL database, with the holders each holds (None:
+    SQLite, where one daemon alone runs and none registers)."""
+    if config.store is None:
+        return None
+    rows = await store.instances(config.store.lease_ttl_s)
+    return [asdict(row) | {"holders": list(row.holders)} for row in rows]
 
 
 def _since(lineage: Lineage, now: datetime) -> float:

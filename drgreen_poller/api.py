@@ -114,6 +114,10 @@ def query_pairs(**filters: str | None) -> list[tuple[str, str]]:
     return [(key, value) for key, value in filters.items() if value not in (None, "")]
 
 
+def _open_gate() -> None:
+    """Every request may leave (a daemon alone)."""
+
+
 class ApiClient:
     """Dr Green's DAPP API for one holder.
 
@@ -127,6 +131,8 @@ class ApiClient:
             waits for the budget).
         holder: the holder's name, for logs.
         on_request: hooks told about every request as it ends (metrics subscribe here).
+        instance: this daemon's instance id where several share a database (in the
+            User-Agent, so that the upstream's logs tell them apart).
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class ApiClient:
         slots: RunSlots | None = None,
         holder: str = "",
         on_request: Sequence[RequestHook] = (),
+        instance: str | None = None,
     ) -> None:
         self._session = session
         self._base = settings.base_url.rstrip("/")
@@ -150,7 +157,12 @@ class ApiClient:
             settings.requests_per_second, settings.burst, clock, slots=slots
         )
         self.holder = holder
+        # Several instances on one database: which one sent a request shows in its User-Agent.
+        self.user_agent = USER_AGENT if instance is None else f"{USER_AGENT} (instance {instance})"
         self.requests_sent = 0  # every request that left, for the canonical poll log line
+        # Checked as each request is about to leave, its budget spent: raises to hold it back
+        # (several instances: ``LeaseLost`` once this one may no longer hold the holder).
+        self.gate: Callable[[], None] = _open_gate
         # Observers of every request (httpx's event hooks): subscribe by appending.
         self.request_hooks: list[RequestHook] = list(on_request)
 
@@ -190,7 +202,7 @@ class ApiClient:
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": USER_AGENT,
+            "User-Agent": self.user_agent,
             **self._signer.headers(payload),
         }
         data = None if method.upper() == "GET" else payload.encode("utf-8")
@@ -201,6 +213,7 @@ class ApiClient:
         self, method: str, url: URL, headers: dict[str, str], data: bytes | None, endpoint: str
     ) -> Json:
         await self.bucket.acquire()
+        self.gate()
         self.requests_sent += 1
         started = self._clock.monotonic()
         try:

@@ -48,6 +48,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             if tier["sweep"]:
                 print(_sweep_line(tier["sweep"]))
+    for line in _instance_lines(report["instances"]):
+        print(line)
     for sink, states in report["deliveries"].items():
         shown = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "empty"
         print(f"sink {sink}: {shown}")
@@ -55,6 +57,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     for problem in report["problems"]:
         print(f"  {problem}")
     return code
+
+
+def _instance_lines(instances: list[dict[str, Any]] | None) -> list[str]:
+    """The daemons sharing a PostgreSQL database and the holders each holds (SQLite: none)."""
+    if instances is None:
+        return []
+    if not instances:
+        return ["instances: none running"]
+    lines = [f"instances: {len(instances)}"]
+    for row in instances:
+        held = ", ".join(row["holders"]) or "no holder"
+        gone = "" if row["alive"] else "  SILENT (its leases expire; another takes them over)"
+        lines.append(
+            f"  {row['id']}  host {row['host']} pid {row['pid']}  started {row['started_at']}"
+            f"  heartbeat {row['heartbeat_at']}  holds {held}{gone}"
+        )
+    return lines
 
 
 def _sweep_line(sweep: dict[str, Any]) -> str:

@@ -130,6 +130,9 @@ class DeliveryConfig:
     concurrency: int = 16
 
 
+DEFAULT_LEASE_TTL_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     """``[store]``: the PostgreSQL database holding the state (without it: SQLite at
@@ -139,9 +142,14 @@ class StoreConfig:
 
     url: str = field(repr=False)  # may hold a password: see ``shown``
     password: Secret | None = None
+    # Several daemons on the database: a holder's lease lasts this long unless renewed.
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
 
     def __repr__(self) -> str:
-        return f"StoreConfig(url={self.shown!r}, password={self.password})"
+        return (
+            f"StoreConfig(url={self.shown!r}, password={self.password},"
+            f" lease_ttl_s={self.lease_ttl_s})"
+        )
 
     @property
     def shown(self) -> str:
@@ -338,7 +346,7 @@ def _delivery(r: Reader, value: Any) -> DeliveryConfig:
         )
 
 
-_STORE_KEYS = {"url", "password", "password_file", "password_env"}
+_STORE_KEYS = {"url", "password", "password_file", "password_env", "lease_ttl"}
 STORE_PASSWORD_CREDENTIAL = "store.password"  # noqa: S105 - a credential's name, not a secret
 
 
@@ -370,7 +378,8 @@ def _store(r: Reader, value: Any) -> StoreConfig | None:
                 "store.url: password written in the URL; prefer store.password_file or "
                 "store.password_env"
             )
-        return StoreConfig(url, password)
+        lease_ttl_s = s.get("lease_ttl", positive_duration, DEFAULT_LEASE_TTL_S)
+        return StoreConfig(url, password, lease_ttl_s)
 
 
 def postgresql_url(value: Any) -> str:

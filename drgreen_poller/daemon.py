@@ -5,8 +5,11 @@ store and the HTTP session (``service.open_runtime``), builds the parts (``build
 ``serve``s them: every loop in one ``asyncio.TaskGroup``; a reload (SIGHUP) applies the file
 anew, or keeps the running configuration when the file is invalid; on stop, polls in progress are
 abandoned (nothing of them is written) while deliveries in flight finish, together under one grace
-period, and a second stop request ends at once. The store and the session close last.
-``poll_once`` is the same machinery for one pass of every tier (arq's ``--burst``).
+period, and a second stop request ends at once. The store and the session close last. On a
+PostgreSQL database that daemons share, the lease loop (``sharing``) and the connection that
+wakes the delivery worker (``store.listening``) run beside the others, and a stopping instance
+leaves the registry. ``poll_once`` is the same machinery for one pass of every tier (arq's
+``--burst``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +43,9 @@ from drgreen_poller.service import (
     open_runtime,
     timings,
 )
+from drgreen_poller.sharing import HolderSharing
+from drgreen_poller.store.leases import Fence
+from drgreen_poller.store.listening import listen_for_deliveries
 from drgreen_poller.store.locking import state_lock
 from drgreen_poller.systemd import Notifier
 from drgreen_poller.tiers import TIERS
@@ -49,6 +55,7 @@ log = structlog.get_logger(__name__)
 # A poll running longer than this is stuck: the watchdog stops vouching for the daemon.
 STUCK_RUN_S = 600.0
 ConfigLoader = Callable[[], Config]
+Loop = Coroutine[Any, Any, None]
 
 
 @dataclass
@@ -152,10 +159,10 @@ async def run_daemon(
         StoreError: another daemon holds the database, it cannot be opened, or it went away.
         DrGreenError: the HTTP listener cannot listen.
     """
-    lock = state_lock(config.state)
+    lock = state_lock(config.state, shared=True)  # SQLite: one daemon; PostgreSQL: several
     lock.acquire()
     try:
-        async with open_runtime(config, clock) as runtime:
+        async with open_runtime(config, clock, shared=True) as runtime:
             await serve(build_service(runtime, make_scheduler=make_scheduler), controls, load)
     finally:
         lock.release()
@@ -171,6 +178,7 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
         routes=OperatorPage(service).routes(),
     )  # fmt: skip
     listener = await _listen(service.config.daemon.http_listen, app)
+    sharing = _sharing(service)
     try:
         async with asyncio.TaskGroup() as tasks:
             draining = asyncio.Event()
@@ -178,7 +186,10 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
             upkeep = [
                 tasks.create_task(_watchdog(notifier, service)),
                 tasks.create_task(_reloads(service, controls, load, notifier)),
+                *(tasks.create_task(job) for job in _sharing_jobs(service, sharing)),
             ]
+            if sharing is not None:
+                await sharing.round()  # this instance's first holders, before the first runs
             service.scheduler.start(await first_dues(service, list(service.runner.pollers)))
             _announce_ready(service, notifier)
             await _until_stopped(controls.stop, delivering, fatal)
@@ -194,11 +205,41 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
             # Abandoning runs is quick, but wait for it: shutting APScheduler down with its jobs
             # still running cancels them, which it logs as failed jobs.
             await _stop_polling(service, _grace(service))
+        if sharing is not None:
+            await _leave(sharing)
         for sink in (*service.worker.sinks.values(), *service.retired_sinks):
             await sink.close()
         if listener is not None:
             await listener.cleanup()
         log.info("daemon_stopped")
+
+
+def _sharing(service: Service) -> HolderSharing | None:
+    """The lease loop of a daemon sharing its PostgreSQL database (None: SQLite, alone)."""
+    runtime = service.runtime
+    fence, store_config = runtime.store.fence, runtime.config.store
+    if runtime.instance is None or not isinstance(fence, Fence) or store_config is None:
+        return None
+    return HolderSharing(service, runtime.instance, fence, store_config.lease_ttl_s)
+
+
+def _sharing_jobs(
+    service: Service, sharing: HolderSharing | None
+) -> list[Coroutine[Any, Any, None]]:
+    """The lease rounds, and the connection that wakes the delivery worker on new deliveries."""
+    store_config = service.config.store
+    if sharing is None or store_config is None:
+        return []
+    wake, clock = service.worker.wake, service.runtime.clock
+    return [sharing.run(), listen_for_deliveries(store_config, wake, clock)]
+
+
+async def _leave(sharing: HolderSharing) -> None:
+    """Leave the registry on stop; a database already gone lets the leases expire instead."""
+    try:
+        await sharing.leave()
+    except StoreError as exc:
+        log.warning("instance_leave_failed", error=str(exc), hint="its leases expire instead")
 
 
 async def _deliver(service: Service, draining: asyncio.Event) -> None:

@@ -125,7 +125,17 @@ class StateLost(StoreError):
 
 
 class StateLocked(StoreError):
-    """Another drgreen-poller holds the state database's lock (one daemon per database)."""
+    """Another drgreen-poller holds the state database's lock (one daemon per SQLite state;
+    ``poll-once`` beside daemons sharing PostgreSQL)."""
+
+
+class LeaseLost(DrGreenError):
+    """This instance no longer holds the lease of a holder (another instance took it, or it
+    expired while this one was paused): the write was refused, nothing of it committed."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"the lease of holder {holder} moved to another instance")
+        self.holder = holder
 
 
 class ConcurrentUpdate(DrGreenError):

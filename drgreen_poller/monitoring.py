@@ -80,6 +80,7 @@ class Metrics:
         self._polling_series()
         self._upstream_series()
         self._delivery_series()
+        self._lease_series()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -147,6 +148,20 @@ class Metrics:
             "Age of each sink's oldest delivery still owed (pending or delivering); 0: none.",
             ["sink"], registry=self.registry,
         )  # fmt: skip
+
+    def _lease_series(self) -> None:
+        """Several instances on one PostgreSQL database (zero on SQLite)."""
+        self.lease_takeovers = Counter(
+            "drgreen_poller_lease_takeovers",
+            "Holders this instance took over from another whose lease had expired.",
+            registry=self.registry,
+        )
+        self.fencing_refusals = Counter(
+            "drgreen_poller_fencing_refusals",
+            "Writes (or requests) of a holder refused because this instance no longer held"
+            " its lease.",
+            registry=self.registry,
+        )
 
     # --- hooks ----------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import structlog
 from drgreen_poller.clock import Clock
 from drgreen_poller.errors import (
     ConcurrentUpdate,
+    LeaseLost,
     StoreError,
     UpstreamError,
     UpstreamUnauthorized,
@@ -96,6 +97,9 @@ class TierRunner:
         # Each run's NextRuns, for the scheduler to follow (``TierScheduler``'s ``plans``).
         self.plans: asyncio.Queue[NextRuns] = asyncio.Queue()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        # A write of a holder's was refused (another instance holds its lease now): the
+        # service stops polling it (``sharing``); told the holder's name.
+        self.on_lease_lost: Callable[[str], None] = lambda holder: None
         self.slots = slots or RunSlots(MAX_RUNS_AT_WORK)
         self._locks = {name: asyncio.Lock() for name in self.pollers}
         self._keys = dict.fromkeys(self.pollers, 0)  # holder → pollers installed since start
@@ -208,6 +212,11 @@ class TierRunner:
     def _outcome(self, holder: str, tier: str, task: asyncio.Task[NextRuns]) -> NextRuns:
         try:
             return task.result()
+        except LeaseLost:
+            # Another instance polls this holder now: nothing of this run was written.
+            log.warning("lease_lost", holder=holder, tier=tier, hint="another instance holds it")
+            self.on_lease_lost(holder)
+            return {}
         except StoreError as exc:
             # The tier cannot go on without its state: the daemon must stop (systemd restarts
             # it) rather than limp on. Raising would only give APScheduler a traceback to log.
@@ -299,8 +308,8 @@ class TierRunner:
         except (UpstreamError, ConcurrentUpdate) as exc:
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)
             return await self._failed(holder, tier, exc, timing, self._ms_since(started))
-        except StoreError:
-            raise  # the database is gone: the daemon must stop, not spin
+        except (StoreError, LeaseLost):
+            raise  # the database is gone (the daemon must stop), or the holder went elsewhere
         except Exception as exc:  # loop-level boundary: log, back off, carry on
             log.exception("poll_crashed", holder=holder, tier=tier)
             self.on_result(holder, tier, "failed", [], self.clock.monotonic() - started)

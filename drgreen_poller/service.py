@@ -7,8 +7,9 @@ It opens the store and the HTTP session, but starts no loop and sends no request
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,6 +38,7 @@ from drgreen_poller.scheduler import (
 )
 from drgreen_poller.sinks import Sink, build_sinks
 from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store.leases import Fence, Instance
 from drgreen_poller.store.lineage import Lineage
 from drgreen_poller.tiers import TIERS, Tier
 
@@ -89,13 +91,17 @@ class Runtime:
     slots: RunSlots = field(default_factory=lambda: RunSlots(MAX_RUNS_AT_WORK))
     # Holder → tiers with a progress row an earlier process left (None: not read, as poll-once).
     rows_left: dict[str, set[str]] | None = None
+    # A daemon sharing its PostgreSQL database with others: this instance (None: alone), and
+    # the check each request of a holder passes before it leaves (``sharing``'s lease gate).
+    instance: Instance | None = None
+    lease_gate: Callable[[str], None] | None = None
 
     def client(self, holder: HolderConfig, bucket_from: ApiClient | None = None) -> ApiClient:
         """The API client of ``holder``; ``bucket_from`` hands over a token bucket, so that
         rebuilding a client on reload never resets its request budget."""
         credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
         bucket = bucket_from.bucket if bucket_from is not None else None
-        return ApiClient(
+        api = ApiClient(
             self.session,
             api_settings(self.config),
             credentials,
@@ -103,7 +109,11 @@ class Runtime:
             bucket=bucket,
             slots=self.slots,
             holder=holder.name,
+            instance=self.instance.id if self.instance is not None else None,
         )
+        if self.lease_gate is not None:
+            api.gate = functools.partial(self.lease_gate, holder.name)
+        return api
 
     def poller(self, holder: HolderConfig, api: ApiClient) -> HolderPoller:
         return HolderPoller(
@@ -158,26 +168,37 @@ def log_lineage(lineage: Lineage, path: str) -> None:
 
 @asynccontextmanager
 async def open_runtime(
-    config: Config, clock: Clock, *, dry_run: bool = False, on_progress: OnProgress | None = None
+    config: Config,
+    clock: Clock,
+    *,
+    dry_run: bool = False,
+    on_progress: OnProgress | None = None,
+    shared: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open the store and the HTTP session and build one poller per holder; close them last.
 
-    A dry run opens the store as a reader: it records nothing of its own.
+    A dry run opens the store as a reader: it records nothing of its own. ``shared``: a daemon
+    on a PostgreSQL database that others may share: it becomes an instance, builds no poller
+    yet (``sharing`` starts those of the holders whose leases it takes) and fences its writes.
     """
     store = await Store.open(
         config.state, sinks=sink_routes(config), clock=clock, writer=not dry_run
     )
+    instance = Instance.this_process() if shared and config.store is not None else None
+    if instance is not None and config.store is not None:
+        store.fence, store.instance = Fence(instance.id), instance.id
+        store.instance_ttl_s = config.store.lease_ttl_s
     try:
         if not dry_run:  # a reader records no start of the state, and has none to announce
             log_lineage(store.lineage, config.state_shown)
             await store.ensure_holders([h.name for h in config.holders], clock.now())
         async with aiohttp.ClientSession() as session:
-            runtime = Runtime(config, clock, store, session, {}, on_progress)
+            runtime = Runtime(config, clock, store, session, {}, on_progress, instance=instance)
             if not dry_run:  # one read, rather than a write per holder × tier's first run
                 runtime.rows_left = {}
                 for row in await store.progress_rows():
                     runtime.rows_left.setdefault(row.holder, set()).add(row.tier)
-            for holder in config.holders:
+            for holder in config.holders if instance is None else ():
                 runtime.pollers[holder.name] = runtime.poller(holder, runtime.client(holder))
             yield runtime
     finally:
@@ -288,7 +309,8 @@ async def apply_config(service: Service, new: Config) -> ConfigChanges:
     _tighten_schedule(service, before)
     _apply_sinks(service, old)
     for name in (*changes.rekeyed, *changes.holders_added):
-        service.scheduler.schedule_all(await service.runner.probe_now(name))
+        if name in runner.pollers:  # sharing: a holder not held is another instance's to probe
+            service.scheduler.schedule_all(await service.runner.probe_now(name))
     return changes
 
 
@@ -310,10 +332,9 @@ def _tighten_schedule(service: Service, before: Mapping[str, Timing]) -> None:
 async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) -> None:
     runtime, runner = service.runtime, service.runner
     for name in changes.holders_removed:
-        runner.remove_holder(name)
-        for tier in TIERS:
-            service.scheduler.unschedule(name, tier)
-        service.metrics.unwatch_api(name)
+        stop_holder(service, name)
+    if runtime.instance is not None and changes.holders_removed:
+        await runtime.store.release_leases(runtime.instance.id, changes.holders_removed)
     new = runtime.config
     rebuild_all = api_settings(old) != api_settings(new) or poll_settings(old) != poll_settings(new)
     # The token bucket carries over unless the budget itself changed: a reload of a timeout or a
@@ -323,19 +344,40 @@ async def _apply_holders(service: Service, old: Config, changes: ConfigChanges) 
         new.api.burst,
     )
     for holder in new.holders:
-        if holder.name in changes.holders_added:
-            continue
+        if holder.name in changes.holders_added or holder.name not in runner.pollers:
+            continue  # (sharing: a holder not held is another instance's)
         if rebuild_all or holder.name in changes.holders_changed:
             current = runner.pollers.get(holder.name)
             bucket_from = current.api if current is not None and same_budget else None
             _install(service, holder, runtime.client(holder, bucket_from))
     if changes.holders_added:
         await runtime.store.ensure_holders(changes.holders_added, runtime.clock.now())
+        if runtime.instance is not None:
+            return  # the next lease round shares them out
         for holder in runtime.config.holders:
             if holder.name in changes.holders_added:
                 _install(service, holder, runtime.client(holder))
         due = await first_dues(service, list(changes.holders_added))
         service.scheduler.schedule_all(due)
+
+
+async def start_holder(service: Service, name: str) -> None:
+    """Poll ``name`` from now on (sharing: its lease was taken), each tier from its stored due
+    time, as a holder a reload adds. Nothing when the configuration has no such holder."""
+    holder = next((h for h in service.config.holders if h.name == name), None)
+    if holder is None:
+        return
+    _install(service, holder, service.runtime.client(holder))
+    service.scheduler.schedule_all(await first_dues(service, [name]))
+
+
+def stop_holder(service: Service, name: str) -> None:
+    """Poll ``name`` no more (a reload removed it, or its lease went to another instance): its
+    runs in progress are abandoned, nothing of them written; its state stays."""
+    service.runner.remove_holder(name)
+    for tier in TIERS:
+        service.scheduler.unschedule(name, tier)
+    service.metrics.unwatch_api(name)
 
 
 def _install(service: Service, holder: HolderConfig, api: ApiClient) -> None:

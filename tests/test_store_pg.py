@@ -193,8 +193,8 @@ class TestStatements:
 
 class TestLock:
     def test_a_second_daemon_is_refused(self, pg_database: PgDatabase) -> None:
-        """Until instances share a database by leases, one daemon holds it; the lock goes with
-        its connection."""
+        """Taken exclusively (poll-once), one process holds it; the lock goes with its
+        connection."""
         state = pg_store_config(pg_database)
         first = state_lock(state)
         assert isinstance(first, PostgresLock)
@@ -336,7 +336,8 @@ class TestDaemon:
         webhook_receiver: tuple[WebhookReceiver, str],
     ) -> None:
         """``run`` on PostgreSQL delivers an order's lifecycle, signed, in order, each event
-        once; SIGTERM stops it cleanly and a second daemon on the database is refused."""
+        once; SIGTERM stops it cleanly, and poll-once beside it is refused (several daemons
+        share a database: test_ha.py)."""
         receiver, url = webhook_receiver
         secret = generate_webhook_secret()
         (tmp_path / "store.whsec").write_text(secret)
@@ -350,8 +351,8 @@ class TestDaemon:
         )
         try:
             await _until_polled(daemon)
-            code, _, err = await _run("-c", config, "run")
-            assert (code, "already running" in err) == (1, True)
+            code, _, err = await _run("-c", config, "poll-once")
+            assert (code, "daemon is running on this database" in err) == (1, True)
             order = box.state.orders.create("shop")
             for step in (box.state.lifecycle.approve, box.state.lifecycle.pay):
                 step(order.id)

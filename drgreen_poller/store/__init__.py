@@ -6,8 +6,9 @@ migrations for each.
 outbox write), the delivery outbox (claims, attempts, operator actions) and the progress rows of
 long tier runs (for ``status``), written once for both engines over ``dialect``'s seam (the
 engines' backends are ``sqlite`` and ``postgres``). ``StateLock`` (``locking.state_lock`` for
-either engine) keeps a second daemon off the same state. Nothing here decides what to poll or
-when to retry.
+either engine) keeps a second daemon off a SQLite state, and ``poll-once`` off a PostgreSQL one
+that daemons share; ``Leases`` (``leases``) is the instance registry and the holders' leases of
+daemons sharing PostgreSQL. Nothing here decides what to poll or when to retry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from drgreen_poller.store.delivery_rows import (
 )
 from drgreen_poller.store.event_log import EventLog
 from drgreen_poller.store.files import StateLock
+from drgreen_poller.store.leases import Leases
 from drgreen_poller.store.migrations import MIGRATIONS
 from drgreen_poller.store.outbox import UNROUTED, Outbox
 from drgreen_poller.store.polling import (
@@ -38,7 +40,7 @@ from drgreen_poller.store.snapshots import Entity
 from drgreen_poller.store.tier_runs import TierRun, TierRuns
 
 
-class Store(PollingState, TierRuns, Outbox, EventLog, ProgressRows):
+class Store(PollingState, TierRuns, Outbox, EventLog, ProgressRows, Leases):
     """The state database. Use ``await Store.open(path, sinks=...)``; ``close()`` last."""
 
 

@@ -50,6 +50,11 @@ class Connection:
         self.sinks = tuple(sinks)
         self.lineage = lineage
         self._lock = asyncio.Lock()
+        # Several instances on one database (PostgreSQL): checks, inside each write of a
+        # holder's, that this instance still holds its lease (``leases.Fence``). None: alone.
+        self.fence: Callable[[Db, str], None] | None = None
+        self.instance: str | None = None  # this instance's id, when it shares the database
+        self.instance_ttl_s: float | None = None  # and how long a silent instance counts alive
 
     @classmethod
     async def open(
@@ -94,8 +99,11 @@ class Connection:
     async def close(self) -> None:
         await self._backend.close()
 
-    async def _atomically(self, work: Callable[[Db], T]) -> T:
+    async def _atomically(self, work: Callable[[Db], T], *, holder: str | None = None) -> T:
         """Run ``work`` inside one transaction as ONE call into the engine's thread.
+
+        ``holder``: the write is that holder's (a tier run's); where instances share the
+        database, the transaction first passes ``fence`` (``LeaseLost``: nothing written).
 
         ``work`` gets the engine's ``Db`` and runs in that thread, so it must be short,
         synchronous SQL only. A cancelled caller does not cut it: it commits or rolls back
@@ -106,6 +114,14 @@ class Connection:
         Raises:
             StoreError: the engine failed (the transaction was rolled back).
         """
+        fence = self.fence
+        if holder is not None and fence is not None:
+            unfenced = work
+
+            def work(conn: Db) -> T:
+                fence(conn, holder)
+                return unfenced(conn)
+
         async with self._lock:
             try:
                 return await self._backend.atomically(work)
@@ -126,10 +142,13 @@ class Connection:
 
     _rows = _fetch  # the operator's reads: the same one hand-off
 
-    async def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Run ``sql`` for each row, all in one transaction."""
+    async def _write(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], *, holder: str | None = None
+    ) -> None:
+        """Run ``sql`` for each row, all in one transaction (``holder``: fenced, as
+        ``_atomically``)."""
 
         def work(conn: Db) -> None:
             conn.executemany(sql, rows)
 
-        await self._atomically(work)
+        await self._atomically(work, holder=holder)

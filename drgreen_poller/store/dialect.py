@@ -74,6 +74,9 @@ class Dialect:
         setup_lock: a statement that holds other openers off until the transaction ends (the
             migrations, the lineage row); None: the engine's caller holds a lock of its own
             (SQLite: a lock file beside the state).
+        notify_deliveries: a statement, run in a commit that wrote outbox rows, that wakes
+            the other instances' delivery workers once it commits (PostgreSQL's ``NOTIFY``);
+            None: one process alone delivers, woken in memory.
     """
 
     name: str
@@ -82,6 +85,7 @@ class Dialect:
     glob_pattern: Callable[[str], str]
     data_version: str | None
     setup_lock: str | None
+    notify_deliveries: str | None = None
 
 
 def _same(pattern: str) -> str:
@@ -112,6 +116,8 @@ def glob_regex(pattern: str) -> str:
 
 # The key of PostgreSQL's advisory lock around setting a database up (any fixed number).
 SETUP_LOCK_KEY = 0x64724772  # "drGr"
+# The channel on which a commit with new deliveries wakes every instance's delivery worker.
+DELIVERIES_CHANNEL = "drgreen_poller_deliveries"
 PG_SETUP_LOCK = f"SELECT pg_advisory_xact_lock({SETUP_LOCK_KEY})"
 
 SQLITE = Dialect("sqlite", "MAX", "GLOB", _same, "PRAGMA data_version", None)
@@ -122,4 +128,5 @@ POSTGRESQL = Dialect(
     glob_regex,
     None,
     f"SELECT pg_advisory_xact_lock({SETUP_LOCK_KEY})",
+    f"NOTIFY {DELIVERIES_CHANNEL}",
 )

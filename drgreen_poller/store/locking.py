@@ -2,8 +2,8 @@
 
 Owns choosing the lock for where the state is: SQLite's ``StateLock`` (a file beside the
 database), or, for a PostgreSQL database, ``PostgresLock`` (a session advisory lock held on a
-connection of its own for the daemon's lifetime), until instances share a database through
-leases. It runs no SQL on the state.
+connection of its own for the daemon's lifetime: shared by the daemons, which divide the holders
+through leases, exclusive for ``poll-once``). It runs no SQL on the state.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ DAEMON_LOCK_KEY = 0x64724773
 
 
 class PostgresLock:
-    """A session advisory lock on the ``[store]`` database, on a connection of its own: a
-    second daemon (or ``poll-once``) on the same database is refused, as with SQLite's file."""
+    """A session advisory lock on the ``[store]`` database, on a connection of its own.
 
-    def __init__(self, store: StoreConfig) -> None:
+    Daemons take it ``shared``: several run on one database (their holders shared through
+    leases). ``poll-once`` takes it exclusively: it is refused while any daemon runs, and a
+    daemon while it runs."""
+
+    def __init__(self, store: StoreConfig, *, shared: bool = False) -> None:
         self.store = store
+        self.shared = shared
         self._conn: Any = None
 
     def acquire(self) -> None:
@@ -39,7 +43,8 @@ class PostgresLock:
 
         conn = connect(self.store)
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK_KEY,)).fetchone()
+            take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+            row = conn.execute(f"SELECT {take}(%s)", (DAEMON_LOCK_KEY,)).fetchone()
             held = row is not None and bool(row[0])
         except psycopg.Error as exc:
             conn.close()
@@ -47,8 +52,10 @@ class PostgresLock:
         if not held:
             conn.close()
             raise StateLocked(
-                f"another drgreen-poller is already running on {self.store.shown}"
-                " (one daemon per database; stop it first)"
+                f"poll-once is running on {self.store.shown}; start the daemon once it ends"
+                if self.shared
+                else f"another drgreen-poller is already running on {self.store.shown}"
+                " (stop the daemons first)"
             )
         self._conn = conn
 
@@ -70,6 +77,8 @@ class PostgresLock:
         self.release()
 
 
-def state_lock(state: Path | StoreConfig) -> StateLock | PostgresLock:
-    """The lock a daemon holds on ``state`` (``Config.state``) for its lifetime."""
-    return StateLock(state) if isinstance(state, Path) else PostgresLock(state)
+def state_lock(state: Path | StoreConfig, *, shared: bool = False) -> StateLock | PostgresLock:
+    """The lock a daemon (``shared``: several daemons on one PostgreSQL database) or
+    ``poll-once`` holds on ``state`` (``Config.state``) for its lifetime. SQLite's is one
+    process's alone either way."""
+    return StateLock(state) if isinstance(state, Path) else PostgresLock(state, shared=shared)

@@ -133,6 +133,13 @@ _MOVE_ON_SQL = (
 )
 
 
+# PostgreSQL shared by instances: the rows in flight on no live instance.
+_RESET_GONE_SQL = """
+    UPDATE deliveries SET state = 'pending', claimed_by = NULL, updated_at = ?
+    WHERE state = 'delivering' AND (claimed_by IS NULL OR claimed_by NOT IN (
+        SELECT id FROM instances WHERE heartbeat_at >= clock_timestamp() - ? * interval '1 second'))
+"""
+
 Statements = list[tuple[str, tuple[Any, ...]]]
 
 
@@ -146,6 +153,7 @@ class ClaimStatements:
     insert_attempts: str
     move_on: str
     unrouted: str
+    claims_by: bool = False  # mark_delivering takes the claiming instance (after the stamp)
 
 
 CLAIMS = {
@@ -155,16 +163,21 @@ CLAIMS = {
     ),
     "postgresql": ClaimStatements(
         pg.CHOOSE_SQL, pg.CLAIMED_SQL, pg.MARK_DELIVERING_SQL, pg.INSERT_ATTEMPTS_SQL,
-        pg.MOVE_ON_SQL, pg.UNROUTED_SQL,
+        pg.MOVE_ON_SQL, pg.UNROUTED_SQL, claims_by=True,
     ),
 }  # fmt: skip
 
 
 def _claim(
-    conn: Db, sql: ClaimStatements, now_s: float, stamp: str, rooms: Mapping[str, int]
+    conn: Db,
+    sql: ClaimStatements,
+    now_s: float,
+    stamp: str,
+    rooms: Mapping[str, int],
+    claimer: str | None = None,
 ) -> tuple[list[str], bool]:
     """In the engine's thread, inside a transaction: choose each sink's due rows (up to its
-    room), mark them ``delivering``.
+    room), mark them ``delivering`` (by ``claimer``, the instance, where the engine says).
 
     Returns the claimed rows as JSON texts (``_due_rows`` reads them), and whether some sink got
     fewer than its room (then when the next row falls due is worth knowing).
@@ -177,7 +190,8 @@ def _claim(
         ids, count = conn.execute(sql.choose, (sink, now_s, room)).fetchone()
         short = short or count < room
         if count:
-            conn.execute(sql.mark_delivering, (stamp, ids))
+            marks = (stamp, claimer, ids) if sql.claims_by else (stamp, ids)
+            conn.execute(sql.mark_delivering, marks)
             found.append(conn.execute(sql.claimed, (ids,)).fetchone()[0])
     return found, short
 
@@ -249,9 +263,14 @@ class Outbox(Connection):
     """The outbox side of the state database: claims, attempts, operator actions, pruning."""
 
     async def reset_delivering(self, now: datetime) -> int:
-        """Rows a crash left ``delivering`` go back to ``pending`` (start-up only)."""
+        """Rows a crash left ``delivering`` go back to ``pending`` (start-up only). Where
+        instances share the database, only the rows of instances gone (no heartbeat within
+        ``instance_ttl_s``) and those claimed by no instance: the others' are in flight."""
+        ttl_s = self.instance_ttl_s
 
         def work(conn: Db) -> int:
+            if ttl_s is not None:
+                return conn.execute(_RESET_GONE_SQL, (iso_ms(now), ttl_s)).rowcount
             return conn.execute(
                 "UPDATE deliveries SET state = 'pending', updated_at = ?"
                 " WHERE state = 'delivering'",
@@ -315,7 +334,7 @@ class Outbox(Connection):
 
         def work(conn: Db) -> Settled:
             _run(conn, _record_statements(records, now, sql))
-            found, short = _claim(conn, sql, now_s, stamp, rooms)
+            found, short = _claim(conn, sql, now_s, stamp, rooms, self.instance)
             upcoming = (
                 _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
                 if short
@@ -407,7 +426,14 @@ class Outbox(Connection):
         chosen = [
             (r["id"], sink, f"{r['holder']}/{r['resource_key']}", r["sequence"]) for r in rows
         ]
-        await self._atomically(lambda conn: insert_deliveries(conn, chosen, now))
+        notify = self.dialect.notify_deliveries
+
+        def work(conn: Db) -> None:
+            insert_deliveries(conn, chosen, now)
+            if chosen and notify is not None:
+                conn.execute(notify)  # a running daemon's delivery worker wakes at once
+
+        await self._atomically(work)
         return len(chosen)
 
     async def prune(self, before: datetime) -> tuple[int, int]:

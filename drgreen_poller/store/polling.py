@@ -296,8 +296,16 @@ class PollingState(Connection):
         wrote. If it raised, or was cancelled (it may then have committed all the same), the
         holder's tiers are read again instead."""
         written: list[Written] = []
+        notify = self.dialect.notify_deliveries
+
+        def writing(conn: Db) -> CommitResult:
+            done = work(conn, written)
+            if done.deliveries and notify is not None:
+                conn.execute(notify)  # sent when this commits: other instances wake
+            return done
+
         try:
-            result = await self._atomically(lambda conn: work(conn, written))
+            result = await self._atomically(writing, holder=holder)
         except StaleTier as exc:
             self._kept.foreign_writes(exc.data_version)
             self._kept.forget(holder)

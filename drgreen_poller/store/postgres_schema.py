@@ -123,11 +123,34 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_pending_by_sink ON deliveries (sink, next_attempt_at)
         WHERE state = 'pending';
     """,
+    # 3: several daemons on one database: the instances, the holders' leases (a fencing token
+    # each), and which instance claimed a delivery in flight
+    """
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE TABLE leases (
+        holder TEXT PRIMARY KEY,
+        instance TEXT,
+        token BIGINT NOT NULL DEFAULT 0,
+        acquired_at TIMESTAMPTZ,
+        expires_at TIMESTAMPTZ
+    );
+    CREATE INDEX leases_by_instance ON leases (instance);
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+    """,
 )
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
 # engines agree): a batch of ids or attempts goes in as one JSON array and comes out as one.
 # Unlike SQLite's json_group_array, json_agg of no rows is NULL: the claim returns first then.
+# Several instances claim from one database: a row another one's claim has locked is skipped
+# (SKIP LOCKED), never claimed twice, and a later event of its resource waits all the same, as
+# the earlier one is still pending in this claim's view (the NOT EXISTS reads without locking).
 CHOOSE_SQL = """
     WITH due AS MATERIALIZED (
         SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
@@ -140,7 +163,8 @@ CHOOSE_SQL = """
               SELECT 1 FROM deliveries AS q
               WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
         ORDER BY d.next_attempt_at, d.id
-        LIMIT ?)
+        LIMIT ?
+        FOR UPDATE OF d SKIP LOCKED)
     SELECT json_agg(id)::text, count(*) FROM due
     WHERE NOT EXISTS (
         SELECT 1 FROM due AS earlier
@@ -168,8 +192,10 @@ CLAIMED_SQL = f"""
     FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
     WHERE d.id IN ({_IDS})
 """  # noqa: S608 - constant text
+# The claimed rows record their instance (NULL: a daemon alone), whose death returns them.
 MARK_DELIVERING_SQL = (
-    f"UPDATE deliveries SET state = 'delivering', updated_at = ? WHERE id IN ({_IDS})"  # noqa: S608 - constant text
+    "UPDATE deliveries SET state = 'delivering', updated_at = ?, claimed_by = ?"  # noqa: S608 - constant text
+    f" WHERE id IN ({_IDS})"
 )
 INSERT_ATTEMPTS_SQL = """
     INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,

@@ -56,12 +56,15 @@ class ProgressRows(Connection):
                     progress.expected_records,
                 )
             ],
+            holder=progress.holder,
         )
 
     async def clear_progress(self, holder: str, tier: str) -> None:
         """The run ended: its row goes."""
         await self._write(
-            "DELETE FROM sweep_progress WHERE holder = ? AND tier = ?", [(holder, tier)]
+            "DELETE FROM sweep_progress WHERE holder = ? AND tier = ?",
+            [(holder, tier)],
+            holder=holder,
         )
 
     async def progress_rows(self) -> list[ProgressRow]:

@@ -51,6 +51,7 @@ class TierRuns(Connection):
         await self._write(
             f"UPDATE tier_runs SET next_due_at = {later} WHERE holder = ?",  # noqa: S608 - an engine's function name
             [(next_due_at, holder)],
+            holder=holder,
         )
 
     async def tier_runs(self, holder: str | None = None) -> list[TierRun]:
@@ -89,6 +90,7 @@ class TierRuns(Connection):
                 next_due_at = excluded.next_due_at
             """,
             [(holder, tier, iso_ms(now), error, next_due_at)],
+            holder=holder,
         )
         runs = await self._rows(
             "SELECT consecutive_failures FROM tier_runs WHERE holder = ? AND tier = ?",

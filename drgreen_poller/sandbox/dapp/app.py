@@ -124,6 +124,7 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
             holder=holder_name,
             endpoint=endpoint,
             status=status,
+            user_agent=request.headers.get("User-Agent", ""),
         )
 
 

@@ -31,6 +31,7 @@ class RequestRecord:
     holder: str
     endpoint: str
     status: int
+    user_agent: str = ""  # which client sent it (several daemons put their instance id in it)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the control API lists it."""
@@ -40,6 +41,7 @@ class RequestRecord:
             "holder": self.holder,
             "endpoint": self.endpoint,
             "status": self.status,
+            "user_agent": self.user_agent,
         }
 
 
@@ -125,7 +127,14 @@ class Traffic:
         self.faults.clear()
 
     def record_request(
-        self, *, arrival_s: float, arrived_at: datetime, holder: str, endpoint: str, status: int
+        self,
+        *,
+        arrival_s: float,
+        arrived_at: datetime,
+        holder: str,
+        endpoint: str,
+        status: int,
+        user_agent: str = "",
     ) -> None:
         """Count a request to the Dr Green API.
 
@@ -135,8 +144,10 @@ class Traffic:
             holder: the holder whose key it carried, or ``anonymous``.
             endpoint: the route template (``GET /dapp/orders/{orderId}``) or ``unmatched``.
             status: the HTTP status it got.
+            user_agent: its User-Agent header ("" when it sent none).
         """
-        entry = RequestRecord(arrival_s, iso(to_ms(arrived_at)), holder, endpoint, status)
+        at = iso(to_ms(arrived_at))
+        entry = RequestRecord(arrival_s, at, holder, endpoint, status, user_agent)
         self.requests.record(entry)
 
     def request_counts(self, holder: str | None = None) -> dict[str, Any]:

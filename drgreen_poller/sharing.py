@@ -1,0 +1,101 @@
+"""Several daemons on one PostgreSQL database: which holders this instance polls, round by round.
+
+Owns the lease loop of a daemon that shares its database: every third of ``[store] lease_ttl``
+a round (``Leases.share_holders``) heartbeats, renews this instance's leases and evens them out
+between the live instances; the service then starts polling the holders it took and stops
+those it lost (``service.start_holder`` / ``stop_holder``, the path a reload takes), and the
+fence learns the tokens. Each request of a held holder passes ``gate`` (no request once the
+last renewal is too old to be sure of the lease: a paused instance that resumes sends nothing),
+and a write refused by the fence (``LeaseLost``) or the gate stops its holder at once.
+On stop the instance leaves the registry, freeing its leases. It holds no SQL (``store.leases``)
+and polls nothing itself.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from drgreen_poller.errors import LeaseLost
+from drgreen_poller.service import Service, start_holder, stop_holder
+from drgreen_poller.store.leases import Fence, Instance, LeaseRound
+
+log = structlog.get_logger(__name__)
+
+ROUNDS_PER_TTL = 3  # a lease is renewed three times within its time to live
+# The part of a lease's time to live this instance counts on after the round that renewed it:
+# a margin for the round's own time and clocks that run at slightly different rates.
+SURE_SHARE = 2 / 3
+
+
+class HolderSharing:
+    """The lease loop of one instance (``run``), its first round (``round``) and its leaving.
+
+    Args:
+        service: the running daemon's parts; its runner's holders are the ones held.
+        instance: this instance (its id is in the registry, the leases and the User-Agent).
+        fence: the store's fence, told the token of every lease held.
+        ttl_s: how long a lease lasts unless renewed (``[store] lease_ttl``).
+    """
+
+    def __init__(self, service: Service, instance: Instance, fence: Fence, ttl_s: float) -> None:
+        self.service = service
+        self.instance = instance
+        self.fence = fence
+        self.ttl_s = ttl_s
+        # Until when (monotonic) this instance's leases surely hold, by the last round that
+        # renewed them: a stop (SIGSTOP, a stalled host) past it sends no request on resuming.
+        self.valid_until = 0.0
+        service.runner.on_lease_lost = self.lost
+        service.runtime.lease_gate = self.gate
+
+    async def run(self) -> None:
+        """Rounds until cancelled; a failed database ends the daemon, as everywhere."""
+        clock = self.service.runtime.clock
+        while True:
+            await clock.sleep(self.ttl_s / ROUNDS_PER_TTL)
+            await self.round()
+
+    async def round(self) -> LeaseRound:
+        """One round: renew, even out, and start or stop polling the holders that moved."""
+        service = self.service
+        names = [holder.name for holder in service.config.holders]
+        clock = service.runtime.clock
+        began = clock.monotonic()  # the leases run from no earlier than this
+        done = await service.runtime.store.share_holders(
+            self.instance, names, self.ttl_s, clock.now()
+        )
+        self.fence.tokens = dict(done.held)
+        self.valid_until = began + self.ttl_s * SURE_SHARE
+        for name in done.taken_over:
+            service.metrics.lease_takeovers.inc()
+            log.warning("lease_taken_over", holder=name, token=done.held[name])
+        for name in sorted(set(service.runner.pollers) - set(done.held)):
+            stop_holder(service, name)
+            log.info("lease_released", holder=name, live_instances=done.live)
+        for name in sorted(set(done.held) - set(service.runner.pollers)):
+            await start_holder(service, name)
+            log.info("lease_taken", holder=name, token=done.held[name], live_instances=done.live)
+        if done.reclaimed:
+            log.warning("deliveries_reclaimed", count=done.reclaimed, reason="instance gone")
+            service.worker.wake()
+        return done
+
+    def gate(self, holder: str) -> None:
+        """Before each request of ``holder``'s: ``LeaseLost`` unless this instance holds its
+        lease, renewed recently enough to be sure no other instance took it meanwhile."""
+        if holder not in self.fence.tokens or self.service.runtime.clock.monotonic() >= (
+            self.valid_until
+        ):
+            raise LeaseLost(holder)
+
+    def lost(self, holder: str) -> None:
+        """The fence refused a write of ``holder``'s: poll it no more (the next round takes
+        it again only if its lease is still this instance's)."""
+        self.service.metrics.fencing_refusals.inc()
+        self.fence.tokens.pop(holder, None)
+        stop_holder(self.service, holder)
+
+    async def leave(self) -> None:
+        """Leave the registry: this instance's leases are free for the others at once."""
+        await self.service.runtime.store.deregister(self.instance.id)
+        log.info("instance_left", instance=self.instance.id)
