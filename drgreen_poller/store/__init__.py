@@ -13,6 +13,7 @@ daemons sharing PostgreSQL. Nothing here decides what to poll or when to retry.
 
 from __future__ import annotations
 
+from drgreen_poller.store.claims import UNROUTED
 from drgreen_poller.store.connection import Connection, SinkRoute
 from drgreen_poller.store.delivery_rows import (
     REQUEUEABLE_STATES,
@@ -28,7 +29,7 @@ from drgreen_poller.store.event_log import EventLog
 from drgreen_poller.store.files import StateLock
 from drgreen_poller.store.leases import Leases
 from drgreen_poller.store.migrations import MIGRATIONS
-from drgreen_poller.store.outbox import UNROUTED, Outbox
+from drgreen_poller.store.outbox import Outbox
 from drgreen_poller.store.polling import (
     TRACKED,
     CommitResult,

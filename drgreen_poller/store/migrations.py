@@ -115,7 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE state IN ('pending', 'failed');
     """,
     # 7: due rows are claimed a sink at a time, and each sink's earliest due one is looked up
-    # (outbox.py _CHOOSE_SQL, _NEXT_OF_SINK_SQL). Pending rows only, so a delivery's life costs
+    # (claims.py _CHOOSE_SQL, _NEXT_OF_SINK_SQL). Pending rows only, so a delivery's life costs
     # two index writes here, where the index it replaces (every state) cost six.
     """
     DROP INDEX deliveries_due;

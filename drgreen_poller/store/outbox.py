@@ -1,20 +1,27 @@
-"""The delivery outbox in the database: claiming due rows in order, attempts, operator actions.
+"""The delivery outbox in the database: the delivery loop's turn, operator actions, upkeep.
 
-Owns the per-sink, per-resource ordering rule (a later event waits while an earlier one is
-pending or in flight), the attempt log, requeue, replay and pruning. It decides nothing about
-retry timing (``delivery.py`` does) and knows nothing of HTTP.
+Owns writing new outbox rows, the delivery loop's one transaction per turn (``settle``, over the
+statements of ``claims``, where the per-sink, per-resource ordering rule is), returning rows in
+flight to pending (a start, a stop, a gone instance), the backlog counts, requeue, replay and
+pruning. It decides nothing about retry timing (``delivery.py`` does) and knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from drgreen_poller.events import iso_ms
-from drgreen_poller.store import postgres_schema as pg
+from drgreen_poller.store.claims import (
+    CLAIMS,
+    claim,
+    due_rows,
+    next_attempt_at,
+    record_statements,
+    run_statements,
+)
 from drgreen_poller.store.connection import Connection
 from drgreen_poller.store.delivery_rows import (
     REQUEUEABLE_STATES,
@@ -22,7 +29,6 @@ from drgreen_poller.store.delivery_rows import (
     AttemptRecord,
     DeliveryRow,
     DeliveryState,
-    DueDelivery,
     Settled,
     SinkBacklog,
 )
@@ -53,179 +59,12 @@ _INSERT_DELIVERY_SQL = (
 )
 
 
-# The delivery loop's statements take a whole batch as one JSON array and return one as text:
-# each statement is one step in SQLite's thread, where a statement or a result row per delivery
-# would trade the GIL with the event loop once per row. The Python that builds and reads those
-# arrays runs in that thread too, beside the transaction, not in the event loop's thread, which
-# is what limits delivery (bench/delivery_throughput.py prints each thread's CPU per event).
-# json_each and json_group_array: SQLite's JSON1, built in since 3.38 and compiled into the
-# sqlite3 of common Python builds before that; MATERIALIZED: SQLite 3.35 (``check_sqlite``).
-
-# The rows of one sink to claim: at most ``limit`` due ones in due order, whose earlier events
-# (same sink and resource) are done, and one per event in flight, even after a replay left two
-# due: their ids as a JSON array, and how many. One sink at a time (migration 7's index), so a
-# sink with many rows due cannot take another sink's share of the claim.
-_CHOOSE_SQL = """
-    WITH due AS MATERIALIZED (
-        SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
-        WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries AS p
-              WHERE p.sink = d.sink AND p.resource_key = d.resource_key
-                AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries AS q
-              WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
-        ORDER BY d.next_attempt_at, d.id
-        LIMIT ?)
-    SELECT json_group_array(id), count(*) FROM due
-    WHERE NOT EXISTS (
-        SELECT 1 FROM due AS earlier
-        WHERE earlier.event_id = due.event_id
-          AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
-"""
-# The claimed rows with their events, as one JSON array (in no particular order).
-_CLAIMED_SQL = """
-    SELECT json_group_array(json_array(
-        d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
-        d.next_attempt_at))
-    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-    WHERE d.id IN (SELECT value FROM json_each(?))
-"""
-# When a sink's next pending row falls due, after ``now``: a row already due that the claim
-# left is held back behind its resource's earlier event in flight, whose end wakes the loop.
-_NEXT_OF_SINK_SQL = (
-    "SELECT MIN(next_attempt_at) FROM deliveries"
-    " WHERE state = 'pending' AND sink = ? AND next_attempt_at > ?"
-)
-# Pending rows of sinks no longer configured (the delivery loop fails them at once). The sinks
-# with pending rows are found by skipping through migration 7's index, a seek per sink, so the
-# cost follows the sinks, not the rows pending (about 0.04 ms against 90 ms for a scan of 200,000
-# pending rows): the loop can look again every few seconds.
-_UNROUTED_SQL = """
-    WITH RECURSIVE pending(sink) AS (
-        SELECT MIN(sink) FROM deliveries WHERE state = 'pending'
-        UNION ALL
-        SELECT (SELECT MIN(sink) FROM deliveries WHERE state = 'pending' AND sink > pending.sink)
-        FROM pending WHERE pending.sink IS NOT NULL)
-    SELECT d.id, d.sink, d.event_id, d.attempts FROM pending
-    JOIN deliveries AS d ON d.state = 'pending' AND d.sink = pending.sink
-    WHERE pending.sink NOT IN (SELECT value FROM json_each(?))
-    LIMIT ?
-"""
-UNROUTED = "sink no longer configured"
-_MARK_DELIVERING_SQL = (
-    "UPDATE deliveries SET state = 'delivering', updated_at = ?"
-    " WHERE id IN (SELECT value FROM json_each(?))"
-)
-_INSERT_ATTEMPTS_SQL = """
-    INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,
-        ok, status, error_class, response_excerpt)
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-        json_extract(value, '$[6]'), json_extract(value, '$[7]')
-    FROM json_each(?)
-"""
-_MOVE_ON_SQL = (
-    "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="
-    " COALESCE(?, next_attempt_at), last_outcome = ?, updated_at = ?"
-    " WHERE id IN (SELECT value FROM json_each(?))"
-)
-
-
 # PostgreSQL shared by instances: the rows in flight on no live instance.
 _RESET_GONE_SQL = """
     UPDATE deliveries SET state = 'pending', claimed_by = NULL, updated_at = ?
     WHERE state = 'delivering' AND (claimed_by IS NULL OR claimed_by NOT IN (
         SELECT id FROM instances WHERE heartbeat_at >= clock_timestamp() - ? * interval '1 second'))
 """
-
-Statements = list[tuple[str, tuple[Any, ...]]]
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimStatements:
-    """The delivery loop's batch statements in one engine's spelling."""
-
-    choose: str
-    claimed: str
-    mark_delivering: str
-    insert_attempts: str
-    move_on: str
-    unrouted: str
-    claims_by: bool = False  # mark_delivering takes the claiming instance (after the stamp)
-
-
-CLAIMS = {
-    "sqlite": ClaimStatements(
-        _CHOOSE_SQL, _CLAIMED_SQL, _MARK_DELIVERING_SQL, _INSERT_ATTEMPTS_SQL, _MOVE_ON_SQL,
-        _UNROUTED_SQL,
-    ),
-    "postgresql": ClaimStatements(
-        pg.CHOOSE_SQL, pg.CLAIMED_SQL, pg.MARK_DELIVERING_SQL, pg.INSERT_ATTEMPTS_SQL,
-        pg.MOVE_ON_SQL, pg.UNROUTED_SQL, claims_by=True,
-    ),
-}  # fmt: skip
-
-
-def _claim(
-    conn: Db,
-    sql: ClaimStatements,
-    now_s: float,
-    stamp: str,
-    rooms: Mapping[str, int],
-    claimer: str | None = None,
-) -> tuple[list[str], bool]:
-    """In the engine's thread, inside a transaction: choose each sink's due rows (up to its
-    room), mark them ``delivering`` (by ``claimer``, the instance, where the engine says).
-
-    Returns the claimed rows as JSON texts (``_due_rows`` reads them), and whether some sink got
-    fewer than its room (then when the next row falls due is worth knowing).
-    """
-    found: list[str] = []
-    short = False
-    for sink, room in rooms.items():
-        if room <= 0:
-            continue
-        ids, count = conn.execute(sql.choose, (sink, now_s, room)).fetchone()
-        short = short or count < room
-        if count:
-            marks = (stamp, claimer, ids) if sql.claims_by else (stamp, ids)
-            conn.execute(sql.mark_delivering, marks)
-            found.append(conn.execute(sql.claimed, (ids,)).fetchone()[0])
-    return found, short
-
-
-def _due_rows(found: Sequence[str]) -> list[DueDelivery]:
-    """The claimed rows of ``_claim``'s JSON texts, in due order."""
-    rows = sorted((row for text in found for row in json.loads(text)), key=lambda r: (r[7], r[0]))
-    return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in rows]
-
-
-def _record_statements(
-    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements
-) -> Statements:
-    """The statements that log ``records`` and move their rows on."""
-    if not records:
-        return []
-    attempts = [
-        [r.delivery_id, r.attempt, iso_ms(r.started_at), r.duration_ms, int(r.ok),
-         r.status, r.error_class, r.excerpt]
-        for r in records
-    ]  # fmt: skip
-    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts),))]
-    # One statement per distinct outcome: a batch of successes is one UPDATE.
-    moves: dict[tuple[str, int, float | None, str], list[int]] = {}
-    for r in records:
-        moves.setdefault((r.state, r.attempt, r.next_attempt_at, _outcome(r)), []).append(
-            r.delivery_id
-        )
-    stamp = iso_ms(now)
-    statements.extend(
-        (sql.move_on, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
-        for (state, attempt, next_at, outcome), ids in moves.items()
-    )
-    return statements
 
 
 def insert_deliveries(conn: Db, rows: Sequence[tuple[str, str, str, int]], now: datetime) -> None:
@@ -245,18 +84,6 @@ def glob_clause(column: str, patterns: Sequence[str], dialect: Dialect) -> tuple
     return "(" + " OR ".join(match for _ in patterns) + ")", [
         dialect.glob_pattern(p) for p in patterns
     ]
-
-
-def _run(conn: Db, statements: Statements) -> None:
-    for sql, params in statements:
-        conn.execute(sql, params)
-
-
-def _next_attempt_at(conn: Db, sinks: Iterable[str], now_s: float) -> float | None:
-    """When the earliest pending row of ``sinks`` falls due after ``now_s`` (None: none)."""
-    due = [conn.execute(_NEXT_OF_SINK_SQL, (sink, now_s)).fetchone()[0] for sink in sinks]
-    known = [float(value) for value in due if value is not None]
-    return min(known) if known else None
 
 
 class Outbox(Connection):
@@ -333,14 +160,14 @@ class Outbox(Connection):
         sql = CLAIMS[self.dialect.name]
 
         def work(conn: Db) -> Settled:
-            _run(conn, _record_statements(records, now, sql))
-            found, short = _claim(conn, sql, now_s, stamp, rooms, self.instance)
+            run_statements(conn, record_statements(records, now, sql))
+            found, short = claim(conn, sql, now_s, stamp, rooms, self.instance)
             upcoming = (
-                _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
+                next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
                 if short
                 else None
             )
-            return Settled(_due_rows(found), upcoming)
+            return Settled(due_rows(found), upcoming)
 
         return await self._atomically(work)
 
@@ -455,9 +282,3 @@ class Outbox(Connection):
             return gone, events
 
         return await self._atomically(work)
-
-
-def _outcome(record: AttemptRecord) -> str:
-    if record.ok:
-        return f"{record.status}" if record.status is not None else "ok"
-    return f"{record.status}" if record.status is not None else (record.error_class or "error")
