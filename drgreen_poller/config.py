@@ -14,10 +14,9 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from drgreen_poller.config_fields import (
     CREDENTIALS_ENV,
@@ -40,10 +39,10 @@ from drgreen_poller.config_fields import (
     secret_values,
     string,
     string_list,
-    systemd_credential,
     type_name,
 )
 from drgreen_poller.config_sinks import SinkConfig, read_sinks
+from drgreen_poller.config_store import StoreConfig, read_store
 from drgreen_poller.errors import ConfigError, SigningError
 from drgreen_poller.logs import LOG_FORMATS, LogFormat
 from drgreen_poller.request_signing import api_key_for, load_public_key
@@ -128,37 +127,6 @@ class DeliveryConfig:
     retry_schedule_s: tuple[float, ...] = (0.0, 60.0, 600.0, 3600.0, 21600.0, 57600.0)
     retention_s: float = 30 * 86400.0
     concurrency: int = 16
-
-
-DEFAULT_LEASE_TTL_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """``[store]``: the PostgreSQL database holding the state (without it: SQLite at
-    ``daemon.state_path``). ``url`` as written (a password in it warns); ``password`` given
-    apart (``password_file``, ``password_env`` or the systemd credential ``store.password``),
-    None to let libpq decide (peer or trust authentication, ``~/.pgpass``)."""
-
-    url: str = field(repr=False)  # may hold a password: see ``shown``
-    password: Secret | None = None
-    # Several daemons on the database: a holder's lease lasts this long unless renewed.
-    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
-
-    def __repr__(self) -> str:
-        return (
-            f"StoreConfig(url={self.shown!r}, password={self.password},"
-            f" lease_ttl_s={self.lease_ttl_s})"
-        )
-
-    @property
-    def shown(self) -> str:
-        """The URL as messages show it: any password in it replaced by ``***``."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,66 +314,6 @@ def _delivery(r: Reader, value: Any) -> DeliveryConfig:
         )
 
 
-_STORE_KEYS = {"url", "password", "password_file", "password_env", "lease_ttl"}
-STORE_PASSWORD_CREDENTIAL = "store.password"  # noqa: S105 - a credential's name, not a secret
-
-
-def _store(r: Reader, value: Any) -> StoreConfig | None:
-    """``[store]``: absent, the state stays in SQLite (``None``)."""
-    if value is None:
-        return None
-    with r.table("store", value, _STORE_KEYS) as s:
-        url = s.get("url", postgresql_url, None)
-        if url is None:
-            if "url" not in s and isinstance(value, Mapping):
-                s.problem("url", 'missing: set url = "postgresql://USER@HOST:5432/DATABASE"')
-            return None
-        given = secret_values(s, "password")
-        if given is None:
-            try:
-                credential = systemd_credential(r, STORE_PASSWORD_CREDENTIAL)
-            except ValueError as exc:
-                s.problem(None, f"credential {STORE_PASSWORD_CREDENTIAL}: {exc}")
-                return None
-            given = [credential] if credential is not None else []
-        if len(given) > 1:
-            s.problem("password", "give one value, not an array")
-        password = given[0] if given else None
-        if urlsplit(url).password is not None:
-            if password is not None:
-                s.problem("url", f"holds a password and {password.source} gives one: give one")
-            r.warnings.append(
-                "store.url: password written in the URL; prefer store.password_file or "
-                "store.password_env"
-            )
-        lease_ttl_s = s.get("lease_ttl", positive_duration, DEFAULT_LEASE_TTL_S)
-        return StoreConfig(url, password, lease_ttl_s)
-
-
-def postgresql_url(value: Any) -> str:
-    """A ``postgresql://`` (or ``postgres://``) URL that libpq can read."""
-    text = string(value)
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - reading it checks it (a port that is no number raises)
-    except ValueError as exc:
-        raise ValueError(f"not a URL libpq can read: {exc}") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError(
-            f"{StoreConfig(text).shown!r} is not a postgresql:// URL "
-            '(e.g. "postgresql://drgreen@127.0.0.1:5432/drgreen")'
-        )
-    import psycopg  # only for a [store] section
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        conninfo_to_dict(text)
-    except psycopg.ProgrammingError as exc:
-        reason = str(exc).replace(text, "the URL").splitlines()[0]
-        raise ValueError(f"not a URL libpq can read: {reason}") from None
-    return text
-
-
 def _duration_list(value: Any) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError('must be a non-empty array of durations, e.g. ["0s", "1m", "10m"]')
@@ -443,7 +351,7 @@ def parse_config(
         schedule=_schedule(r, document.get("schedule", {})),
         delivery=_delivery(r, document.get("delivery", {})),
         sinks=read_sinks(r, document.get("sinks")),
-        store=_store(r, document.get("store")),
+        store=read_store(r, document.get("store")),
     )
     config = dataclasses.replace(config, warnings=tuple(r.warnings))
     if r.problems:

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from drgreen_poller.clock import Clock
-from drgreen_poller.config import Config, StoreConfig, postgresql_url
+from drgreen_poller.config import Config, StoreConfig
 from drgreen_poller.config_fields import Secret, read_secret_file
+from drgreen_poller.config_store import postgresql_url
 from drgreen_poller.errors import ConfigError, StateLocked, StoreError
 from drgreen_poller.events import iso_ms
 from drgreen_poller.store import StateLock, Store
