@@ -8,7 +8,6 @@ codes belong to the CLI.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -17,24 +16,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from drgreen_poller.api import ApiClient
-from drgreen_poller.clock import Clock, SystemClock
+from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, StoreConfig, duration
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.errors import (
     ConfigError,
     SigningError,
     StoreError,
-    UpstreamError,
-    UpstreamUnauthorized,
 )
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.monitoring import HealthInputs, delivery_problems, health_problems
-from drgreen_poller.request_signing import ApiCredentials
-from drgreen_poller.scheduler import UNAUTHORIZED_HINT
-from drgreen_poller.service import api_settings, timings
+from drgreen_poller.service import timings
 from drgreen_poller.store import ProgressRow, Store, TierRun
 from drgreen_poller.store.files import check_writable
 from drgreen_poller.store.lineage import Lineage
@@ -310,46 +302,6 @@ def _holder_name(config: Config, holder: str | None) -> str:
     if holder not in names:
         raise ConfigError(f"--holder {holder!r}: no such holder (configured: {', '.join(names)})")
     return holder
-
-
-@dataclass
-class OnlineCheck:
-    holder: str
-    ok: bool
-    message: str
-
-
-async def check_online(config: Config, clock: Clock) -> list[OnlineCheck]:
-    """The ``[store]`` database reached (when there is one), then one signed call per holder
-    (``GET /dapp/orders/summary``), each failure explained."""
-    results = [await check_database(config.store)] if config.store is not None else []
-    async with aiohttp.ClientSession() as session:
-        for holder in config.holders:
-            credentials = ApiCredentials(holder.api_key.value, holder.secret_key.value)
-            api = ApiClient(session, api_settings(config), credentials, clock, holder=holder.name)
-            try:
-                summary = await api.orders_summary()
-            except UpstreamUnauthorized as exc:
-                results.append(OnlineCheck(holder.name, False, f"{exc}. {UNAUTHORIZED_HINT}"))
-            except UpstreamError as exc:
-                results.append(OnlineCheck(holder.name, False, str(exc)))
-            else:
-                results.append(
-                    OnlineCheck(holder.name, True, f"signed call accepted ({summary.total} orders)")
-                )
-    return results
-
-
-async def check_database(store: StoreConfig) -> OnlineCheck:
-    """Connect to the ``[store]`` database as the daemon would and say what is there; a refused
-    connection, a wrong password or a missing database is the one line libpq gives."""
-    from drgreen_poller.store.postgres import describe_database
-
-    try:
-        found = await asyncio.to_thread(describe_database, store)
-    except StoreError as exc:
-        return OnlineCheck("store", False, str(exc))
-    return OnlineCheck("store", True, f"connected to {store.shown}: {found}")
 
 
 _GLOB_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")

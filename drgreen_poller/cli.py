@@ -17,37 +17,12 @@ from drgreen_poller import __version__, logs
 from drgreen_poller import commands as handlers
 from drgreen_poller import commands_contract as contract_handlers
 from drgreen_poller import commands_state as state_handlers
+from drgreen_poller.cli_values import port_number, positive_float, positive_int
 from drgreen_poller.commands import EXIT_BROKEN_PIPE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from drgreen_poller.errors import ConfigError, DrGreenError
 from drgreen_poller.store import DeliveryState
 
 DEFAULT_SANDBOX_PORT = 8700
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not between 0 and 65535")
-    return port
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"{text} is not above 0 and at most 1000")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
 
 
 def _add_globals(parser: argparse.ArgumentParser, default: Any) -> argparse.ArgumentParser:
@@ -157,7 +132,7 @@ def _operator_commands(commands: Any) -> None:
     )
     listing.add_argument("--since", metavar="T", help="an ISO-8601 time or a duration ago (2h)")
     listing.add_argument(
-        "--limit", type=_positive_int, default=100, help="at most this many, newest (default 100)"
+        "--limit", type=positive_int, default=100, help="at most this many, newest (default 100)"
     )
     listing.add_argument("--json", action="store_true", help="one JSON event per line")
     listing.set_defaults(handler=state_handlers.cmd_events_list)
@@ -255,7 +230,7 @@ def _delivery_commands(commands: Any) -> None:
     listing.add_argument("--state", choices=[state.value for state in DeliveryState])
     listing.add_argument("--sink", metavar="NAME")
     listing.add_argument(
-        "--limit", type=_positive_int, default=50, help="at most this many, newest (default 50)"
+        "--limit", type=positive_int, default=50, help="at most this many, newest (default 50)"
     )
     listing.add_argument("--attempts", action="store_true", help="show every attempt too")
     listing.add_argument(
@@ -272,7 +247,7 @@ def _delivery_commands(commands: Any) -> None:
         "delivered); exit 1 when any ID was not requeued.",
     )
     chosen = retry.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("ids", nargs="*", type=_positive_int, default=[], metavar="ID")
+    chosen.add_argument("ids", nargs="*", type=positive_int, default=[], metavar="ID")
     chosen.add_argument("--all-failed", action="store_true", help="every failed delivery")
     retry.set_defaults(handler=state_handlers.cmd_deliveries_retry)
     replay = actions.add_parser(
@@ -292,7 +267,7 @@ def _delivery_commands(commands: Any) -> None:
         description="Receive webhooks on 127.0.0.1, verify their signatures and print each "
         "event (for store developers). Secrets: --secret, else the configuration's webhook sinks.",
     )
-    listen.add_argument("--port", type=_port, default=8080, help="(default 8080)")
+    listen.add_argument("--port", type=port_number, default=8080, help="(default 8080)")
     listen.add_argument("--host", default="127.0.0.1", help="(default 127.0.0.1)")
     listen.add_argument(
         "--secret",
@@ -341,13 +316,13 @@ def _tool_commands(commands: Any) -> None:
     sandbox.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     sandbox.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_SANDBOX_PORT,
         help=f"port, 0 for any free one (default: {DEFAULT_SANDBOX_PORT})",
     )
     sandbox.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive_float,
         metavar="X",
         help="also play a story (sign-ups, approvals, payments, shipping): one step every "
         "5 s divided by X, each printed as a 'story:' line",

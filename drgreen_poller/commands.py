@@ -116,7 +116,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     if not args.online:
         return EXIT_OK
-    from drgreen_poller.admin import check_online
+    from drgreen_poller.online_check import check_online
 
     results = asyncio.run(check_online(config, SystemClock()))
     for result in results:
