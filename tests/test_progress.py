@@ -27,6 +27,7 @@ from drgreen_poller.service import open_runtime
 from drgreen_poller.store import ProgressRow, Store
 from drgreen_poller.tiers import Tier
 from tests.conftest import write_config
+from tests.waiting import until_sleeping
 
 EVERY_PAGE = ProgressPolicy(log_every_s=0, write_every_s=0)
 ORDERS, TAKE = 500, 50
@@ -47,11 +48,7 @@ class Rig:
 
     async def until_sleeping(self, task: asyncio.Task[Any]) -> None:
         """Until the sandbox's slow answer sleeps on the fake clock (or the run ended)."""
-        for _ in range(1000):
-            if self.clock.sleepers or task.done():
-                return
-            await asyncio.wait([task], timeout=0.005)
-        raise AssertionError("the run never waited on the sandbox")
+        await until_sleeping(self.clock, task)
 
 
 @pytest.fixture

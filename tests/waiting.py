@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from drgreen_poller.clock import SystemClock
+from drgreen_poller.clock import FakeClock, SystemClock
 
 CLOCK = SystemClock()
 
@@ -47,3 +47,13 @@ async def eventually(
         if CLOCK.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
         await CLOCK.sleep(step_s)
+
+
+async def until_sleeping(clock: FakeClock, task: asyncio.Task[Any]) -> None:
+    """Until something sleeps on ``clock`` (a slow answer, the token bucket), or ``task`` has
+    ended: the point where a test advances the fake clock."""
+    await eventually(
+        lambda: bool(clock.sleepers) or task.done(),
+        step_s=0.005,
+        what="something sleeping on the fake clock",
+    )

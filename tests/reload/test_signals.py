@@ -25,6 +25,7 @@ from tests.reload.running import (
     accepted_types,
     sink_toml,
 )
+from tests.waiting import eventually
 
 CLI = (sys.executable, "-m", "drgreen_poller")
 
@@ -76,10 +77,9 @@ async def run_cli() -> AsyncIterator[Callable[[Path], Awaitable[Process_]]]:
 
 
 async def _received(hook: WebhookReceiver, expected: list[str], timeout_s: float = 10) -> None:
-    deadline = CLOCK.monotonic() + timeout_s
-    while accepted_types(hook) != expected:
-        assert CLOCK.monotonic() < deadline, f"{accepted_types(hook)} != {expected}"
-        await CLOCK.sleep(0.02)
+    await eventually(
+        lambda: accepted_types(hook) == expected, timeout_s=timeout_s, what=f"{expected} received"
+    )
 
 
 class TestSignals:

@@ -23,6 +23,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.scheduler import NextRuns, Timing
 from drgreen_poller.store import Store
 from drgreen_poller.tiers import TIERS, Tier
+from tests.waiting import until_sleeping as sleeping_on
 
 TIMING = Timing(interval_s=60, jitter=0.10, backoff_base_s=5, backoff_max_s=1800)
 RETRY_S = 300.0  # [schedule] unauthorized_retry
@@ -87,7 +88,4 @@ class Rig:
 
 async def until_sleeping(rig: Rig, task: asyncio.Task[NextRuns]) -> None:
     """Until something sleeps on the fake clock (a slow answer, the token bucket)."""
-    for _ in range(400):
-        if rig.clock.sleepers or task.done():
-            return
-        await asyncio.wait([task], timeout=0.005)
+    await sleeping_on(rig.clock, task)
