@@ -1,6 +1,6 @@
 """Tests of the PostgreSQL store that only PostgreSQL has: its server (tests/pg.py), connecting,
 its schema, statement translation, the daemon's lock, and the commands and daemon on it. The
-store's contract on both engines is test_store.py's."""
+store's contract on both engines is tests/store/'s."""
 
 from __future__ import annotations
 
