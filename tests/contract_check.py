@@ -8,7 +8,8 @@ each row of its ``events`` table checked. Rows a test wrote by hand to exercise 
 delivery worker (``Change("order.paid", {})`` with no record, a body of ``{}``) carry no
 ``data.object`` record, which the code never emits (the envelope schema requires one, and
 ``test_event_contract`` proves every type from real tier runs): those are not the code's events
-and are left out, as are the modules in ``HAND_MADE_MODULES``, whose every event is hand-made.
+and are left out, as are the modules in ``HAND_MADE_MODULES`` and the packages in
+``HAND_MADE_PACKAGES``, whose every event is hand-made.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from drgreen_poller.contract import EVENT_TYPES, data_schema, envelope_schema
 # The store's own tests build their events from hand-made changes and records (an order that is
 # only an id, order.approved with an empty previous) to exercise commits, claims and the kept
 # tiers: not events the code makes. (Made realistic, they could be checked too.)
-HAND_MADE_MODULES = frozenset({"test_store.py", "test_store_snapshots.py"})
+HAND_MADE_MODULES = frozenset({"test_store_snapshots.py"})
+HAND_MADE_PACKAGES = frozenset({"store"})  # tests/store/
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Problems shown per test: the first ones say what broke; a thousand copies would not.
 SHOWN = 20
@@ -104,8 +106,9 @@ def logged_events(path: Path) -> list[str]:
 
 
 def hand_made(test_module: Path) -> bool:
-    """Whether every event of ``test_module``'s tests is hand-made (``HAND_MADE_MODULES``)."""
-    return test_module.name in HAND_MADE_MODULES
+    """Whether every event of ``test_module``'s tests is hand-made (``HAND_MADE_MODULES``,
+    ``HAND_MADE_PACKAGES``)."""
+    return test_module.name in HAND_MADE_MODULES or test_module.parent.name in HAND_MADE_PACKAGES
 
 
 def made_by_the_code(event: Any) -> bool:

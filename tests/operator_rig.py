@@ -1,7 +1,8 @@
 """The operator page's test rig: the real daemon against the sandbox, delivering to a real
 webhook receiver that fails until told otherwise, with its HTTP listener on a free port.
 
-Shared by the page's aiohttp tests and its headless-browser test; holds no assertion of its own.
+Shared by the page's aiohttp tests and its headless-browser test, with the requests the former
+make (a page, a form, the page's form token, a failed order); holds no test of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import Config, load_config
@@ -162,3 +165,46 @@ async def running_daemon(
             controls.request_stop()
             await asyncio.wait_for(task, 5)
             await receiver_server.close()
+
+
+async def get_page(rig: Rig, path: str, **headers: str) -> tuple[int, str]:
+    """GET ``path`` of the page (redirects not followed): the status and the body."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(rig.base + path, headers=headers, allow_redirects=False) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def post_form(
+    rig: Rig, path: str, form: dict[str, str], **headers: str
+) -> tuple[int, str, aiohttp.ClientResponse]:
+    """POST ``form`` to ``path`` (redirects not followed): the status, the body, the response."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            rig.base + path, data=form, headers=headers, allow_redirects=False
+        ) as response,
+    ):
+        return response.status, await response.text(), response
+
+
+async def csrf_token(rig: Rig, **headers: str) -> str:
+    """The form token the main page carries."""
+    _, page = await get_page(rig, "/", **headers)
+    found = CSRF_RE.search(page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+async def new_failed_order(rig: Rig) -> str:
+    """An order created upstream now; returns its id once its delivery has failed for good."""
+    order = rig.box.state.orders.create("shop")
+
+    async def failed() -> bool:
+        _, page = await get_page(rig, f"/?state=failed&resource={order.id}")
+        return order.id in page and "order.created" in page
+
+    await rig.wait_failed()
+    await eventually(failed, what="the order's failed delivery", task=rig.daemon, timeout_s=8)
+    return order.id

@@ -3,7 +3,8 @@
 Owns starting one server per test session on a free loopback port (as the ``postgres`` user when
 the tests run as root, which PostgreSQL refuses), handing out a fresh database per test (``CREATE
 DATABASE ... TEMPLATE``, so tests never see each other's rows) and stopping the server. It knows
-nothing of drgreen-poller's schema: the store migrates each database like any other.
+nothing of drgreen-poller's schema: the store migrates each database like any other. Its
+``free_port`` also gives the tests a port where a connection is refused.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def find_bin() -> Path | None:
     return found[-1] if found else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now: the server's, or a URL whose connection is
+    refused."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -58,7 +61,7 @@ class PgServer:
         if run_as is not None:
             entry = pwd.getpwnam(run_as)
             os.chown(base, entry.pw_uid, entry.pw_gid)
-        server = cls(bin_dir, base / "data", _free_port(), run_as, count(1))
+        server = cls(bin_dir, base / "data", free_port(), run_as, count(1))
         (base / "pw").write_text(PASSWORD + "\n")
         if run_as is not None:
             os.chown(base / "pw", pwd.getpwnam(run_as).pw_uid, -1)

@@ -1,53 +1,29 @@
 """Tests of the PostgreSQL store that only PostgreSQL has: its server (tests/pg.py), connecting,
-its schema, statement translation, the daemon's lock, and the commands and daemon on it. The
-store's contract on both engines is test_store.py's."""
+its schema and lineage, statement translation, the daemon's lock, a lost connection and a role
+without privileges. The commands and the daemon on it: test_store_pg_commands.py; the store's
+contract on both engines: tests/store/."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import signal
-import sys
-from asyncio.subprocess import PIPE
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from drgreen_poller.changes import Change
-from drgreen_poller.clock import FakeClock, SystemClock
+from drgreen_poller.clock import FakeClock
 from drgreen_poller.config import Secret, StoreConfig
 from drgreen_poller.errors import StateLocked, StoreError
 from drgreen_poller.events import Resource
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.dialect import Db
 from drgreen_poller.store.locking import PostgresLock, state_lock
 from drgreen_poller.store.postgres import PgRow, pg_sql
 from drgreen_poller.store.postgres_schema import POSTGRES_MIGRATIONS
-from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
-from tests.conftest import PgDatabase, pg_store_config, write_config
-from tests.fakes import WebhookReceiver
-from tests.waiting import eventually
+from tests.conftest import PgDatabase, pg_store_config
+from tests.pg import free_port
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # nothing listens there once it is closed
 
 
 class TestOwnDatabase:
@@ -67,7 +43,7 @@ class TestOwnDatabase:
 class TestConnecting:
     async def test_a_refused_connection_is_one_line(self, pg_database: PgDatabase) -> None:
         """Nothing listening at the URL's port: one line naming the URL and the refusal."""
-        port = _closed_port()
+        port = free_port()
         url = f"postgresql://postgres@127.0.0.1:{port}/{pg_database.name}"
         with pytest.raises(StoreError) as refused:
             await Store.open(StoreConfig(url), sinks=())
@@ -97,7 +73,7 @@ class TestConnecting:
 
     async def test_a_password_in_the_url_is_never_shown(self, pg_database: PgDatabase) -> None:
         """A refusal of a URL holding a password shows it as ***."""
-        url = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/db"
+        url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/db"
         with pytest.raises(StoreError) as refused:
             await Store.open(StoreConfig(url), sinks=())
         assert "hunter2" not in str(refused.value)
@@ -205,186 +181,9 @@ class TestLock:
 
     def test_an_unreachable_database_is_a_store_error(self) -> None:
         """The lock of a database that cannot be reached says why, in one line."""
-        url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/db"
+        url = f"postgresql://postgres@127.0.0.1:{free_port()}/db"
         with pytest.raises(StoreError, match="cannot connect to the state database"):
             state_lock(StoreConfig(url)).acquire()
-
-
-def _config(
-    tmp_path: Path, box: LocalSandbox, holder: HolderInfo, db: PgDatabase, extra: str = ""
-) -> str:
-    (tmp_path / "pg.password").write_text(db.password + "\n")
-    store = f'[store]\nurl = "{db.url}"\npassword_file = "pg.password"\n'
-    return str(write_config(tmp_path, box.base_url, holder, extra=store + extra))
-
-
-def _replace_in(path: Path, old: str, new: str) -> None:
-    path.write_text(path.read_text().replace(old, new))
-
-
-@pytest.fixture
-def clock() -> SystemClock:
-    """Real time: the daemon and the commands run in subprocesses (conftest's ``box``)."""
-    return SystemClock()
-
-
-class TestCommands:
-    async def test_check_config_online_reaches_the_database(
-        self, tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
-    ) -> None:
-        """``check-config --online`` connects to the database and says what it found."""
-        config = _config(tmp_path, box, shop, pg_database)
-        code, out, err = await _run("-c", config, "check-config", "--online")
-        assert code == 0, err
-        assert f"store: ok: connected to {pg_database.url}: PostgreSQL 1" in out
-        assert "no drgreen-poller state yet" in out
-        assert "shop: ok: signed call accepted" in out
-
-    @pytest.mark.parametrize(
-        ("change", "reason"),
-        [
-            ("password", 'password authentication failed for user "postgres"'),
-            ("port", "Connection refused"),
-            ("database", 'database "elsewhere" does not exist'),
-        ],
-    )
-    async def test_check_config_online_says_what_is_wrong(
-        self,
-        tmp_path: Path,
-        box: LocalSandbox,
-        shop: HolderInfo,
-        pg_database: PgDatabase,
-        change: str,
-        reason: str,
-    ) -> None:
-        """A wrong password, a refused port or a missing database: one FAILED line, exit 1."""
-        config = Path(_config(tmp_path, box, shop, pg_database))
-        if change == "password":
-            (tmp_path / "pg.password").write_text("wrong\n")
-        url = {
-            "password": pg_database.url,
-            "port": pg_database.url.replace(f":{pg_database.server.port}/", f":{_closed_port()}/"),
-            "database": pg_database.server.url("elsewhere"),
-        }[change]
-        _replace_in(config, pg_database.url, url)
-        code, out, err = await _run("-c", str(config), "check-config", "--online")
-        assert code == 1
-        [line] = [line for line in out.splitlines() if line.startswith("store:")]
-        assert line.startswith(f"store: FAILED: cannot connect to the state database {url}: ")
-        assert reason in line
-        assert "Traceback" not in err
-        code, _, err = await _run("-c", str(config), "run")
-        assert code == 1
-        assert err.strip().splitlines()[-1].startswith("error: cannot connect to the state")
-
-    async def test_backup_points_to_pg_dump(
-        self, tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
-    ) -> None:
-        """``backup`` and ``restore`` of a PostgreSQL state say to use its own tools: exit 2."""
-        config = _config(tmp_path, box, shop, pg_database)
-        code, _, err = await _run("-c", config, "backup", str(tmp_path / "copy.db"))
-        assert code == 2
-        assert err.splitlines()[-1] == (
-            f"error: backup: the state is in PostgreSQL ({pg_database.url}); use pg_dump on "
-            "that database instead"
-        )
-        code, _, err = await _run("-c", config, "restore", str(tmp_path / "copy.db"))
-        assert code == 2
-        assert "use pg_restore" in err
-
-    @pytest.mark.timeout(90)
-    async def test_poll_once_status_events_deliveries(
-        self, tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
-    ) -> None:
-        """poll-once, status, events list and the delivery commands work on PostgreSQL."""
-        sink = '[[sinks]]\nname = "audit"\nkind = "file"\npath = "audit.jsonl"\nevents = ["*"]\n'
-        config = _config(tmp_path, box, shop, pg_database, sink)
-        code, _, err = await _run("-c", config, "status")
-        assert code == 1
-        assert "there is no drgreen-poller state in" in err
-        code, out, err = await _run("-c", config, "poll-once")
-        assert (code, out) == (0, ""), err
-        order = box.state.orders.create("shop")
-        code, out, _ = await _run("-c", config, "poll-once")
-        [event] = [json.loads(line) for line in out.splitlines()]
-        assert (event["type"], event["resource"]["id"]) == ("order.created", order.id)
-        code, out, _ = await _run("-c", config, "status", "--json")
-        report = json.loads(out)
-        assert report["state_path"] == pg_database.url
-        assert report["deliveries"] == {"audit": {"pending": 1}}
-        code, out, _ = await _run("-c", config, "events", "list", "--type", "order.*", "--json")
-        assert [json.loads(line)["id"] for line in out.splitlines()] == [event["id"]]
-        code, out, _ = await _run("-c", config, "deliveries", "list", "--json")
-        [row] = [json.loads(line) for line in out.splitlines()]
-        assert (row["event_id"], row["state"]) == (event["id"], "pending")
-        code, out, _ = await _run("-c", config, "deliveries", "retry", str(row["id"]))
-        assert code == 0, out
-        code, out, _ = await _run("-c", config, "deliveries", "replay", "--since", "1h", "--sink",
-                                  "audit")  # fmt: skip
-        assert code == 0
-        assert "1" in out
-
-
-class TestDaemon:
-    @pytest.mark.timeout(90)
-    async def test_a_story_reaches_the_receiver(
-        self,
-        tmp_path: Path,
-        box: LocalSandbox,
-        shop: HolderInfo,
-        pg_database: PgDatabase,
-        webhook_receiver: tuple[WebhookReceiver, str],
-    ) -> None:
-        """``run`` on PostgreSQL delivers an order's lifecycle, signed, in order, each event
-        once; SIGTERM stops it cleanly, and poll-once beside it is refused (several daemons
-        share a database: test_ha.py)."""
-        receiver, url = webhook_receiver
-        secret = generate_webhook_secret()
-        (tmp_path / "store.whsec").write_text(secret)
-        sink = (
-            f'[[sinks]]\nname = "store"\nkind = "webhook"\nurl = "{url}"\n'
-            'secret_file = "store.whsec"\nevents = ["order.*"]\n'
-        )
-        config = _config(tmp_path, box, shop, pg_database, sink)
-        daemon = await asyncio.create_subprocess_exec(
-            *CLI, "-c", config, "--log-format", "json", "run", stdout=PIPE, stderr=PIPE
-        )
-        try:
-            await _until_polled(daemon)
-            code, _, err = await _run("-c", config, "poll-once")
-            assert (code, "daemon is running on this database" in err) == (1, True)
-            order = box.state.orders.create("shop")
-            for step in (box.state.lifecycle.approve, box.state.lifecycle.pay):
-                step(order.id)
-            wanted = ["order.created", "order.approved", "order.paid"]
-            await eventually(lambda: len(receiver.accepted()) >= len(wanted), timeout_s=30)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(daemon.communicate(), 20)
-        assert daemon.returncode == 0, stderr.decode()[-2000:]
-        delivered = receiver.accepted()
-        assert [d.event["type"] for d in delivered] == wanted
-        assert len({d.id for d in delivered}) == len(wanted)
-        now_s = SystemClock().now().timestamp()
-        assert all(
-            verify_webhook(
-                [secret], msg_id=d.id, timestamp=d.headers["webhook-timestamp"],
-                signature_header=d.headers["webhook-signature"], body=d.body, now_s=now_s,
-            )
-            for d in delivered
-        )  # fmt: skip
-        code, out, _ = await _run("-c", config, "events", "list", "--type", "order.*", "--json")
-        assert [json.loads(line)["id"] for line in out.splitlines()] == [d.id for d in delivered]
-
-
-async def _until_polled(daemon: asyncio.subprocess.Process) -> None:
-    """Read the daemon's log until its first tier run has finished."""
-    assert daemon.stdout is not None
-    while True:
-        line = await asyncio.wait_for(daemon.stdout.readline(), 20)
-        assert line, "the daemon stopped"
-        if json.loads(line)["event"] == "poll_finished":
-            return
 
 
 class TestLostConnection:
