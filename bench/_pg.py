@@ -82,6 +82,18 @@ class InstancesRefused(Exception):
     """The second daemon on one database was refused at start: this build runs one."""
 
 
+def store_note(chosen: Sequence[Setup]) -> list[str]:
+    """The note explaining the store column, when a PostgreSQL column was measured."""
+    if all(setup.backend == SQLITE for setup in chosen):
+        return []
+    return [
+        "store: SQLite is the daemon's state file; PostgreSQL × N is N `drgreen-poller run` "
+        "processes on one database of a server the bench started (its settings below). The "
+        "stores' runs alternate within each round with the same raw runs, so every row stands "
+        f"beside the same baseline. A second instance refused at start reads '{NOT_SUPPORTED}'."
+    ]
+
+
 def refused(logs: Sequence[Path]) -> bool:
     """Whether one of these daemon logs says the daemon was refused by the one-daemon lock."""
     return any(REFUSAL in log.read_text(errors="replace") for log in logs if log.exists())

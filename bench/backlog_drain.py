@@ -40,7 +40,7 @@ from _delivery import (
     cpu_cell,
     pairs_of,
 )
-from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups
+from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
 
 from drgreen_poller import logs
 from drgreen_poller.config import DeliveryConfig
@@ -52,8 +52,9 @@ INTRO = (
     "16) to a loopback receiver (its own process, answering 204), against raw aiohttp POSTs of "
     "the same bodies and headers (signed beforehand) at the same concurrency to the same "
     "receiver. Seconds are measured at the receiver from the first arrival to the last; runs "
-    "alternate and the medians are shown. Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick "
-    "profile scales the 30 s to its size)."
+    "alternate and the medians are shown. The state is SQLite, or PostgreSQL with one or two "
+    "daemons on it (a row each). Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick profile "
+    "scales the 30 s to its size)."
 )
 PROFILES = {"quick": (10_000, 2), "full": (100_000, 3)}
 CONCURRENCY = DeliveryConfig().concurrency
@@ -136,6 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     result = table(headers, rows(count, rounds, chosen), "lrrrrrrllll")
     notes = [f"Medians of {runs} alternating runs. {share.sentence()}", CPU_NOTE]
+    notes += store_note(chosen)
     if settings:
         notes.append(settings)
     if profile == "quick":

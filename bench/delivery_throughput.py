@@ -40,7 +40,7 @@ from _delivery import (
     cpu_cell,
     pairs_of,
 )
-from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups
+from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
 
 from drgreen_poller import logs
 
@@ -52,7 +52,8 @@ INTRO = (
     "(signed beforehand) at the same concurrency to the same receiver. The daemon logs its "
     "line per attempt (JSON, to a file, its output buffered as under systemd) and polls one "
     "quiet sandbox holder meanwhile, as in production. Events/s are measured at the receiver "
-    "from the first arrival to the last; runs alternate and the medians are shown. "
+    "from the first arrival to the last; runs alternate and the medians are shown. The state "
+    "is SQLite, or PostgreSQL with one or two daemons on it (a row each). "
     "Target: ≥ 0.8 × raw."
 )
 PROFILES = {"quick": (5_000, 3), "full": (20_000, 5)}
@@ -151,6 +152,7 @@ async def main(args: argparse.Namespace) -> None:
     notes[:0] = [
         f"Medians of {runs} alternating runs per concurrency. {share.sentence()}",
         CPU_NOTE,
+        *store_note(chosen),
     ]
     report(SECTION, INTRO, args.profile, result, notes, not args.no_append)
 
