@@ -17,7 +17,7 @@ import shutil
 import signal
 import statistics
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,22 +179,28 @@ def _threads_cpu_s(pid: int) -> dict[tuple[int, int], float]:
 @dataclass(frozen=True)
 class CpuPerEvent:
     """CPU microseconds per delivered event: the sender's event loop thread, its other threads
-    (SQLite's, for the daemon), and the receiver's."""
+    (SQLite's or psycopg's, for the daemon), the receiver's, and the PostgreSQL server's
+    processes (0 with SQLite, whose work is in the daemon's own thread)."""
 
     loop_us: float
     others_us: float
     receiver_us: float
+    server_us: float = 0.0
 
     @property
     def sender_us(self) -> float:
         return self.loop_us + self.others_us
 
 
-CPU_HEADER = "CPU µs/event: daemon loop + other threads : raw · receiver daemon:raw"
+CPU_HEADER = (
+    "CPU µs/event: daemon loop + other threads (+ PostgreSQL server) : raw · receiver daemon:raw"
+)
 CPU_NOTE = (
     "CPU µs/event: CPU time per delivered event, medians over the runs, from /proc (the daemon's "
     "from its first event's arrival on, each of its threads; the raw side's whole process), and "
-    "the receiver's in each kind of run."
+    "the receiver's in each kind of run. With PostgreSQL, the server's processes (the daemons' "
+    "connections, the WAL writer, the checkpointer, autovacuum) are a third term: with SQLite "
+    "that work is in the daemon's own threads."
 )
 
 
@@ -206,8 +212,11 @@ def cpu_cell(pairs: Sequence[Pair]) -> str:
 
     ours = [run.cpu for _, run in pairs]
     raw = [raw.cpu for raw, _ in pairs]
+    server = mid([c.server_us for c in ours])
     return (
-        f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f} : "
+        f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f}"
+        + (f" + {server:.0f}" if server else "")
+        + " : "
         f"{mid([c.sender_us for c in raw]):.0f} · "
         f"{mid([c.receiver_us for c in ours]):.0f}:{mid([c.receiver_us for c in raw]):.0f}"
     )
@@ -220,6 +229,7 @@ class Sample:
     distinct: int
     threads: dict[tuple[int, int], float]
     receiver_s: float
+    server: dict[int, float]  # each PostgreSQL server process's CPU (none with SQLite)
 
 
 def cpu_between(first: Sample, last: Sample, loops: set[tuple[int, int]]) -> CpuPerEvent:
@@ -232,7 +242,10 @@ def cpu_between(first: Sample, last: Sample, loops: set[tuple[int, int]]) -> Cpu
 
     others = set(last.threads) - loops
     receiver = (last.receiver_s - first.receiver_s) / events * 1e6
-    return CpuPerEvent(used(loops & set(last.threads)), used(others), receiver)
+    server = sum(s - first.server.get(pid, 0.0) for pid, s in last.server.items())
+    return CpuPerEvent(
+        used(loops & set(last.threads)), used(others), receiver, server / events * 1e6
+    )
 
 
 @dataclass(frozen=True)
@@ -290,7 +303,7 @@ async def run_daemon(
     try:
         config = write_config(backlog, rundir, receiver.url, concurrency, database)
         state = pg.store(database) if pg is not None else rundir / "state.db"
-        run = await _run_instances(backlog.count, receiver, config, setup.instances)
+        run = await _run_instances(backlog.count, receiver, config, setup.instances, pg)
         await _check_delivered(state)
     finally:
         if pg is not None:
@@ -299,7 +312,9 @@ async def run_daemon(
     return run
 
 
-async def _run_instances(count: int, receiver: Receiver, config: Path, instances: int) -> DaemonRun:
+async def _run_instances(
+    count: int, receiver: Receiver, config: Path, instances: int, pg: Postgres | None
+) -> DaemonRun:
     """Start the daemons, wait for every event, stop them; a refused second one is told apart
     from a failure by its log."""
     logs = [config.parent / f"daemon-{i + 1}.log" for i in range(instances)]
@@ -309,7 +324,8 @@ async def _run_instances(count: int, receiver: Receiver, config: Path, instances
     try:
         for log in logs:
             daemons.append(await _spawn(config, log))
-        received, cpu = await _until_all(count, receiver, daemons, logs)
+        server = pg.server_cpu_s if pg is not None else dict
+        received, cpu = await _until_all(count, receiver, daemons, logs, server)
     finally:
         codes = await _stop(daemons)
     if any(code != 0 for code in codes):
@@ -341,6 +357,7 @@ async def _until_all(
     receiver: Receiver,
     daemons: Sequence[asyncio.subprocess.Process],
     logs: Sequence[Path],
+    server: Callable[[], dict[int, float]],
 ) -> tuple[Received, CpuPerEvent]:
     """Until the receiver has every event; the daemons' CPU is read every ``SAMPLE_S``."""
     deadline = CLOCK.monotonic() + count / SLOWEST_RATE + STALL_S
@@ -355,7 +372,7 @@ async def _until_all(
                 raise InstancesRefused
             raise SystemExit(f"a daemon stopped (exit {stopped[0]}) at {got.distinct}")
         threads = {key: s for d in daemons for key, s in _threads_cpu_s(d.pid).items()}
-        sample = Sample(got.distinct, threads, _cpu_s(receiver_stat))
+        sample = Sample(got.distinct, threads, _cpu_s(receiver_stat), server())
         if first is None and got.distinct > 0:
             first = sample
         if got.distinct >= count and first is not None:

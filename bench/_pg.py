@@ -34,6 +34,7 @@ SQLITE, POSTGRESQL = "sqlite", "postgresql"
 NOT_SUPPORTED = "two instances: not supported by this build"
 # The one-daemon lock's refusal, in the refused daemon's log (store/locking.py, store/files.py).
 REFUSAL = "already running"
+TICKS_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,22 @@ class Postgres:
         with self.server.connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return name
+
+    def server_cpu_s(self) -> dict[int, float]:
+        """CPU seconds (utime + stime) of each of the server's processes: the postmaster and
+        its children (connections, WAL writer, checkpointer, autovacuum), from ``/proc``."""
+        postmaster = int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+                found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS_S
+        return found
 
     def analyze(self, database: str) -> None:
         """Gather the planner's statistics of ``database`` (what autovacuum does a while after

@@ -45,7 +45,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class Result:
     first_cpu_s: float  # the daemon's CPU from its start until every first sweep
     daemon_cpu_s: float  # per active_orders interval
     sandbox_cpu_s: float
+    server_cpu_s: float | None  # the PostgreSQL server's processes, per interval (None: SQLite)
     rss_mb: tuple[float, ...]
     peak_rss_mb: tuple[float, ...]  # VmHWM: the most each daemon was ever resident
 
@@ -295,7 +296,8 @@ async def measure(size: Size, spy: Spy | None, pg: Postgres | None) -> Result | 
             try:
                 await populate(ready["control_url"], size.holders, directory)
                 config = write_config(directory, ready["base_url"], size.holders, size.scale, store)
-                return await run_instances(config, size, sandbox.pid, spy)
+                server = pg.server_cpu_s if pg and database else None
+                return await run_instances(config, size, sandbox.pid, spy, server)
             finally:
                 sandbox.terminate()
                 await sandbox.wait()
@@ -305,7 +307,7 @@ async def measure(size: Size, spy: Spy | None, pg: Postgres | None) -> Result | 
 
 
 async def run_instances(
-    config: Path, size: Size, sandbox_pid: int, spy: Spy | None
+    config: Path, size: Size, sandbox_pid: int, spy: Spy | None, server: ServerCpu
 ) -> Result | Refused:
     """``size.setup.instances`` daemons on ``config``, measured, then stopped."""
     daemons = []
@@ -313,7 +315,7 @@ async def run_instances(
         for _ in range(size.setup.instances):
             daemons.append(await spawn(config))
         try:
-            return await steady_state(daemons, sandbox_pid, size, spy)
+            return await steady_state(daemons, sandbox_pid, size, spy, server)
         except InstanceRefused:
             return Refused(size.setup, size.holders, size.scale)
     finally:
@@ -331,27 +333,40 @@ async def spawn(config: Path) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+# Each PostgreSQL server process's CPU seconds (``Postgres.server_cpu_s``); None with SQLite.
+ServerCpu = Callable[[], dict[int, float]] | None
+
+
+def server_s(server: ServerCpu) -> dict[int, float]:
+    return server() if server is not None else {}
+
+
 async def steady_state(
-    daemons: Sequence[asyncio.subprocess.Process], sandbox_pid: int, size: Size, spy: Spy | None
+    daemons: Sequence[asyncio.subprocess.Process],
+    sandbox_pid: int,
+    size: Size,
+    spy: Spy | None,
+    server: ServerCpu,
 ) -> Result:
     first_active, first_all = await first_sweeps(daemons, size.holders)
     first_cpu = sum(cpu_s(d.pid) for d in daemons)
     readers = [asyncio.create_task(drain(d.stdout)) for d in daemons if d.stdout is not None]
     interval = DEFAULT_INTERVALS_S["active_orders"] * size.scale
-    d0, s0 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid)
+    d0, s0, p0 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid), server_s(server)
     k = size.intervals
     if spy is None:
         await CLOCK.sleep(interval * k)
     else:
         await py_spy(daemons[0].pid, interval * k, spy.out, gil=spy.gil)
-    d1, s1 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid)
+    d1, s1, p1 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid), server_s(server)
+    pg_s = sum(s - p0.get(pid, 0.0) for pid, s in p1.items()) / k if server else None
     rss = tuple(rss_mb(d.pid) for d in daemons)
     peak = tuple(rss_mb(d.pid, "VmHWM") for d in daemons)
     for reader in readers:
         reader.cancel()
     return Result(
         size.setup, size.holders, size.scale, k, first_active, first_all, first_cpu,
-        (d1 - d0) / k, (s1 - s0) / k, rss, peak,
+        (d1 - d0) / k, (s1 - s0) / k, pg_s, rss, peak,
     )  # fmt: skip
 
 
@@ -394,21 +409,23 @@ def table(results: Sequence[Result | Refused]) -> str:
     rows = [
         "| holders | store | scale | active_orders interval | intervals measured "
         "| daemon CPU s/interval | % of a core at 60 s | daemon CPU ms per holder per interval "
-        "| sandbox CPU s/interval | sandbox % at 60 s | daemon RSS MB (peak) "
+        "| sandbox CPU s/interval | sandbox % at 60 s | PostgreSQL server CPU s/interval "
+        "| daemon RSS MB (peak) "
         "| every first active_orders sweep | every tier's first sweep | daemon CPU s until then |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+        "| ---: | ---: | ---: |",
     ]
     for r in results:
         start = f"| {r.holders:,} | {r.setup.label} | {r.scale:g} | {60 * r.scale:g} s "
         if isinstance(r, Refused):
-            rows.append(start + f"| {NOT_SUPPORTED} |" + " – |" * 9)
+            rows.append(start + f"| {NOT_SUPPORTED} |" + " – |" * 10)
             continue
         rows.append(
             start + f"| {r.intervals} "
             f"| {r.daemon_cpu_s:.2f} | {r.daemon_cpu_s / 60 * 100:.1f} % "
             f"| {r.daemon_cpu_s / r.holders * 1000:.2f} "
             f"| {r.sandbox_cpu_s:.2f} | {r.sandbox_cpu_s / 60 * 100:.1f} % "
+            f"| {'–' if r.server_cpu_s is None else f'{r.server_cpu_s:.2f}'} "
             f"| {' + '.join(f'{m:.0f}' for m in r.rss_mb)} "
             f"({' + '.join(f'{m:.0f}' for m in r.peak_rss_mb)}) "
             f"| {r.first_active_s:.0f} s | {r.first_all_s:.0f} s | {r.first_cpu_s:.1f} |"
