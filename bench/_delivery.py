@@ -2,9 +2,11 @@
 and raw aiohttp POSTs of the same bodies, both to the receiver process.
 
 The backlog is made by the real poller (first sync with ``first_sync = "emit"`` over N orders of
-a sandbox holder, so every body is a real ``order.created`` event) once, then copied for every
-run. The daemon is the real ``drgreen-poller run`` in its own process, polling a quiet sandbox
-holder at the default intervals while it delivers. Nothing here judges the figures.
+a sandbox holder, so every body is a real ``order.created`` event) once per backend (a SQLite
+file; a PostgreSQL database, ``_pg``), then copied for every run (the file; ``CREATE DATABASE
+... TEMPLATE``). The daemon is the real ``drgreen-poller run`` in its own process (two of them on
+one PostgreSQL database for ``--instances 2``), polling a quiet sandbox holder at the default
+intervals while it delivers. Nothing here judges the figures.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import shutil
 import signal
 import statistics
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from _common import CLOCK, Received, Receiver, receiver
+from _pg import SQLITE, InstancesRefused, Postgres, Setup, refused
 
 from drgreen_poller.api import ApiClient, ApiSettings
-from drgreen_poller.config import DeliveryConfig, Secret
+from drgreen_poller.config import DeliveryConfig, Secret, StoreConfig
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.ratelimit import TokenBucket
@@ -69,13 +72,16 @@ events = ["*"]
 
 @dataclass
 class Backlog:
-    """A state file holding ``count`` due deliveries, and the same requests for raw POSTs."""
+    """A state file holding ``count`` due deliveries (and, with ``pg``, a database holding the
+    same), and the same requests for raw POSTs."""
 
     seed: Path
     requests: list[tuple[bytes, dict[str, str]]]
     base_url: str
     quiet: HolderInfo
     secret: str
+    pg: Postgres | None = None
+    pg_seed: str = ""
 
     @property
     def count(self) -> int:
@@ -83,8 +89,9 @@ class Backlog:
 
 
 @asynccontextmanager
-async def backlog(count: int, workdir: Path) -> AsyncIterator[Backlog]:
-    """A sandbox (serving the daemon's quiet holder while in use) and the backlog of ``count``."""
+async def backlog(count: int, workdir: Path, pg: Postgres | None = None) -> AsyncIterator[Backlog]:
+    """A sandbox (serving the daemon's quiet holder while in use) and the backlog of ``count``,
+    also in a database of ``pg`` when given (a template the runs' databases are copied from)."""
     state = SandboxState(CLOCK)
     state.create_holder("shop")
     quiet = state.create_holder("quiet")
@@ -96,10 +103,21 @@ async def backlog(count: int, workdir: Path) -> AsyncIterator[Backlog]:
         requests = await _requests(seed, workdir / "scratch.db", secret)
         if len(requests) != count:
             raise SystemExit(f"the poller made {len(requests)} deliveries, not {count}")
-        yield Backlog(seed, requests, box.base_url, quiet, secret)
+        pg_seed = ""
+        if pg is not None:
+            pg_seed = pg.new_database()
+            await _first_sync(box, state.holder("shop").credentials, pg.store(pg_seed))
+            pg.analyze(pg_seed)
+        try:
+            yield Backlog(seed, requests, box.base_url, quiet, secret, pg, pg_seed)
+        finally:
+            if pg is not None:
+                pg.drop_database(pg_seed)
 
 
-async def _first_sync(box: LocalSandbox, credentials: ApiCredentials, seed: Path) -> None:
+async def _first_sync(
+    box: LocalSandbox, credentials: ApiCredentials, seed: Path | StoreConfig
+) -> None:
     """The real poller's first sweep with ``first_sync = "emit"``: one event per order."""
     bucket = TokenBucket(rate=1.0, burst=10**9, clock=CLOCK)  # no politeness wait here
     async with aiohttp.ClientSession() as session:
@@ -146,12 +164,13 @@ def _cpu_s(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def _threads_cpu_s(pid: int) -> dict[int, float]:
-    """utime + stime of each thread of ``pid``, in seconds, from ``/proc``."""
+def _threads_cpu_s(pid: int) -> dict[tuple[int, int], float]:
+    """utime + stime of each thread of ``pid`` (keyed by pid and thread id), in seconds, from
+    ``/proc``."""
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            found[int(task.name)] = _cpu_s(task / "stat")
+            found[pid, int(task.name)] = _cpu_s(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
     return found
@@ -160,22 +179,28 @@ def _threads_cpu_s(pid: int) -> dict[int, float]:
 @dataclass(frozen=True)
 class CpuPerEvent:
     """CPU microseconds per delivered event: the sender's event loop thread, its other threads
-    (SQLite's, for the daemon), and the receiver's."""
+    (SQLite's or psycopg's, for the daemon), the receiver's, and the PostgreSQL server's
+    processes (0 with SQLite, whose work is in the daemon's own thread)."""
 
     loop_us: float
     others_us: float
     receiver_us: float
+    server_us: float = 0.0
 
     @property
     def sender_us(self) -> float:
         return self.loop_us + self.others_us
 
 
-CPU_HEADER = "CPU µs/event: daemon loop + other threads : raw · receiver daemon:raw"
+CPU_HEADER = (
+    "CPU µs/event: daemon loop + other threads (+ PostgreSQL server) : raw · receiver daemon:raw"
+)
 CPU_NOTE = (
     "CPU µs/event: CPU time per delivered event, medians over the runs, from /proc (the daemon's "
     "from its first event's arrival on, each of its threads; the raw side's whole process), and "
-    "the receiver's in each kind of run."
+    "the receiver's in each kind of run. With PostgreSQL, the server's processes (the daemons' "
+    "connections, the WAL writer, the checkpointer, autovacuum) are a third term: with SQLite "
+    "that work is in the daemon's own threads."
 )
 
 
@@ -187,8 +212,11 @@ def cpu_cell(pairs: Sequence[Pair]) -> str:
 
     ours = [run.cpu for _, run in pairs]
     raw = [raw.cpu for raw, _ in pairs]
+    server = mid([c.server_us for c in ours])
     return (
-        f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f} : "
+        f"{mid([c.loop_us for c in ours]):.0f} + {mid([c.others_us for c in ours]):.0f}"
+        + (f" + {server:.0f}" if server else "")
+        + " : "
         f"{mid([c.sender_us for c in raw]):.0f} · "
         f"{mid([c.receiver_us for c in ours]):.0f}:{mid([c.receiver_us for c in raw]):.0f}"
     )
@@ -199,20 +227,25 @@ class Sample:
     """How far the receiver had got, and the CPU seconds used so far, at one moment."""
 
     distinct: int
-    threads: dict[int, float]
+    threads: dict[tuple[int, int], float]
     receiver_s: float
+    server: dict[int, float]  # each PostgreSQL server process's CPU (none with SQLite)
 
 
-def cpu_between(first: Sample, last: Sample, loop_tid: int) -> CpuPerEvent:
-    """CPU per event between two samples of a daemon run."""
+def cpu_between(first: Sample, last: Sample, loops: set[tuple[int, int]]) -> CpuPerEvent:
+    """CPU per event between two samples of a daemon run (``loops``: each daemon's main
+    thread, whose CPU is the event loop's; with two daemons, both summed)."""
     events = max(1, last.distinct - first.distinct)
 
-    def used(tids: set[int]) -> float:
+    def used(tids: set[tuple[int, int]]) -> float:
         return sum(last.threads[t] - first.threads.get(t, 0.0) for t in tids) / events * 1e6
 
-    others = set(last.threads) - {loop_tid}
+    others = set(last.threads) - loops
     receiver = (last.receiver_s - first.receiver_s) / events * 1e6
-    return CpuPerEvent(used({loop_tid}), used(others), receiver)
+    server = sum(s - first.server.get(pid, 0.0) for pid, s in last.server.items())
+    return CpuPerEvent(
+        used(loops & set(last.threads)), used(others), receiver, server / events * 1e6
+    )
 
 
 @dataclass(frozen=True)
@@ -237,65 +270,118 @@ class DaemonRun:
         return (self.received.last_s or self.spawned_s) - self.spawned_s
 
 
-def write_config(backlog: Backlog, rundir: Path, url: str, concurrency: int) -> Path:
+def write_config(
+    backlog: Backlog, rundir: Path, url: str, concurrency: int, database: str = ""
+) -> Path:
+    """The run's directory and configuration: a copy of the SQLite seed, or with ``database``
+    (a copy of the PostgreSQL seed) a ``[store]`` section naming it."""
     rundir.mkdir(parents=True)
-    shutil.copy(backlog.seed, rundir / "state.db")
     (rundir / "quiet.api_key").write_text(backlog.quiet.credentials.api_key)
     (rundir / "quiet.secret_key").write_text(backlog.quiet.credentials.secret_key)
     (rundir / "store.whsec").write_text(backlog.secret)
+    text = CONFIG.format(base_url=backlog.base_url, concurrency=concurrency, sink=SINK, url=url)
+    if database and backlog.pg is not None:
+        text += backlog.pg.store_section(database, rundir)
+    else:
+        shutil.copy(backlog.seed, rundir / "state.db")
     config = rundir / "config.toml"
-    config.write_text(
-        CONFIG.format(base_url=backlog.base_url, concurrency=concurrency, sink=SINK, url=url)
-    )
+    config.write_text(text)
     return config
 
 
 async def run_daemon(
-    backlog: Backlog, receiver: Receiver, concurrency: int, rundir: Path
+    backlog: Backlog, receiver: Receiver, concurrency: int, rundir: Path, setup: Setup
 ) -> DaemonRun:
-    """``drgreen-poller run`` on a copy of the backlog until the receiver has every event."""
-    config = write_config(backlog, rundir, receiver.url, concurrency)
-    await receiver.reset()
-    with (rundir / "daemon.log").open("wb") as log:
-        spawned = CLOCK.monotonic()
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "drgreen_poller", "-c", str(config), "run",
-            stdout=log, stderr=asyncio.subprocess.STDOUT, env=AS_UNDER_SYSTEMD,
-        )  # fmt: skip
-        try:
-            received, cpu = await _until_all(backlog.count, receiver, daemon)
-        finally:
-            if daemon.returncode is None:
-                daemon.send_signal(signal.SIGTERM)
-            code = await daemon.wait()
-    if code != 0:
-        raise SystemExit(f"the daemon exited {code}; its log: {rundir / 'daemon.log'}")
-    await _check_delivered(rundir / "state.db")
+    """``setup.instances`` × ``drgreen-poller run`` on a copy of the backlog until the receiver
+    has every event.
+
+    Raises:
+        InstancesRefused: a second instance was refused at start (this build runs one).
+    """
+    pg = backlog.pg if setup.backend != SQLITE else None
+    database = pg.new_database(template=backlog.pg_seed) if pg is not None else ""
+    try:
+        config = write_config(backlog, rundir, receiver.url, concurrency, database)
+        state = pg.store(database) if pg is not None else rundir / "state.db"
+        run = await _run_instances(backlog.count, receiver, config, setup.instances, pg)
+        await _check_delivered(state)
+    finally:
+        if pg is not None:
+            pg.drop_database(database)
     shutil.rmtree(rundir)
+    return run
+
+
+async def _run_instances(
+    count: int, receiver: Receiver, config: Path, instances: int, pg: Postgres | None
+) -> DaemonRun:
+    """Start the daemons, wait for every event, stop them; a refused second one is told apart
+    from a failure by its log."""
+    logs = [config.parent / f"daemon-{i + 1}.log" for i in range(instances)]
+    await receiver.reset()
+    daemons: list[asyncio.subprocess.Process] = []
+    spawned = CLOCK.monotonic()
+    try:
+        for log in logs:
+            daemons.append(await _spawn(config, log))
+        server = pg.server_cpu_s if pg is not None else dict
+        received, cpu = await _until_all(count, receiver, daemons, logs, server)
+    finally:
+        codes = await _stop(daemons)
+    if any(code != 0 for code in codes):
+        if instances > 1 and refused(logs):
+            raise InstancesRefused
+        raise SystemExit(f"a daemon exited {codes}; the logs: {', '.join(map(str, logs))}")
     return DaemonRun(received, spawned, cpu)
 
 
+async def _spawn(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """One ``drgreen-poller run`` on ``config``, its output to ``log``."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drgreen_poller", "-c", str(config), "run",
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=AS_UNDER_SYSTEMD,
+        )  # fmt: skip
+
+
+async def _stop(daemons: Sequence[asyncio.subprocess.Process]) -> list[int]:
+    """SIGTERM to every daemon still running; their exit codes."""
+    for daemon in daemons:
+        if daemon.returncode is None:
+            daemon.send_signal(signal.SIGTERM)
+    return [await daemon.wait() for daemon in daemons]
+
+
 async def _until_all(
-    count: int, receiver: Receiver, daemon: asyncio.subprocess.Process
+    count: int,
+    receiver: Receiver,
+    daemons: Sequence[asyncio.subprocess.Process],
+    logs: Sequence[Path],
+    server: Callable[[], dict[int, float]],
 ) -> tuple[Received, CpuPerEvent]:
-    """Until the receiver has every event; the daemon's CPU is read every ``SAMPLE_S``."""
+    """Until the receiver has every event; the daemons' CPU is read every ``SAMPLE_S``."""
     deadline = CLOCK.monotonic() + count / SLOWEST_RATE + STALL_S
     receiver_stat = Path(f"/proc/{receiver.process.pid}/stat")
     first: Sample | None = None
+    loops = {(d.pid, d.pid) for d in daemons}
     while True:
         got = await receiver.wait_for(count, SAMPLE_S)
-        if daemon.returncode is not None:
-            raise SystemExit(f"the daemon stopped (exit {daemon.returncode}) at {got.distinct}")
-        sample = Sample(got.distinct, _threads_cpu_s(daemon.pid), _cpu_s(receiver_stat))
+        stopped = [d.returncode for d in daemons if d.returncode is not None]
+        if stopped:
+            if len(daemons) > 1 and refused(logs):
+                raise InstancesRefused
+            raise SystemExit(f"a daemon stopped (exit {stopped[0]}) at {got.distinct}")
+        threads = {key: s for d in daemons for key, s in _threads_cpu_s(d.pid).items()}
+        sample = Sample(got.distinct, threads, _cpu_s(receiver_stat), server())
         if first is None and got.distinct > 0:
             first = sample
         if got.distinct >= count and first is not None:
-            return got, cpu_between(first, sample, daemon.pid)
+            return got, cpu_between(first, sample, loops)
         if CLOCK.monotonic() > deadline:
-            raise SystemExit(f"the daemon delivered only {got.distinct} of {count} in time")
+            raise SystemExit(f"the daemons delivered only {got.distinct} of {count} in time")
 
 
-async def _check_delivered(state: Path) -> None:
+async def _check_delivered(state: Path | StoreConfig) -> None:
     """Every row is recorded delivered: the receiver's count is not ahead of the state."""
     store = await Store.open_reader(state)
     try:
@@ -333,15 +419,37 @@ async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Raw
 
 
 Pair = tuple[RawRun, DaemonRun]
+# One round: the raw run, and each setup's daemon run (None: its second instance was refused).
+Round = tuple[RawRun, dict[Setup, DaemonRun | None]]
 
 
 async def alternate(
-    backlog: Backlog, concurrency: int, runs: int, workdir: Path
-) -> AsyncIterator[Pair]:
-    """``runs`` pairs, each raw POSTs then the daemon over the same backlog, to one receiver."""
+    backlog: Backlog, concurrency: int, runs: int, workdir: Path, chosen: Sequence[Setup]
+) -> AsyncIterator[Round]:
+    """``runs`` rounds over the same backlog, to one receiver: raw POSTs, then the daemon in
+    each setup in turn. A setup refused once is not started again."""
+    refusals: set[Setup] = set()
     async with receiver() as target:
         for index in range(runs):
-            rundir = workdir / f"c{concurrency}-{index}"
             raw = await run_raw(backlog, target, concurrency)
-            run = await run_daemon(backlog, target, concurrency, rundir)
-            yield raw, run
+            runs_of: dict[Setup, DaemonRun | None] = {}
+            for setup in chosen:
+                rundir = workdir / f"c{concurrency}-{index}-{setup.backend}-{setup.instances}"
+                if setup not in refusals:
+                    try:
+                        runs_of[setup] = await run_daemon(
+                            backlog, target, concurrency, rundir, setup
+                        )
+                        continue
+                    except InstancesRefused:
+                        refusals.add(setup)
+                        shutil.rmtree(rundir, ignore_errors=True)
+                runs_of[setup] = None
+            yield raw, runs_of
+
+
+def pairs_of(rounds: Sequence[Round], setup: Setup) -> list[Pair]:
+    """The (raw, daemon) pairs of one setup: each of its runs beside the same round's raw one;
+    empty when the setup was refused."""
+    found = [(raw, runs[setup]) for raw, runs in rounds]
+    return [(raw, run) for raw, run in found if run is not None]

@@ -9,18 +9,38 @@ connection limit, to the same receiver. Runs alternate (raw, daemon, ...); media
 The drain time is measured at the receiver, from the first event's arrival to the last; the
 daemon's time from its start is printed beside it.
 
+The daemon's store (``--backend``): the SQLite file, or a PostgreSQL database (a server the
+bench starts, ``_pg``) with one or two daemons on it (``--instances``); each is a row beside the
+same raw baseline, and a round runs raw, then the daemon in each setup in turn.
+
     .venv/bin/python bench/backlog_drain.py [--profile quick|full] [--no-append]
-        quick: 10,000 events, 2 runs of each (the 30 s target scaled to 3 s); full: 100,000, 3
+        [--backend sqlite|postgresql|both] [--instances 1 2]
+        quick: 10,000 events, 2 runs of each (the 30 s target scaled to 3 s), SQLite;
+        full: 100,000, 3 runs, SQLite and PostgreSQL with 1 and 2 instances
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from _common import CpuShare, main_with_profile, median, report, table
-from _delivery import CPU_HEADER, CPU_NOTE, Backlog, Pair, alternate, backlog, cpu_cell
+from _common import CpuShare, median, profile_arguments, report, table
+from _delivery import (
+    CPU_HEADER,
+    CPU_NOTE,
+    Backlog,
+    Pair,
+    Round,
+    alternate,
+    backlog,
+    cpu_cell,
+    pairs_of,
+)
+from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
 
 from drgreen_poller import logs
 from drgreen_poller.config import DeliveryConfig
@@ -32,8 +52,9 @@ INTRO = (
     "16) to a loopback receiver (its own process, answering 204), against raw aiohttp POSTs of "
     "the same bodies and headers (signed beforehand) at the same concurrency to the same "
     "receiver. Seconds are measured at the receiver from the first arrival to the last; runs "
-    "alternate and the medians are shown. Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick "
-    "profile scales the 30 s to its size)."
+    "alternate and the medians are shown. The state is SQLite, or PostgreSQL with one or two "
+    "daemons on it (a row each). Targets: 100,000 in ≤ 30 s and ≤ 2 × raw (the quick profile "
+    "scales the 30 s to its size)."
 )
 PROFILES = {"quick": (10_000, 2), "full": (100_000, 3)}
 CONCURRENCY = DeliveryConfig().concurrency
@@ -41,17 +62,41 @@ TARGET_S_PER_100K = 30.0
 TARGET_RATIO = 2.0
 
 
-async def measure(events: Backlog, runs: int, workdir: Path) -> list[Pair]:
-    """Alternating runs of raw POSTs and the daemon over the same backlog."""
-    pairs: list[Pair] = []
-    async for raw, run in alternate(events, CONCURRENCY, runs, workdir):
-        pairs.append((raw, run))
+async def measure(
+    events: Backlog, runs: int, workdir: Path, chosen: Sequence[Setup]
+) -> list[Round]:
+    """Alternating runs of raw POSTs and the daemon in each setup over the same backlog."""
+    rounds: list[Round] = []
+    async for raw, runs_of in alternate(events, CONCURRENCY, runs, workdir, chosen):
+        rounds.append((raw, runs_of))
+        daemons = ", ".join(
+            f"{setup.label} "
+            + (
+                f"{run.received.window_s():.1f} s ({run.from_start_s():.1f} s from start)"
+                if run
+                else "refused"
+            )
+            for setup, run in runs_of.items()
+        )
         print(
-            f"  run {len(pairs)}/{runs}: raw {raw.received.window_s():.1f} s, daemon "
-            f"{run.received.window_s():.1f} s ({run.from_start_s():.1f} s from start)",
+            f"  run {len(rounds)}/{runs}: raw {raw.received.window_s():.1f} s, {daemons}",
             file=sys.stderr,
         )
-    return pairs
+    return rounds
+
+
+def rows(count: int, rounds: list[Round], chosen: Sequence[Setup]) -> list[list[str]]:
+    """A row per setup, each beside the same raw runs."""
+    found = []
+    for setup in chosen:
+        pairs = pairs_of(rounds, setup)
+        if pairs:
+            found.append([setup.label, *row(count, pairs)])
+        else:
+            raw = median([raw.received.window_s() for raw, _ in rounds])
+            cells = [f"{count:,}", str(CONCURRENCY), NOT_SUPPORTED, "–", f"{raw:.1f}"]
+            found.append([setup.label, *cells, *["–"] * 5])
+    return found
 
 
 def row(count: int, pairs: list[Pair]) -> list[str]:
@@ -74,28 +119,42 @@ def row(count: int, pairs: list[Pair]) -> list[str]:
     ]
 
 
-async def main(profile: str, append: bool) -> None:
+async def main(args: argparse.Namespace) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
+    profile = args.profile
     count, runs = PROFILES[profile]
+    chosen = setups(profile, args.backend, args.instances)
     share = CpuShare()
     share.start()
-    with tempfile.TemporaryDirectory() as tmp:
-        async with backlog(count, Path(tmp)) as events:
-            pairs = await measure(events, runs, Path(tmp))
+    settings = ""
+    with tempfile.TemporaryDirectory() as tmp, postgres(chosen) as pg:
+        async with backlog(count, Path(tmp), pg) as events:
+            rounds = await measure(events, runs, Path(tmp), chosen)
+        settings = pg.settings() if pg is not None else ""
     headers = [
-        "events", "concurrency", "daemon s", "daemon s from start", "raw s", "ratio",
+        "store", "events", "concurrency", "daemon s", "daemon s from start", "raw s", "ratio",
         "target", "met?", CPU_HEADER, "each run daemon:raw (s)",
     ]  # fmt: skip
-    result = table(headers, [row(count, pairs)], "rrrrrrllll")
+    result = table(headers, rows(count, rounds, chosen), "lrrrrrrllll")
     notes = [f"Medians of {runs} alternating runs. {share.sentence()}", CPU_NOTE]
+    notes += store_note(chosen)
+    if settings:
+        notes.append(settings)
     if profile == "quick":
         target_s = TARGET_S_PER_100K * count / 100_000
         notes.append(
             f"Quick profile: {count:,} events, not 100,000; the 30 s target scaled to "
             f"{target_s:g} s."
         )
-    report(SECTION, INTRO, profile, result, notes, append)
+    report(SECTION, INTRO, profile, result, notes, not args.no_append)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    profile_arguments(parser)
+    backend_arguments(parser)
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    main_with_profile(__doc__, main)
+    asyncio.run(main(parse_args(sys.argv[1:])))

@@ -9,18 +9,38 @@ to the same receiver. Runs alternate (raw, daemon, raw, daemon, ...) and the med
 reported. Events per second are measured at the receiver, from the first event's arrival to
 the last, so neither side's start-up counts; the daemon's time from start is printed beside.
 
+The daemon's store (``--backend``): the SQLite file, or a PostgreSQL database (a server the
+bench starts, ``_pg``) with one or two daemons on it (``--instances``); each is a row beside the
+same raw baseline, and a round runs raw, then the daemon in each setup in turn.
+
     .venv/bin/python bench/delivery_throughput.py [--profile quick|full] [--no-append]
-        quick: 5,000 events, 3 runs of each per concurrency; full: 20,000 events, 5 runs
+        [--backend sqlite|postgresql|both] [--instances 1 2]
+        quick: 5,000 events, 3 runs of each per concurrency, SQLite;
+        full: 20,000 events, 5 runs, SQLite and PostgreSQL with 1 and 2 instances
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from _common import CpuShare, main_with_profile, median, report, table
-from _delivery import CPU_HEADER, CPU_NOTE, Backlog, Pair, alternate, backlog, cpu_cell
+from _common import CpuShare, median, profile_arguments, report, table
+from _delivery import (
+    CPU_HEADER,
+    CPU_NOTE,
+    Backlog,
+    Pair,
+    Round,
+    alternate,
+    backlog,
+    cpu_cell,
+    pairs_of,
+)
+from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
 
 from drgreen_poller import logs
 
@@ -32,7 +52,8 @@ INTRO = (
     "(signed beforehand) at the same concurrency to the same receiver. The daemon logs its "
     "line per attempt (JSON, to a file, its output buffered as under systemd) and polls one "
     "quiet sandbox holder meanwhile, as in production. Events/s are measured at the receiver "
-    "from the first arrival to the last; runs alternate and the medians are shown. "
+    "from the first arrival to the last; runs alternate and the medians are shown. The state "
+    "is SQLite, or PostgreSQL with one or two daemons on it (a row each). "
     "Target: ≥ 0.8 × raw."
 )
 PROFILES = {"quick": (5_000, 3), "full": (20_000, 5)}
@@ -40,25 +61,60 @@ CONCURRENCIES = (16, 64)
 TARGET_RATIO = 0.8
 
 
-async def measure(events: Backlog, concurrency: int, runs: int, workdir: Path) -> list[Pair]:
-    """Alternating runs of raw POSTs and of the daemon, to one receiver."""
-    pairs: list[Pair] = []
-    async for raw, run in alternate(events, concurrency, runs, workdir):
-        pairs.append((raw, run))
+async def measure(
+    events: Backlog, concurrency: int, runs: int, workdir: Path, chosen: Sequence[Setup]
+) -> list[Round]:
+    """Alternating runs of raw POSTs and of the daemon in each setup, to one receiver."""
+    rounds: list[Round] = []
+    async for raw, runs_of in alternate(events, concurrency, runs, workdir, chosen):
+        rounds.append((raw, runs_of))
+        daemons = ", ".join(
+            f"{setup.label} "
+            + (
+                f"{run.received.rate():,.0f}/s ({run.from_start_s():.1f} s from start)"
+                if run
+                else "refused"
+            )
+            for setup, run in runs_of.items()
+        )
         print(
-            f"  concurrency {concurrency}, run {len(pairs)}/{runs}: "
-            f"raw {raw.received.rate():,.0f}/s, daemon {run.received.rate():,.0f}/s "
-            f"({run.from_start_s():.1f} s from start)",
+            f"  concurrency {concurrency}, run {len(rounds)}/{runs}: "
+            f"raw {raw.received.rate():,.0f}/s, {daemons}",
             file=sys.stderr,
         )
-    return pairs
+    return rounds
 
 
-def row(concurrency: int, count: int, pairs: list[Pair]) -> list[str]:
+def rows(
+    concurrency: int, count: int, rounds: list[Round], chosen: Sequence[Setup]
+) -> list[list[str]]:
+    """A row per setup, each beside the same raw runs."""
+    found = []
+    for setup in chosen:
+        pairs = pairs_of(rounds, setup)
+        if pairs:
+            found.append(row(setup, concurrency, count, pairs))
+        else:
+            raw = median([raw.received.rate() for raw, _ in rounds])
+            found.append(
+                [
+                    setup.label,
+                    str(concurrency),
+                    f"{count:,}",
+                    NOT_SUPPORTED,
+                    f"{raw:,.0f}",
+                    *["–"] * 6,
+                ]
+            )
+    return found
+
+
+def row(setup: Setup, concurrency: int, count: int, pairs: list[Pair]) -> list[str]:
     ours = [run.received.rate() for _, run in pairs]
     raw = [raw.received.rate() for raw, _ in pairs]
     ratio = median(ours) / median(raw)
     return [
+        setup.label,
         str(concurrency),
         f"{count:,}",
         f"{median(ours):,.0f}",
@@ -72,25 +128,41 @@ def row(concurrency: int, count: int, pairs: list[Pair]) -> list[str]:
     ]
 
 
-async def main(profile: str, append: bool) -> None:
+async def main(args: argparse.Namespace) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
-    count, runs = PROFILES[profile]
+    count, runs = PROFILES[args.profile]
+    chosen = setups(args.profile, args.backend, args.instances)
     share = CpuShare()
     share.start()
-    rows = []
-    with tempfile.TemporaryDirectory() as workdir:
+    found: list[list[str]] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as workdir, postgres(chosen) as pg:
         tmp = Path(workdir)
-        async with backlog(count, tmp) as events:
+        async with backlog(count, tmp, pg) as events:
             for concurrency in CONCURRENCIES:
-                rows.append(row(concurrency, count, await measure(events, concurrency, runs, tmp)))
+                rounds = await measure(events, concurrency, runs, tmp, chosen)
+                found += rows(concurrency, count, rounds, chosen)
+        if pg is not None:
+            notes.append(pg.settings())
     headers = [
-        "concurrency", "events", "daemon events/s", "raw events/s", "ratio", "target", "met?",
-        "daemon s from start", CPU_HEADER, "each run daemon:raw (events/s)",
+        "store", "concurrency", "events", "daemon events/s", "raw events/s", "ratio", "target",
+        "met?", "daemon s from start", CPU_HEADER, "each run daemon:raw (events/s)",
     ]  # fmt: skip
-    result = table(headers, rows, "rrrrrllrll")
-    notes = [f"Medians of {runs} alternating runs per concurrency. {share.sentence()}", CPU_NOTE]
-    report(SECTION, INTRO, profile, result, notes, append)
+    result = table(headers, found, "lrrrrrllrll")
+    notes[:0] = [
+        f"Medians of {runs} alternating runs per concurrency. {share.sentence()}",
+        CPU_NOTE,
+        *store_note(chosen),
+    ]
+    report(SECTION, INTRO, args.profile, result, notes, not args.no_append)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    profile_arguments(parser)
+    backend_arguments(parser)
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    main_with_profile(__doc__, main)
+    asyncio.run(main(parse_args(sys.argv[1:])))

@@ -23,9 +23,17 @@ full (about 16 minutes): 1,000 holders at the default intervals over three inter
 targets), then 100, 1,000 and 5,000 holders all at scale 2 over one interval each, so that the
 growth table compares sizes measured the same way in the same run.
 
-The growth table compares each size with the previous one at the same scale: how many times
-the holders, the daemon's CPU per interval, its CPU per holder (1.00: linear), its CPU until
-every first sweep, its RSS, and the resident memory each added holder costs.
+The growth table compares each size with the previous one at the same scale and store: how
+many times the holders, the daemon's CPU per interval, its CPU per holder (1.00: linear), its CPU
+until every first sweep, its RSS, and the resident memory each added holder costs.
+
+The daemon's store (``--backend``): the SQLite file, or a PostgreSQL database (a server the
+bench starts, ``_pg``; a new database per size) with one or two daemons on it
+(``--instances``: both daemons' CPU summed, each one's RSS shown). Each size runs every store in
+turn, a row each. quick: SQLite only (PostgreSQL would take ``make bench`` past 5 minutes); full:
+SQLite, and PostgreSQL with one and two instances, at every size (about 45 minutes).
+
+    .venv/bin/python bench/scale.py --holders 1000 --backend both --instances 1 2
 """
 
 from __future__ import annotations
@@ -37,13 +45,24 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from _common import CpuShare, append_run, machine, profile_arguments, run_record
+from _pg import (
+    NOT_SUPPORTED,
+    REFUSAL,
+    SQLITE,
+    Postgres,
+    Setup,
+    backend_arguments,
+    postgres,
+    setups,
+    store_note,
+)
 
 from drgreen_poller.clock import SystemClock
 
@@ -65,7 +84,8 @@ BIN = Path(sys.executable).parent / "drgreen-poller"
 INTRO = (
     "`bench/scale.py`: H holders × 100 active orders each; the sandbox and the daemon (a file "
     "sink, the default budget of 1 request/s per holder) each in its own process. CPU is utime + "
-    "stime from /proc over whole active_orders intervals after every first sweep, per interval."
+    "stime from /proc over whole active_orders intervals after every first sweep, per interval. "
+    "The state is SQLite, or PostgreSQL with one or two daemons on it (their CPU summed)."
 )
 TARGETS = (
     "Targets at 1,000 holders: ≤ 8 % of a core and ≤ 150 MB at the default intervals, every "
@@ -87,8 +107,9 @@ class Spy:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One size's figures."""
+    """One size's figures (CPU: every instance's summed; RSS: each instance's)."""
 
+    setup: Setup
     holders: int
     scale: float
     intervals: int
@@ -97,8 +118,26 @@ class Result:
     first_cpu_s: float  # the daemon's CPU from its start until every first sweep
     daemon_cpu_s: float  # per active_orders interval
     sandbox_cpu_s: float
-    rss_mb: float
-    peak_rss_mb: float  # VmHWM: the most the daemon was ever resident
+    server_cpu_s: float | None  # the PostgreSQL server's processes, per interval (None: SQLite)
+    rss_mb: tuple[float, ...]
+    peak_rss_mb: tuple[float, ...]  # VmHWM: the most each daemon was ever resident
+
+    @property
+    def total_rss_mb(self) -> float:
+        return sum(self.rss_mb)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A size whose second instance was refused at start (this build runs one per database)."""
+
+    setup: Setup
+    holders: int
+    scale: float
+
+
+class InstanceRefused(Exception):
+    """The second daemon on one database stopped at start, saying it was refused."""
 
 
 def cpu_s(pid: int) -> float:
@@ -143,7 +182,9 @@ async def populate(control: str, holders: int, directory: Path) -> None:
         await asyncio.gather(*(one(f"h{i:05d}") for i in range(holders)))
 
 
-def write_config(directory: Path, base_url: str, holders: int, scale: float) -> Path:
+def write_config(
+    directory: Path, base_url: str, holders: int, scale: float, store: str = ""
+) -> Path:
     schedule = "\n".join(f'{tier} = "{s * scale:g}s"' for tier, s in DEFAULT_INTERVALS_S.items())
     holder_tables = "".join(
         f'[[holders]]\nname = "h{i:05d}"\napi_key_file = "h{i:05d}.api_key"\n'
@@ -154,29 +195,78 @@ def write_config(directory: Path, base_url: str, holders: int, scale: float) -> 
         f'[daemon]\nstate_path = "state.db"\nhttp_listen = ""\nlog_format = "json"\n\n'
         f'[api]\nbase_url = "{base_url}"\n\n[schedule]\n{schedule}\n\n{holder_tables}'
         '[[sinks]]\nname = "audit"\nkind = "file"\npath = "events.jsonl"\nevents = ["*"]\n'
+        f"{store}"
     )
     path = directory / "config.toml"
     path.write_text(text)
     return path
 
 
-async def first_sweeps(daemon: asyncio.subprocess.Process, holders: int) -> tuple[float, float]:
-    """Seconds from now until every holder's first active_orders sweep, and every tier's."""
-    assert daemon.stdout is not None
-    started, active, total, first_active = CLOCK.monotonic(), 0, 0, 0.0
-    while total < holders * TIERS:
-        line = await daemon.stdout.readline()
-        if not line:
-            raise SystemExit("the daemon stopped during its first sweeps")
+class FirstSweeps:
+    """Every holder × tier's first sweep, from the ``poll_finished`` lines of every instance:
+    when the last holder's active_orders sweep and the last sweep of all were logged."""
+
+    def __init__(self, holders: int) -> None:
+        self.holders = holders
+        self.started = CLOCK.monotonic()
+        self.seen: set[tuple[str, str]] = set()
+        self.active = 0
+        self.first_active = 0.0
+        self.done = asyncio.Event()
+
+    def record(self, line: bytes) -> None:
         record = json.loads(line) if line.startswith(b"{") else {}
         if record.get("event") != "poll_finished" or not record.get("first_sync"):
-            continue
-        total += 1
-        if record.get("tier") == "active_orders":
-            active += 1
-            if active == holders:
-                first_active = CLOCK.monotonic() - started
-    return first_active, CLOCK.monotonic() - started
+            return
+        key = (str(record.get("holder")), str(record.get("tier")))
+        if key in self.seen:  # a holder taken over by the other instance, synced again
+            return
+        self.seen.add(key)
+        if key[1] == "active_orders":
+            self.active += 1
+            if self.active == self.holders:
+                self.first_active = CLOCK.monotonic() - self.started
+        if len(self.seen) == self.holders * TIERS:
+            self.done.set()
+
+
+async def read_first_sweeps(daemon: asyncio.subprocess.Process, sweeps: FirstSweeps) -> None:
+    """Feed one instance's lines to ``sweeps`` until every first sweep is done.
+
+    Raises:
+        InstanceRefused: it stopped saying another instance holds the database.
+        SystemExit: it stopped for another reason.
+    """
+    assert daemon.stdout is not None
+    said = b""
+    while not sweeps.done.is_set():
+        line = await daemon.stdout.readline()
+        if not line:
+            if REFUSAL.encode() in said:
+                raise InstanceRefused
+            raise SystemExit("the daemon stopped during its first sweeps")
+        said = line if line.startswith(b"{") else said + line
+        sweeps.record(line)
+
+
+async def first_sweeps(
+    daemons: Sequence[asyncio.subprocess.Process], holders: int
+) -> tuple[float, float]:
+    """Seconds from now until every holder's first active_orders sweep, and every tier's, on
+    whichever instance ran it."""
+    sweeps = FirstSweeps(holders)
+    readers = [asyncio.create_task(read_first_sweeps(d, sweeps)) for d in daemons]
+    try:
+        done = asyncio.create_task(sweeps.done.wait())
+        await asyncio.wait([done, *readers], return_when=asyncio.FIRST_COMPLETED)
+        for reader in readers:
+            if reader.done():
+                reader.result()  # raises its InstanceRefused or SystemExit
+        await done
+    finally:
+        for reader in readers:
+            reader.cancel()
+    return sweeps.first_active, CLOCK.monotonic() - sweeps.started
 
 
 async def drain(stream: asyncio.StreamReader) -> None:
@@ -185,51 +275,98 @@ async def drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def measure(holders: int, scale: float, intervals: int, spy: Spy | None) -> Result:
-    with tempfile.TemporaryDirectory(prefix="drgreen-scale-") as tmp:
-        directory = Path(tmp)
-        sandbox, ready = await start_sandbox()
-        try:
-            await populate(ready["control_url"], holders, directory)
-            config = write_config(directory, ready["base_url"], holders, scale)
-            daemon = await asyncio.create_subprocess_exec(
-                str(BIN), "-c", str(config), "run",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=tmp,
-            )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Size:
+    """One measurement: holders, interval scale, intervals measured, and the store."""
+
+    holders: int
+    scale: float
+    intervals: int
+    setup: Setup
+
+
+async def measure(size: Size, spy: Spy | None, pg: Postgres | None) -> Result | Refused:
+    """The sandbox filled with ``size.holders``, then the daemons run on it until measured."""
+    database = pg.new_database() if pg is not None and size.setup.backend != SQLITE else ""
+    try:
+        with tempfile.TemporaryDirectory(prefix="drgreen-scale-") as tmp:
+            directory = Path(tmp)
+            store = pg.store_section(database, directory) if pg and database else ""
+            sandbox, ready = await start_sandbox()
             try:
-                return await steady_state(daemon, sandbox.pid, holders, scale, intervals, spy)
+                await populate(ready["control_url"], size.holders, directory)
+                config = write_config(directory, ready["base_url"], size.holders, size.scale, store)
+                server = pg.server_cpu_s if pg and database else None
+                return await run_instances(config, size, sandbox.pid, spy, server)
             finally:
+                sandbox.terminate()
+                await sandbox.wait()
+    finally:
+        if pg is not None and database:
+            pg.drop_database(database)
+
+
+async def run_instances(
+    config: Path, size: Size, sandbox_pid: int, spy: Spy | None, server: ServerCpu
+) -> Result | Refused:
+    """``size.setup.instances`` daemons on ``config``, measured, then stopped."""
+    daemons = []
+    try:
+        for _ in range(size.setup.instances):
+            daemons.append(await spawn(config))
+        try:
+            return await steady_state(daemons, sandbox_pid, size, spy, server)
+        except InstanceRefused:
+            return Refused(size.setup, size.holders, size.scale)
+    finally:
+        for daemon in daemons:
+            if daemon.returncode is None:
                 daemon.terminate()
-                await daemon.wait()
-        finally:
-            sandbox.terminate()
-            await sandbox.wait()
+            await daemon.wait()
+
+
+async def spawn(config: Path) -> asyncio.subprocess.Process:
+    """One ``drgreen-poller run`` on ``config``, its output (log lines and any error) piped."""
+    return await asyncio.create_subprocess_exec(
+        str(BIN), "-c", str(config), "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=config.parent,
+    )  # fmt: skip
+
+
+# Each PostgreSQL server process's CPU seconds (``Postgres.server_cpu_s``); None with SQLite.
+ServerCpu = Callable[[], dict[int, float]] | None
+
+
+def server_s(server: ServerCpu) -> dict[int, float]:
+    return server() if server is not None else {}
 
 
 async def steady_state(
-    daemon: asyncio.subprocess.Process,
+    daemons: Sequence[asyncio.subprocess.Process],
     sandbox_pid: int,
-    holders: int,
-    scale: float,
-    k: int,
+    size: Size,
     spy: Spy | None,
+    server: ServerCpu,
 ) -> Result:
-    first_active, first_all = await first_sweeps(daemon, holders)
-    first_cpu = cpu_s(daemon.pid)
-    assert daemon.stdout is not None
-    reader = asyncio.create_task(drain(daemon.stdout))
-    interval = DEFAULT_INTERVALS_S["active_orders"] * scale
-    d0, s0 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
+    first_active, first_all = await first_sweeps(daemons, size.holders)
+    first_cpu = sum(cpu_s(d.pid) for d in daemons)
+    readers = [asyncio.create_task(drain(d.stdout)) for d in daemons if d.stdout is not None]
+    interval = DEFAULT_INTERVALS_S["active_orders"] * size.scale
+    d0, s0, p0 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid), server_s(server)
+    k = size.intervals
     if spy is None:
         await CLOCK.sleep(interval * k)
     else:
-        await py_spy(daemon.pid, interval * k, spy.out, gil=spy.gil)
-    d1, s1 = cpu_s(daemon.pid), cpu_s(sandbox_pid)
-    rss, peak = rss_mb(daemon.pid), rss_mb(daemon.pid, "VmHWM")
-    reader.cancel()
+        await py_spy(daemons[0].pid, interval * k, spy.out, gil=spy.gil)
+    d1, s1, p1 = sum(cpu_s(d.pid) for d in daemons), cpu_s(sandbox_pid), server_s(server)
+    pg_s = sum(s - p0.get(pid, 0.0) for pid, s in p1.items()) / k if server else None
+    rss = tuple(rss_mb(d.pid) for d in daemons)
+    peak = tuple(rss_mb(d.pid, "VmHWM") for d in daemons)
+    for reader in readers:
+        reader.cancel()
     return Result(
-        holders, scale, k, first_active, first_all, first_cpu, (d1 - d0) / k, (s1 - s0) / k,
-        rss, peak,
+        size.setup, size.holders, size.scale, k, first_active, first_all, first_cpu,
+        (d1 - d0) / k, (s1 - s0) / k, pg_s, rss, peak,
     )  # fmt: skip
 
 
@@ -268,68 +405,93 @@ def top_functions(folded: Sequence[str], count: int = 40) -> str:
     return "\n".join([f"busy samples: {samples}", *lines])
 
 
-def table(results: Sequence[Result]) -> str:
+def table(results: Sequence[Result | Refused]) -> str:
     rows = [
-        "| holders | scale | active_orders interval | intervals measured | daemon CPU s/interval "
-        "| % of a core at 60 s | daemon CPU ms per holder per interval | sandbox CPU s/interval "
-        "| sandbox % at 60 s | daemon RSS MB (peak) | every first active_orders sweep "
-        "| every tier's first sweep | daemon CPU s until then |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |",
+        "| holders | store | scale | active_orders interval | intervals measured "
+        "| daemon CPU s/interval | % of a core at 60 s | daemon CPU ms per holder per interval "
+        "| sandbox CPU s/interval | sandbox % at 60 s | PostgreSQL server CPU s/interval "
+        "| daemon RSS MB (peak) "
+        "| every first active_orders sweep | every tier's first sweep | daemon CPU s until then |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
     ]
     for r in results:
+        start = f"| {r.holders:,} | {r.setup.label} | {r.scale:g} | {60 * r.scale:g} s "
+        if isinstance(r, Refused):
+            rows.append(start + f"| {NOT_SUPPORTED} |" + " – |" * 10)
+            continue
         rows.append(
-            f"| {r.holders:,} | {r.scale:g} | {60 * r.scale:g} s | {r.intervals} "
+            start + f"| {r.intervals} "
             f"| {r.daemon_cpu_s:.2f} | {r.daemon_cpu_s / 60 * 100:.1f} % "
             f"| {r.daemon_cpu_s / r.holders * 1000:.2f} "
             f"| {r.sandbox_cpu_s:.2f} | {r.sandbox_cpu_s / 60 * 100:.1f} % "
-            f"| {r.rss_mb:.0f} ({r.peak_rss_mb:.0f}) "
+            f"| {'–' if r.server_cpu_s is None else f'{r.server_cpu_s:.2f}'} "
+            f"| {' + '.join(f'{m:.0f}' for m in r.rss_mb)} "
+            f"({' + '.join(f'{m:.0f}' for m in r.peak_rss_mb)}) "
             f"| {r.first_active_s:.0f} s | {r.first_all_s:.0f} s | {r.first_cpu_s:.1f} |"
         )
     return "\n".join(rows)
 
 
-def growth(results: Sequence[Result]) -> str:
-    """How cost grows from each size to the next measured at the same scale: the ratios, and
-    the resident memory each added holder costs (linear growth: every ratio at most the
-    holders' ratio, and the same memory per added holder at every step)."""
+def growth(results: Sequence[Result | Refused]) -> str:
+    """How cost grows from each size to the next measured at the same scale and store: the
+    ratios, and the resident memory each added holder costs (linear growth: every ratio at most
+    the holders' ratio, and the same memory per added holder at every step). RSS: every
+    instance's summed."""
     rows = [
-        "| from → to holders | holders × | daemon CPU/interval × | CPU per holder × "
+        "| store | from → to holders | holders × | daemon CPU/interval × | CPU per holder × "
         "| daemon CPU until every first sweep × | RSS × | RSS per added holder |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for a, b in itertools.pairwise(results):
-        if a.scale != b.scale or b.holders <= a.holders:
-            continue
-        ratio = b.holders / a.holders
-        cpu = b.daemon_cpu_s / a.daemon_cpu_s if a.daemon_cpu_s else float("nan")
-        added_kb = (b.rss_mb - a.rss_mb) * 1024 / (b.holders - a.holders)
-        rows.append(
-            f"| {a.holders:,} → {b.holders:,} | {ratio:.1f} | {cpu:.2f} | {cpu / ratio:.2f} "
-            f"| {b.first_cpu_s / a.first_cpu_s:.2f} | {b.rss_mb / a.rss_mb:.2f} "
-            f"| {added_kb:.0f} KB |"
-        )
+    measured = [r for r in results if isinstance(r, Result)]
+    for setup in dict.fromkeys(r.setup for r in measured):
+        for a, b in itertools.pairwise(r for r in measured if r.setup == setup):
+            if a.scale != b.scale or b.holders <= a.holders:
+                continue
+            ratio = b.holders / a.holders
+            cpu = b.daemon_cpu_s / a.daemon_cpu_s if a.daemon_cpu_s else float("nan")
+            added_kb = (b.total_rss_mb - a.total_rss_mb) * 1024 / (b.holders - a.holders)
+            rows.append(
+                f"| {setup.label} | {a.holders:,} → {b.holders:,} | {ratio:.1f} | {cpu:.2f} "
+                f"| {cpu / ratio:.2f} | {b.first_cpu_s / a.first_cpu_s:.2f} "
+                f"| {b.total_rss_mb / a.total_rss_mb:.2f} | {added_kb:.0f} KB |"
+            )
     return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def sizes_of(args: argparse.Namespace) -> list[Size]:
+    """Each size of the profile (or of ``--holders``), in every chosen store in turn."""
+    chosen = setups(args.profile, args.backend, args.instances)
+    if args.holders:
+        plan = [(n, args.scale, args.intervals) for n in args.holders]
+    else:
+        plan = PROFILES[args.profile]
+    return [Size(n, scale, k, setup) for n, scale, k in plan for setup in chosen]
 
 
 async def main(args: argparse.Namespace) -> None:
     if args.py_spy and not (BIN.parent / "py-spy").exists():
         raise SystemExit(f"--py-spy needs py-spy in {BIN.parent}: {BIN.parent}/pip install py-spy")
-    if args.holders:
-        sizes = [(n, args.scale, args.intervals) for n in args.holders]
-    else:
-        sizes = PROFILES[args.profile]
+    sizes = sizes_of(args)
     print(f"machine: {machine()}", flush=True)
-    results, share = [], CpuShare()
+    results: list[Result | Refused] = []
+    share = CpuShare()
     share.start()
-    for holders, scale, k in sizes:
-        print(f"{holders} holders × {ORDERS} orders, intervals × {scale:g} ...", flush=True)
-        spy = Spy(args.py_spy, args.gil) if args.py_spy else None
-        results.append(await measure(holders, scale, k, spy))
+    with postgres([size.setup for size in sizes]) as pg:
+        for size in sizes:
+            print(
+                f"{size.holders} holders × {ORDERS} orders, intervals × {size.scale:g}, "
+                f"{size.setup.label} ...",
+                flush=True,
+            )
+            spy = Spy(args.py_spy, args.gil) if args.py_spy else None
+            results.append(await measure(size, spy, pg))
+        settings = pg.settings() if pg is not None else ""
     text = "\n\n".join(part for part in (table(results), growth(results)) if part)
     print(text)
     if not args.no_append:
-        notes = [TARGETS, share.sentence()]
+        notes = [TARGETS, share.sentence(), *store_note([s.setup for s in sizes])]
+        notes += [settings] if settings else []
         profile = args.profile if not args.holders else "chosen sizes"
         append_run("Scale", INTRO, run_record(profile, text, notes))
 
@@ -337,10 +499,11 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     profile_arguments(parser)
+    backend_arguments(parser)
     parser.add_argument("--holders", type=int, nargs="*", help="sizes (overrides the profile)")
     parser.add_argument("--scale", type=float, default=1.0, help="with --holders")
     parser.add_argument("--intervals", type=int, default=1, help="with --holders")
-    parser.add_argument("--py-spy", type=Path, help="profile the daemon into this file")
+    parser.add_argument("--py-spy", type=Path, help="profile the (first) daemon into this file")
     parser.add_argument(
         "--gil", action="store_true", help="with --py-spy: sample only the thread holding the GIL"
     )

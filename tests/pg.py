@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -26,6 +27,9 @@ import psycopg
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "postgres"
 PASSWORD = "drgreen-test-password"  # the server runs on loopback only, for one test session
+# A test server's data is thrown away: it need not reach the disk. (The benchmarks start theirs
+# with no settings changed: fsync on, as a deployment runs.)
+TEST_SETTINGS = ("fsync=off",)
 
 
 def find_bin() -> Path | None:
@@ -54,8 +58,9 @@ class PgServer:
     _numbers: count[int]
 
     @classmethod
-    def start(cls, bin_dir: Path) -> PgServer:
-        """``initdb`` a temporary directory and start a server on a free loopback port."""
+    def start(cls, bin_dir: Path, settings: Sequence[str] = TEST_SETTINGS) -> PgServer:
+        """``initdb`` a temporary directory and start a server on a free loopback port, with
+        ``settings`` (``name=value``) on its command line."""
         run_as = SUPERUSER if os.geteuid() == 0 else None
         base = Path(tempfile.mkdtemp(prefix="drgreen-pg-"))
         if run_as is not None:
@@ -69,7 +74,10 @@ class PgServer:
             "initdb", "-D", str(server.data_dir), "-U", SUPERUSER, "-A", "scram-sha-256",
             f"--pwfile={base / 'pw'}", "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
-        options = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {base} -c fsync=off"
+        options = " ".join(
+            [f"-c listen_addresses=127.0.0.1 -p {server.port} -k {base}"]
+            + [f"-c {setting}" for setting in settings]
+        )
         server._run(
             "pg_ctl", "-D", str(server.data_dir), "-l", str(base / "log"), "-o", options,
             "-w", "start",
