@@ -203,9 +203,10 @@ def _due_rows(found: Sequence[str]) -> list[DueDelivery]:
 
 
 def _record_statements(
-    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements
+    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements, claimer: str | None
 ) -> Statements:
-    """The statements that log ``records`` and move their rows on."""
+    """The statements that log ``records`` and move their rows on (where the engine's claims
+    record their instance, only rows still ``claimer``'s: see ``postgres_schema``)."""
     if not records:
         return []
     attempts = [
@@ -213,7 +214,8 @@ def _record_statements(
          r.status, r.error_class, r.excerpt]
         for r in records
     ]  # fmt: skip
-    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts),))]
+    ours: tuple[str | None, ...] = (claimer,) if sql.claims_by else ()
+    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts), *ours))]
     # One statement per distinct outcome: a batch of successes is one UPDATE.
     moves: dict[tuple[str, int, float | None, str], list[int]] = {}
     for r in records:
@@ -222,7 +224,11 @@ def _record_statements(
         )
     stamp = iso_ms(now)
     statements.extend(
-        (sql.move_on, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+        (
+            sql.move_on,
+            (state, attempt, next_at, outcome, stamp, json.dumps(ids))
+            + ((attempt, claimer) if sql.claims_by else ()),
+        )
         for (state, attempt, next_at, outcome), ids in moves.items()
     )
     return statements
@@ -333,7 +339,7 @@ class Outbox(Connection):
         sql = CLAIMS[self.dialect.name]
 
         def work(conn: Db) -> Settled:
-            _run(conn, _record_statements(records, now, sql))
+            _run(conn, _record_statements(records, now, sql, self.instance))
             found, short = _claim(conn, sql, now_s, stamp, rooms, self.instance)
             upcoming = (
                 _next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)
