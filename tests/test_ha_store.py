@@ -262,3 +262,21 @@ class TestLateRecords:
         assert len(after) == 1  # the resource's next event follows the one just delivered
         delivered = await live.deliveries(state="delivered")
         assert [(row.id, row.attempts) for row in delivered] == [(again[0].id, 1)]
+
+    async def test_a_resumed_instances_release_leaves_anothers_claim(
+        self, instance_store: Opener, pg_database: PgDatabase
+    ) -> None:
+        """A paused instance that stops on resuming hands back only its own claims: a row
+        another instance has claimed since stays in flight there, claimable by no third."""
+        paused, live = await instance_store("paused"), await instance_store("live")
+        await paused.commit_events("main", [_lifecycle(1, 1)], now=NOW)
+        claimed = (await paused.settle([], LATER, ROOM)).claimed
+        _age(pg_database, "paused")
+        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
+        again = (await live.settle([], LATER, ROOM)).claimed
+        await paused.release([row.id for row in claimed], LATER)
+        third = await instance_store("third")
+        assert (await third.settle([], LATER, ROOM)).claimed == []
+        assert [row.id for row in await live.deliveries(state="delivering")] == [
+            row.id for row in again
+        ]
