@@ -214,3 +214,69 @@ class TestWaking:
             listening.cancel()
             await asyncio.wait({listening})
         assert "Traceback" not in "".join(said)
+
+
+def _retry(rows: list[DueDelivery]) -> list[AttemptRecord]:
+    """A failed first attempt of each row, to be tried again later."""
+    later = LATER.timestamp() + 60
+    return [
+        AttemptRecord(row.id, 1, LATER, 1.0, False, 503, None, None, DeliveryState.PENDING, later)
+        for row in rows
+    ]
+
+
+class TestLateRecords:
+    async def test_a_resumed_instances_record_does_not_undo_anothers_delivery(
+        self, instance_store: Opener, pg_database: PgDatabase
+    ) -> None:
+        """An instance paused past its heartbeat records its attempt of a row another instance
+        has since delivered: the record is dropped, the row stays delivered, nothing fails."""
+        paused, live = await instance_store("paused"), await instance_store("live")
+        await paused.commit_events("main", [_lifecycle(1, 1)], now=NOW)
+        claimed = (await paused.settle([], LATER, ROOM)).claimed
+        _age(pg_database, "paused")
+        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
+        again = (await live.settle([], LATER, ROOM)).claimed
+        assert [row.id for row in again] == [row.id for row in claimed]
+        await live.settle(_delivered(again), LATER, ROOM)
+        await paused.settle(_retry(claimed), LATER, ROOM)
+        [row] = await live.deliveries()
+        assert (row.state, row.attempts) == ("delivered", 1)
+
+    async def test_a_resumed_instances_record_leaves_anothers_attempt_in_flight(
+        self, instance_store: Opener, pg_database: PgDatabase
+    ) -> None:
+        """A paused instance's late record of a row another instance now has in flight changes
+        nothing: that instance records its own attempt as it ends."""
+        paused, live = await instance_store("paused"), await instance_store("live")
+        await paused.commit_events("main", [_lifecycle(1, 2)], now=NOW)
+        claimed = (await paused.settle([], LATER, ROOM)).claimed
+        _age(pg_database, "paused")
+        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
+        again = (await live.settle([], LATER, ROOM)).claimed
+        await paused.settle(_retry(claimed), LATER, ROOM)
+        assert [row.id for row in await live.deliveries(state="delivering")] == [
+            row.id for row in again
+        ]
+        after = (await live.settle(_delivered(again), LATER, ROOM)).claimed
+        assert len(after) == 1  # the resource's next event follows the one just delivered
+        delivered = await live.deliveries(state="delivered")
+        assert [(row.id, row.attempts) for row in delivered] == [(again[0].id, 1)]
+
+    async def test_a_resumed_instances_release_leaves_anothers_claim(
+        self, instance_store: Opener, pg_database: PgDatabase
+    ) -> None:
+        """A paused instance that stops on resuming hands back only its own claims: a row
+        another instance has claimed since stays in flight there, claimable by no third."""
+        paused, live = await instance_store("paused"), await instance_store("live")
+        await paused.commit_events("main", [_lifecycle(1, 1)], now=NOW)
+        claimed = (await paused.settle([], LATER, ROOM)).claimed
+        _age(pg_database, "paused")
+        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
+        again = (await live.settle([], LATER, ROOM)).claimed
+        await paused.release([row.id for row in claimed], LATER)
+        third = await instance_store("third")
+        assert (await third.settle([], LATER, ROOM)).claimed == []
+        assert [row.id for row in await live.deliveries(state="delivering")] == [
+            row.id for row in again
+        ]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.changes import Change
-from drgreen_poller.errors import LeaseLost, StateLocked
+from drgreen_poller.errors import LeaseLost, StateLocked, StoreError
 from drgreen_poller.events import Resource
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.store import Observation, SinkRoute, Store
+from drgreen_poller.store.dialect import Db
 from drgreen_poller.store.leases import Fence, Instance, fair_share
 from drgreen_poller.store.locking import state_lock
 from tests.conftest import PgDatabase, pg_store_config
 from tests.test_store_config import URL, _config, _load, _problems
+from tests.waiting import eventually
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
@@ -135,6 +140,45 @@ class TestFence:
         assert await other.events() == []
         assert await other.deliveries() == []
         assert await other.tier_runs("alpha") == []
+
+    @pytest.mark.timeout(20)
+    async def test_an_instance_stalled_inside_a_commit_keeps_no_lease(
+        self, pg_database: PgDatabase
+    ) -> None:
+        """An instance stalled inside a fenced transaction (paused, cut off) keeps its lease's
+        row locked no longer than a part of the lease's time to live: the server ends its
+        session, another instance takes the holder over, and the stalled write is never
+        committed."""
+        config = dataclasses.replace(pg_store_config(pg_database), lease_ttl_s=1.5)
+        routes = [SinkRoute("all", ("*",))]
+        stalled, other = (
+            await Store.open(config, sinks=routes),
+            await Store.open(config, sinks=routes),
+        )
+        held = await stalled.share_holders(_instance("a"), ["alpha"], 1.5, NOW)
+        stalled.fence = Fence("host-a", dict(held.held))
+        resume = threading.Event()
+
+        def work(conn: Db) -> None:
+            conn.execute("INSERT INTO holders (name, added_at) VALUES ('stalled', 'x')")
+            resume.wait(15)  # the process stops here, its lease's row locked by the fence
+            conn.execute("SELECT 1")
+
+        writing = asyncio.create_task(stalled._atomically(work, holder="alpha"))
+
+        async def taken() -> bool:
+            done = await other.share_holders(_instance("b"), ["alpha"], 1.5, NOW)
+            return "alpha" in done.held
+
+        try:
+            await eventually(taken, timeout_s=12, step_s=0.2, what="a takeover", task=writing)
+        finally:
+            resume.set()
+            with pytest.raises(StoreError):
+                await writing
+            await stalled.close()
+        assert "stalled" not in {r["name"] for r in await other._rows("SELECT name FROM holders")}
+        await other.close()
 
     async def test_an_expired_lease_alone_refuses_too(self, open_store: Opener) -> None:
         """A lease past its time to live fences its commits even before anyone takes it."""

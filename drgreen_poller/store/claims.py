@@ -163,9 +163,10 @@ def due_rows(found: Sequence[str]) -> list[DueDelivery]:
 
 
 def record_statements(
-    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements
+    records: Sequence[AttemptRecord], now: datetime, sql: ClaimStatements, claimer: str | None
 ) -> Statements:
-    """The statements that log ``records`` and move their rows on."""
+    """The statements that log ``records`` and move their rows on (where the engine's claims
+    record their instance, only rows still ``claimer``'s: see ``postgres_schema``)."""
     if not records:
         return []
     attempts = [
@@ -173,7 +174,8 @@ def record_statements(
          r.status, r.error_class, r.excerpt]
         for r in records
     ]  # fmt: skip
-    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts),))]
+    ours: tuple[str | None, ...] = (claimer,) if sql.claims_by else ()
+    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts), *ours))]
     # One statement per distinct outcome: a batch of successes is one UPDATE.
     moves: dict[tuple[str, int, float | None, str], list[int]] = {}
     for r in records:
@@ -182,7 +184,11 @@ def record_statements(
         )
     stamp = iso_ms(now)
     statements.extend(
-        (sql.move_on, (state, attempt, next_at, outcome, stamp, json.dumps(ids)))
+        (
+            sql.move_on,
+            (state, attempt, next_at, outcome, stamp, json.dumps(ids))
+            + ((attempt, claimer) if sql.claims_by else ()),
+        )
         for (state, attempt, next_at, outcome), ids in moves.items()
     )
     return statements

@@ -107,12 +107,21 @@ class Outbox(Connection):
         return await self._atomically(work)
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
-        """Claimed rows never attempted (a stop) go back to ``pending``, due as they were."""
-        stamp = iso_ms(now)
+        """Claimed rows never attempted (a stop) go back to ``pending``, due as they were.
+        Where instances share the database, only rows still claimed by this one: another may
+        have claimed them again while this one was taken for gone."""
+        stamp, instance = iso_ms(now), self.instance
+        if instance is None:
+            await self._write(
+                "UPDATE deliveries SET state = 'pending', updated_at = ?"
+                " WHERE id = ? AND state = 'delivering'",
+                [(stamp, delivery_id) for delivery_id in ids],
+            )
+            return
         await self._write(
             "UPDATE deliveries SET state = 'pending', updated_at = ?"
-            " WHERE id = ? AND state = 'delivering'",
-            [(stamp, delivery_id) for delivery_id in ids],
+            " WHERE id = ? AND state = 'delivering' AND claimed_by = ?",
+            [(stamp, delivery_id, instance) for delivery_id in ids],
         )
 
     async def undelivered(self) -> dict[str, SinkBacklog]:
@@ -160,7 +169,7 @@ class Outbox(Connection):
         sql = CLAIMS[self.dialect.name]
 
         def work(conn: Db) -> Settled:
-            run_statements(conn, record_statements(records, now, sql))
+            run_statements(conn, record_statements(records, now, sql, self.instance))
             found, short = claim(conn, sql, now_s, stamp, rooms, self.instance)
             upcoming = (
                 next_attempt_at(conn, [s for s, n in rooms.items() if n > 0], now_s)

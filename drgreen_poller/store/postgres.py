@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10
+# The part of ``[store] lease_ttl`` a transaction of the store's may wait on its client: the
+# store's transactions run their statements back to back, so only a process paused or cut off
+# mid-transaction waits that long, and the server then ends its session, releasing the rows it
+# locked (a lease's row read by the fence: other instances could take it over only once freed).
+STALLED_SHARE = 1 / 3
 PgConnection = psycopg.Connection[Any]
 
 
@@ -255,7 +260,11 @@ async def open_postgres(
         thread.shutdown(wait=False)
         raise
     backend = PostgresBackend(conn, thread)
+    stalled_ms = max(1, round(store.lease_ttl_s * STALLED_SHARE * 1000))
     try:
+        await loop.run_in_executor(
+            thread, conn.execute, f"SET idle_in_transaction_session_timeout = {stalled_ms}"
+        )
         await loop.run_in_executor(
             thread, functools.partial(migrate, conn, store.shown, writer=writer)
         )

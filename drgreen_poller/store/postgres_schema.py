@@ -197,15 +197,26 @@ MARK_DELIVERING_SQL = (
     "UPDATE deliveries SET state = 'delivering', updated_at = ?, claimed_by = ?"  # noqa: S608 - constant text
     f" WHERE id IN ({_IDS})"
 )
+# An attempt is recorded only on a row still as its attempt found it: in flight on this instance
+# (or pending: a row of a removed sink, or one returned while this instance was taken for gone),
+# its count one short. A record of an instance paused past its heartbeat, whose row another one
+# has since claimed or delivered, is dropped, never written over that one's (the row is locked
+# until the move below, so the two statements see it alike).
+_STILL_OURS = """attempts = ?::integer - 1
+    AND (state = 'pending' OR (state = 'delivering' AND claimed_by IS NOT DISTINCT FROM ?::text))"""
 INSERT_ATTEMPTS_SQL = """
     INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,
         ok, status, error_class, response_excerpt)
-    SELECT (value->>0)::bigint, (value->>1)::integer, value->>2, (value->>3)::double precision,
+    SELECT d.id, (value->>1)::integer, value->>2, (value->>3)::double precision,
         (value->>4)::integer, (value->>5)::integer, value->>6, value->>7
     FROM json_array_elements(?::json) AS value
+    JOIN deliveries AS d ON d.id = (value->>0)::bigint
+    WHERE d.attempts = (value->>1)::integer - 1 AND (d.state = 'pending'
+        OR (d.state = 'delivering' AND d.claimed_by IS NOT DISTINCT FROM ?::text))
+    FOR UPDATE OF d
 """
 MOVE_ON_SQL = (
     "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="  # noqa: S608 - constant text
     " COALESCE(?::double precision, next_attempt_at), last_outcome = ?, updated_at = ?"
-    f" WHERE id IN ({_IDS})"
+    f" WHERE id IN ({_IDS}) AND {_STILL_OURS}"
 )
