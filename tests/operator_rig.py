@@ -24,18 +24,13 @@ from drgreen_poller.daemon import Controls, run_daemon
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import DeliveryRow, Store
 from tests.fakes import WebhookReceiver, start
+from tests.ports import free_port
 from tests.waiting import eventually
 
 CLOCK = SystemClock()
 TOKEN = "operator-token-for-tests-0123456789"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def non_loopback_address() -> str | None:

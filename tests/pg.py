@@ -3,8 +3,8 @@
 Owns starting one server per test session on a free loopback port (as the ``postgres`` user when
 the tests run as root, which PostgreSQL refuses), handing out a fresh database per test (``CREATE
 DATABASE ... TEMPLATE``, so tests never see each other's rows) and stopping the server. It knows
-nothing of drgreen-poller's schema: the store migrates each database like any other. Its
-``free_port`` also gives the tests a port where a connection is refused.
+nothing of drgreen-poller's schema: the store migrates each database like any other. The
+server's port comes from tests/ports.py, as every test's does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from itertools import count
 from pathlib import Path
 
 import psycopg
+
+from tests.ports import free_port
 
 # Where Debian's packages put the server programs; the newest version found is used.
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -37,14 +38,6 @@ def find_bin() -> Path | None:
     found = [Path(d) for d in glob.glob(BIN_GLOB) if (Path(d) / "initdb").exists()]
     found.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
     return found[-1] if found else None
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now: the server's, or a URL whose connection is
-    refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from drgreen_poller.request_signing import (
 from drgreen_poller.store_client import StoreClient
 from tests.conftest import ClientFactory, require_node
 from tests.fakes import Scripted, ScriptedApi
+from tests.ports import free_port
 
 NODE_VERIFY = Path(__file__).with_name("node_verify.js")
 ORDER_ID = "0c9e3c8e-2f43-4b1e-9a5e-3d3f7f8a1b2c"
@@ -298,9 +298,7 @@ class TestTransportFailures:
 
     async def test_connection_refused(self, make_client: ClientFactory) -> None:
         """Nobody listening is UpstreamUnavailable, in words rather than an aiohttp class."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         with pytest.raises(UpstreamUnavailable) as caught:
             await make_client(f"http://127.0.0.1:{port}/api/v1").orders_summary()
         assert str(caught.value) == (

@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import stat
-import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,14 @@ from drgreen_poller.cli import build_parser
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.trial import write_trial_config
+from tests.cli_run import CLI, run_cli
 from tests.conftest import ClientFactory
-
-CLI = (sys.executable, "-m", "drgreen_poller")
-
-
-async def _run(*args: str, timeout_s: float = 20) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 class TestBasics:
     async def test_version(self) -> None:
         """--version prints the version and exits 0."""
-        code, out, _ = await _run("--version")
+        code, out, _ = await run_cli("--version")
         assert (code, out.strip()) == (0, f"drgreen-poller {__version__}")
 
     @pytest.mark.timeout(60)
@@ -50,13 +41,13 @@ class TestBasics:
             ["sandbox"],
             ["demo"],
         ):
-            code, out, _ = await _run(*command, "--help")
+            code, out, _ = await run_cli(*command, "--help")
             assert code == 0
             assert f"drgreen-poller {' '.join(command)}" in out
 
     async def test_usage_error_is_exit_2(self) -> None:
         """A bad argument is a usage error: exit 2, a message, no traceback."""
-        code, _, err = await _run("sandbox", "--port", "99999")
+        code, _, err = await run_cli("sandbox", "--port", "99999")
         assert code == 2
         assert "99999 is not between 0 and 65535" in err
         assert "Traceback" not in err
@@ -91,7 +82,7 @@ class TestSandboxCommand:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            code, _, err = await _run("sandbox", "--port", str(port))
+            code, _, err = await run_cli("sandbox", "--port", str(port))
         assert code == 1
         assert f"cannot listen on 127.0.0.1:{port}" in err
         assert "Traceback" not in err
@@ -107,7 +98,7 @@ class TestTrialConfig:
         try:
             assert process.stdout is not None
             await asyncio.wait_for(process.stdout.readline(), 10)
-            code, out, err = await _run(
+            code, out, err = await run_cli(
                 "-c", str(target / "config.toml"), "check-config", "--online"
             )
             assert code == 0, err
@@ -150,9 +141,6 @@ class TestGlobalOptions:
         """``check-config -c FILE`` reads FILE (it was refused as an unknown argument)."""
         path = tmp_path / "bad.toml"
         path.write_text('[api]\nburst = "many"\n')
-        process = await asyncio.create_subprocess_exec(
-            *CLI, "check-config", "-c", str(path), stdout=PIPE, stderr=PIPE
-        )
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-        assert process.returncode == 2
-        assert "error: api.burst: must be an integer, not a string" in stderr.decode()
+        code, _, err = await run_cli("check-config", "-c", str(path))
+        assert code == 2
+        assert "error: api.burst: must be an integer, not a string" in err

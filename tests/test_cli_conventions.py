@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,9 +27,10 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import Store
 from drgreen_poller.webhook_signing import generate_webhook_secret, sign_hex, sign_webhook
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
 from tests.fakes import start
-from tests.test_cli_daemon import CLI, _run
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -40,13 +40,6 @@ def clock() -> SystemClock:
 
 
 CLOCK = SystemClock()
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _sinks(hook_port: int) -> str:
@@ -97,10 +90,8 @@ async def delivered(box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> dict
     (nobody listens there)."""
     box.state.orders.create_many("shop", 2)
     (tmp_path / "hook.whsec").write_text(f"whsec_{base64.b64encode(b'k' * 32).decode()}")
-    path = write_config(
-        tmp_path, box.base_url, shop, first_sync="emit", extra=_sinks(_closed_port())
-    )
-    code, out, err = await _run("-c", str(path), "poll-once")
+    path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=_sinks(free_port()))
+    code, out, err = await run_cli("-c", str(path), "poll-once")
     assert code == 0, err
     config = load_config(path, {})
     store = await Store.open(config.daemon.state_path, clock=CLOCK, sinks=())
@@ -130,14 +121,14 @@ class TestListings:
         """events list and deliveries list are both oldest first; deliveries list --json is
         one object per line, with the attempt log under --attempts."""
         config = str(delivered["config"])
-        code, out, _ = await _run("-c", config, "events", "list", "--json")
+        code, out, _ = await run_cli("-c", config, "events", "list", "--json")
         listed = [json.loads(line)["id"] for line in out.splitlines()]
         assert (code, listed) == (0, delivered["events"])  # as poll-once recorded them
-        code, out, _ = await _run("-c", config, "deliveries", "list")
+        code, out, _ = await run_cli("-c", config, "deliveries", "list")
         ids = [int(line.split()[0]) for line in out.splitlines()]
         assert (code, ids) == (0, sorted(ids))
         assert len(ids) == 6
-        code, out, _ = await _run("-c", config, "deliveries", "list", "--json", "--attempts")
+        code, out, _ = await run_cli("-c", config, "deliveries", "list", "--json", "--attempts")
         rows = [json.loads(line) for line in out.splitlines()]
         assert [row["id"] for row in rows] == ids
         failed = next(row for row in rows if row["sink"] == "hook")
@@ -146,7 +137,7 @@ class TestListings:
         assert attempt["ok"] is False
         assert attempt["error_class"] == "connection refused"
         assert attempt["response_excerpt"].startswith("cannot connect to 127.0.0.1:")
-        code, out, _ = await _run("-c", config, "deliveries", "list", "--json", "--limit", "1")
+        code, out, _ = await run_cli("-c", config, "deliveries", "list", "--json", "--limit", "1")
         [newest] = [json.loads(line) for line in out.splitlines()]
         assert newest["id"] == ids[-1]
         assert "attempt_log" not in newest
@@ -161,8 +152,8 @@ class TestListings:
         assert await _on_a_terminal(*no_events) == "no events\n"
         assert await _on_a_terminal(*no_deliveries) == "no deliveries\n"
         for args in (no_events, no_deliveries):
-            assert await _run(*args) == (0, "", "")
-            assert await _run(*args, "--json") == (0, "", "")
+            assert await run_cli(*args) == (0, "", "")
+            assert await run_cli(*args, "--json") == (0, "", "")
 
 
 class TestRetry:
@@ -173,7 +164,7 @@ class TestRetry:
         failed = [i for i, state in states.items() if state == "failed"]
         done = next(i for i, state in states.items() if state == "delivered")
         in_flight = delivered["in_flight"]
-        code, out, err = await _run(
+        code, out, err = await run_cli(
             "-c", config, "deliveries", "retry", str(failed[0]), str(done), str(in_flight), "999"
         )
         assert code == 1
@@ -184,13 +175,13 @@ class TestRetry:
             "stopped mid-attempt puts it back to pending when it starts again)",
             "error: delivery 999 not requeued: no such delivery",
         ]
-        code, out, _ = await _run(
+        code, out, _ = await run_cli(
             "-c", config, "deliveries", "list", "--state", "pending", "--json"
         )
         [requeued] = [json.loads(line) for line in out.splitlines()]
         assert (requeued["id"], requeued["attempts"]) == (failed[0], 1)
         assert requeued["next_attempt_at"].endswith("Z")
-        code, out, err = await _run("-c", config, "deliveries", "retry", *map(str, failed[1:]))
+        code, out, err = await run_cli("-c", config, "deliveries", "retry", *map(str, failed[1:]))
         assert (code, err) == (0, "")
         assert out.splitlines() == [f"delivery {i} requeued" for i in failed[1:]]
 
@@ -200,17 +191,17 @@ class TestStatusHealth:
     async def test_healthy_is_0(self, box: LocalSandbox, shop: HolderInfo, tmp_path: Path) -> None:
         """Every tier polled just now, nothing failed: exit 0, 'health: ok', healthy in JSON."""
         config = str(write_config(tmp_path, box.base_url, shop))
-        assert (await _run("-c", config, "poll-once"))[0] == 0
-        code, out, _ = await _run("-c", config, "status")
+        assert (await run_cli("-c", config, "poll-once"))[0] == 0
+        code, out, _ = await run_cli("-c", config, "status")
         assert (code, out.splitlines()[-1]) == (0, "health: ok")
-        code, out, _ = await _run("-c", config, "status", "--json")
+        code, out, _ = await run_cli("-c", config, "status", "--json")
         report = json.loads(out)
         assert (code, report["healthy"], report["problems"]) == (0, True, [])
 
     @pytest.mark.timeout(60)
     async def test_failed_deliveries_are_1(self, delivered: dict[str, Any]) -> None:
         """Failed deliveries wait for an operator: exit 1, the sink named in the problems."""
-        code, out, _ = await _run("-c", str(delivered["config"]), "status")
+        code, out, _ = await run_cli("-c", str(delivered["config"]), "status")
         assert code == 1
         assert "health: UNHEALTHY" in out
         failed = sum(state == "failed" for state in delivered["states"].values())
@@ -227,8 +218,8 @@ class TestStatusHealth:
         path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=audit)
         text = path.read_text().replace("[daemon]\n", "[daemon]\nhealth_max_delivery_age = 0.001\n")
         path.write_text(text)
-        assert (await _run("-c", str(path), "poll-once"))[0] == 0
-        code, out, _ = await _run("-c", str(path), "status", "--json")
+        assert (await run_cli("-c", str(path), "poll-once"))[0] == 0
+        code, out, _ = await run_cli("-c", str(path), "status", "--json")
         report = json.loads(out)
         assert (code, report["healthy"]) == (1, False)
         assert report["problems"][0].startswith("sink audit: oldest undelivered event waiting ")
@@ -243,9 +234,9 @@ class TestStatusHealth:
         async with _daemon(config) as lines:
             await _wait_for(lines, "holder_unauthorized")
             deadline = CLOCK.monotonic() + 10
-            code, out, _ = await _run("-c", config, "status", "--json")
+            code, out, _ = await run_cli("-c", config, "status", "--json")
             while code == 0 and CLOCK.monotonic() < deadline:  # the mark follows the log line
-                code, out, _ = await _run("-c", config, "status", "--json")
+                code, out, _ = await run_cli("-c", config, "status", "--json")
         report = json.loads(out)
         assert (code, report["healthy"]) == (1, False)
         assert report["problems"][0].startswith("shop: Dr Green refuses the key since ")
@@ -293,7 +284,7 @@ class TestNoStateNoDatabase:
             ["deliveries", "retry", "--all-failed"],
             ["deliveries", "replay", "--since", "1h", "--sink", "audit"],
         ]
-        results = await asyncio.gather(*(_run("-c", config, *c) for c in commands))
+        results = await asyncio.gather(*(run_cli("-c", config, *c) for c in commands))
         for command, (code, out, err) in zip(commands, results, strict=True):
             assert (code, out) == (1, ""), command
             assert err.splitlines()[-1] == (
@@ -309,7 +300,7 @@ class TestNoStateNoDatabase:
         """poll-once --dry-run on a fresh install shows what a first pass finds, creates nothing."""
         config = str(write_config(tmp_path, box.base_url, shop, first_sync="emit"))
         before = sorted(os.listdir(tmp_path))
-        code, out, err = await _run(
+        code, out, err = await run_cli(
             "-c", config, "--log-level", "warning", "poll-once", "--dry-run"
         )
         assert code == 0, err
@@ -326,13 +317,13 @@ class TestConnectionErrors:
     async def test_in_words_everywhere(self, shop: HolderInfo, tmp_path: Path) -> None:
         """A closed API port reads 'cannot connect to HOST:PORT: connection refused' in
         check-config --online, poll-once and the daemon's poll_failed line."""
-        port = _closed_port()
+        port = free_port()
         config = str(write_config(tmp_path, f"http://127.0.0.1:{port}/api/v1", shop))
         refused = f"cannot connect to 127.0.0.1:{port}: connection refused"
-        code, out, _ = await _run("-c", config, "check-config", "--online")
+        code, out, _ = await run_cli("-c", config, "check-config", "--online")
         assert code == 1
         assert out.splitlines()[1] == f"shop: FAILED: {refused} (GET /dapp/orders/summary)"
-        code, _, err = await _run("-c", config, "--log-level", "error", "poll-once")
+        code, _, err = await run_cli("-c", config, "--log-level", "error", "poll-once")
         assert code == 1
         assert f"error: shop/active_orders: {refused} (GET /dapp/orders)" in err.splitlines()
         async with _daemon(config) as lines:
@@ -354,7 +345,7 @@ class TestListenSecret:
     )  # fmt: skip
     async def test_malformed_is_one_line_exit_2(self, secret: str, problem: str) -> None:
         """A malformed --secret is refused before listening: one line, exit 2, not echoed."""
-        code, out, err = await _run("listen", "--port", str(_closed_port()), "--secret", secret)
+        code, out, err = await run_cli("listen", "--port", str(free_port()), "--secret", secret)
         assert (code, out, err) == (2, "", f"error: --secret: {problem}\n")
 
 

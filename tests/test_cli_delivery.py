@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from asyncio.subprocess import PIPE
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,20 +18,14 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import Store
 from drgreen_poller.webhook_signing import generate_webhook_secret, sign_webhook
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
 from tests.fakes import start
+from tests.ports import free_port
 from tests.waiting import eventually
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 CLOCK = SystemClock()
 SECRET = generate_webhook_secret()
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 class SlowReceiver:
@@ -157,29 +150,29 @@ events = ["order.*"]
                 write_config(tmp_path, box.base_url, holder, first_sync="emit", extra=sink)
             )
             await _run_daemon_until(config, lambda: _states(tmp_path, {"failed"}))
-            code, out, _ = await _run("-c", config, "deliveries", "list", "--state", "failed")
+            code, out, _ = await run_cli("-c", config, "deliveries", "list", "--state", "failed")
             failed_ids = {line.split()[5] for line in out.splitlines()}
             assert (code, len(failed_ids)) == (0, 3)
-            code, out, _ = await _run("-c", config, "deliveries", "list", "--attempts")
+            code, out, _ = await run_cli("-c", config, "deliveries", "list", "--attempts")
             assert "failed 500" in out
 
             receiver.fail = False
-            code, out, _ = await _run("-c", config, "deliveries", "retry", "--all-failed")
+            code, out, _ = await run_cli("-c", config, "deliveries", "retry", "--all-failed")
             assert (code, out.strip()) == (0, "3 delivery(ies) requeued")
             await _run_daemon_until(config, lambda: _states(tmp_path, {"delivered"}))
             assert set(receiver.accepted) == failed_ids
 
-            code, out, _ = await _run(
+            code, out, _ = await run_cli(
                 "-c", config, "deliveries", "replay", "--since", "1h", "--sink", "store"
             )
             assert (code, out.strip()) == (0, "3 event(s) queued again for store")
             await _run_daemon_until(config, lambda: _at_least(receiver, 6))
             assert sorted(receiver.accepted) == sorted([*failed_ids, *failed_ids])
 
-            code, _, err = await _run("-c", config, "deliveries", "list", "--sink", "nope")
+            code, _, err = await run_cli("-c", config, "deliveries", "list", "--sink", "nope")
             assert code == 2
             assert "no such sink" in err
-            code, _, err = await _run("-c", config, "deliveries", "retry", "999")
+            code, _, err = await run_cli("-c", config, "deliveries", "retry", "999")
             assert code == 1
         await server.close()
 
@@ -207,16 +200,14 @@ async def _run_daemon_until(config: str, check: Callable[[], Awaitable[bool]]) -
 class TestListenAndSecret:
     async def test_secret(self) -> None:
         """secret prints a new whsec_ secret each time."""
-        first, second = await _run("secret"), await _run("secret")
+        first, second = await run_cli("secret"), await run_cli("secret")
         assert first[1].startswith("whsec_")
         assert first[1] != second[1]
 
     @pytest.mark.timeout(30)
     async def test_listen_verifies_and_prints(self) -> None:
         """listen answers 204 to a signed event and prints it; a bad signature gets 401."""
-        with __import__("socket").socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         process = await asyncio.create_subprocess_exec(
             *CLI, "listen", "--port", str(port), "--secret", SECRET, stdout=PIPE, stderr=PIPE
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ import pytest
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.commands import EXIT_BROKEN_PIPE
 from drgreen_poller.sandbox import LocalSandbox, SandboxState
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 ORDERS = 1500  # 1,500 events: about 170 KB as a table (a pipe holds 64 KiB), 1.5 MB as JSON
 SINK = '[[sinks]]\nname = "audit"\nkind = "file"\npath = "events.jsonl"\nevents = ["order.*"]\n'
 
@@ -31,13 +30,6 @@ SINK = '[[sinks]]\nname = "audit"\nkind = "file"\npath = "events.jsonl"\nevents 
 class Seeded:
     recorded: Path  # a configuration whose state holds ORDERS events and their deliveries
     fresh: Path  # the same sandbox, a state not yet synced (poll-once --dry-run shows all)
-
-
-async def _cli(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, err.decode()
 
 
 async def _head_1(*args: str, until: str = "") -> tuple[str, int, str]:
@@ -66,7 +58,7 @@ async def seeded(tmp_path: Path) -> AsyncIterator[Seeded]:
         (tmp_path / "b").mkdir()
         recorded = write_config(tmp_path / "a", box.base_url, holder, first_sync="emit", extra=SINK)
         fresh = write_config(tmp_path / "b", box.base_url, holder, first_sync="emit", extra=SINK)
-        code, err = await _cli("-c", str(recorded), "poll-once")
+        code, _, err = await run_cli("-c", str(recorded), "poll-once", timeout_s=30)
         assert code == 0, err
         yield Seeded(recorded, fresh)
 
@@ -88,7 +80,8 @@ class TestClosedPipe:
             assert "Traceback" not in err, (name, err)
             assert "BrokenPipe" not in err, (name, err)
             assert status == EXIT_BROKEN_PIPE, (name, status, err)
-        assert await _cli(*runs["events list"]) == (0, "")
+        code, _, err = await run_cli(*runs["events list"], timeout_s=30)
+        assert (code, err) == (0, "")
 
 
 class TestDaemonIntoClosedPipe:

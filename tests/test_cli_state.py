@@ -16,8 +16,8 @@ import pytest
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
-from tests.test_cli_daemon import CLI, _run
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ class TestBackup:
             for _ in range(5):
                 box.state.orders.create("shop")
                 await SystemClock().sleep(0.1)
-            code, out, err = await _run("-c", str(config), "backup", str(tmp_path / "b.db"))
+            code, out, err = await run_cli("-c", str(config), "backup", str(tmp_path / "b.db"))
         finally:
             assert (await _stop(process))[0] == 0
         assert code == 0, err
@@ -76,33 +76,33 @@ class TestBackup:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] >= 1
             assert db.execute("SELECT backup_taken_at FROM lineage").fetchone()[0]
-        code, out, err = await _run("-c", str(config), "restore", str(copy))
+        code, out, err = await run_cli("-c", str(config), "restore", str(copy))
         assert code == 0, err
         [restored, kept] = out.splitlines()
         assert restored == f"restored {copy} to {tmp_path / 'state.db'}"
         assert kept.startswith(f"the database it replaced is kept as {tmp_path / 'state.db'}.")
-        code, out, _ = await _run("-c", str(config), "status", "--json")
+        code, out, _ = await run_cli("-c", str(config), "status", "--json")
         assert code == 0
         report = json.loads(out)["state"]
         assert report["restore_reason"].startswith("restored from a backup taken at ")
 
     async def test_backup_into_a_directory_and_refusals(self, config: Path, tmp_path: Path) -> None:
         """A directory gets a dated file; no state, or the state itself as target, is one line."""
-        code, _, err = await _run("-c", str(config), "backup", str(tmp_path))
+        code, _, err = await run_cli("-c", str(config), "backup", str(tmp_path))
         state = tmp_path / "state.db"
         assert code == 1
         assert err.splitlines()[-1] == f"error: there is no state database at {state} to back up"
-        assert (await _run("-c", str(config), "poll-once"))[0] == 0
-        code, out, _ = await _run("-c", str(config), "backup", str(tmp_path))
+        assert (await run_cli("-c", str(config), "poll-once"))[0] == 0
+        code, out, _ = await run_cli("-c", str(config), "backup", str(tmp_path))
         assert code == 0
         assert "drgreen-poller-state-" in out
-        code, _, err = await _run("-c", str(config), "backup", str(state))
+        code, _, err = await run_cli("-c", str(config), "backup", str(state))
         assert code == 1
         assert "is the state database itself" in err
-        code, _, err = await _run("-c", str(config), "backup", f"{tmp_path / 'nodir'}/")
+        code, _, err = await run_cli("-c", str(config), "backup", f"{tmp_path / 'nodir'}/")
         assert code == 1
         assert err.splitlines()[-1].endswith("nodir/: no such directory")
-        code, _, err = await _run("-c", str(config), "backup", str(tmp_path / "no" / "b.db"))
+        code, _, err = await run_cli("-c", str(config), "backup", str(tmp_path / "no" / "b.db"))
         assert code == 1
         assert err.splitlines()[-1] == (
             f"error: cannot write the backup {tmp_path / 'no' / 'b.db'}: {tmp_path / 'no'} is not"
@@ -119,27 +119,27 @@ class TestRestore:
         """restore refuses while the daemon runs, and refuses a file that is not a state."""
         process, _ = await _start(config)
         try:
-            assert (await _run("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
-            code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "b.db"))
+            assert (await run_cli("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
+            code, _, err = await run_cli("-c", str(config), "restore", str(tmp_path / "b.db"))
         finally:
             await _stop(process)
         assert code == 1
         assert "already running" in err.splitlines()[-1]
         (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
-        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "junk.db"))
+        code, _, err = await run_cli("-c", str(config), "restore", str(tmp_path / "junk.db"))
         assert code == 1
         assert err.splitlines()[-1].startswith(f"error: {tmp_path / 'junk.db'} is not a SQLite")
-        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "none.db"))
+        code, _, err = await run_cli("-c", str(config), "restore", str(tmp_path / "none.db"))
         assert err.splitlines()[-1] == f"error: {tmp_path / 'none.db'} is not a file"
         assert "Traceback" not in err
 
     async def test_a_plain_copy_put_back_rebases(self, config: Path, tmp_path: Path) -> None:
         """A plain copy put back with restore moves the sequences forward at the next open."""
-        assert (await _run("-c", str(config), "poll-once"))[0] == 0
+        assert (await run_cli("-c", str(config), "poll-once"))[0] == 0
         shutil.copyfile(tmp_path / "state.db", tmp_path / "plain.db")
-        code, _, err = await _run("-c", str(config), "restore", str(tmp_path / "plain.db"))
+        code, _, err = await run_cli("-c", str(config), "restore", str(tmp_path / "plain.db"))
         assert code == 0, err
-        code, out, _ = await _run("-c", str(config), "status", "--json")
+        code, out, _ = await run_cli("-c", str(config), "status", "--json")
         reason = json.loads(out)["state"]["restore_reason"]
         assert reason == (
             "restored from a backup taken at an unknown time (put back by drgreen-poller restore)"
@@ -151,21 +151,21 @@ class TestRestoreKeepsWhatItReplaces:
         self, config: Path, tmp_path: Path
     ) -> None:
         """restore replaces even a damaged file, and every database it replaces is kept as was."""
-        assert (await _run("-c", str(config), "poll-once"))[0] == 0
-        assert (await _run("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
+        assert (await run_cli("-c", str(config), "poll-once"))[0] == 0
+        assert (await run_cli("-c", str(config), "backup", str(tmp_path / "b.db")))[0] == 0
         state = tmp_path / "state.db"
         damaged = os.urandom(8192)
         state.write_bytes(damaged)
         kept = []
         for _ in range(2):
-            code, out, err = await _run("-c", str(config), "restore", str(tmp_path / "b.db"))
+            code, out, err = await run_cli("-c", str(config), "restore", str(tmp_path / "b.db"))
             assert code == 0, err
             kept.append(Path(out.splitlines()[1].rsplit(" ", 1)[1]))
         assert kept[0] != kept[1]
         assert kept[0].read_bytes() == damaged
         with sqlite3.connect(kept[1]) as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert (await _run("-c", str(config), "status"))[0] == 0
+        assert (await run_cli("-c", str(config), "status"))[0] == 0
 
 
 class TestStateUnderTheDaemon:
@@ -176,7 +176,7 @@ class TestStateUnderTheDaemon:
         await _stop(process)
         [created] = [line for line in lines if line["event"] == "state_created"]
         assert created["level"] == "warning"
-        code, out, _ = await _run("-c", str(config), "status")
+        code, out, _ = await run_cli("-c", str(config), "status")
         assert code == 0
         assert out.splitlines()[1].startswith("  began 20")
 
@@ -203,7 +203,7 @@ class TestStateUnderTheDaemon:
         [lost] = [line for line in lines if line["event"] == "state_lost"]
         assert lost["level"] == "error"
         assert str(lost["reason"]).startswith("the state that was here before is gone")
-        code, out, _ = await _run("-c", str(config), "status")
+        code, out, _ = await run_cli("-c", str(config), "status")
         assert "the state that was here before is gone" in out.splitlines()[1]
 
     @pytest.mark.timeout(60)

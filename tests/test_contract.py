@@ -8,13 +8,10 @@ Events from real tier runs are checked in ``test_event_contract``; every test's 
 from __future__ import annotations
 
 import ast
-import asyncio
 import copy
 import json
 import re
 import sqlite3
-import sys
-from asyncio.subprocess import PIPE
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +24,12 @@ from drgreen_poller.contract import EVENT_TYPES, data_schema, envelope_schema, s
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.samples import sample
 from drgreen_poller.store import SinkRoute, Store
+from tests.cli_run import run_cli
 from tests.contract_check import contract_breaks, problems, strict
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = FakeClock().now()
 PACKAGE = ROOT / "drgreen_poller"
-CLI = (sys.executable, "-m", "drgreen_poller")
 # The modules that decide which events happen: every type they name is one the daemon emits.
 EMITTERS = ("changes.py", "refusals.py")
 TYPE_LITERAL = re.compile(r"^(order|client|commission|strain|poller)\.[a-z_.]+$")
@@ -200,29 +197,22 @@ class TestTheSuitesCheck:
         assert contract_breaks(root) == (0, ["state.db: an event body is not JSON: 'not json'"])
 
 
-async def _cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 class TestSchemaCommand:
     async def test_envelope(self) -> None:
         """events schema prints the envelope's schema file as shipped, without a config."""
-        code, out, err = await _cli("-c", "/nonexistent.toml", "events", "schema")
+        code, out, err = await run_cli("-c", "/nonexistent.toml", "events", "schema")
         assert (code, err) == (0, "")
         assert out == (ROOT / "schemas" / "envelope.json").read_text(encoding="utf-8")
 
     async def test_one_type(self) -> None:
         """events schema TYPE prints that type's data schema."""
-        code, out, _ = await _cli("events", "schema", "order.paid")
+        code, out, _ = await run_cli("events", "schema", "order.paid")
         assert code == 0
         assert json.loads(out) == json.loads((ROOT / "schemas/data/order.paid.json").read_text())
 
     async def test_unknown_type(self) -> None:
         """An unknown TYPE is one line listing the known types, exit 2."""
-        code, out, err = await _cli("events", "schema", "nope")
+        code, out, err = await run_cli("events", "schema", "nope")
         assert (code, out) == (2, "")
         assert err.count("\n") == 1
         assert err.startswith(

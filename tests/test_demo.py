@@ -10,12 +10,12 @@ import os
 import pty
 import re
 import struct
-import sys
 import termios
 
 import pytest
 
 from drgreen_poller.demo import DaemonLines
+from tests.cli_run import CLI
 
 # Every line the demo prints, by kind: the story's own, a webhook the receiver heard, a
 # daemon log line told as part of the story.
@@ -41,9 +41,7 @@ async def _demo_on_a_terminal() -> tuple[int, str]:
     """Run ``drgreen-poller demo`` with stdout and stderr on one pseudo-terminal."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "drgreen_poller", "demo", stdout=slave, stderr=slave
-    )
+    process = await asyncio.create_subprocess_exec(*CLI, "demo", stdout=slave, stderr=slave)
     os.close(slave)
     text = await asyncio.to_thread(_read_all, master)
     code = await asyncio.wait_for(process.wait(), 10)

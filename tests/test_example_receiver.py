@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import sys
 from asyncio.subprocess import PIPE
@@ -19,6 +18,7 @@ from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.sinks import WebhookSink
 from drgreen_poller.webhook_signing import generate_webhook_secret
+from tests.ports import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "receiver.py"
 SECRET = generate_webhook_secret()
@@ -29,9 +29,7 @@ class TestExampleReceiver:
     async def test_verifies_and_deduplicates(self, tmp_path: Path) -> None:
         """It accepts our signed events, stores each webhook-id once, marks late ones stale,
         and refuses forgeries."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         database = tmp_path / "received.db"
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLE), "--port", str(port), "--db", str(database),

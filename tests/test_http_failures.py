@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from drgreen_poller.http_failures import Failure, address, describe
+from tests.ports import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT_S = 0.3
@@ -53,13 +54,6 @@ async def _failure(url: str) -> Failure:
     except (TimeoutError, aiohttp.ClientError) as exc:
         return describe(exc, address(url), TIMEOUT_S)
     raise AssertionError("the request did not fail")
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
@@ -124,7 +118,7 @@ def _answer(data: bytes) -> Handler:
 class TestDescribe:
     async def test_refused(self) -> None:
         """Nobody listening: 'cannot connect to HOST:PORT: connection refused'."""
-        port = _closed_port()
+        port = free_port()
         failure = await _failure(f"http://127.0.0.1:{port}/")
         assert failure == Failure(
             "connection refused", f"cannot connect to 127.0.0.1:{port}: connection refused"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.store_client import StoreClient
 from drgreen_poller.webhook_signing import generate_webhook_secret
+from tests.cli_run import CLI
 from tests.fakes import WebhookReceiver, start
 from tests.waiting import eventually
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 WHSEC = generate_webhook_secret()
 CLOCK = SystemClock()
 # Loggers of libraries: nothing of theirs below WARNING may reach the output.

@@ -3,8 +3,6 @@ CLI writing between two sweeps; each transition is committed once, under one id.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from drgreen_poller.errors import ConcurrentUpdate
 from drgreen_poller.poller import HolderPoller, PollSettings
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.tiers import Tier
+from tests.cli_run import run_cli
 from tests.conftest import World, write_config
 
 
@@ -64,13 +63,9 @@ class TestOutOfBandWrites:
         await world.poll(Tier.ACTIVE_ORDERS)  # the tier is read (and kept)
         gone = "00000000-0000-4000-8000-0000000000bb"
         config = write_config(tmp_path, world.box.base_url, world.holder)
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "drgreen_poller", "-c", str(config), "track", "order", gone,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await cli.communicate()
-        assert cli.returncode == 0, err
-        assert b"will be watched" in out
+        code, out, err = await run_cli("-c", str(config), "track", "order", gone, timeout_s=30)
+        assert code == 0, err
+        assert "will be watched" in out
         assert await world.poll(Tier.ACTIVE_ORDERS) == []
         active = await world.store.entities("shop", tier=Tier.ACTIVE_ORDERS)
         assert gone not in {e.resource.id for e in active}

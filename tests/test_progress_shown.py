@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import struct
-import sys
 import termios
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from drgreen_poller.progress_bar import PollBar, wants_bar
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
 from drgreen_poller.store import Store
 from drgreen_poller.tiers import Tier
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
 
 ORDERS = 500  # the poll-once story: five pages of 100
@@ -54,13 +54,17 @@ class TestStatusShowsSweeps:
             "shop", Tier.ACTIVE_ORDERS, now - timedelta(seconds=20), 23, 2300, expected_records=5000
         )
         await store.record_progress(progress, now)
-        code, out, err = await _cli("-c", str(path), "status")
+        code, out, err = await run_cli(
+            "-c", str(path), "status", env={"NO_COLOR": "1"}, timeout_s=10
+        )
         assert code == 0, err
         lines = out.splitlines()
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(Tier.ACTIVE_ORDERS))
         assert lines[at + 1].startswith("    sweeping since ")
         assert "23 page(s), 2,300 of 5,000 records (last page " in lines[at + 1]
-        code, out, err = await _cli("-c", str(path), "status", "--json")
+        code, out, err = await run_cli(
+            "-c", str(path), "status", "--json", env={"NO_COLOR": "1"}, timeout_s=10
+        )
         assert code == 0, err
         tiers = {t["tier"]: t for t in json.loads(out)["holders"][0]["tiers"]}
         sweep = tiers[Tier.ACTIVE_ORDERS]["sweep"]
@@ -84,27 +88,14 @@ class TestStatusShowsSweeps:
         five_min_ago = SystemClock().now() - timedelta(minutes=5)
         stale = SweepProgress("shop", "stale_orders", five_min_ago, 2, 150)
         await store.record_progress(stale, five_min_ago)
-        code, out, err = await _cli("-c", str(path), "status")
+        code, out, err = await run_cli(
+            "-c", str(path), "status", env={"NO_COLOR": "1"}, timeout_s=10
+        )
         assert code == 0, err
         assert "    stalled: the sweep begun 2026-11-23T09:59:51.000Z stopped at 9 page(s)," in out
         assert "900 records" in out
         assert "(was the daemon stopped?)" in out
         assert "stopped at 2 page(s), 150 records, 5 min ago" in out
-
-
-async def _cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "drgreen_poller",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 10)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _terminal(rows: int = 40, columns: int = 120) -> tuple[int, int]:
@@ -194,7 +185,9 @@ class TestPollBar:
             box.state.traffic.add_fault(
                 {"kind": "slow", "delay_s": 0.6, "endpoint": "GET /dapp/orders", "count": 10}
             )
-            piped_code, _, piped = await _cli("-c", str(path), "poll-once", "--dry-run")
+            piped_code, _, piped = await run_cli(
+                "-c", str(path), "poll-once", "--dry-run", env={"NO_COLOR": "1"}, timeout_s=10
+            )
         assert (code, piped_code) == (0, 0)
         assert f"/{ORDERS} [" in on_terminal  # "shop/active_orders:  40%|####  | 200/500 [..."
         assert "page(s)]" in on_terminal
@@ -207,9 +200,7 @@ class TestPollBar:
 async def _cli_to(stderr: int, *args: str) -> int:
     """Run the CLI with stderr on ``stderr`` (closed here once the child has it)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "drgreen_poller",
+        *CLI,
         *args,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=stderr,

@@ -23,9 +23,9 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.errors import StoreError
 from drgreen_poller.sandbox import SandboxState
 from drgreen_poller.store.files import StateLock, check_writable
+from tests.cli_run import CLI
 from tests.conftest import write_config
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 IS_ROOT = os.geteuid() == 0
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ORDER_ID = "6f1c2a9e-0000-4000-8000-000000000001"

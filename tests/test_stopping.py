@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from asyncio.subprocess import PIPE, Process
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -21,8 +20,8 @@ import pytest
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.store import Store
+from tests.cli_run import CLI
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 CLOCK = SystemClock()
 ORDERS = 2000  # 20 pages of 100: a first sweep of 20 s at 1 s per page
 # A request sent just before the stop was logged may reach the sandbox a moment after it.

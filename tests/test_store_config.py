@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ from drgreen_poller.config import CREDENTIALS_ENV, Config, StoreConfig, load_con
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.reload import config_changes
 from drgreen_poller.request_signing import ApiCredentials
+from tests.cli_run import run_cli
 
 
 def _config(tmp_path: Path, creds: ApiCredentials, store: str) -> Path:
@@ -177,13 +175,9 @@ class TestProblems:
     ) -> None:
         """``check-config`` on a bad URL prints one line naming store.url and exits 2."""
         path = _config(tmp_path, credentials, '[store]\nurl = "http://h/db"')
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "drgreen_poller", "-c", str(path), "check-config",
-            stdout=PIPE, stderr=PIPE,
-        )  # fmt: skip
-        _out, err = await process.communicate()
-        assert process.returncode == 2
-        assert err.decode().strip().splitlines() == [
+        code, _, err = await run_cli("-c", str(path), "check-config")
+        assert code == 2
+        assert err.strip().splitlines() == [
             "error: store.url: 'http://h/db' is not a postgresql:// URL "
             '(e.g. "postgresql://drgreen@127.0.0.1:5432/drgreen")'
         ]

@@ -20,7 +20,7 @@ from drgreen_poller.store.locking import PostgresLock, state_lock
 from drgreen_poller.store.postgres import PgRow, pg_sql
 from drgreen_poller.store.postgres_schema import POSTGRES_MIGRATIONS
 from tests.conftest import PgDatabase, pg_store_config
-from tests.pg import free_port
+from tests.ports import free_port
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
@@ -16,19 +15,11 @@ import pytest
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
+from tests.cli_run import CLI, run_cli
 from tests.conftest import PgDatabase, write_config
 from tests.fakes import WebhookReceiver
-from tests.pg import free_port
+from tests.ports import free_port
 from tests.waiting import eventually
-
-CLI = (sys.executable, "-m", "drgreen_poller")
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def _config(
@@ -55,7 +46,7 @@ class TestCommands:
     ) -> None:
         """``check-config --online`` connects to the database and says what it found."""
         config = _config(tmp_path, box, shop, pg_database)
-        code, out, err = await _run("-c", config, "check-config", "--online")
+        code, out, err = await run_cli("-c", config, "check-config", "--online", timeout_s=30)
         assert code == 0, err
         assert f"store: ok: connected to {pg_database.url}: PostgreSQL 1" in out
         assert "no drgreen-poller state yet" in out
@@ -88,13 +79,13 @@ class TestCommands:
             "database": pg_database.server.url("elsewhere"),
         }[change]
         _replace_in(config, pg_database.url, url)
-        code, out, err = await _run("-c", str(config), "check-config", "--online")
+        code, out, err = await run_cli("-c", str(config), "check-config", "--online", timeout_s=30)
         assert code == 1
         [line] = [line for line in out.splitlines() if line.startswith("store:")]
         assert line.startswith(f"store: FAILED: cannot connect to the state database {url}: ")
         assert reason in line
         assert "Traceback" not in err
-        code, _, err = await _run("-c", str(config), "run")
+        code, _, err = await run_cli("-c", str(config), "run", timeout_s=30)
         assert code == 1
         assert err.strip().splitlines()[-1].startswith("error: cannot connect to the state")
 
@@ -103,13 +94,17 @@ class TestCommands:
     ) -> None:
         """``backup`` and ``restore`` of a PostgreSQL state say to use its own tools: exit 2."""
         config = _config(tmp_path, box, shop, pg_database)
-        code, _, err = await _run("-c", config, "backup", str(tmp_path / "copy.db"))
+        code, _, err = await run_cli(
+            "-c", config, "backup", str(tmp_path / "copy.db"), timeout_s=30
+        )
         assert code == 2
         assert err.splitlines()[-1] == (
             f"error: backup: the state is in PostgreSQL ({pg_database.url}); use pg_dump on "
             "that database instead"
         )
-        code, _, err = await _run("-c", config, "restore", str(tmp_path / "copy.db"))
+        code, _, err = await run_cli(
+            "-c", config, "restore", str(tmp_path / "copy.db"), timeout_s=30
+        )
         assert code == 2
         assert "use pg_restore" in err
 
@@ -120,28 +115,32 @@ class TestCommands:
         """poll-once, status, events list and the delivery commands work on PostgreSQL."""
         sink = '[[sinks]]\nname = "audit"\nkind = "file"\npath = "audit.jsonl"\nevents = ["*"]\n'
         config = _config(tmp_path, box, shop, pg_database, sink)
-        code, _, err = await _run("-c", config, "status")
+        code, _, err = await run_cli("-c", config, "status", timeout_s=30)
         assert code == 1
         assert "there is no drgreen-poller state in" in err
-        code, out, err = await _run("-c", config, "poll-once")
+        code, out, err = await run_cli("-c", config, "poll-once", timeout_s=30)
         assert (code, out) == (0, ""), err
         order = box.state.orders.create("shop")
-        code, out, _ = await _run("-c", config, "poll-once")
+        code, out, _ = await run_cli("-c", config, "poll-once", timeout_s=30)
         [event] = [json.loads(line) for line in out.splitlines()]
         assert (event["type"], event["resource"]["id"]) == ("order.created", order.id)
-        code, out, _ = await _run("-c", config, "status", "--json")
+        code, out, _ = await run_cli("-c", config, "status", "--json", timeout_s=30)
         report = json.loads(out)
         assert report["state_path"] == pg_database.url
         assert report["deliveries"] == {"audit": {"pending": 1}}
-        code, out, _ = await _run("-c", config, "events", "list", "--type", "order.*", "--json")
+        code, out, _ = await run_cli(
+            "-c", config, "events", "list", "--type", "order.*", "--json", timeout_s=30
+        )
         assert [json.loads(line)["id"] for line in out.splitlines()] == [event["id"]]
-        code, out, _ = await _run("-c", config, "deliveries", "list", "--json")
+        code, out, _ = await run_cli("-c", config, "deliveries", "list", "--json", timeout_s=30)
         [row] = [json.loads(line) for line in out.splitlines()]
         assert (row["event_id"], row["state"]) == (event["id"], "pending")
-        code, out, _ = await _run("-c", config, "deliveries", "retry", str(row["id"]))
+        code, out, _ = await run_cli(
+            "-c", config, "deliveries", "retry", str(row["id"]), timeout_s=30
+        )
         assert code == 0, out
-        code, out, _ = await _run("-c", config, "deliveries", "replay", "--since", "1h", "--sink",
-                                  "audit")  # fmt: skip
+        code, out, _ = await run_cli("-c", config, "deliveries", "replay", "--since", "1h",
+                                     "--sink", "audit", timeout_s=30)  # fmt: skip
         assert code == 0
         assert "1" in out
 
@@ -172,7 +171,7 @@ class TestDaemon:
         )
         try:
             await _until_polled(daemon)
-            code, _, err = await _run("-c", config, "poll-once")
+            code, _, err = await run_cli("-c", config, "poll-once", timeout_s=30)
             assert (code, "daemon is running on this database" in err) == (1, True)
             order = box.state.orders.create("shop")
             for step in (box.state.lifecycle.approve, box.state.lifecycle.pay):
@@ -194,7 +193,9 @@ class TestDaemon:
             )
             for d in delivered
         )  # fmt: skip
-        code, out, _ = await _run("-c", config, "events", "list", "--type", "order.*", "--json")
+        code, out, _ = await run_cli(
+            "-c", config, "events", "list", "--type", "order.*", "--json", timeout_s=30
+        )
         assert [json.loads(line)["id"] for line in out.splitlines()] == [d.id for d in delivered]
 
 

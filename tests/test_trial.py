@@ -6,13 +6,13 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
 
 from drgreen_poller.trial import program_name
+from tests.cli_run import CLI
 
 
 class TestProgramName:
@@ -43,7 +43,7 @@ class TestPrintedCommands:
         (``listen`` is printed too; it takes port 8080, which a test cannot count on.)
         """
         sandbox = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "drgreen_poller", "sandbox", "--port", "0",
+            *CLI, "sandbox", "--port", "0",
             "--write-config", "try", cwd=tmp_path, stdout=PIPE, stderr=PIPE,
         )  # fmt: skip
         try:

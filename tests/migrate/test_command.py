@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
@@ -18,23 +16,12 @@ from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import StateLock
 from drgreen_poller.webhook_signing import generate_webhook_secret
+from tests.cli_run import CLI, run_cli
 from tests.conftest import PgDatabase, write_config
 from tests.fakes import WebhookReceiver
 from tests.migrate.rig import NOW, lite_rows, pg_rows, sqlite_state
-from tests.pg import free_port
+from tests.ports import free_port
 from tests.waiting import eventually
-
-CLI = (sys.executable, "-m", "drgreen_poller")
-
-
-async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    environ = {**os.environ, **(env or {})}
-    process = await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=PIPE, stderr=PIPE, env=environ
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 @pytest.fixture
@@ -63,7 +50,7 @@ async def _listings(config: str) -> list[str]:
         ("events", "list", "--json", "--limit", "1000"),
         ("deliveries", "list", "--json", "--attempts", "--limit", "1000"),
     ):
-        code, out, err = await _run("-c", config, *command)
+        code, out, err = await run_cli("-c", config, *command, timeout_s=60)
         assert code == 0, err
         shown.append(out)
     return shown
@@ -154,14 +141,15 @@ class TestCommand:
         assert _delivery(state, "store", "order.paid") == ("pending", 1)
         receiver.fail_next = 0
         lifecycle.ship(order.id)
-        code, out, err = await _run("-c", lite, "poll-once")
+        code, out, err = await run_cli("-c", lite, "poll-once", timeout_s=60)
         found = [json.loads(line)["type"] for line in out.splitlines()]
         assert [kind for kind in found if kind.startswith("order.")] == ["order.shipped"], err
         before = await _listings(lite)
         before_events = lite_rows(state, "SELECT seq, id, body FROM events ORDER BY seq")
 
-        code, out, err = await _run("-c", lite, "migrate-state", "--to", pg_database.url,
-                                    "--password-file", str(tmp_path / "pg.password"))  # fmt: skip
+        code, out, err = await run_cli("-c", lite, "migrate-state", "--to", pg_database.url,
+                                       "--password-file", str(tmp_path / "pg.password"),
+                                       timeout_s=60)  # fmt: skip
         assert code == 0, err
         assert f"copied {state} into {pg_database.url}, every id kept:" in out
         assert f"  events          {len(before_events):>10,}" in out
@@ -212,13 +200,14 @@ class TestRefusals:
         lite, _ = _configs(tmp_path, box, shop, "", pg_database)
         await sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW))
         with StateLock(tmp_path / "state.db"):
-            code, _, err = await _run("-c", lite, "migrate-state", "--to", pg_database.url,
-                                      "--password-env", "PGPASS_TEST")  # fmt: skip
+            code, _, err = await run_cli("-c", lite, "migrate-state", "--to", pg_database.url,
+                                         "--password-env", "PGPASS_TEST", timeout_s=60)  # fmt: skip
         assert code == 2  # checked first: the password variable is not set
         with StateLock(tmp_path / "state.db"):
-            code, _, err = await _run("-c", lite, "migrate-state", "--to", pg_database.url,
-                                      "--password-env", "PGPASS_TEST",
-                                      env={"PGPASS_TEST": pg_database.password})  # fmt: skip
+            code, _, err = await run_cli("-c", lite, "migrate-state", "--to", pg_database.url,
+                                         "--password-env", "PGPASS_TEST",
+                                         env={"PGPASS_TEST": pg_database.password},
+                                         timeout_s=60)  # fmt: skip
         assert code == 1
         assert err.splitlines()[-1:] == [
             f"error: a drgreen-poller is running on {tmp_path / 'state.db'}: stop it first"
@@ -233,11 +222,11 @@ class TestRefusals:
         configuration's ``[store]`` is the target when ``--to`` is not given."""
         _, pg = _configs(tmp_path, box, shop, "", pg_database)
         await sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW), in_flight=1)
-        code, out, err = await _run("-c", pg, "migrate-state")
+        code, out, err = await run_cli("-c", pg, "migrate-state", timeout_s=60)
         assert code == 0, err
         assert "  1 delivery(ies) in flight when the daemon stopped are pending again" in out
         assert "  start the daemon (systemctl restart drgreen-poller)" in out
-        code, _, err = await _run("-c", pg, "migrate-state")
+        code, _, err = await run_cli("-c", pg, "migrate-state", timeout_s=60)
         assert code == 1
         assert err.splitlines()[-1:] == [
             f"error: {pg_database.url} already holds a drgreen-poller state (1 holders, 1"
@@ -280,7 +269,7 @@ class TestRefusals:
         closed = str(free_port())
         pw = str(tmp_path / "pg.password")
         given = [o.format(closed=closed, pw=pw) for o in options] or ["--to", pg_database.url]
-        done, out, err = await _run("-c", lite, "migrate-state", *given)
+        done, out, err = await run_cli("-c", lite, "migrate-state", *given, timeout_s=60)
         expected = line.format(state=tmp_path / "state.db", closed=closed, pw=pw)
         assert (done, out) == (code, "")
         shown = err.splitlines()[-1]
@@ -295,7 +284,7 @@ class TestRefusals:
         await sqlite_state(tmp_path / "state.db", 1, FakeClock(NOW))
         server, name = pg_database.server, pg_database.name
         url = f"postgresql://postgres:{pg_database.password}@127.0.0.1:{server.port}/{name}"
-        code, out, err = await _run("-c", lite, "migrate-state", "--to", url)
+        code, out, err = await run_cli("-c", lite, "migrate-state", "--to", url, timeout_s=60)
         assert code == 0, err
         assert "warning: --to: password written in the URL" in err
         assert f"postgres:***@127.0.0.1:{server.port}/{name}" in out
@@ -306,7 +295,7 @@ class TestRefusals:
     ) -> None:
         """Neither ``--to`` nor ``[store]``: one line saying to give one, exit 2."""
         lite, _ = _configs(tmp_path, box, shop, "", pg_database)
-        code, _, err = await _run("-c", lite, "migrate-state")
+        code, _, err = await run_cli("-c", lite, "migrate-state", timeout_s=60)
         assert code == 2
         assert err.splitlines()[-1:] == [
             "error: migrate-state: give --to postgresql://USER@HOST:5432/DATABASE, or set [store]"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import random
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,10 +99,3 @@ async def new_order_event(rig: Rig, lag_s: float = 30) -> None:
     rig.box.state.orders.create("shop")
     rig.clock.advance(lag_s)
     await rig.poll()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (free when asked)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

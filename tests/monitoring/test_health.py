@@ -25,7 +25,8 @@ from drgreen_poller.sandbox import LocalSandbox, SandboxState
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.store import SinkBacklog, TierRun
 from tests.conftest import write_config
-from tests.monitoring.rig import Rig, free_port, new_order_event
+from tests.monitoring.rig import Rig, new_order_event
+from tests.ports import free_port
 
 STAMP = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC).timestamp()
 MINUTE = Timing(interval_s=60, jitter=0.1)

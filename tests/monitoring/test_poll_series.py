@@ -16,7 +16,8 @@ from drgreen_poller.monitoring import (
     Metrics,
 )
 from drgreen_poller.tiers import Tier
-from tests.monitoring.rig import RATE, Rig, free_port, new_order_event, runner_for
+from tests.monitoring.rig import RATE, Rig, new_order_event, runner_for
+from tests.ports import free_port
 
 
 class TestPollSeries:

@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -29,9 +28,10 @@ import aiohttp
 
 from drgreen_poller.clock import SystemClock
 from drgreen_poller.webhook_signing import generate_webhook_secret
+from tests import cli_run
+from tests.cli_run import CLI
 from tests.fakes import WebhookReceiver
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 HOLDER = "demo"  # the holder the sandbox seeds and announces
 # An order's steps, each moving a different field, so no poll can miss one (design §3.6).
 ORDER_STEPS = (
@@ -217,13 +217,8 @@ retry_schedule = ["0s", "0.2s", "0.5s", "1s", "1s", "1s", "1s", "1s"]
 
 
 async def run_cli(config: Path, *args: str) -> tuple[int, str, str]:
-    """Run one CLI command to its end: exit code, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
-        *CLI, "-c", str(config), *args, stdout=PIPE, stderr=PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), START_TIMEOUT_S)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    """Run one CLI command on ``config`` to its end: exit code, stdout, stderr."""
+    return await cli_run.run_cli("-c", str(config), *args, timeout_s=START_TIMEOUT_S)
 
 
 @dataclass

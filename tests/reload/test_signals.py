@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from asyncio.subprocess import PIPE, Process
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
+from tests.cli_run import CLI
 from tests.conftest import write_config
 from tests.fakes import WebhookReceiver
 from tests.reload.running import (
@@ -26,8 +26,6 @@ from tests.reload.running import (
     sink_toml,
 )
 from tests.waiting import eventually
-
-CLI = (sys.executable, "-m", "drgreen_poller")
 
 
 class Process_:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from drgreen_poller.sandbox import HolderInfo
 from drgreen_poller.webhook_signing import generate_webhook_secret
 from tests.conftest import write_config
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 SECRET = generate_webhook_secret()
 NOW = FakeClock().now()
 

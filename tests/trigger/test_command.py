@@ -18,15 +18,9 @@ from drgreen_poller.samples import sample
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.store import SinkRoute, Store
 from drgreen_poller.trigger import _result, _watch, chosen_sinks
+from tests.cli_run import CLI, run_cli
 from tests.conftest import write_config
-from tests.trigger.rig import CLI, NOW, SECRET, Receiver, config_file, sinks_toml
-
-
-async def _cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*CLI, *args, stdout=PIPE, stderr=PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 40)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+from tests.trigger.rig import NOW, SECRET, Receiver, config_file, sinks_toml
 
 
 class TestTriggerCommand:
@@ -34,7 +28,9 @@ class TestTriggerCommand:
         self, config: Config, receiver: tuple[Receiver, TestServer]
     ) -> None:
         """With no daemon running, the command delivers and says so, per sink."""
-        code, out, err = await _cli("-c", str(config.path), "trigger", "order.approved")
+        code, out, err = await run_cli(
+            "-c", str(config.path), "trigger", "order.approved", timeout_s=40
+        )
         assert code == 0, err
         lines = out.splitlines()
         assert lines[0].startswith("sent test event evt_")
@@ -50,8 +46,8 @@ class TestTriggerCommand:
     ) -> None:
         """A receiver answering 500: the line says so and what happens next; exit 1."""
         receiver[0].fail = True
-        code, out, _ = await _cli(
-            "-c", str(config.path), "trigger", "order.paid", "--sink", "store"
+        code, out, _ = await run_cli(
+            "-c", str(config.path), "trigger", "order.paid", "--sink", "store", timeout_s=40
         )
         assert code == 1
         assert out.splitlines()[1] == (
@@ -67,7 +63,9 @@ class TestTriggerCommand:
         path = config_file(tmp_path, str(receiver[1].make_url("/hook")), credentials)
         with path.open("a") as file:
             file.write('\n[delivery]\nretry_schedule = ["0s"]\n')
-        code, out, _ = await _cli("-c", str(path), "trigger", "client.created", "--sink", "store")
+        code, out, _ = await run_cli(
+            "-c", str(path), "trigger", "client.created", "--sink", "store", timeout_s=40
+        )
         assert code == 1
         assert out.splitlines()[1] == (
             "  store: failed (HTTP 500: store down); 'drgreen-poller deliveries retry' requeues it"
@@ -83,7 +81,7 @@ class TestTriggerCommand:
     )
     async def test_usage_errors(self, config: Config, args: tuple[str, ...], message: str) -> None:
         """Unknown type or sink, or a sink that does not take the type: one line, exit 2."""
-        code, out, err = await _cli("-c", str(config.path), "trigger", *args)
+        code, out, err = await run_cli("-c", str(config.path), "trigger", *args, timeout_s=40)
         assert (code, out) == (2, "")
         assert err.count("\n") == 1
         assert err.startswith(message)
@@ -116,8 +114,8 @@ class TestTriggerWithTheDaemon:
             assert daemon.stdout is not None
             while b"poll_finished" not in await asyncio.wait_for(daemon.stdout.readline(), 10):
                 pass
-            code, out, err = await _cli(
-                "-c", path, "trigger", "client.activated", "--sink", "store"
+            code, out, err = await run_cli(
+                "-c", path, "trigger", "client.activated", "--sink", "store", timeout_s=40
             )
         finally:
             daemon.send_signal(signal.SIGTERM)
