@@ -10,8 +10,6 @@ import functools
 import json
 import random
 import signal
-import socket
-import sys
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -38,11 +36,12 @@ from drgreen_poller.sharing import HolderSharing
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.leases import Fence, Instance
 from drgreen_poller.tiers import TIERS, Tier
+from tests.cli_run import CLI
 from tests.conftest import PgDatabase, pg_store_config, write_config
 from tests.fakes import ClockScheduler
+from tests.ports import free_port
 from tests.waiting import eventually
 
-CLI = (sys.executable, "-m", "drgreen_poller")
 TTL = "2s"
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 _ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
@@ -84,12 +83,6 @@ class TestUserAgent:
         assert (await box.control("GET", "/requests")).json()["total"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _configs(
     tmp_path: Path, box: LocalSandbox, holders: list[HolderInfo], db: PgDatabase
 ) -> list[tuple[str, str]]:
@@ -110,7 +103,7 @@ def _configs(
         for key in tmp_path.glob("*.*"):
             if key.is_file():
                 (directory / key.name).write_text(key.read_text())
-        listen = f"127.0.0.1:{_free_port()}"
+        listen = f"127.0.0.1:{free_port()}"
         path = write_config(directory, box.base_url, holders[0], http_listen=listen, extra=extra)
         paths.append((str(path), listen))
     return paths
