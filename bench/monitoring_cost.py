@@ -37,7 +37,7 @@ from drgreen_poller.admin import status_report
 from drgreen_poller.config import Config, load_config
 from drgreen_poller.monitoring import HealthInputs, Metrics, build_app
 from drgreen_poller.sandbox import SandboxState
-from drgreen_poller.service import timings
+from drgreen_poller.settings import timings
 from drgreen_poller.store import MIGRATIONS, SinkRoute, Store
 
 SECTION = "Monitoring cost"

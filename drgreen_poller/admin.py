@@ -26,7 +26,7 @@ from drgreen_poller.errors import (
 )
 from drgreen_poller.events import Resource, iso_ms
 from drgreen_poller.monitoring import HealthInputs, delivery_problems, health_problems
-from drgreen_poller.service import timings
+from drgreen_poller.settings import timings
 from drgreen_poller.store import ProgressRow, Store, TierRun
 from drgreen_poller.store.files import check_writable
 from drgreen_poller.store.lineage import Lineage

@@ -41,11 +41,9 @@ from drgreen_poller.service import (
     build_service,
     first_dues,
     open_runtime,
-    timings,
 )
-from drgreen_poller.sharing import HolderSharing
-from drgreen_poller.store.leases import Fence
-from drgreen_poller.store.listening import listen_for_deliveries
+from drgreen_poller.settings import timings
+from drgreen_poller.sharing import leave_quietly, sharing_jobs, sharing_of
 from drgreen_poller.store.locking import state_lock
 from drgreen_poller.systemd import Notifier
 from drgreen_poller.tiers import TIERS
@@ -178,7 +176,7 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
         routes=OperatorPage(service).routes(),
     )  # fmt: skip
     listener = await _listen(service.config.daemon.http_listen, app)
-    sharing = _sharing(service)
+    sharing = sharing_of(service)
     try:
         async with asyncio.TaskGroup() as tasks:
             draining = asyncio.Event()
@@ -186,7 +184,7 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
             upkeep = [
                 tasks.create_task(_watchdog(notifier, service)),
                 tasks.create_task(_reloads(service, controls, load, notifier)),
-                *(tasks.create_task(job) for job in _sharing_jobs(service, sharing)),
+                *(tasks.create_task(job) for job in sharing_jobs(service, sharing)),
             ]
             if sharing is not None:
                 await sharing.round()  # this instance's first holders, before the first runs
@@ -206,40 +204,12 @@ async def serve(service: Service, controls: Controls, load: ConfigLoader | None 
             # still running cancels them, which it logs as failed jobs.
             await _stop_polling(service, _grace(service))
         if sharing is not None:
-            await _leave(sharing)
+            await leave_quietly(sharing)
         for sink in (*service.worker.sinks.values(), *service.retired_sinks):
             await sink.close()
         if listener is not None:
             await listener.cleanup()
         log.info("daemon_stopped")
-
-
-def _sharing(service: Service) -> HolderSharing | None:
-    """The lease loop of a daemon sharing its PostgreSQL database (None: SQLite, alone)."""
-    runtime = service.runtime
-    fence, store_config = runtime.store.fence, runtime.config.store
-    if runtime.instance is None or not isinstance(fence, Fence) or store_config is None:
-        return None
-    return HolderSharing(service, runtime.instance, fence, store_config.lease_ttl_s)
-
-
-def _sharing_jobs(
-    service: Service, sharing: HolderSharing | None
-) -> list[Coroutine[Any, Any, None]]:
-    """The lease rounds, and the connection that wakes the delivery worker on new deliveries."""
-    store_config = service.config.store
-    if sharing is None or store_config is None:
-        return []
-    wake, clock = service.worker.wake, service.runtime.clock
-    return [sharing.run(), listen_for_deliveries(store_config, wake, clock)]
-
-
-async def _leave(sharing: HolderSharing) -> None:
-    """Leave the registry on stop; a database already gone lets the leases expire instead."""
-    try:
-        await sharing.leave()
-    except StoreError as exc:
-        log.warning("instance_leave_failed", error=str(exc), hint="its leases expire instead")
 
 
 async def _deliver(service: Service, draining: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from drgreen_poller.config import Config, StoreConfig
 from drgreen_poller.errors import StoreError, UpstreamError, UpstreamUnauthorized
 from drgreen_poller.request_signing import ApiCredentials
 from drgreen_poller.scheduler import UNAUTHORIZED_HINT
-from drgreen_poller.service import api_settings
+from drgreen_poller.settings import api_settings
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from drgreen_poller.api import ApiClient, ApiSettings
+from drgreen_poller.api import ApiClient
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import Config, HolderConfig
 from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.monitoring import HealthInputs, Metrics
-from drgreen_poller.poller import HolderPoller, PollSettings
+from drgreen_poller.poller import HolderPoller
 from drgreen_poller.progress import OnProgress
 from drgreen_poller.ratelimit import RunSlots
 from drgreen_poller.reload import ConfigChanges, config_changes, keep_restart_keys
@@ -36,45 +36,14 @@ from drgreen_poller.scheduler import (
     initial_due,
     jittered,
 )
+from drgreen_poller.settings import api_settings, poll_settings, sink_routes, timings
 from drgreen_poller.sinks import Sink, build_sinks
-from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store import Store
 from drgreen_poller.store.leases import Fence, Instance
 from drgreen_poller.store.lineage import Lineage
-from drgreen_poller.tiers import TIERS, Tier
+from drgreen_poller.tiers import TIERS
 
 log = structlog.get_logger(__name__)
-
-
-def api_settings(config: Config) -> ApiSettings:
-    api = config.api
-    return ApiSettings(api.base_url, api.timeout_s, api.requests_per_second, api.burst)
-
-
-def poll_settings(config: Config) -> PollSettings:
-    return PollSettings(
-        first_sync=config.daemon.first_sync,
-        stale_after_s=config.schedule.stale_after_s,
-        order_terminal_statuses=frozenset(config.schedule.terminal_order_statuses),
-    )
-
-
-def timings(config: Config) -> dict[str, Timing]:
-    s = config.schedule
-    intervals = {
-        Tier.ACTIVE_ORDERS: s.active_orders_s,
-        Tier.STALE_ORDERS: s.stale_orders_s,
-        Tier.PENDING_KYC: s.pending_kyc_s,
-        Tier.COMMISSIONS: s.commissions_s,
-        Tier.STRAINS: s.strains_s,
-    }
-    return {
-        tier: Timing(interval, s.jitter, s.backoff_base_s, s.backoff_max_s)
-        for tier, interval in intervals.items()
-    }
-
-
-def sink_routes(config: Config) -> list[SinkRoute]:
-    return [SinkRoute(sink.name, sink.events) for sink in config.sinks]
 
 
 @dataclass

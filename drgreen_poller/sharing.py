@@ -7,17 +7,23 @@ those it lost (``service.start_holder`` / ``stop_holder``, the path a reload tak
 fence learns the tokens. Each request of a held holder passes ``gate`` (no request once the
 last renewal is too old to be sure of the lease: a paused instance that resumes sends nothing),
 and a write refused by the fence (``LeaseLost``) or the gate stops its holder at once.
-On stop the instance leaves the registry, freeing its leases. It holds no SQL (``store.leases``)
+On stop the instance leaves the registry, freeing its leases. ``sharing_of`` and
+``sharing_jobs`` give the daemon its loop and the connection that wakes its delivery worker on
+new deliveries (none for SQLite, alone). It holds no SQL (``store.leases``)
 and polls nothing itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import structlog
 
-from drgreen_poller.errors import LeaseLost
+from drgreen_poller.errors import LeaseLost, StoreError
 from drgreen_poller.service import Service, start_holder, stop_holder
 from drgreen_poller.store.leases import Fence, Instance, LeaseRound
+from drgreen_poller.store.listening import listen_for_deliveries
 
 log = structlog.get_logger(__name__)
 
@@ -99,3 +105,31 @@ class HolderSharing:
         """Leave the registry: this instance's leases are free for the others at once."""
         await self.service.runtime.store.deregister(self.instance.id)
         log.info("instance_left", instance=self.instance.id)
+
+
+def sharing_of(service: Service) -> HolderSharing | None:
+    """The lease loop of a daemon sharing its PostgreSQL database (None: SQLite, alone)."""
+    runtime = service.runtime
+    fence, store_config = runtime.store.fence, runtime.config.store
+    if runtime.instance is None or not isinstance(fence, Fence) or store_config is None:
+        return None
+    return HolderSharing(service, runtime.instance, fence, store_config.lease_ttl_s)
+
+
+def sharing_jobs(
+    service: Service, sharing: HolderSharing | None
+) -> list[Coroutine[Any, Any, None]]:
+    """The lease rounds, and the connection that wakes the delivery worker on new deliveries."""
+    store_config = service.config.store
+    if sharing is None or store_config is None:
+        return []
+    wake, clock = service.worker.wake, service.runtime.clock
+    return [sharing.run(), listen_for_deliveries(store_config, wake, clock)]
+
+
+async def leave_quietly(sharing: HolderSharing) -> None:
+    """Leave the registry on stop; a database already gone lets the leases expire instead."""
+    try:
+        await sharing.leave()
+    except StoreError as exc:
+        log.warning("instance_leave_failed", error=str(exc), hint="its leases expire instead")

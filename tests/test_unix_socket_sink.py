@@ -18,7 +18,7 @@ from drgreen_poller.delivery import DeliveryWorker
 from drgreen_poller.errors import ConfigError
 from drgreen_poller.events import Resource
 from drgreen_poller.sandbox import SandboxState
-from drgreen_poller.service import sink_routes
+from drgreen_poller.settings import sink_routes
 from drgreen_poller.sinks import build_sinks
 from drgreen_poller.store import Observation, Store
 from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
