@@ -76,8 +76,10 @@ sandbox: $(VENV)/.installed
 
 # Every script in bench/ (not the _helpers), each printing its table and appending its run to
 # BENCHMARKS.md: `make bench` at the quick profile (under 5 minutes in all on 2 cores),
-# `make bench-full` at the sizes the targets name (delivery, drain and upstream cost: 8 to 9
-# minutes). Every script takes --profile quick|full (bench/_common.py's profile_arguments).
+# `make bench-full` at the sizes the targets name, on SQLite and on PostgreSQL with one and two
+# instances (an hour or more on 2 cores: the scale script alone runs 4 sizes × 3 stores; each
+# script takes --backend sqlite|postgresql|both and --instances to run a part). Every script
+# takes --profile quick|full (bench/_common.py's profile_arguments).
 BENCH_SCRIPTS = $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
 bench: $(VENV)/.installed-dev
