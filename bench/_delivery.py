@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 from _common import CLOCK, Received, Receiver, receiver
+from _cpu import CpuPerEvent, Sample, cpu_between, cpu_s, threads_cpu_s
 from _pg import SQLITE, InstancesRefused, Postgres, Setup, refused
 
 from drgreen_poller.api import ApiClient, ApiSettings
@@ -153,55 +154,8 @@ async def _requests(seed: Path, scratch: Path, secret: str) -> list[tuple[bytes,
 # The daemon's environment: this one without PYTHONUNBUFFERED (which some shells and CI images
 # export), so its output is buffered as under systemd, where the unit does not set it.
 AS_UNDER_SYSTEMD = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 # How often the daemon's CPU is read while it delivers (and the receiver asked how far it got).
 SAMPLE_S = 0.1
-
-
-def _cpu_s(stat: Path) -> float:
-    """utime + stime from a ``/proc/.../stat`` file, in seconds."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
-
-
-def _threads_cpu_s(pid: int) -> dict[tuple[int, int], float]:
-    """utime + stime of each thread of ``pid`` (keyed by pid and thread id), in seconds, from
-    ``/proc``."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found[pid, int(task.name)] = _cpu_s(task / "stat")
-        except OSError:  # the thread ended meanwhile
-            continue
-    return found
-
-
-@dataclass(frozen=True)
-class CpuPerEvent:
-    """CPU microseconds per delivered event: the sender's event loop thread, its other threads
-    (SQLite's or psycopg's, for the daemon), the receiver's, and the PostgreSQL server's
-    processes (0 with SQLite, whose work is in the daemon's own thread)."""
-
-    loop_us: float
-    others_us: float
-    receiver_us: float
-    server_us: float = 0.0
-
-    @property
-    def sender_us(self) -> float:
-        return self.loop_us + self.others_us
-
-
-CPU_HEADER = (
-    "CPU µs/event: daemon loop + other threads (+ PostgreSQL server) : raw · receiver daemon:raw"
-)
-CPU_NOTE = (
-    "CPU µs/event: CPU time per delivered event, medians over the runs, from /proc (the daemon's "
-    "from its first event's arrival on, each of its threads; the raw side's whole process), and "
-    "the receiver's in each kind of run. With PostgreSQL, the server's processes (the daemons' "
-    "connections, the WAL writer, the checkpointer, autovacuum) are a third term: with SQLite "
-    "that work is in the daemon's own threads."
-)
 
 
 def cpu_cell(pairs: Sequence[Pair]) -> str:
@@ -219,32 +173,6 @@ def cpu_cell(pairs: Sequence[Pair]) -> str:
         + " : "
         f"{mid([c.sender_us for c in raw]):.0f} · "
         f"{mid([c.receiver_us for c in ours]):.0f}:{mid([c.receiver_us for c in raw]):.0f}"
-    )
-
-
-@dataclass(frozen=True)
-class Sample:
-    """How far the receiver had got, and the CPU seconds used so far, at one moment."""
-
-    distinct: int
-    threads: dict[tuple[int, int], float]
-    receiver_s: float
-    server: dict[int, float]  # each PostgreSQL server process's CPU (none with SQLite)
-
-
-def cpu_between(first: Sample, last: Sample, loops: set[tuple[int, int]]) -> CpuPerEvent:
-    """CPU per event between two samples of a daemon run (``loops``: each daemon's main
-    thread, whose CPU is the event loop's; with two daemons, both summed)."""
-    events = max(1, last.distinct - first.distinct)
-
-    def used(tids: set[tuple[int, int]]) -> float:
-        return sum(last.threads[t] - first.threads.get(t, 0.0) for t in tids) / events * 1e6
-
-    others = set(last.threads) - loops
-    receiver = (last.receiver_s - first.receiver_s) / events * 1e6
-    server = sum(s - first.server.get(pid, 0.0) for pid, s in last.server.items())
-    return CpuPerEvent(
-        used(loops & set(last.threads)), used(others), receiver, server / events * 1e6
     )
 
 
@@ -371,8 +299,8 @@ async def _until_all(
             if len(daemons) > 1 and refused(logs):
                 raise InstancesRefused
             raise SystemExit(f"a daemon stopped (exit {stopped[0]}) at {got.distinct}")
-        threads = {key: s for d in daemons for key, s in _threads_cpu_s(d.pid).items()}
-        sample = Sample(got.distinct, threads, _cpu_s(receiver_stat), server())
+        threads = {key: s for d in daemons for key, s in threads_cpu_s(d.pid).items()}
+        sample = Sample(got.distinct, threads, cpu_s(receiver_stat), server())
         if first is None and got.distinct > 0:
             first = sample
         if got.distinct >= count and first is not None:
@@ -396,7 +324,7 @@ async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Raw
     """The same bodies and headers, POSTed by ``concurrency`` coroutines over one session."""
     await receiver.reset()
     receiver_stat = Path(f"/proc/{receiver.process.pid}/stat")
-    own, theirs = _cpu_s(Path("/proc/self/stat")), _cpu_s(receiver_stat)
+    own, theirs = cpu_s(Path("/proc/self/stat")), cpu_s(receiver_stat)
     pending = iter(backlog.requests)
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
@@ -413,7 +341,7 @@ async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> Raw
 
         await asyncio.gather(*(post_all() for _ in range(concurrency)))
     received = await receiver.wait_for(backlog.count, STALL_S)
-    own, theirs = _cpu_s(Path("/proc/self/stat")) - own, _cpu_s(receiver_stat) - theirs
+    own, theirs = cpu_s(Path("/proc/self/stat")) - own, cpu_s(receiver_stat) - theirs
     count = max(1, received.distinct)
     return RawRun(received, CpuPerEvent(own / count * 1e6, 0.0, theirs / count * 1e6))
 

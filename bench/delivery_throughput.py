@@ -29,9 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _common import CpuShare, median, profile_arguments, report, table
+from _cpu import CPU_HEADER, CPU_NOTE
 from _delivery import (
-    CPU_HEADER,
-    CPU_NOTE,
     Backlog,
     Pair,
     Round,

@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -52,9 +51,11 @@ from typing import Any
 
 import aiohttp
 from _common import CpuShare, append_run, machine, profile_arguments, run_record
+from _cpu import process_cpu_s as cpu_s
+from _cpu import rss_mb
+from _first_sweeps import InstanceRefused, drain, first_sweeps
 from _pg import (
     NOT_SUPPORTED,
-    REFUSAL,
     SQLITE,
     Postgres,
     Setup,
@@ -63,11 +64,11 @@ from _pg import (
     setups,
     store_note,
 )
+from _profiling import py_spy
 
 from drgreen_poller.clock import SystemClock
 
 ORDERS = 100
-TIERS = 5  # active_orders, stale_orders, pending_kyc, commissions, strains
 DEFAULT_INTERVALS_S = {
     "active_orders": 60.0,
     "stale_orders": 1800.0,
@@ -94,7 +95,6 @@ TARGETS = (
     "the share of a core is the CPU per interval over the default 60 s."
 )
 CLOCK = SystemClock()
-TICKS_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,24 +134,6 @@ class Refused:
     setup: Setup
     holders: int
     scale: float
-
-
-class InstanceRefused(Exception):
-    """The second daemon on one database stopped at start, saying it was refused."""
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_S
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """A memory figure of ``pid`` from /proc/<pid>/status (VmRSS now, VmHWM its peak), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def start_sandbox() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
@@ -200,79 +182,6 @@ def write_config(
     path = directory / "config.toml"
     path.write_text(text)
     return path
-
-
-class FirstSweeps:
-    """Every holder × tier's first sweep, from the ``poll_finished`` lines of every instance:
-    when the last holder's active_orders sweep and the last sweep of all were logged."""
-
-    def __init__(self, holders: int) -> None:
-        self.holders = holders
-        self.started = CLOCK.monotonic()
-        self.seen: set[tuple[str, str]] = set()
-        self.active = 0
-        self.first_active = 0.0
-        self.done = asyncio.Event()
-
-    def record(self, line: bytes) -> None:
-        record = json.loads(line) if line.startswith(b"{") else {}
-        if record.get("event") != "poll_finished" or not record.get("first_sync"):
-            return
-        key = (str(record.get("holder")), str(record.get("tier")))
-        if key in self.seen:  # a holder taken over by the other instance, synced again
-            return
-        self.seen.add(key)
-        if key[1] == "active_orders":
-            self.active += 1
-            if self.active == self.holders:
-                self.first_active = CLOCK.monotonic() - self.started
-        if len(self.seen) == self.holders * TIERS:
-            self.done.set()
-
-
-async def read_first_sweeps(daemon: asyncio.subprocess.Process, sweeps: FirstSweeps) -> None:
-    """Feed one instance's lines to ``sweeps`` until every first sweep is done.
-
-    Raises:
-        InstanceRefused: it stopped saying another instance holds the database.
-        SystemExit: it stopped for another reason.
-    """
-    assert daemon.stdout is not None
-    said = b""
-    while not sweeps.done.is_set():
-        line = await daemon.stdout.readline()
-        if not line:
-            if REFUSAL.encode() in said:
-                raise InstanceRefused
-            raise SystemExit("the daemon stopped during its first sweeps")
-        said = line if line.startswith(b"{") else said + line
-        sweeps.record(line)
-
-
-async def first_sweeps(
-    daemons: Sequence[asyncio.subprocess.Process], holders: int
-) -> tuple[float, float]:
-    """Seconds from now until every holder's first active_orders sweep, and every tier's, on
-    whichever instance ran it."""
-    sweeps = FirstSweeps(holders)
-    readers = [asyncio.create_task(read_first_sweeps(d, sweeps)) for d in daemons]
-    try:
-        done = asyncio.create_task(sweeps.done.wait())
-        await asyncio.wait([done, *readers], return_when=asyncio.FIRST_COMPLETED)
-        for reader in readers:
-            if reader.done():
-                reader.result()  # raises its InstanceRefused or SystemExit
-        await done
-    finally:
-        for reader in readers:
-            reader.cancel()
-    return sweeps.first_active, CLOCK.monotonic() - sweeps.started
-
-
-async def drain(stream: asyncio.StreamReader) -> None:
-    """Read and drop the daemon's log lines (a full pipe would stall it)."""
-    while await stream.readline():
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,41 +277,6 @@ async def steady_state(
         size.setup, size.holders, size.scale, k, first_active, first_all, first_cpu,
         (d1 - d0) / k, (s1 - s0) / k, pg_s, rss, peak,
     )  # fmt: skip
-
-
-async def py_spy(pid: int, seconds: float, out: Path, *, gil: bool = False) -> None:
-    """Sample ``pid`` for ``seconds`` into folded stacks at ``out``; print the top functions.
-
-    ``gil``: only the thread holding the GIL (Python's own CPU; waits and C code without the
-    GIL left out), instead of every thread.
-    """
-    spy = await asyncio.create_subprocess_exec(
-        str(BIN.parent / "py-spy"), "record", "--nonblocking", "-p", str(pid),
-        "-d", str(round(seconds)), "-r", "100", "-f", "raw", "-o", str(out),
-        *(["--gil"] if gil else []),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    await spy.wait()
-    print(top_functions(out.read_text().splitlines()))  # noqa: ASYNC240 - once, sampling over
-
-
-def top_functions(folded: Sequence[str], count: int = 40) -> str:
-    """The functions most often on the stack (inclusive share of the samples), idle excluded."""
-    # Waiting in epoll, and aiosqlite's worker thread blocked on its queue (``tx.get()``).
-    idle = (".select (selectors.py", "_connection_worker_thread (aiosqlite/core.py:59)")
-    totals: dict[str, int] = {}
-    samples = 0
-    for line in folded:
-        stack, _, number = line.rpartition(" ")
-        frames = stack.split(";")
-        if any(mark in frames[-1] for mark in idle):
-            continue
-        samples += int(number)
-        for name in {f.split(":")[0] + ")" if ":" in f else f for f in frames}:
-            totals[name] = totals.get(name, 0) + int(number)
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
-    lines = [f"{100 * n / max(1, samples):5.1f} %  {name}" for name, n in ranked]
-    return "\n".join([f"busy samples: {samples}", *lines])
 
 
 def table(results: Sequence[Result | Refused]) -> str:
