@@ -376,6 +376,37 @@ async def alternate(
             yield raw, runs_of
 
 
+async def measure(
+    backlog: Backlog,
+    concurrency: int,
+    runs: int,
+    workdir: Path,
+    chosen: Sequence[Setup],
+    *,
+    shown: Callable[[Received], str],
+    label: str = "",
+) -> list[Round]:
+    """Every round of ``alternate``, each told on stderr as it ends: raw's and each setup's
+    figure (``shown``: a rate, or the seconds it took), ``label`` before the round's number."""
+    rounds: list[Round] = []
+    async for raw, runs_of in alternate(backlog, concurrency, runs, workdir, chosen):
+        rounds.append((raw, runs_of))
+        daemons = ", ".join(
+            f"{setup.label} "
+            + (
+                f"{shown(run.received)} ({run.from_start_s():.1f} s from start)"
+                if run
+                else "refused"
+            )
+            for setup, run in runs_of.items()
+        )
+        print(
+            f"  {label}run {len(rounds)}/{runs}: raw {shown(raw.received)}, {daemons}",
+            file=sys.stderr,
+        )
+    return rounds
+
+
 def pairs_of(rounds: Sequence[Round], setup: Setup) -> list[Pair]:
     """The (raw, daemon) pairs of one setup: each of its runs beside the same round's raw one;
     empty when the setup was refused."""

@@ -28,15 +28,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import CpuShare, median, profile_arguments, report, table
+from _common import CpuShare, Received, median, profile_arguments, report, table
 from _cpu import CPU_HEADER, CPU_NOTE
 from _delivery import (
-    Backlog,
     Pair,
     Round,
-    alternate,
     backlog,
     cpu_cell,
+    measure,
     pairs_of,
 )
 from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
@@ -61,27 +60,8 @@ TARGET_S_PER_100K = 30.0
 TARGET_RATIO = 2.0
 
 
-async def measure(
-    events: Backlog, runs: int, workdir: Path, chosen: Sequence[Setup]
-) -> list[Round]:
-    """Alternating runs of raw POSTs and the daemon in each setup over the same backlog."""
-    rounds: list[Round] = []
-    async for raw, runs_of in alternate(events, CONCURRENCY, runs, workdir, chosen):
-        rounds.append((raw, runs_of))
-        daemons = ", ".join(
-            f"{setup.label} "
-            + (
-                f"{run.received.window_s():.1f} s ({run.from_start_s():.1f} s from start)"
-                if run
-                else "refused"
-            )
-            for setup, run in runs_of.items()
-        )
-        print(
-            f"  run {len(rounds)}/{runs}: raw {raw.received.window_s():.1f} s, {daemons}",
-            file=sys.stderr,
-        )
-    return rounds
+def _seconds(received: Received) -> str:
+    return f"{received.window_s():.1f} s"
 
 
 def rows(count: int, rounds: list[Round], chosen: Sequence[Setup]) -> list[list[str]]:
@@ -128,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = ""
     with tempfile.TemporaryDirectory() as tmp, postgres(chosen) as pg:
         async with backlog(count, Path(tmp), pg) as events:
-            rounds = await measure(events, runs, Path(tmp), chosen)
+            rounds = await measure(events, CONCURRENCY, runs, Path(tmp), chosen, shown=_seconds)
         settings = pg.settings() if pg is not None else ""
     headers = [
         "store", "events", "concurrency", "daemon s", "daemon s from start", "raw s", "ratio",

@@ -28,15 +28,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import CpuShare, median, profile_arguments, report, table
+from _common import CpuShare, Received, median, profile_arguments, report, table
 from _cpu import CPU_HEADER, CPU_NOTE
 from _delivery import (
-    Backlog,
     Pair,
     Round,
-    alternate,
     backlog,
     cpu_cell,
+    measure,
     pairs_of,
 )
 from _pg import NOT_SUPPORTED, Setup, backend_arguments, postgres, setups, store_note
@@ -60,28 +59,8 @@ CONCURRENCIES = (16, 64)
 TARGET_RATIO = 0.8
 
 
-async def measure(
-    events: Backlog, concurrency: int, runs: int, workdir: Path, chosen: Sequence[Setup]
-) -> list[Round]:
-    """Alternating runs of raw POSTs and of the daemon in each setup, to one receiver."""
-    rounds: list[Round] = []
-    async for raw, runs_of in alternate(events, concurrency, runs, workdir, chosen):
-        rounds.append((raw, runs_of))
-        daemons = ", ".join(
-            f"{setup.label} "
-            + (
-                f"{run.received.rate():,.0f}/s ({run.from_start_s():.1f} s from start)"
-                if run
-                else "refused"
-            )
-            for setup, run in runs_of.items()
-        )
-        print(
-            f"  concurrency {concurrency}, run {len(rounds)}/{runs}: "
-            f"raw {raw.received.rate():,.0f}/s, {daemons}",
-            file=sys.stderr,
-        )
-    return rounds
+def _rate(received: Received) -> str:
+    return f"{received.rate():,.0f}/s"
 
 
 def rows(
@@ -139,7 +118,10 @@ async def main(args: argparse.Namespace) -> None:
         tmp = Path(workdir)
         async with backlog(count, tmp, pg) as events:
             for concurrency in CONCURRENCIES:
-                rounds = await measure(events, concurrency, runs, tmp, chosen)
+                rounds = await measure(
+                    events, concurrency, runs, tmp, chosen, shown=_rate,
+                    label=f"concurrency {concurrency}, ",
+                )  # fmt: skip
                 found += rows(concurrency, count, rounds, chosen)
         if pg is not None:
             notes.append(pg.settings())
