@@ -1,8 +1,9 @@
 """Several daemons on one PostgreSQL database: which holders this instance polls, round by round.
 
-Owns the lease loop of a daemon that shares its database: every third of ``[store] lease_ttl``
-a round (``Leases.share_holders``) heartbeats, renews this instance's leases and evens them out
-between the live instances; the service then starts polling the holders it took and stops
+Owns the lease loop of a daemon that shares its database: every third of ``[store] lease_ttl``,
+or just after another instance's lease or heartbeat expires if that comes sooner, a round
+(``Leases.share_holders``) heartbeats, renews this instance's leases and evens them out between
+the live instances; the service then starts polling the holders it took and stops
 those it lost (``service.start_holder`` / ``stop_holder``, the path a reload takes), and the
 fence learns the tokens. Each request of a held holder passes ``gate`` (no request once the
 last renewal is too old to be sure of the lease: a paused instance that resumes sends nothing),
@@ -31,6 +32,18 @@ ROUNDS_PER_TTL = 3  # a lease is renewed three times within its time to live
 # The part of a lease's time to live this instance counts on after the round that renewed it:
 # a margin for the round's own time and clocks that run at slightly different rates.
 SURE_SHARE = 2 / 3
+# A round meant to follow another instance's expiry comes this long after it: the database's
+# clock and this process's sleep both run from the same moment, so a few ms suffice.
+EXPIRY_MARGIN_S = 0.02
+
+
+def next_round_in(ttl_s: float, next_expiry_s: float | None) -> float:
+    """Seconds until the next lease round: a third of the time to live, or sooner, just after
+    the next expiry of another instance's lease or heartbeat (a takeover, a reclaim)."""
+    every = ttl_s / ROUNDS_PER_TTL
+    if next_expiry_s is None:
+        return every
+    return min(every, next_expiry_s + EXPIRY_MARGIN_S)
 
 
 class HolderSharing:
@@ -51,6 +64,7 @@ class HolderSharing:
         # Until when (monotonic) this instance's leases surely hold, by the last round that
         # renewed them: a stop (SIGSTOP, a stalled host) past it sends no request on resuming.
         self.valid_until = 0.0
+        self.next_round_s = ttl_s / ROUNDS_PER_TTL  # the last round's choice
         service.runner.on_lease_lost = self.lost
         service.runtime.lease_gate = self.gate
 
@@ -58,7 +72,7 @@ class HolderSharing:
         """Rounds until cancelled; a failed database ends the daemon, as everywhere."""
         clock = self.service.runtime.clock
         while True:
-            await clock.sleep(self.ttl_s / ROUNDS_PER_TTL)
+            await clock.sleep(self.next_round_s)
             await self.round()
 
     async def round(self) -> LeaseRound:
@@ -72,6 +86,7 @@ class HolderSharing:
         )
         self.fence.tokens = dict(done.held)
         self.valid_until = began + self.ttl_s * SURE_SHARE
+        self.next_round_s = next_round_in(self.ttl_s, done.next_expiry_s)
         for name in done.taken_over:
             service.metrics.lease_takeovers.inc()
             log.warning("lease_taken_over", holder=name, token=done.held[name])

@@ -32,7 +32,7 @@ from drgreen_poller.runner import TierRunner
 from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.scheduler import Timing
 from drgreen_poller.service import Service, apply_config, build_service, open_runtime
-from drgreen_poller.sharing import HolderSharing
+from drgreen_poller.sharing import EXPIRY_MARGIN_S, HolderSharing, next_round_in
 from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.store.leases import Fence, Instance
 from drgreen_poller.tiers import TIERS, Tier
@@ -40,9 +40,12 @@ from tests.cli_run import CLI
 from tests.conftest import PgDatabase, pg_store_config, write_config
 from tests.fakes import ClockScheduler
 from tests.ports import free_port
-from tests.waiting import eventually
+from tests.waiting import eventually, until_sleeping
 
 TTL = "2s"
+LONG_TTL_S = 30.0  # its lease rounds come every 10 s, unless an expiry comes sooner
+DEAD_TTL_S = 3.0  # the lease a dead instance left
+LATE_S = 0.05  # how late after the expiry the round may come
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 _ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
 
@@ -245,6 +248,19 @@ async def shared_service(
         yield service, sharing, clock
 
 
+class TestNextRound:
+    @pytest.mark.parametrize(
+        ("next_expiry_s", "expected_s"),
+        [(None, 10.0), (25.0, 10.0), (4.0, 4.0 + EXPIRY_MARGIN_S), (0.0, EXPIRY_MARGIN_S)],
+    )
+    def test_the_next_round_follows_the_next_expiry(
+        self, next_expiry_s: float | None, expected_s: float
+    ) -> None:
+        """The loop waits a third of the TTL, or until just after another instance's lease or
+        heartbeat expires when that comes sooner."""
+        assert next_round_in(30.0, next_expiry_s) == pytest.approx(expected_s)
+
+
 class TestSharingService:
     async def test_a_round_starts_the_holders_taken(
         self, shared_service: tuple[Service, HolderSharing, FakeClock]
@@ -289,6 +305,39 @@ class TestSharingService:
         rows = await service.runtime.store.instances(2.0)
         assert [row.holders for row in rows] == [()]
         assert list((await sharing.round()).held) == ["other"]
+
+    @pytest.mark.timeout(20)
+    async def test_a_dead_instances_lease_is_taken_at_its_expiry(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock], pg_database: PgDatabase
+    ) -> None:
+        """After a round that saw another instance's lease expire soon, the loop's next round
+        comes right after that expiry (a few ms), not a third of the time to live later, and
+        takes the holder over: a dead instance's holders move within the TTL of its death."""
+        service, _, clock = shared_service
+        runtime = service.runtime
+        assert runtime.instance is not None
+        assert isinstance(runtime.store.fence, Fence)
+        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
+        dead = await Store.open(pg_store_config(pg_database), sinks=[])
+        try:
+            await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
+            assert (await sharing.round()).held == {}  # the dead one's lease has not expired yet
+            assert sharing.next_round_s <= DEAD_TTL_S + EXPIRY_MARGIN_S
+            looping = asyncio.create_task(sharing.run())
+            await until_sleeping(clock, looping)
+
+            async def expired() -> bool:  # the database's clock is real: wait for it to pass
+                rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
+                return bool(rows[0][0])
+
+            await eventually(expired, what="the dead instance's lease expired", task=looping)
+            clock.advance(DEAD_TTL_S + LATE_S)  # far short of the usual round (LONG_TTL_S / 3)
+            await eventually(lambda: "shop" in service.runner.pollers, task=looping)
+            assert service.metrics.lease_takeovers._value.get() == 1
+            looping.cancel()
+            await asyncio.gather(looping, return_exceptions=True)
+        finally:
+            await dead.close()
 
     async def test_a_gone_instances_deliveries_wake_the_worker(
         self,

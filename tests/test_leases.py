@@ -113,6 +113,35 @@ class TestLeases:
         assert [row.id for row in await second.instances(TTL_S)] == ["host-b"]
 
 
+class TestNextExpiry:
+    async def test_a_round_tells_when_anothers_lease_expires(self, open_store: Opener) -> None:
+        """A round that leaves another instance's lease in place reports, by the database's
+        clock, the seconds until that lease expires: the moment a takeover can happen."""
+        dead, live = await open_store(), await open_store()
+        await dead.share_holders(_instance("dead"), HOLDERS, 3.0, NOW)
+        done = await live.share_holders(_instance("a"), HOLDERS, TTL_S, NOW)
+        assert done.held == {}
+        assert done.next_expiry_s is not None
+        assert 0 < done.next_expiry_s <= 3.0
+
+    async def test_an_expired_lease_not_taken_is_not_waited_for(self, open_store: Opener) -> None:
+        """A lease already expired that this instance leaves (it is at its share) is no
+        expiry to come: only the other instance's heartbeat, a time to live away, is."""
+        paused, live = await open_store(), await open_store()
+        await paused.share_holders(_instance("paused"), ["alpha", "beta"], GONE_S, NOW)
+        await paused.register_instance(_instance("paused"))  # alive, its leases run out
+        done = await live.share_holders(_instance("a"), ["alpha", "beta"], TTL_S, NOW)
+        assert len(done.held) == 1  # its share of two holders between two live instances
+        assert done.next_expiry_s is not None
+        assert done.next_expiry_s > TTL_S * 2 / 3
+
+    async def test_alone_nothing_expires(self, open_store: Opener) -> None:
+        """An instance's own leases and heartbeat are no expiry it waits for."""
+        store = await open_store()
+        done = await store.share_holders(_instance("a"), HOLDERS, TTL_S, NOW)
+        assert done.next_expiry_s is None
+
+
 class TestFence:
     async def test_a_commit_under_the_lease_is_written(self, open_store: Opener) -> None:
         """With its lease, an instance's commit goes through."""

@@ -71,6 +71,17 @@ _FENCE_SQL = (
     "SELECT 1 FROM leases WHERE holder = ? AND instance = ? AND token = ?"
     " AND expires_at > clock_timestamp() FOR SHARE"
 )
+# Seconds until the earliest expiry still to come among other instances' leases of ``holders``
+# and other instances' heartbeats (+ TTL): when a takeover or a reclaim can next happen. Expiries
+# already past are left out: a lease this instance did not take at its share is no reason to come
+# back sooner.
+_NEXT_EXPIRY_SQL = f"""
+    SELECT EXTRACT(EPOCH FROM MIN(upcoming.at) - clock_timestamp()) FROM (
+        SELECT expires_at AS at FROM leases WHERE holder IN ({_NAMES}) AND instance <> ?
+        UNION ALL
+        SELECT heartbeat_at + {_TTL} FROM instances WHERE id <> ?) AS upcoming
+    WHERE upcoming.at > clock_timestamp()
+"""  # noqa: S608 - constant text
 _INSTANCES_SQL = f"""
     SELECT i.id, i.host, i.pid, i.started_at, i.heartbeat_at,
         i.heartbeat_at >= clock_timestamp() - {_TTL} AS alive,
@@ -117,6 +128,8 @@ class LeaseRound:
         released: holders handed back (beyond this instance's share).
         reclaimed: deliveries of gone instances returned to pending.
         live: live instances counted (this one included).
+        next_expiry_s: seconds (the database's) until another instance's lease of these
+            holders or its heartbeat next expires; None: none to come.
     """
 
     held: dict[str, int]
@@ -124,6 +137,7 @@ class LeaseRound:
     released: tuple[str, ...] = ()
     reclaimed: int = 0
     live: int = 1
+    next_expiry_s: float | None = None
 
 
 @dataclass
@@ -171,7 +185,9 @@ def _round(conn: Db, instance: str, holders: Sequence[str], ttl_s: float, stamp:
             held[holder] = int(token)
             if previous is not None and previous != instance:
                 taken.append(holder)
-    return LeaseRound(held, tuple(sorted(taken)), tuple(released), reclaimed, live)
+    expiry = conn.execute(_NEXT_EXPIRY_SQL, (names, instance, ttl_s, instance)).fetchone()[0]
+    next_expiry_s = None if expiry is None else float(expiry)
+    return LeaseRound(held, tuple(sorted(taken)), tuple(released), reclaimed, live, next_expiry_s)
 
 
 class Leases(Connection):
