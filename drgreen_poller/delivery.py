@@ -46,6 +46,8 @@ BATCH_WAIT_S = 0.05
 UPKEEP_EVERY_S = 3600.0
 
 AttemptHook = Callable[[str, str], None]
+# Where instances share the database: the epoch whose claims may be sent now (None: none may).
+SendGate = Callable[[], int | None]
 
 
 def retry_delay(
@@ -115,15 +117,21 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng
         self.on_attempt = on_attempt
+        # Where instances share the database (``sharing``), checked before each claim and each
+        # send: rows claimed in an earlier epoch, or while it says None, are handed back unsent
+        # (another instance may have reclaimed them). None: alone, nothing to check.
+        self.gate: SendGate | None = None
+        self._queue_epoch: int | None = 0  # the epoch the queued rows were claimed in
+        self._held: list[int] = []  # claimed rows the gate kept from being sent, to hand back
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[AttemptRecord]] = set()
+        self._in_flight: set[asyncio.Task[AttemptRecord | None]] = set()
         # Claimed ahead, not started yet: a finishing attempt starts the next one at once, so
         # the slots stay busy while the loop is writing to the database.
         self._queued = ClaimQueue()
         self._routed: frozenset[str] | None = None  # the sinks the last claim was made for
         self._swept_at = 0.0  # monotonic: when rows of other sinks were last looked for
         self._unrouted_left = False  # the last look found a window full of them: more may wait
-        self._finished: list[asyncio.Task[AttemptRecord]] = []  # ended, not recorded yet
+        self._finished: list[asyncio.Task[AttemptRecord | None]] = []  # ended, not recorded yet
         self._oldest_finished_at = 0.0  # monotonic: when the first of ``_finished`` ended
         self._progress = asyncio.Event()  # an attempt ended
         self._starting = False  # finishing attempts may start queued rows (only inside run)
@@ -155,13 +163,16 @@ class DeliveryWorker:
         nothing more. Returns the attempts made."""
         await self._turn()
         made = 0
-        while self._in_flight or self._queued.count:
+        while self._in_flight or self._queued.count or self._held:
             await self.wait_in_flight()
             made += len(self._finished)
             await self._turn(claim=False)  # records them, starts what was queued
         return made
 
-    async def _attempt(self, row: DueDelivery) -> AttemptRecord:
+    async def _attempt(self, row: DueDelivery, epoch: int | None) -> AttemptRecord | None:
+        """One attempt of ``row``, claimed in ``epoch``; None: not sent, the gate refused."""
+        if self.gate is not None and self.gate() != epoch:
+            return None
         started, t0 = self.clock.now(), self.clock.monotonic()
         sink = self.sinks.get(row.sink)
         if sink is None:
@@ -257,15 +268,21 @@ class DeliveryWorker:
             self._finished.clear()
 
     def _start(self, row: DueDelivery) -> None:
-        task = asyncio.create_task(self._attempt(row))
+        task = asyncio.create_task(self._attempt(row, self._queue_epoch))
         self._in_flight.add(task)
-        task.add_done_callback(partial(self._ended, row.sink))
+        task.add_done_callback(partial(self._ended, row))
 
-    def _ended(self, sink: str, task: asyncio.Task[AttemptRecord]) -> None:
-        """An attempt ended: keep it for the next turn's write, and start a queued row."""
+    def _ended(self, row: DueDelivery, task: asyncio.Task[AttemptRecord | None]) -> None:
+        """An attempt ended: keep it for the next turn's write, and start a queued row. One the
+        gate held back wakes the loop instead, whose turn hands it and the queue back."""
         self._in_flight.discard(task)
-        self._queued.ended(sink)
+        self._queued.ended(row.sink)
         if task.cancelled():
+            return
+        if task.exception() is None and task.result() is None:
+            self._held.append(row.id)
+            self._wake.set()
+            self._progress.set()
             return
         if not self._finished:
             self._oldest_finished_at = self.clock.monotonic()
@@ -304,13 +321,15 @@ class DeliveryWorker:
         """
         done, self._finished = self._finished, []
         self._progress.clear()
-        records = [task.result() for task in done]
+        records = [record for task in done if (record := task.result()) is not None]
+        epoch = 0 if self.gate is None else self.gate()
+        if self._held or epoch != self._queue_epoch:
+            await self._hand_back(epoch)
         if claim:
             records += await self._unrouted()
         await self._sync_accepted(records)
-        rooms = (
-            self._queued.rooms(self.sinks, CLAIM_AHEAD * self.config.concurrency) if claim else {}
-        )
+        window = CLAIM_AHEAD * self.config.concurrency
+        rooms = self._queued.rooms(self.sinks, window) if claim and epoch is not None else {}
         if claim:
             # Rows committed from here on are seen by this claim or wake us. With no room (every
             # sink's window full, so every slot busy; or no sink at all) the turn after the next
@@ -319,12 +338,30 @@ class DeliveryWorker:
         settled = await self.store.settle(records, self.clock.now(), rooms)
         if claim and self._unrouted_left:
             self._wake.set()  # the next turn fails the next window of them
-        self._queued.extend(settled.claimed)
+        if self.gate is not None and settled.claimed and self.gate() != epoch:
+            self._held += [row.id for row in settled.claimed]  # the gate moved during the claim
+            self._wake.set()
+        else:
+            self._queued.extend(settled.claimed)
         while self._queued.count and len(self._in_flight) < self.config.concurrency:
             self._start(self._queued.start_next())
         for record in records:
             self._log(record)
         return settled.next_attempt_at
+
+    async def _hand_back(self, epoch: int | None) -> None:
+        """Claimed rows not to be sent under ``epoch`` go back to pending: those an attempt
+        held back, and every queued one once the epoch changed (claimed before the gate closed
+        or lapsed). Only the rows still this instance's change: another may have reclaimed
+        them meanwhile. Nothing is claimed while the gate is closed; a round reopening it
+        wakes the loop."""
+        ids, self._held = self._held, []
+        if epoch != self._queue_epoch:
+            ids += self._queued.take_all()
+            self._queue_epoch = epoch
+        if ids:
+            await self.store.release(ids, self.clock.now())
+            log.warning("deliveries_handed_back", count=len(ids), reason="lease not sure")
 
     async def _wait(self, stopping: asyncio.Task[object], upcoming: float | None) -> None:
         """Until ended attempts are to be recorded, new rows arrive, the next row falls due, or
@@ -369,8 +406,9 @@ class DeliveryWorker:
     async def _drain(self, grace_s: float) -> None:
         """On stop: queued rows go back to pending; attempts under way get ``grace_s``."""
         self._starting = False
-        if self._queued.count:
-            await self.store.release(self._queued.take_all(), self.clock.now())
+        if self._queued.count or self._held:
+            ids, self._held = [*self._held, *self._queued.take_all()], []
+            await self.store.release(ids, self.clock.now())
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace_s)
         if self._finished:

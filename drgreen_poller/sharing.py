@@ -7,7 +7,9 @@ the live instances; the service then starts polling the holders it took and stop
 those it lost (``service.start_holder`` / ``stop_holder``, the path a reload takes), and the
 fence learns the tokens. Each request of a held holder passes ``gate`` (no request once the
 last renewal is too old to be sure of the lease: a paused instance that resumes sends nothing),
-and a write refused by the fence (``LeaseLost``) or the gate stops its holder at once.
+and a write refused by the fence (``LeaseLost``) or the gate stops its holder at once; each
+delivery the worker claims or sends passes ``sending`` (none once the heartbeat is not sure, and
+none claimed before a renewal that came too late: another instance may have reclaimed it).
 On stop the instance leaves the registry, freeing its leases. ``sharing_of`` and
 ``sharing_jobs`` give the daemon its loop and the connection that wakes its delivery worker on
 new deliveries (none for SQLite, alone). It holds no SQL (``store.leases``)
@@ -64,9 +66,13 @@ class HolderSharing:
         # Until when (monotonic) this instance's leases surely hold, by the last round that
         # renewed them: a stop (SIGSTOP, a stalled host) past it sends no request on resuming.
         self.valid_until = 0.0
+        # Counts the rounds that ended past the sure window of the one before: this instance's
+        # heartbeat may have lapsed meanwhile, and its deliveries been reclaimed by another.
+        self.epoch = 0
         self.next_round_s = ttl_s / ROUNDS_PER_TTL  # the last round's choice
         service.runner.on_lease_lost = self.lost
         service.runtime.lease_gate = self.gate
+        service.worker.gate = self.sending
 
     async def run(self) -> None:
         """Rounds until cancelled; a failed database ends the daemon, as everywhere."""
@@ -85,7 +91,7 @@ class HolderSharing:
             self.instance, names, self.ttl_s, clock.now()
         )
         self.fence.tokens = dict(done.held)
-        self.valid_until = began + self.ttl_s * SURE_SHARE
+        self._renewed(began)
         self.next_round_s = next_round_in(self.ttl_s, done.next_expiry_s)
         for name in done.taken_over:
             service.metrics.lease_takeovers.inc()
@@ -100,6 +106,25 @@ class HolderSharing:
             log.warning("deliveries_reclaimed", count=done.reclaimed, reason="instance gone")
             service.worker.wake()
         return done
+
+    def _renewed(self, began: float) -> None:
+        """The round that began at ``began`` (monotonic) renewed the heartbeat and leases. One
+        ending past the last sure window starts a new epoch (the heartbeat may have lapsed:
+        claims made before are void) and wakes the delivery worker, which claims nothing while
+        the gate is closed."""
+        lapsed = self.service.runtime.clock.monotonic() >= self.valid_until
+        self.valid_until = began + self.ttl_s * SURE_SHARE
+        if lapsed:
+            self.epoch += 1
+            self.service.worker.wake()
+
+    def sending(self) -> int | None:
+        """Before each claim and each send of a delivery: the epoch whose claims may go out
+        now, None while the last renewal is too old to be sure that no other instance has
+        reclaimed this one's deliveries (it does once the heartbeat is ``ttl_s`` old)."""
+        if self.service.runtime.clock.monotonic() >= self.valid_until:
+            return None
+        return self.epoch
 
     def gate(self, holder: str) -> None:
         """Before each request of ``holder``'s: ``LeaseLost`` unless this instance holds its

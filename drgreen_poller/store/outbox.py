@@ -66,6 +66,14 @@ _RESET_GONE_SQL = """
         SELECT id FROM instances WHERE heartbeat_at >= clock_timestamp() - ? * interval '1 second'))
 """
 
+# PostgreSQL shared by instances: claimed rows handed back unsent (a stop, a gate that closed),
+# in one statement, only those still claimed by this instance.
+_RELEASE_MINE_SQL = """
+    UPDATE deliveries SET state = 'pending', updated_at = ?
+    WHERE id IN (SELECT value::bigint FROM json_array_elements_text(?::json))
+      AND state = 'delivering' AND claimed_by = ?
+"""
+
 
 def insert_deliveries(conn: Db, rows: Sequence[tuple[str, str, str, int]], now: datetime) -> None:
     """In the engine's thread, inside a transaction: pending deliveries, each ``(event_id,
@@ -107,9 +115,10 @@ class Outbox(Connection):
         return await self._atomically(work)
 
     async def release(self, ids: Sequence[int], now: datetime) -> None:
-        """Claimed rows never attempted (a stop) go back to ``pending``, due as they were.
-        Where instances share the database, only rows still claimed by this one: another may
-        have claimed them again while this one was taken for gone."""
+        """Claimed rows never attempted (a stop; a gate that closed while instances share the
+        database) go back to ``pending``, due as they were. Where instances share the
+        database, in one statement and only rows still claimed by this one: another may have
+        claimed them again while this one was taken for gone."""
         stamp, instance = iso_ms(now), self.instance
         if instance is None:
             await self._write(
@@ -118,11 +127,7 @@ class Outbox(Connection):
                 [(stamp, delivery_id) for delivery_id in ids],
             )
             return
-        await self._write(
-            "UPDATE deliveries SET state = 'pending', updated_at = ?"
-            " WHERE id = ? AND state = 'delivering' AND claimed_by = ?",
-            [(stamp, delivery_id, instance) for delivery_id in ids],
-        )
+        await self._write(_RELEASE_MINE_SQL, [(stamp, json.dumps(list(ids)), instance)])
 
     async def undelivered(self) -> dict[str, SinkBacklog]:
         """Per sink with any: rows pending, delivering and failed, and the oldest owed one."""
