@@ -2,8 +2,9 @@
 
 Owns the fairness between sinks: how many rows each sink may claim ahead (its room), and which
 sink's row takes a freed slot (the one with the fewest attempts under way), so a receiver that
-hangs holds up its own rows only. It knows nothing of the database, HTTP or retries; the
-delivery worker (``delivery.py``) claims, starts and records.
+hangs holds up its own rows only; and, where instances share the database, which claimed rows go
+back unsent (claimed in an earlier epoch of the lease loop's gate). It knows nothing of the
+database, HTTP or retries; the delivery worker (``delivery.py``) claims, starts and records.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class ClaimQueue:
         self._last_start: dict[str, int] = {}  # per sink: when it last got a slot (a count)
         self._starts = 0
         self.count = 0  # rows queued, all sinks
+        # Where instances share the database: the epoch of the lease loop's gate the queued rows
+        # were claimed in, and claimed rows the gate kept from being sent, to hand back.
+        self.epoch: int | None = 0
+        self.held: list[int] = []
 
     def extend(self, rows: Sequence[DueDelivery]) -> None:
         """Queue claimed rows (in due order) behind their sink's."""
@@ -66,10 +71,24 @@ class ClaimQueue:
         return rooms
 
     def take_all(self) -> list[int]:
-        """Empty the queues (a stop); the ids of the rows that were in them."""
-        ids = [row.id for queue in self._rows.values() for row in queue]
+        """Empty the queues and the held rows (a stop); the ids of the rows that were in them."""
+        ids = [*self.held, *(row.id for queue in self._rows.values() for row in queue)]
         self._rows.clear()
+        self.held = []
         self.count = 0
+        return ids
+
+    def stale(self, epoch: int | None) -> bool:
+        """Whether claimed rows are to be handed back under ``epoch``, the gate's now."""
+        return bool(self.held) or epoch != self.epoch
+
+    def hand_back(self, epoch: int | None) -> list[int]:
+        """The claimed rows not to be sent under ``epoch``, removed: those held back, and every
+        queued one once the epoch changed (claimed before the gate closed or lapsed)."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            return self.take_all()
+        ids, self.held = self.held, []
         return ids
 
     def _precedence(self, sink: str) -> tuple[int, int]:

@@ -1,17 +1,17 @@
 """The delivery worker: takes due outbox rows, hands them to sinks, records every attempt.
 
-Owns the retry policy (a pure function of the attempt number, the schedule, ``Retry-After`` and
-an injected ``random.Random``), bounded concurrency, waking at once for new rows, the drain on
-stop, and the periodic pruning of old rows. Ordering per sink and resource is the store's claim
-rule; how an event travels is the sink's business. Delivery is at least once: receivers
-deduplicate on the event id (``webhook-id``).
+Owns each attempt's next state (the retry policy itself is ``retries.py``), bounded concurrency,
+waking at once for new rows, the drain on stop, the gate a shared database's instance passes
+before each claim and send, and the periodic pruning of old rows. Ordering per sink and resource
+is the store's claim rule; how an event travels is the sink's business. Delivery is at least
+once: receivers deduplicate on the event id (``webhook-id``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -20,16 +20,13 @@ import structlog
 from drgreen_poller.claim_queue import ClaimQueue
 from drgreen_poller.clock import Clock
 from drgreen_poller.config import DeliveryConfig
+from drgreen_poller.retries import retry_delay
 from drgreen_poller.sinks import Outcome, Sink
 from drgreen_poller.store import UNROUTED, AttemptRecord, DeliveryState, DueDelivery
 from drgreen_poller.store.roles import DeliveryStore
 
 log = structlog.get_logger(__name__)
 
-# Each scheduled delay gets ±20 % jitter, so a recovering receiver is not hit all at once.
-RETRY_JITTER = 0.20
-# A receiver's Retry-After is honoured up to this long (a bogus value must not park events).
-RETRY_AFTER_MAX_S = 6 * 3600.0
 # With nothing due, look again at least this often (rows requeued by the CLI, clock drift).
 IDLE_RECHECK_S = 5.0
 # Rows claimed per slot and sink, counting those under way: a finishing attempt starts a claimed
@@ -48,25 +45,6 @@ UPKEEP_EVERY_S = 3600.0
 AttemptHook = Callable[[str, str], None]
 # Where instances share the database: the epoch whose claims may be sent now (None: none may).
 SendGate = Callable[[], int | None]
-
-
-def retry_delay(
-    attempts_made: int,
-    schedule: Sequence[float],
-    retry_after_s: float | None,
-    rng: random.Random,
-) -> float | None:
-    """Seconds until the next attempt after ``attempts_made`` failed ones; None: give up.
-
-    ``schedule[k]`` is the delay before attempt ``k + 1`` (the first, ``schedule[0]``, is
-    normally 0: immediate). ``Retry-After`` lengthens a delay, never shortens it.
-    """
-    if attempts_made >= len(schedule):
-        return None
-    delay = schedule[attempts_made] * rng.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
-    return delay
 
 
 def until_next_due(upcoming: float | None, now: float) -> float:
@@ -117,12 +95,9 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng
         self.on_attempt = on_attempt
-        # Where instances share the database (``sharing``), checked before each claim and each
-        # send: rows claimed in an earlier epoch, or while it says None, are handed back unsent
-        # (another instance may have reclaimed them). None: alone, nothing to check.
+        # Instances sharing the database (``sharing``): checked before each claim and send; a
+        # row claimed in another epoch goes back unsent. None: alone, nothing to check.
         self.gate: SendGate | None = None
-        self._queue_epoch: int | None = 0  # the epoch the queued rows were claimed in
-        self._held: list[int] = []  # claimed rows the gate kept from being sent, to hand back
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[AttemptRecord | None]] = set()
         # Claimed ahead, not started yet: a finishing attempt starts the next one at once, so
@@ -163,7 +138,7 @@ class DeliveryWorker:
         nothing more. Returns the attempts made."""
         await self._turn()
         made = 0
-        while self._in_flight or self._queued.count or self._held:
+        while self._in_flight or self._queued.count or self._queued.held:
             await self.wait_in_flight()
             made += len(self._finished)
             await self._turn(claim=False)  # records them, starts what was queued
@@ -268,7 +243,7 @@ class DeliveryWorker:
             self._finished.clear()
 
     def _start(self, row: DueDelivery) -> None:
-        task = asyncio.create_task(self._attempt(row, self._queue_epoch))
+        task = asyncio.create_task(self._attempt(row, self._queued.epoch))
         self._in_flight.add(task)
         task.add_done_callback(partial(self._ended, row))
 
@@ -280,7 +255,7 @@ class DeliveryWorker:
         if task.cancelled():
             return
         if task.exception() is None and task.result() is None:
-            self._held.append(row.id)
+            self._queued.held.append(row.id)
             self._wake.set()
             self._progress.set()
             return
@@ -323,7 +298,7 @@ class DeliveryWorker:
         self._progress.clear()
         records = [record for task in done if (record := task.result()) is not None]
         epoch = 0 if self.gate is None else self.gate()
-        if self._held or epoch != self._queue_epoch:
+        if self._queued.stale(epoch):
             await self._hand_back(epoch)
         if claim:
             records += await self._unrouted()
@@ -339,7 +314,7 @@ class DeliveryWorker:
         if claim and self._unrouted_left:
             self._wake.set()  # the next turn fails the next window of them
         if self.gate is not None and settled.claimed and self.gate() != epoch:
-            self._held += [row.id for row in settled.claimed]  # the gate moved during the claim
+            self._queued.held += [row.id for row in settled.claimed]  # it moved during the claim
             self._wake.set()
         else:
             self._queued.extend(settled.claimed)
@@ -350,15 +325,9 @@ class DeliveryWorker:
         return settled.next_attempt_at
 
     async def _hand_back(self, epoch: int | None) -> None:
-        """Claimed rows not to be sent under ``epoch`` go back to pending: those an attempt
-        held back, and every queued one once the epoch changed (claimed before the gate closed
-        or lapsed). Only the rows still this instance's change: another may have reclaimed
-        them meanwhile. Nothing is claimed while the gate is closed; a round reopening it
-        wakes the loop."""
-        ids, self._held = self._held, []
-        if epoch != self._queue_epoch:
-            ids += self._queued.take_all()
-            self._queue_epoch = epoch
+        """Claimed rows not to be sent under ``epoch`` go back to pending (the store changes
+        only those still this instance's). A round reopening a closed gate wakes the loop."""
+        ids = self._queued.hand_back(epoch)
         if ids:
             await self.store.release(ids, self.clock.now())
             log.warning("deliveries_handed_back", count=len(ids), reason="lease not sure")
@@ -406,9 +375,8 @@ class DeliveryWorker:
     async def _drain(self, grace_s: float) -> None:
         """On stop: queued rows go back to pending; attempts under way get ``grace_s``."""
         self._starting = False
-        if self._queued.count or self._held:
-            ids, self._held = [*self._held, *self._queued.take_all()], []
-            await self.store.release(ids, self.clock.now())
+        if self._queued.count or self._queued.held:
+            await self.store.release(self._queued.take_all(), self.clock.now())
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace_s)
         if self._finished:

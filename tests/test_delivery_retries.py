@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from drgreen_poller.delivery import RETRY_AFTER_MAX_S, retry_delay
+from drgreen_poller.retries import RETRY_AFTER_MAX_S, retry_delay
 from tests.delivery_bench import (
     SCHEDULE,
     Bench,
