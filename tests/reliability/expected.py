@@ -186,3 +186,23 @@ def check_deliveries(histories: Iterable[History], arrivals: Sequence[Arrival]) 
     for key, history in known.items():
         problems += _compare(history, grouped.get(key, []))
     return problems
+
+
+def stale_arrivals(arrivals: Sequence[Arrival]) -> list[str]:
+    """Arrivals of a resource's event after a later event of that resource had arrived, a
+    repeat under its own id included: a receiver that drops stale events by ``sequence`` would
+    take it for one, and one that does not would act on an old state. A crashed daemon's retry
+    never does that (a resource's next event waits until the earlier one is recorded); an
+    instance resumed from a pause that sends rows it claimed before would (several instances)."""
+    latest: dict[tuple[str, str], Arrival] = {}
+    problems = []
+    for arrival in arrivals:
+        resource = arrival.event["resource"]
+        key = (resource["type"], resource["id"])
+        newest = latest.get(key)
+        if newest is None or arrival.event["sequence"] >= newest.event["sequence"]:
+            latest[key] = arrival
+            continue
+        problems.append(f"{key[0]} {key[1]}: {_describe(arrival.event)} (id {arrival.id}) arrived "
+                        f"after {_describe(newest.event)} (id {newest.id})")  # fmt: skip
+    return problems

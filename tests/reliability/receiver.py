@@ -19,12 +19,14 @@ from tests.reliability.harness import CLOCK
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """One verified webhook request: its ``webhook-id``, the event, and when it came."""
+    """One verified webhook request: its ``webhook-id``, the event, when it came, and the
+    sender's ``via`` (the sink URL's query parameter: several senders each name theirs)."""
 
     id: str
     event: dict[str, Any]
     body: bytes
     at: float
+    via: str = ""
 
 
 @dataclass
@@ -64,7 +66,10 @@ class Receiver:
         except WebhookVerificationError as exc:
             self.rejected.append(f"{request.headers.get('webhook-id')}: {exc}")
             return web.Response(status=401)
-        self.arrivals.append(Arrival(request.headers["webhook-id"], event, body, CLOCK.monotonic()))
+        via = request.query.get("via", "")
+        self.arrivals.append(
+            Arrival(request.headers["webhook-id"], event, body, CLOCK.monotonic(), via)
+        )
         self.arrived.set()
         hold = self.hold_s()
         if hold > 0:

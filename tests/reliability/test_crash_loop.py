@@ -4,7 +4,8 @@ The daemon (the real CLI) is killed right after start, while it polls (a share o
 sandbox's answers are slowed so polls last) and while a delivery is in flight (the receiver
 holds its answers), and restarted each time, while a driver moves orders and clients through
 their lifecycles. At the end a last run drains everything and the receiver must hold every
-transition under exactly one id, nothing invented, each resource's events in order.
+transition under exactly one id, nothing invented, each resource's events in order (a retry
+after a kill never after the resource's next event).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from tests.reliability.daemon_process import Daemon, write_config
 from tests.reliability.driver import Driver
-from tests.reliability.expected import check_deliveries
+from tests.reliability.expected import check_deliveries, stale_arrivals
 from tests.reliability.harness import CLOCK, SCALE, wait_for
 from tests.reliability.receiver import Receiver
 from tests.reliability.sandbox_process import Control, SandboxProcess
@@ -161,6 +162,7 @@ class TestCrashLoop:
 
         problems = await driver.disagreements()
         problems += check_deliveries(driver.histories, receiver.arrivals)
+        problems += stale_arrivals(receiver.arrivals)  # a retry never follows a newer event
         summary = (
             f"seed {seed}: {killer.kills} kills {dict(killer.modes)}, {daemon.starts} starts, "
             f"{driver.calls} control calls ({driver.refused} refused with 409), "

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from tests.reliability.daemon_process import shows_a_crash
-from tests.reliability.expected import History, check_deliveries, client_step, order_step
+from tests.reliability.expected import (
+    History,
+    check_deliveries,
+    client_step,
+    order_step,
+    stale_arrivals,
+)
 from tests.reliability.receiver import Arrival
 
 P, V, R = "PENDING", "VERIFIED", "REJECTED"
@@ -110,6 +116,25 @@ class TestCheckDeliveries:
         """The right type carrying the wrong object state is not the transition."""
         wrong = arrival("e3", "order.paid", 3, order(V, "PAID"))
         assert check_deliveries([HISTORY], [*CLEAN[:2], wrong]) != []
+
+
+class TestStaleArrivals:
+    def test_repeats_before_the_next_event_pass(self) -> None:
+        """An event repeated (a retry after a crash) before its resource's next one: fine."""
+        assert stale_arrivals([CLEAN[0], CLEAN[1], CLEAN[1], CLEAN[2], CLEAN[2]]) == []
+
+    def test_a_repeat_after_a_later_event_is_flagged(self) -> None:
+        """An event arriving again, under its own id, after its resource's later event is a
+        stale send (what an instance resumed from a pause would send)."""
+        [problem] = stale_arrivals([*CLEAN, CLEAN[1]])
+        assert problem.startswith("order o1: #2 order.approved")
+        assert "(id e2) arrived after #3 order.paid" in problem
+
+    def test_other_resources_do_not_count(self) -> None:
+        """Another resource's later sequence makes no event of this one stale."""
+        other = arrival("x9", "order.paid", 9, order(V, "COMPLETED"))
+        other.event["resource"]["id"] = "o2"
+        assert stale_arrivals([CLEAN[0], other, CLEAN[1]]) == []
 
 
 class TestCrashLines:

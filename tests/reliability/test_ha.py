@@ -1,9 +1,10 @@
 """Several instances on one PostgreSQL database (issue 11, point 5): three ``run`` processes
 share three holders while their upstream keeps moving; one instance is SIGKILLed at random
-moments and restarted each time, and one is once SIGSTOPped past its lease and resumed. At the
-end every transition must have reached the receiver under exactly one id, each resource's events
-in order, and the sandbox's request log (each request's User-Agent names its instance) must show
-no two instances polling one holder at the same time.
+moments and restarted each time, and one is once SIGSTOPped past its lease (caught sending, rows
+claimed behind) and resumed. At the end every transition must have reached the receiver under
+exactly one id, each resource's events in order and none after a newer one (not even a repeat),
+and the sandbox's request log (each request's User-Agent names its instance) must show no two
+instances polling one holder at the same time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from tests.conftest import PgDatabase
 from tests.reliability.daemon_process import Daemon, write_config
 from tests.reliability.driver import Driver
-from tests.reliability.expected import check_deliveries
+from tests.reliability.expected import check_deliveries, stale_arrivals
 from tests.reliability.harness import CLOCK, SCALE, wait_for
 from tests.reliability.receiver import Receiver
 from tests.reliability.sandbox_process import Control, Keys, SandboxProcess
@@ -40,6 +41,10 @@ DRAIN_TIMEOUT_S = 90.0
 # hands (a release happens at a round, a takeover after the lease expired): two instances'
 # requests alternating faster than this are two instances polling it at once.
 HANDOVER_FLOOR_S = TTL_S / 3 / 2
+# The pause: the receiver holds its answers this long while an instance is caught sending, which
+# comes within PAUSE_CATCH_S (else a random instance is paused).
+PAUSE_HOLD_S = 1.0
+PAUSE_CATCH_S = 10.0
 AGENT = re.compile(r"\(instance ([^)]+)\)")
 
 
@@ -66,11 +71,23 @@ class Cluster:
         await CLOCK.sleep(self.rng.uniform(0.0, 1.5))
         await victim.start()
 
-    async def pause_one(self) -> None:
-        """SIGSTOP an instance past its lease (twice the TTL), then SIGCONT it."""
-        victim = self.rng.choice(self.daemons)
+    async def pause_one(self, receiver: Receiver) -> None:
+        """SIGSTOP an instance past its lease (twice the TTL), then SIGCONT it: one caught
+        sending, with rows claimed behind that attempt (the receiver holds its answers a
+        moment, each instance has one slot), which another instance sends meanwhile, and
+        then newer events of their resources: a stale send on resuming would show."""
+        receiver.hold_s = lambda: PAUSE_HOLD_S
+        seen = len(receiver.arrivals)
+        for _ in range(int(PAUSE_CATCH_S / 0.05)):  # drivers keep moving: one comes soon
+            if len(receiver.arrivals) > seen:
+                break
+            await CLOCK.sleep(0.05)
+        await CLOCK.sleep(PAUSE_HOLD_S / 2)  # rows pile up in the claims behind held ones
+        sending = receiver.arrivals[-1].via if len(receiver.arrivals) > seen else ""
+        victim = self.daemons[int(sending)] if sending else self.rng.choice(self.daemons)
         assert victim.process is not None
         victim.process.send_signal(signal.SIGSTOP)
+        receiver.hold_s = lambda: 0.0
         await CLOCK.sleep(2 * TTL_S)
         victim.process.send_signal(signal.SIGCONT)
         self.stopped = True
@@ -87,12 +104,16 @@ def _configs(
             receiver=receiver, events=["order.*", "client.*"], first_sync="emit",
         )  # fmt: skip
         (config.parent / "pg.password").write_text(db.password + "\n")
-        config.write_text(config.read_text() + store)
+        # One slot each, and the receiver told which instance sent (``pause_one``).
+        text = config.read_text().replace(
+            f'url = "{receiver.url}"', f'url = "{receiver.url}?via={n}"'
+        )
+        config.write_text(text.replace("[delivery]\n", "[delivery]\nconcurrency = 1\n") + store)
         paths.append(config)
     return paths
 
 
-async def _drive(drivers: list[Driver], cluster: Cluster) -> None:
+async def _drive(drivers: list[Driver], cluster: Cluster, receiver: Receiver) -> None:
     """Move every holder's world while instances are killed (and once paused)."""
 
     def settled() -> bool:
@@ -106,7 +127,7 @@ async def _drive(drivers: list[Driver], cluster: Cluster) -> None:
     async def crashes() -> None:
         while not (settled() and cluster.kills >= KILLS and cluster.stopped):
             if cluster.kills == KILLS // 2 and not cluster.stopped:
-                await cluster.pause_one()
+                await cluster.pause_one(receiver)
             else:
                 await cluster.kill_one()
 
@@ -181,7 +202,7 @@ class TestSharedDatabase:
         try:
             for daemon in cluster.daemons:
                 await daemon.start()
-            await _drive(drivers, cluster)
+            await _drive(drivers, cluster, receiver)
             expected = sum(len(h.expected()) for d in drivers for h in d.histories)
             await _drain(cluster, receiver, expected, seed)
             codes = [await daemon.stop() for daemon in cluster.daemons]
@@ -191,6 +212,7 @@ class TestSharedDatabase:
                     await daemon.kill()
         problems = [p for d in drivers for p in await d.disagreements()]
         problems += check_deliveries([h for d in drivers for h in d.histories], receiver.arrivals)
+        problems += stale_arrivals(receiver.arrivals)  # nothing old sent after the pause
         handovers = 0
         for name in HOLDERS:
             log = await control.request_log(name)
