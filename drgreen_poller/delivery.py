@@ -290,9 +290,9 @@ class DeliveryWorker:
     async def _turn(self, *, claim: bool = True) -> float | None:
         """Record ended attempts and claim work for the free slots and queue: one transaction.
 
-        Accepted events are made durable in their sinks first (``sync``); with ``claim`` false
-        nothing new is claimed. Returns when the earliest pending row falls due (None: no room,
-        or nothing pending).
+        Accepted events are made durable in their sinks first (``sync``); with ``claim`` false,
+        or while the gate (instances sharing the database) is closed, nothing new is claimed.
+        Returns when the earliest pending row falls due (None: no room, or nothing pending).
         """
         done, self._finished = self._finished, []
         self._progress.clear()

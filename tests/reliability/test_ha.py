@@ -37,6 +37,7 @@ TTL_S = 3.0  # [store] lease_ttl of the test: a takeover within a few seconds
 SPACING_S = 8.0
 KILLS = 10 if SCALE.name == "full" else 3
 DRAIN_TIMEOUT_S = 90.0
+START_WAIT_S = 60.0
 # Another instance can have a holder back no sooner than one lease round after it changed
 # hands (a release happens at a round, a takeover after the lease expired): two instances'
 # requests alternating faster than this are two instances polling it at once.
@@ -159,6 +160,16 @@ def _handovers(log: list[dict[str, Any]]) -> int:
     return sum(1 for before, after in itertools.pairwise(agents) if before != after)
 
 
+async def _until_polled(control: Control) -> None:
+    """Until every holder has been polled once: the instances are up, so the drivers' spacing
+    counts from there, not from processes still starting on a busy machine (seconds, seen)."""
+
+    async def polled() -> bool:
+        return all([await control.request_log(name) for name in HOLDERS])
+
+    await wait_for(polled, START_WAIT_S, "every holder polled once")
+
+
 async def _drain(cluster: Cluster, receiver: Receiver, expected: int, seed: int) -> None:
     """Every instance up until every expected event arrived and a quiet spell passed."""
     for daemon in cluster.daemons:
@@ -202,6 +213,7 @@ class TestSharedDatabase:
         try:
             for daemon in cluster.daemons:
                 await daemon.start()
+            await _until_polled(control)
             await _drive(drivers, cluster, receiver)
             expected = sum(len(h.expected()) for d in drivers for h in d.histories)
             await _drain(cluster, receiver, expected, seed)
