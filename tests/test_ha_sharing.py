@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from drgreen_poller.changes import Change
+from drgreen_poller.claim_queue import ClaimQueue
 from drgreen_poller.clock import FakeClock, SystemClock
 from drgreen_poller.config import load_config
 from drgreen_poller.errors import LeaseLost
@@ -260,6 +261,38 @@ class TestSendGate:
             await other.close()
         assert "deliveries_handed_back" in capsys.readouterr().out
 
+    async def test_the_running_worker_starts_no_queued_row_once_the_gate_closed(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock]
+    ) -> None:
+        """In the running loop, the row an ending attempt would start next is not sent once
+        the gate has closed: it goes back to pending at once, and out after the next round."""
+        service, sharing, clock = shared_service
+        await sharing.round()
+        store, worker = service.runtime.store, service.worker
+        store.sinks = (SinkRoute("all", ("*",)),)
+        await store.commit_events("shop", [_order(1), _order(2)], now=NOW)
+        sink = GatedSink("all")
+        worker.sinks = {"all": sink}
+        worker.config = replace(worker.config, concurrency=1)
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, 1.0))
+        await eventually(lambda: sink.waiting == 1, what="the first attempt", task=running)
+        clock.advance(2.0)  # the process stopped while the attempt was under way
+        sink.gated = False
+        sink.release()
+
+        async def handed_back() -> bool:
+            return sorted(row.state for row in await store.deliveries()) == [
+                "delivered", "pending",
+            ]  # fmt: skip
+
+        await eventually(handed_back, what="the queued row pending again", task=running)
+        assert len(sink.started) == 1
+        await sharing.round()
+        await eventually(lambda: len(sink.started) == 2, what="the row sent", task=running)
+        stop.set()
+        await running
+
     async def test_a_closed_gate_hands_queued_rows_back_until_a_round(
         self, shared_service: tuple[Service, HolderSharing, FakeClock]
     ) -> None:
@@ -322,6 +355,31 @@ class TestSendGate:
         await eventually(lambda: len(sink.started) == 1, what="the row sent", task=running)
         stop.set()
         await running
+
+
+class TestHandBack:
+    def test_a_new_epoch_hands_back_the_queue_and_the_held(self) -> None:
+        """Once the gate's epoch moved, every queued and held row is to be handed back."""
+        queue = ClaimQueue()
+        queue.extend([_due(1), _due(2)])
+        queue.held.append(3)
+        assert queue.stale(1)
+        assert sorted(queue.hand_back(1)) == [1, 2, 3]
+        assert (queue.count, queue.epoch, queue.stale(1)) == (0, 1, False)
+
+    def test_rows_held_in_the_same_epoch_go_back_alone(self) -> None:
+        """Rows an attempt held back after the queue was handed back go back alone: rows
+        queued since, claimed in the current epoch, stay."""
+        queue = ClaimQueue()
+        queue.hand_back(1)
+        queue.extend([_due(1)])
+        queue.held.append(2)
+        assert queue.hand_back(1) == [2]
+        assert queue.count == 1
+
+
+def _due(delivery_id: int) -> DueDelivery:
+    return DueDelivery(delivery_id, f"evt_{delivery_id}", "order.approved", "all", 0, "{}")
 
 
 class _PausingStore:
