@@ -97,8 +97,13 @@ class HolderSharing:
             service.metrics.lease_takeovers.inc()
             log.warning("lease_taken_over", holder=name, token=done.held[name])
         for name in sorted(set(service.runner.pollers) - set(done.held)):
-            stop_holder(service, name)
-            log.info("lease_released", holder=name, live_instances=done.live)
+            stop_holder(service, name)  # before its lease is free: no request under way then
+            if name in done.released:
+                log.info("lease_released", holder=name, live_instances=done.live)
+            else:
+                log.warning("lease_lost", holder=name, hint="another instance took it")
+        if done.released:
+            await service.runtime.store.release_leases(self.instance.id, done.released)
         for name in sorted(set(done.held) - set(service.runner.pollers)):
             await start_holder(service, name)
             log.info("lease_taken", holder=name, token=done.held[name], live_instances=done.live)

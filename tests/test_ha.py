@@ -1,7 +1,7 @@
 """Tests of several daemons on one PostgreSQL database: the instance id in the User-Agent, the
 lease gate on requests, and real ``run`` processes sharing holders, one taking over the other's
 when it is killed (``status`` and ``/metrics`` show it). The lease loop in process is
-tests/test_ha_sharing.py, the long crash loop tests/reliability/test_ha.py."""
+tests/sharing/, the long crash loop tests/reliability/test_ha.py."""
 
 from __future__ import annotations
 

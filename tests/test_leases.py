@@ -77,8 +77,9 @@ class TestLeases:
         assert again.held == dict.fromkeys(HOLDERS, 1)
 
     async def test_a_live_lease_is_not_taken(self, open_store: Opener) -> None:
-        """A second instance takes nothing while the first holds every lease unexpired, and
-        the first then hands back what is beyond its share, which the second takes."""
+        """A second instance takes nothing while the first holds every lease unexpired; the
+        first's round names what is beyond its share, keeping it until the first hands it back
+        (once it stopped polling it), and the second then takes it."""
         first, second = await open_store(), await open_store()
         await first.share_holders(_instance("a"), HOLDERS, TTL_S, NOW)
         assert (await second.share_holders(_instance("b"), HOLDERS, TTL_S, NOW)).held == {}
@@ -86,6 +87,9 @@ class TestLeases:
         assert handed.live == 2
         assert handed.released == ("gamma",)
         assert sorted(handed.held) == ["alpha", "beta"]
+        # Still the first's, renewed, until it has stopped polling it and hands it back.
+        assert (await second.share_holders(_instance("b"), HOLDERS, TTL_S, NOW)).held == {}
+        await first.release_leases(_instance("a").id, handed.released)
         taken = await second.share_holders(_instance("b"), HOLDERS, TTL_S, NOW)
         assert taken.held == {"gamma": 2}  # taken anew: the token moved on
 

@@ -6,7 +6,8 @@ the instance holding it, its fencing token and when it expires), all timed by th
 clock (``clock_timestamp()``), never a process's. A round (``share_holders``) heartbeats, returns
 the deliveries of instances gone quiet to pending, renews this instance's leases and evens them
 out: an instance holds about ``ceil(holders / live instances)`` of them, taking free or expired
-ones (each take increments the token) and handing back any beyond its share. ``Fence`` checks,
+ones (each take increments the token) and naming any beyond its share, which it hands back
+(``release_leases``) once it has stopped polling them. ``Fence`` checks,
 inside a holder's write transaction, that the lease and its token are still this instance's.
 It decides nothing about when rounds run or what a held holder polls (``sharing`` does).
 PostgreSQL only: SQLite keeps its one-daemon lock.
@@ -125,7 +126,8 @@ class LeaseRound:
     Attributes:
         held: holder → fencing token, every lease this instance holds now.
         taken_over: holders just taken from another instance whose lease had expired.
-        released: holders handed back (beyond this instance's share).
+        released: holders beyond this instance's share, to hand back (``release_leases``)
+            once it has stopped polling them: until then they stay its, renewed.
         reclaimed: deliveries of gone instances returned to pending.
         live: live instances counted (this one included).
         next_expiry_s: seconds (the database's) until another instance's lease of these
@@ -173,9 +175,8 @@ def _round(conn: Db, instance: str, holders: Sequence[str], ttl_s: float, stamp:
     live = int(conn.execute(_LIVE_SQL, (ttl_s,)).fetchone()[0])
     share = fair_share(len(holders), live)
     released: list[str] = []
-    if len(held) > share:
+    if len(held) > share:  # renewed still: freed once this instance stopped polling them
         released = sorted(held)[share:]
-        conn.execute(_RELEASE_SQL, (instance, json.dumps(released)))
         for holder in released:
             del held[holder]
     taken: list[str] = []
@@ -201,8 +202,8 @@ class Leases(Connection):
         self, me: Instance, holders: Sequence[str], ttl_s: float, now: datetime
     ) -> LeaseRound:
         """Heartbeat (registering again if this instance was taken for gone), return gone
-        instances' deliveries to pending, renew this instance's leases of ``holders``, then hand
-        back those beyond its fair share or take free and expired ones up to it."""
+        instances' deliveries to pending, renew this instance's leases of ``holders``, then name
+        those beyond its fair share (to hand back) or take free and expired ones up to it."""
         stamp = iso_ms(now)
 
         def work(conn: Db) -> LeaseRound:
@@ -212,7 +213,8 @@ class Leases(Connection):
         return await self._atomically(work)
 
     async def release_leases(self, instance: str, holders: Sequence[str]) -> None:
-        """Hand ``holders``' leases back at once (a reload removed them)."""
+        """Hand ``holders``' leases back at once (a reload removed them, or they are beyond
+        this instance's share), once this instance has stopped polling them."""
         await self._atomically(
             lambda conn: conn.execute(_RELEASE_SQL, (instance, json.dumps(list(holders))))
         )

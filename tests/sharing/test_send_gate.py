@@ -1,27 +1,21 @@
-"""Tests of the lease loop of a daemon sharing its PostgreSQL database, in process on a fake
-clock (the database's clock is real): rounds start and stop holders, come back just after another
-instance's lease or heartbeat expires, and the delivery worker sends no row it claimed before its
-instance's heartbeat could have lapsed. Real ``run`` processes are tests/test_ha.py."""
+"""Tests of the delivery worker's gate where instances share a PostgreSQL database, in process on
+a fake clock: it sends no row it claimed before its instance's heartbeat could have lapsed, and
+hands such rows back. Real ``run`` processes are tests/test_ha.py and tests/reliability/."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import pytest
 
 from drgreen_poller.changes import Change
-from drgreen_poller.clock import FakeClock, SystemClock
-from drgreen_poller.config import load_config
-from drgreen_poller.errors import LeaseLost
+from drgreen_poller.clock import FakeClock
 from drgreen_poller.events import Resource
-from drgreen_poller.sandbox import HolderInfo, LocalSandbox
-from drgreen_poller.service import Service, apply_config, build_service, open_runtime
-from drgreen_poller.sharing import EXPIRY_MARGIN_S, HolderSharing, next_round_in
+from drgreen_poller.service import Service
+from drgreen_poller.sharing import HolderSharing
 from drgreen_poller.store import (
     AttemptRecord,
     DeliveryState,
@@ -31,161 +25,11 @@ from drgreen_poller.store import (
     SinkRoute,
     Store,
 )
-from drgreen_poller.store.leases import Fence, Instance
-from drgreen_poller.tiers import Tier
-from tests.conftest import PgDatabase, pg_store_config, write_config
-from tests.fakes import ClockScheduler, GatedSink
+from drgreen_poller.store.leases import Instance
+from tests.conftest import PgDatabase, pg_store_config
+from tests.fakes import GatedSink
+from tests.sharing.values import NOW
 from tests.waiting import eventually, until_sleeping
-
-TTL = "2s"
-LONG_TTL_S = 30.0  # its lease rounds come every 10 s, unless an expiry comes sooner
-DEAD_TTL_S = 3.0  # the lease a dead instance left
-LATE_S = 0.05  # how late after the expiry the round may come
-NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
-_ORDER = Resource("order", "6f1c2a9e-8d3b-4c55-9a61-2f7e0b1d4c10")
-
-
-@pytest.fixture
-def clock() -> SystemClock:
-    """The sandbox's clock is real (the daemon's parts take their own fake one)."""
-    return SystemClock()
-
-
-@pytest.fixture
-async def shared_service(
-    tmp_path: Path, box: LocalSandbox, shop: HolderInfo, pg_database: PgDatabase
-) -> AsyncIterator[tuple[Service, HolderSharing, FakeClock]]:
-    """A daemon's parts on a shared PostgreSQL database, on a fake clock (nothing started)."""
-    (tmp_path / "pg.password").write_text(pg_database.password + "\n")
-    extra = (
-        f'[store]\nurl = "{pg_database.url}"\npassword_file = "pg.password"\nlease_ttl = "{TTL}"\n'
-    )
-    config = load_config(write_config(tmp_path, box.base_url, shop, extra=extra), {})
-    clock = FakeClock()
-    async with open_runtime(config, clock, shared=True) as runtime:
-        assert runtime.instance is not None
-        assert isinstance(runtime.store.fence, Fence)
-        service = build_service(runtime, make_scheduler=functools.partial(ClockScheduler, clock))
-        assert runtime.pollers == {}  # none before a lease is taken
-        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, 2.0)
-        yield service, sharing, clock
-
-
-class TestNextRound:
-    @pytest.mark.parametrize(
-        ("next_expiry_s", "expected_s"),
-        [(None, 10.0), (25.0, 10.0), (4.0, 4.0 + EXPIRY_MARGIN_S), (0.0, EXPIRY_MARGIN_S)],
-    )
-    def test_the_next_round_follows_the_next_expiry(
-        self, next_expiry_s: float | None, expected_s: float
-    ) -> None:
-        """The loop waits a third of the TTL, or until just after another instance's lease or
-        heartbeat expires when that comes sooner."""
-        assert next_round_in(30.0, next_expiry_s) == pytest.approx(expected_s)
-
-
-class TestSharingService:
-    async def test_a_round_starts_the_holders_taken(
-        self, shared_service: tuple[Service, HolderSharing, FakeClock]
-    ) -> None:
-        """A round's leases become the runner's holders, scheduled, and their requests pass
-        the gate until the renewal is too old to be sure of."""
-        service, sharing, clock = shared_service
-        done = await sharing.round()
-        assert list(done.held) == ["shop"]
-        assert list(service.runner.pollers) == ["shop"]
-        assert service.scheduler.next_run("shop", Tier.ACTIVE_ORDERS) is not None
-        sharing.gate("shop")  # sure of the lease: the request may leave
-        clock.advance(2.0)
-        with pytest.raises(LeaseLost):
-            sharing.gate("shop")
-
-    async def test_a_lost_lease_stops_the_holder_and_counts(
-        self, shared_service: tuple[Service, HolderSharing, FakeClock]
-    ) -> None:
-        """A refusal stops polling the holder at once (unscheduled) and is counted."""
-        service, sharing, _ = shared_service
-        await sharing.round()
-        service.runner.on_lease_lost("shop")
-        assert service.runner.pollers == {}
-        assert service.scheduler.next_run("shop", Tier.ACTIVE_ORDERS) is None
-        assert service.metrics.fencing_refusals._value.get() == 1
-        with pytest.raises(LeaseLost):
-            sharing.gate("shop")
-        assert list((await sharing.round()).held) == ["shop"]  # still its: taken up again
-        assert list(service.runner.pollers) == ["shop"]
-
-    async def test_a_reload_removing_a_holder_hands_its_lease_back(
-        self, shared_service: tuple[Service, HolderSharing, FakeClock]
-    ) -> None:
-        """A holder a reload removes stops, and its lease is free for another instance at once;
-        one it adds waits for the next round."""
-        service, sharing, _ = shared_service
-        await sharing.round()
-        renamed = replace(service.config.holders[0], name="other")
-        await apply_config(service, replace(service.config, holders=(renamed,)))
-        assert service.runner.pollers == {}
-        rows = await service.runtime.store.instances(2.0)
-        assert [row.holders for row in rows] == [()]
-        assert list((await sharing.round()).held) == ["other"]
-
-    @pytest.mark.timeout(20)
-    async def test_a_dead_instances_lease_is_taken_at_its_expiry(
-        self, shared_service: tuple[Service, HolderSharing, FakeClock], pg_database: PgDatabase
-    ) -> None:
-        """After a round that saw another instance's lease expire soon, the loop's next round
-        comes right after that expiry (a few ms), not a third of the time to live later, and
-        takes the holder over: a dead instance's holders move within the TTL of its death."""
-        service, _, clock = shared_service
-        runtime = service.runtime
-        assert runtime.instance is not None
-        assert isinstance(runtime.store.fence, Fence)
-        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
-        dead = await Store.open(pg_store_config(pg_database), sinks=[])
-        try:
-            await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
-            assert (await sharing.round()).held == {}  # the dead one's lease has not expired yet
-            assert sharing.next_round_s <= DEAD_TTL_S + EXPIRY_MARGIN_S
-            looping = asyncio.create_task(sharing.run())
-            await until_sleeping(clock, looping)
-
-            async def expired() -> bool:  # the database's clock is real: wait for it to pass
-                rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
-                return bool(rows[0][0])
-
-            await eventually(expired, what="the dead instance's lease expired", task=looping)
-            clock.advance(DEAD_TTL_S + LATE_S)  # far short of the usual round (LONG_TTL_S / 3)
-            await eventually(lambda: "shop" in service.runner.pollers, task=looping)
-            assert service.metrics.lease_takeovers._value.get() == 1
-            looping.cancel()
-            await asyncio.gather(looping, return_exceptions=True)
-        finally:
-            await dead.close()
-
-    async def test_a_gone_instances_deliveries_wake_the_worker(
-        self,
-        shared_service: tuple[Service, HolderSharing, FakeClock],
-        pg_database: PgDatabase,
-        capsys: pytest.CaptureFixture[str],
-    ) -> None:
-        """Rows in flight on an instance gone silent are returned at a round, which says so
-        in one warning and wakes the delivery worker."""
-        service, sharing, _ = shared_service
-        store = service.runtime.store
-        await sharing.round()  # the lease of "shop": its commit passes the fence
-        store.sinks = (SinkRoute("all", ("*",)),)
-        change = Observation(_ORDER, {}, None, changes=[Change("order.approved", {})])
-        await store.commit_events("shop", [change], now=NOW)
-        await store.register_instance(Instance("gone", "host", 1))
-        store.instance = "gone"
-        assert len((await store.settle([], NOW, {"all": 5})).claimed) == 1
-        store.instance = sharing.instance.id
-        with pg_database.server.connect(pg_database.name) as conn:
-            conn.execute("UPDATE instances SET heartbeat_at = heartbeat_at - interval '1 hour'"
-                         " WHERE id = 'gone'")  # fmt: skip
-        assert (await sharing.round()).reclaimed == 1
-        assert "deliveries_reclaimed" in capsys.readouterr().out
-        assert (await store.settle([], NOW, {"all": 5})).claimed  # pending again
 
 
 def _order(n: int) -> Observation:
