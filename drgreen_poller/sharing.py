@@ -18,6 +18,7 @@ and polls nothing itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
@@ -70,13 +71,18 @@ class HolderSharing:
         # heartbeat may have lapsed meanwhile, and its deliveries been reclaimed by another.
         self.epoch = 0
         self.next_round_s = ttl_s / ROUNDS_PER_TTL  # the last round's choice
+        # Set by the first round (the daemon's, before its first runs): the loop, started
+        # before it, waits for its choice of the next round rather than a third of the TTL.
+        self._first_round = asyncio.Event()
         service.runner.on_lease_lost = self.lost
         service.runtime.lease_gate = self.gate
         service.worker.gate = self.sending
 
     async def run(self) -> None:
-        """Rounds until cancelled; a failed database ends the daemon, as everywhere."""
+        """Rounds until cancelled, after the first (``round``, which the daemon awaits); a failed
+        database ends the daemon, as everywhere."""
         clock = self.service.runtime.clock
+        await self._first_round.wait()
         while True:
             await clock.sleep(self.next_round_s)
             await self.round()
@@ -93,6 +99,7 @@ class HolderSharing:
         self.fence.tokens = dict(done.held)
         self._renewed(began)
         self.next_round_s = next_round_in(self.ttl_s, done.next_expiry_s)
+        self._first_round.set()
         for name in done.taken_over:
             service.metrics.lease_takeovers.inc()
             log.warning("lease_taken_over", holder=name, token=done.held[name])

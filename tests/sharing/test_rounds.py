@@ -181,6 +181,37 @@ class TestSharingService:
         finally:
             await dead.close()
 
+    @pytest.mark.timeout(20)
+    async def test_the_loop_follows_the_expiry_its_first_round_saw(
+        self, shared_service: tuple[Service, HolderSharing, FakeClock], pg_database: PgDatabase
+    ) -> None:
+        """Started before the daemon's first round (as the daemon starts it), the loop still
+        comes back just after the expiry that round saw, not a third of the TTL later: an
+        instance started late in a dead one's lease takes its holders at the expiry."""
+        service, _, clock = shared_service
+        runtime = service.runtime
+        assert runtime.instance is not None
+        assert isinstance(runtime.store.fence, Fence)
+        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
+        dead = await Store.open(pg_store_config(pg_database), sinks=[])
+        try:
+            await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
+            looping = asyncio.create_task(sharing.run())  # the daemon's order: loop, then round
+            assert (await sharing.round()).held == {}
+            await until_sleeping(clock, looping)
+
+            async def expired() -> bool:  # the database's clock is real: wait for it to pass
+                rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
+                return bool(rows[0][0])
+
+            await eventually(expired, what="the dead instance's lease expired", task=looping)
+            clock.advance(DEAD_TTL_S + LATE_S)  # far short of the usual round (LONG_TTL_S / 3)
+            await eventually(lambda: "shop" in service.runner.pollers, task=looping)
+            looping.cancel()
+            await asyncio.gather(looping, return_exceptions=True)
+        finally:
+            await dead.close()
+
     async def test_a_gone_instances_deliveries_wake_the_worker(
         self,
         shared_service: tuple[Service, HolderSharing, FakeClock],
