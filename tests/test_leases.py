@@ -139,6 +139,46 @@ class TestNextExpiry:
         assert done.next_expiry_s is not None
         assert done.next_expiry_s > TTL_S * 2 / 3
 
+    async def test_an_expiry_during_a_slow_round_is_not_skipped(
+        self, open_store: Opener, pg_database: PgDatabase
+    ) -> None:
+        """An instance's heartbeat that expires while a slow round is under way, after the
+        round's reclaim, is an expiry to come back for at once: its deliveries are reclaimed at
+        the next round, not a third of the time to live later."""
+        dead, live = await open_store(), await open_store()
+        await dead.share_holders(_instance("dead"), ["beta"], TTL_S, NOW)
+        assert "alpha" in (await live.share_holders(_instance("a"), HOLDERS, 1.0, NOW)).held
+        with (
+            pg_database.server.connect(pg_database.name) as slow,
+            pg_database.server.connect(pg_database.name) as watch,
+        ):
+            slow.execute("BEGIN")
+            slow.execute("SELECT 1 FROM leases WHERE holder = 'alpha' FOR SHARE")
+            sharing = asyncio.create_task(live.share_holders(_instance("a"), HOLDERS, 1.0, NOW))
+
+            def waiting(sql: str) -> bool:
+                return bool(watch.execute(sql).fetchone()[0])  # type: ignore[index]  # one row: a count, a comparison
+
+            blocked = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            await eventually(
+                lambda: waiting(blocked), what="the round held up after its reclaim", task=sharing
+            )
+            expired = (
+                "SELECT heartbeat_at < clock_timestamp() - interval '1 s'"
+                " FROM instances WHERE id = 'host-dead'"
+            )
+            await eventually(
+                lambda: waiting(expired), what="the dead instance's heartbeat expired", task=sharing
+            )
+            slow.execute("COMMIT")
+            done = await sharing
+        assert done.reclaimed == 0  # the reclaim ran before the expiry
+        assert done.next_expiry_s is not None
+        assert done.next_expiry_s < 1.0
+
     async def test_alone_nothing_expires(self, open_store: Opener) -> None:
         """An instance's own leases and heartbeat are no expiry it waits for."""
         store = await open_store()

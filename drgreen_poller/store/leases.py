@@ -73,15 +73,16 @@ _FENCE_SQL = (
     " AND expires_at > clock_timestamp() FOR SHARE"
 )
 # Seconds until the earliest expiry still to come among other instances' leases of ``holders``
-# and other instances' heartbeats (+ TTL): when a takeover or a reclaim can next happen. Expiries
-# already past are left out: a lease this instance did not take at its share is no reason to come
-# back sooner.
+# and other instances' heartbeats (+ TTL): when a takeover or a reclaim can next happen (0: at
+# once). Expiries past before the round began are left out: a lease this instance did not take
+# at its share is no reason to come back sooner; one that passed during the round (a slow
+# database: after its reclaim or take had looked) is.
 _NEXT_EXPIRY_SQL = f"""
     SELECT EXTRACT(EPOCH FROM MIN(upcoming.at) - clock_timestamp()) FROM (
         SELECT expires_at AS at FROM leases WHERE holder IN ({_NAMES}) AND instance <> ?
         UNION ALL
         SELECT heartbeat_at + {_TTL} FROM instances WHERE id <> ?) AS upcoming
-    WHERE upcoming.at > clock_timestamp()
+    WHERE upcoming.at > now()
 """  # noqa: S608 - constant text
 _INSTANCES_SQL = f"""
     SELECT i.id, i.host, i.pid, i.started_at, i.heartbeat_at,
@@ -187,7 +188,7 @@ def _round(conn: Db, instance: str, holders: Sequence[str], ttl_s: float, stamp:
             if previous is not None and previous != instance:
                 taken.append(holder)
     expiry = conn.execute(_NEXT_EXPIRY_SQL, (names, instance, ttl_s, instance)).fetchone()[0]
-    next_expiry_s = None if expiry is None else float(expiry)
+    next_expiry_s = None if expiry is None else max(0.0, float(expiry))
     return LeaseRound(held, tuple(sorted(taken)), tuple(released), reclaimed, live, next_expiry_s)
 
 
