@@ -143,6 +143,16 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX leases_by_instance ON leases (instance);
     ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
     """,
+    # 4: a sink's due rows in the claim's order (due time, then id) straight from the index.
+    # Migration 2's index gave the due time alone: SQLite's indexes end with the rowid, so its
+    # twin is ordered by id too, but PostgreSQL's is not, and rows due at one time (a first
+    # sync, an outage: one commit's ``now``) made every claim read and sort the whole backlog
+    # (BENCHMARKS.md, "PostgreSQL delivery: why it was slow").
+    """
+    CREATE INDEX deliveries_pending_due ON deliveries (sink, next_attempt_at, id)
+        WHERE state = 'pending';
+    DROP INDEX deliveries_pending_by_sink;
+    """,
 )
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
