@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowMaker
 
 from drgreen_poller.errors import StoreError
@@ -36,6 +37,22 @@ CONNECT_TIMEOUT_S = 10
 # locked (a lease's row read by the fence: other instances could take it over only once freed).
 STALLED_SHARE = 1 / 3
 PgConnection = psycopg.Connection[Any]
+# TCP keepalives, so that a server that vanishes (a host powered off, a cable cut: no RST) is
+# noticed within about a third of ``[store] lease_ttl``, not after the kernel's two hours: an
+# idle connection is probed after a sixth of it, every fifteenth, three times; data sent and
+# not acknowledged for a third of it ends the connection (``tcp_user_timeout``: the probes only
+# test an idle one). Both ends get them: libpq's socket (the daemon notices a server gone) and,
+# through ``options``, the server's (it ends the session of a daemon host gone).
+KEEPALIVE_IDLE_SHARE = 1 / 6
+KEEPALIVE_INTERVAL_SHARE = 1 / 15
+KEEPALIVE_PROBES = 3
+# libpq's connection parameters and the server settings that mirror them on the server's end.
+SERVER_SIDE = {
+    "keepalives_idle": "tcp_keepalives_idle",
+    "keepalives_interval": "tcp_keepalives_interval",
+    "keepalives_count": "tcp_keepalives_count",
+    "tcp_user_timeout": "tcp_user_timeout",
+}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -168,8 +185,40 @@ def connection_problem(exc: psycopg.Error) -> str:
     return f"{reason} ({'; '.join(hint[:1].lower() + hint[1:] for hint in hints)})"
 
 
+def keepalives(lease_ttl_s: float) -> dict[str, int]:
+    """libpq's keepalive parameters for a lease of ``lease_ttl_s`` (never below a second)."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(lease_ttl_s * KEEPALIVE_IDLE_SHARE)),
+        "keepalives_interval": max(1, int(lease_ttl_s * KEEPALIVE_INTERVAL_SHARE)),
+        "keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": max(1000, round(lease_ttl_s * STALLED_SHARE * 1000)),
+    }
+
+
+def connection_settings(store: StoreConfig) -> dict[str, Any]:
+    """The keepalive parameters a connection to the ``[store]`` database adds to its URL:
+    those the URL does not set itself (its own win), and the server's end set to match through
+    ``options`` (before the URL's own options, which so win too). ``keepalives=0`` in the URL:
+    none, on either end.
+
+    Raises:
+        psycopg.ProgrammingError: the URL cannot be read.
+    """
+    given = conninfo_to_dict(store.url)
+    if given.get("keepalives") == "0":
+        return {}
+    ours: dict[str, Any] = {
+        name: value for name, value in keepalives(store.lease_ttl_s).items() if name not in given
+    }
+    chosen = {**ours, **given}
+    server = " ".join(f"-c {setting}={chosen[name]}" for name, setting in SERVER_SIDE.items())
+    return {**ours, "options": f"{server} {given['options']}" if "options" in given else server}
+
+
 def connect(store: StoreConfig) -> PgConnection:
-    """A connection to the ``[store]`` database (autocommit; rows as ``PgRow``).
+    """A connection to the ``[store]`` database (autocommit; rows as ``PgRow``; TCP
+    keepalives from ``connection_settings``).
 
     Raises:
         StoreError: it cannot be reached or refuses us, in one line naming the URL (password
@@ -179,6 +228,7 @@ def connect(store: StoreConfig) -> PgConnection:
     try:
         return psycopg.connect(
             store.url,
+            **connection_settings(store),
             password=password,
             autocommit=True,
             row_factory=named_rows,

@@ -5,10 +5,12 @@ and the TCP keepalives its connections carry."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+from drgreen_poller.config import StoreConfig
 from drgreen_poller.store import Store
-from drgreen_poller.store.postgres import pg_sql
+from drgreen_poller.store.postgres import connect, pg_sql
 from drgreen_poller.store.postgres_schema import CHOOSE_SQL
 from tests.conftest import PgDatabase, pg_store_config
 from tests.store.rig import NOW, SINKS
@@ -19,7 +21,8 @@ LIMIT = 10
 # commit's ``now``): the claim's order then rests on the id alone.
 SEED_SQL = f"""
     INSERT INTO events (id, type, holder, resource_key, sequence, observed_at, body)
-    SELECT 'evt_' || g, 'order.created', 'shop', 'order/' || g, 1, '2026-11-23T10:00:00.000Z', '{{}}'
+    SELECT 'evt_' || g, 'order.created', 'shop', 'order/' || g, 1,
+        '2026-11-23T10:00:00.000Z', '{{}}'
     FROM generate_series(1, {BACKLOG}) AS g;
     INSERT INTO deliveries (event_id, sink, state, resource_key, sequence, next_attempt_at,
         created_at, updated_at)
@@ -46,11 +49,82 @@ class TestClaimPlan:
             for statement in SEED_SQL.split(";"):
                 conn.execute(statement, (NOW.timestamp(),) if "%s" in statement else ())
             conn.execute("ANALYZE")
-            [[plan]] = conn.execute(
+            [[explained]] = conn.execute(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + pg_sql(CHOOSE_SQL),
                 ("store", NOW.timestamp(), LIMIT),
             ).fetchall()
+        plan: Any = explained
         nodes = list(plan_nodes(plan[0]["Plan"]))
         [due] = [n for n in nodes if n.get("Relation Name") == "deliveries" and n["Alias"] == "d"]
         assert due["Actual Rows"] <= 2 * LIMIT
         assert not [n for n in nodes if n["Node Type"] == "Sort"]
+
+
+SERVER_SIDE = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+               "tcp_user_timeout")  # fmt: skip
+
+
+def keepalives_of(store: StoreConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """What a connection of the store's carries: libpq's keepalive settings on the daemon's
+    socket, and the server's on its end (as the server itself reports them)."""
+    with connect(store) as conn:
+        client = {
+            name: value
+            for name, value in conn.info.get_parameters().items()
+            if name.startswith("keepalives") or name == "tcp_user_timeout"
+        }
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(SERVER_SIDE),)
+        ).fetchall()
+    return client, {row[0]: row[1] for row in rows}
+
+
+class TestKeepalives:
+    def test_derived_from_the_lease_ttl_on_both_ends(self, pg_database: PgDatabase) -> None:
+        """With the default 30 s lease, a silent peer is probed after 5 s idle, every 2 s,
+        3 times, and unacknowledged data ends the connection after 10 s: both the daemon's
+        socket and the server's carry it."""
+        client, server = keepalives_of(pg_store_config(pg_database))
+        assert client == {
+            "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+            "keepalives_count": "3", "tcp_user_timeout": "10000",
+        }  # fmt: skip
+        assert server == {
+            "tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+            "tcp_keepalives_count": "3", "tcp_user_timeout": "10000",
+        }  # fmt: skip
+
+    def test_a_short_lease_probes_sooner(self, pg_database: PgDatabase) -> None:
+        """A 6 s lease probes after 1 s, every second, and gives up on unacknowledged data
+        after 2 s: never rounded down to zero (the kernel's default)."""
+        store = replace(pg_store_config(pg_database), lease_ttl_s=6.0)
+        client, server = keepalives_of(store)
+        assert (client["keepalives_idle"], client["keepalives_interval"]) == ("1", "1")
+        assert (server["tcp_keepalives_idle"], server["tcp_user_timeout"]) == ("1", "2000")
+
+    def test_the_url_s_own_settings_win(self, pg_database: PgDatabase) -> None:
+        """A URL that sets a keepalive or server options itself keeps them; the rest are
+        derived as usual."""
+        url = (
+            f"{pg_database.url}?keepalives_idle=7&tcp_user_timeout=4000"
+            "&options=-c%20tcp_keepalives_count%3D9"
+        )
+        store = replace(pg_store_config(pg_database), url=url)
+        client, server = keepalives_of(store)
+        assert (client["keepalives_idle"], client["tcp_user_timeout"]) == ("7", "4000")
+        assert client["keepalives_count"] == "3"
+        assert server == {
+            "tcp_keepalives_idle": "7", "tcp_keepalives_interval": "2",
+            "tcp_keepalives_count": "9", "tcp_user_timeout": "4000",
+        }  # fmt: skip
+
+    def test_a_url_turning_them_off_is_obeyed(self, pg_database: PgDatabase) -> None:
+        """``keepalives=0`` in the URL: no keepalives are set on either end."""
+        store = replace(pg_store_config(pg_database), url=f"{pg_database.url}?keepalives=0")
+        client, server = keepalives_of(store)
+        with pg_database.server.connect(pg_database.name) as plain:
+            rows = plain.execute(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(SERVER_SIDE),)
+            ).fetchall()
+        assert client == {"keepalives": "0"}
+        assert server == {row[0]: row[1] for row in rows}  # the kernel's, as with no settings
