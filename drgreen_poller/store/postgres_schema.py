@@ -157,11 +157,15 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
 # engines agree): a batch of ids or attempts goes in as one JSON array and comes out as one.
-# Unlike SQLite's json_group_array, json_agg of no rows is NULL: the claim returns first then.
+# A sink's claim is one statement here: the rows chosen as SQLite's are, marked ``delivering``
+# by their instance (NULL: a daemon alone; an instance's death returns its rows) and read back
+# with their events (SQLite's three statements, one trip and one
+# scan). Unlike SQLite's json_group_array, json_agg of no rows is NULL, with a count of 0.
 # Several instances claim from one database: a row another one's claim has locked is skipped
 # (SKIP LOCKED), never claimed twice, and a later event of its resource waits all the same, as
 # the earlier one is still pending in this claim's view (the NOT EXISTS reads without locking).
-CHOOSE_SQL = """
+# The rows are read in migration 4's index order, so a claim reads about as many as it takes.
+CLAIM_SQL = """
     WITH due AS MATERIALIZED (
         SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
         WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
@@ -174,12 +178,19 @@ CHOOSE_SQL = """
               WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
         ORDER BY d.next_attempt_at, d.id
         LIMIT ?
-        FOR UPDATE OF d SKIP LOCKED)
-    SELECT json_agg(id)::text, count(*) FROM due
-    WHERE NOT EXISTS (
-        SELECT 1 FROM due AS earlier
-        WHERE earlier.event_id = due.event_id
-          AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
+        FOR UPDATE OF d SKIP LOCKED),
+    marked AS (
+        UPDATE deliveries AS d SET state = 'delivering', updated_at = ?, claimed_by = ?
+        FROM due
+        WHERE d.id = due.id AND NOT EXISTS (
+            SELECT 1 FROM due AS earlier
+            WHERE earlier.event_id = due.event_id
+              AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
+        RETURNING d.id, d.event_id, d.sink, d.attempts, d.schedule_offset, d.next_attempt_at)
+    SELECT json_agg(json_build_array(
+        m.id, m.event_id, e.type, m.sink, m.attempts, e.body, m.schedule_offset,
+        m.next_attempt_at))::text, count(*)
+    FROM marked AS m JOIN events AS e ON e.id = m.event_id
 """
 _IDS = "SELECT value::bigint FROM json_array_elements_text(?::json)"
 # SQLite's, word for word but for the JSON function: the sinks with pending rows found by
@@ -195,18 +206,6 @@ UNROUTED_SQL = """
     WHERE pending.sink NOT IN (SELECT value FROM json_array_elements_text(?::json))
     LIMIT ?
 """
-CLAIMED_SQL = f"""
-    SELECT json_agg(json_build_array(
-        d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
-        d.next_attempt_at))::text
-    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-    WHERE d.id IN ({_IDS})
-"""  # noqa: S608 - constant text
-# The claimed rows record their instance (NULL: a daemon alone), whose death returns them.
-MARK_DELIVERING_SQL = (
-    "UPDATE deliveries SET state = 'delivering', updated_at = ?, claimed_by = ?"  # noqa: S608 - constant text
-    f" WHERE id IN ({_IDS})"
-)
 # An attempt is recorded only on a row still as its attempt found it: in flight on this instance
 # (or pending: a row of a removed sink, or one returned while this instance was taken for gone),
 # its count one short. A record of an instance paused past its heartbeat, whose row another one

@@ -11,7 +11,7 @@ from typing import Any
 from drgreen_poller.config import StoreConfig
 from drgreen_poller.store import Store
 from drgreen_poller.store.postgres import connect, pg_sql
-from drgreen_poller.store.postgres_schema import CHOOSE_SQL
+from drgreen_poller.store.postgres_schema import CLAIM_SQL
 from tests.conftest import PgDatabase, pg_store_config
 from tests.store.rig import NOW, SINKS
 
@@ -49,14 +49,16 @@ class TestClaimPlan:
             for statement in SEED_SQL.split(";"):
                 conn.execute(statement, (NOW.timestamp(),) if "%s" in statement else ())
             conn.execute("ANALYZE")
-            [[explained]] = conn.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + pg_sql(CHOOSE_SQL),
-                ("store", NOW.timestamp(), LIMIT),
-            ).fetchall()
+            with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE marks the rows
+                [[explained]] = conn.execute(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + pg_sql(CLAIM_SQL),
+                    ("store", NOW.timestamp(), LIMIT, "2026-11-23T10:00:00.000Z", None),
+                ).fetchall()
         plan: Any = explained
         nodes = list(plan_nodes(plan[0]["Plan"]))
-        [due] = [n for n in nodes if n.get("Relation Name") == "deliveries" and n["Alias"] == "d"]
-        assert due["Actual Rows"] <= 2 * LIMIT
+        read = [n for n in nodes if n.get("Relation Name") == "deliveries"]
+        assert read
+        assert all(n["Actual Rows"] <= 2 * LIMIT for n in read)
         assert not [n for n in nodes if n["Node Type"] == "Sort"]
 
 
