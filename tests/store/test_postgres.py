@@ -17,6 +17,7 @@ from tests.store.rig import NOW, SINKS
 
 BACKLOG = 2_000
 LIMIT = 10
+IN_FLIGHT = 500
 # A first sync or a receiver's outage leaves a sink's rows due at one and the same time (one
 # commit's ``now``): the claim's order then rests on the id alone.
 SEED_SQL = f"""
@@ -39,27 +40,43 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from plan_nodes(child)
 
 
+def claim_plan(db: PgDatabase, in_flight: int) -> list[dict[str, Any]]:
+    """The nodes of a claim's plan, run on ``BACKLOG`` rows due at one time (statistics
+    gathered then, as after a first sync), the first ``in_flight`` of them claimed since."""
+    with db.server.connect(db.name) as conn:
+        for statement in SEED_SQL.split(";"):
+            conn.execute(statement, (NOW.timestamp(),) if "%s" in statement else ())
+        conn.execute("ANALYZE")
+        conn.execute("UPDATE deliveries SET state = 'delivering' WHERE id <= %s", (in_flight,))
+        with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE marks the rows
+            [[explained]] = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + pg_sql(CLAIM_SQL),
+                ("store", NOW.timestamp(), LIMIT, "2026-11-23T10:00:00.000Z", None),
+            ).fetchall()
+    plan: Any = explained
+    return list(plan_nodes(plan[0]["Plan"]))
+
+
 class TestClaimPlan:
     async def test_a_claim_reads_its_rows_not_the_backlog(self, pg_database: PgDatabase) -> None:
         """With thousands of rows due at one time, a claim of ten reads about ten of them in
         claim order from the index (no sort of the whole backlog)."""
         store = await Store.open(pg_store_config(pg_database), sinks=SINKS)
         await store.close()
-        with pg_database.server.connect(pg_database.name) as conn:
-            for statement in SEED_SQL.split(";"):
-                conn.execute(statement, (NOW.timestamp(),) if "%s" in statement else ())
-            conn.execute("ANALYZE")
-            with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE marks the rows
-                [[explained]] = conn.execute(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + pg_sql(CLAIM_SQL),
-                    ("store", NOW.timestamp(), LIMIT, "2026-11-23T10:00:00.000Z", None),
-                ).fetchall()
-        plan: Any = explained
-        nodes = list(plan_nodes(plan[0]["Plan"]))
+        nodes = claim_plan(pg_database, 0)
         read = [n for n in nodes if n.get("Relation Name") == "deliveries"]
         assert read
         assert all(n["Actual Rows"] <= 2 * LIMIT for n in read)
         assert not [n for n in nodes if n["Node Type"] == "Sort"]
+
+    async def test_rows_in_flight_are_looked_at_once(self, pg_database: PgDatabase) -> None:
+        """Rows in flight (which hold back another copy of their event) are read once per
+        claim, not once per row the claim considers."""
+        store = await Store.open(pg_store_config(pg_database), sinks=SINKS)
+        await store.close()
+        nodes = claim_plan(pg_database, IN_FLIGHT)
+        looked_at = sum(n["Actual Rows"] * n["Actual Loops"] for n in nodes)
+        assert looked_at <= 3 * (IN_FLIGHT + LIMIT)
 
 
 SERVER_SIDE = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
