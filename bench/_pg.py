@@ -163,15 +163,16 @@ class Postgres:
 
 
 @contextmanager
-def postgres(chosen: Sequence[Setup]) -> Iterator[Postgres | None]:
-    """A server for the run when a column needs one (None otherwise), stopped on the way out."""
+def postgres(chosen: Sequence[Setup], settings: Sequence[str] = ()) -> Iterator[Postgres | None]:
+    """A server for the run when a column needs one (None otherwise), stopped on the way out;
+    ``settings`` (``name=value``) on its command line, none by default."""
     if all(setup.backend == SQLITE for setup in chosen):
         yield None
         return
     bin_dir = find_bin()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb)")
-    server = PgServer.start(bin_dir, settings=())
+    server = PgServer.start(bin_dir, settings=settings)
     try:
         yield Postgres(server)
     finally:

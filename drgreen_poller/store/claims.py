@@ -105,15 +105,20 @@ Statements = list[tuple[str, tuple[Any, ...]]]
 
 @dataclass(frozen=True, slots=True)
 class ClaimStatements:
-    """The delivery loop's batch statements in one engine's spelling."""
+    """The delivery loop's batch statements in one engine's spelling.
+
+    ``choose`` takes a sink, now and a limit; where ``mark_delivering`` and ``claimed`` are None
+    it also marks the rows it chose (after the limit: the stamp and the claiming instance) and
+    returns them as ``claimed`` would (one statement: PostgreSQL's), else it returns their ids.
+    """
 
     choose: str
-    claimed: str
-    mark_delivering: str
+    claimed: str | None
+    mark_delivering: str | None
     insert_attempts: str
     move_on: str
     unrouted: str
-    claims_by: bool = False  # mark_delivering takes the claiming instance (after the stamp)
+    claims_by: bool = False  # attempts are recorded only on rows still the claiming instance's
 
 
 CLAIMS = {
@@ -122,8 +127,8 @@ CLAIMS = {
         _UNROUTED_SQL,
     ),
     "postgresql": ClaimStatements(
-        pg.CHOOSE_SQL, pg.CLAIMED_SQL, pg.MARK_DELIVERING_SQL, pg.INSERT_ATTEMPTS_SQL,
-        pg.MOVE_ON_SQL, pg.UNROUTED_SQL, claims_by=True,
+        pg.CLAIM_SQL, None, None, pg.INSERT_ATTEMPTS_SQL, pg.MOVE_ON_SQL, pg.UNROUTED_SQL,
+        claims_by=True,
     ),
 }  # fmt: skip
 
@@ -147,13 +152,25 @@ def claim(
     for sink, room in rooms.items():
         if room <= 0:
             continue
-        ids, count = conn.execute(sql.choose, (sink, now_s, room)).fetchone()
+        rows, count = _claim_sink(conn, sql, (sink, now_s, room), stamp, claimer)
         short = short or count < room
         if count:
-            marks = (stamp, claimer, ids) if sql.claims_by else (stamp, ids)
-            conn.execute(sql.mark_delivering, marks)
-            found.append(conn.execute(sql.claimed, (ids,)).fetchone()[0])
+            found.append(rows)
     return found, short
+
+
+def _claim_sink(
+    conn: Db, sql: ClaimStatements, due: tuple[str, float, int], stamp: str, claimer: str | None
+) -> tuple[str, int]:
+    """One sink's claim: its rows as one JSON text (when any), and how many."""
+    if sql.mark_delivering is None or sql.claimed is None:  # one statement does it all
+        rows, count = conn.execute(sql.choose, (*due, stamp, claimer)).fetchone()
+        return rows, int(count)
+    ids, count = conn.execute(sql.choose, due).fetchone()
+    if not count:
+        return "[]", 0
+    conn.execute(sql.mark_delivering, (stamp, ids))
+    return conn.execute(sql.claimed, (ids,)).fetchone()[0], int(count)
 
 
 def due_rows(found: Sequence[str]) -> list[DueDelivery]:

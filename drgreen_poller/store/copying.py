@@ -2,8 +2,9 @@
 
 Owns the bulk copy: one read transaction on the SQLite file that holds its writers off (``BEGIN
 IMMEDIATE``), one transaction on PostgreSQL (its migrations, the emptiness check, a ``COPY`` per
-table, the identity sequences moved past the copied ids): all or nothing. It must not decide
-what to poll or deliver, and writes no SQLite; ``migrate_state`` owns the locks and messages.
+table, the identity sequences moved past the copied ids, the copied tables' statistics gathered
+with ``ANALYZE``): all or nothing. It must not decide what to poll or deliver, and writes no
+SQLite; ``migrate_state`` owns the locks and messages.
 
 Every table of the SQLite schema is copied (``TABLES``), each row as it is, with two
 exceptions: a delivery ``delivering`` (in flight when the daemon stopped) arrives ``pending``,
@@ -153,6 +154,9 @@ def _copy_in_one_transaction(
                 "UPDATE lineage SET sequence_floor = GREATEST(sequence_floor, %s)", (floor[0],)
             )
         next_ids = {table: _advance_identity(lite, pg, table) for table in IDENTITIES}
+        # The planner's statistics of the copied rows, committed with them: without, the
+        # daemon's first statements would be planned for empty tables until autovacuum came.
+        pg.execute(f"ANALYZE {', '.join(TABLES)}")
     requeued = lite.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'delivering'")
     return CopyReport(rows, int(requeued.fetchone()[0]), next_ids)
 

@@ -28,13 +28,13 @@ async def listen_for_deliveries(store: StoreConfig, wake: Callable[[], None], cl
     """Call ``wake`` at every notification on the deliveries channel, until cancelled."""
     import psycopg
 
-    from drgreen_poller.store.postgres import CONNECT_TIMEOUT_S, error_line
+    from drgreen_poller.store.postgres import CONNECT_TIMEOUT_S, connection_settings, error_line
 
     password = store.password.value if store.password is not None else None
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                store.url, password=password, autocommit=True,
+                store.url, **connection_settings(store), password=password, autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S, application_name="drgreen-poller listen",
             ) as conn:  # fmt: skip
                 await conn.execute(f"LISTEN {DELIVERIES_CHANNEL}")

@@ -1,16 +1,18 @@
 """The PostgreSQL backend: one synchronous psycopg connection, used from one worker thread.
 
-Owns connecting (the ``[store]`` URL and its password; a refused connection, a wrong password or
-a missing database is one line), migrating (``postgres_schema``, tracked in ``schema_version``,
-under an advisory lock), and running a transaction's work in the connection's own thread, as
-aiosqlite does for sqlite3: the store's statements, written once with ``?`` placeholders, run
-through ``PgDb``, which translates them for psycopg (each statement once) and reads rows by
-position and by column name. It holds no knowledge of polling or delivery.
+Owns connecting (the ``[store]`` URL and its password, TCP keepalives derived from the lease; a
+refused connection, a wrong password or a missing database is one line), migrating
+(``postgres_schema``, tracked in ``schema_version``, under an advisory lock), and running a
+transaction's work in the connection's own thread, as aiosqlite does for sqlite3: the store's
+statements, written once with ``?`` placeholders, run through ``PgDb``, which translates them for
+psycopg (each statement once) and reads rows by position and by column name. It holds no knowledge
+of polling or delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowMaker
 
 from drgreen_poller.errors import StoreError
@@ -36,6 +39,22 @@ CONNECT_TIMEOUT_S = 10
 # locked (a lease's row read by the fence: other instances could take it over only once freed).
 STALLED_SHARE = 1 / 3
 PgConnection = psycopg.Connection[Any]
+# TCP keepalives, so that a server that vanishes (a host powered off, a cable cut: no RST) is
+# noticed within about a third of ``[store] lease_ttl``, not after the kernel's two hours: an
+# idle connection is probed after a sixth of it, every fifteenth, three times; data sent and
+# not acknowledged for a third of it ends the connection (``tcp_user_timeout``: the probes only
+# test an idle one). Both ends get them: libpq's socket (the daemon notices a server gone) and,
+# set after connecting, the server's (it ends the session of a daemon host gone).
+KEEPALIVE_IDLE_SHARE = 1 / 6
+KEEPALIVE_INTERVAL_SHARE = 1 / 15
+KEEPALIVE_PROBES = 3
+# libpq's connection parameters and the server settings that mirror them on the server's end.
+SERVER_SIDE = {
+    "keepalives_idle": "tcp_keepalives_idle",
+    "keepalives_interval": "tcp_keepalives_interval",
+    "keepalives_count": "tcp_keepalives_count",
+    "tcp_user_timeout": "tcp_user_timeout",
+}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -168,8 +187,55 @@ def connection_problem(exc: psycopg.Error) -> str:
     return f"{reason} ({'; '.join(hint[:1].lower() + hint[1:] for hint in hints)})"
 
 
+def keepalives(lease_ttl_s: float) -> dict[str, int]:
+    """libpq's keepalive parameters for a lease of ``lease_ttl_s`` (never below a second)."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(lease_ttl_s * KEEPALIVE_IDLE_SHARE)),
+        "keepalives_interval": max(1, int(lease_ttl_s * KEEPALIVE_INTERVAL_SHARE)),
+        "keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": max(1000, round(lease_ttl_s * STALLED_SHARE * 1000)),
+    }
+
+
+def connection_settings(store: StoreConfig) -> dict[str, Any]:
+    """The keepalive parameters a connection to the ``[store]`` database adds to its URL: those
+    the URL does not set itself (its own win); ``keepalives=0`` in the URL: none.
+
+    Raises:
+        psycopg.ProgrammingError: the URL cannot be read.
+    """
+    given = conninfo_to_dict(store.url)
+    if given.get("keepalives") == "0":
+        return {}
+    return {
+        name: value for name, value in keepalives(store.lease_ttl_s).items() if name not in given
+    }
+
+
+def server_keepalives(store: StoreConfig) -> dict[str, str]:
+    """The server's end of the keepalives (``SERVER_SIDE``), as the daemon's end has them, but
+    those the URL's ``options`` set itself. Set with SET after connecting, not in ``options``:
+    a pooler such as PgBouncer refuses a startup ``options`` it does not track.
+
+    Raises:
+        psycopg.ProgrammingError: the URL cannot be read.
+    """
+    given = conninfo_to_dict(store.url)
+    chosen = {**connection_settings(store), **given}
+    if str(chosen.get("keepalives")) != "1":  # off (or left to libpq by a URL that says so)
+        return {}
+    options = str(given.get("options", ""))
+    return {
+        setting: str(chosen[name])
+        for name, setting in SERVER_SIDE.items()
+        if f"{setting}=" not in options
+    }
+
+
 def connect(store: StoreConfig) -> PgConnection:
-    """A connection to the ``[store]`` database (autocommit; rows as ``PgRow``).
+    """A connection to the ``[store]`` database (autocommit; rows as ``PgRow``; TCP
+    keepalives from ``connection_settings``).
 
     Raises:
         StoreError: it cannot be reached or refuses us, in one line naming the URL (password
@@ -177,18 +243,32 @@ def connect(store: StoreConfig) -> PgConnection:
     """
     password = store.password.value if store.password is not None else None
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             store.url,
+            **connection_settings(store),
             password=password,
             autocommit=True,
             row_factory=named_rows,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="drgreen-poller",
         )
+        _set_server_keepalives(conn, server_keepalives(store))
+        return conn
     except psycopg.Error as exc:
         raise StoreError(
             f"cannot connect to the state database {store.shown}: {connection_problem(exc)}"
         ) from None
+
+
+def _set_server_keepalives(conn: PgConnection, settings: dict[str, str]) -> None:
+    """Set the server's end of the keepalives in one statement (``conn`` closed if it fails)."""
+    if not settings:
+        return
+    calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+    with contextlib.ExitStack() as unless_done:
+        unless_done.callback(conn.close)
+        conn.execute(f"SELECT {calls}", [part for pair in settings.items() for part in pair])
+        unless_done.pop_all()
 
 
 def describe_database(store: StoreConfig) -> str:

@@ -143,15 +143,33 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX leases_by_instance ON leases (instance);
     ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
     """,
+    # 4: a sink's due rows in the claim's order (due time, then id) straight from the index.
+    # Migration 2's index gave the due time alone: SQLite's indexes end with the rowid, so its
+    # twin is ordered by id too, but PostgreSQL's is not, and rows due at one time (a first
+    # sync, an outage: one commit's ``now``) made every claim read and sort the whole backlog
+    # (BENCHMARKS.md, "PostgreSQL delivery: why it was slow").
+    """
+    CREATE INDEX deliveries_pending_due ON deliveries (sink, next_attempt_at, id)
+        WHERE state = 'pending';
+    DROP INDEX deliveries_pending_by_sink;
+    """,
 )
 
 # The delivery loop's batch statements (``outbox``'s SQLite ones, word for word where the
 # engines agree): a batch of ids or attempts goes in as one JSON array and comes out as one.
-# Unlike SQLite's json_group_array, json_agg of no rows is NULL: the claim returns first then.
+# A sink's claim is one statement here: the rows chosen as SQLite's are, marked ``delivering``
+# by their instance (NULL: a daemon alone; an instance's death returns its rows) and read back
+# with their events (SQLite's three statements, one trip and one
+# scan). Unlike SQLite's json_group_array, json_agg of no rows is NULL, with a count of 0.
 # Several instances claim from one database: a row another one's claim has locked is skipped
 # (SKIP LOCKED), never claimed twice, and a later event of its resource waits all the same, as
 # the earlier one is still pending in this claim's view (the NOT EXISTS reads without locking).
-CHOOSE_SQL = """
+# The rows are read in migration 4's index order, so a claim reads about as many as it takes;
+# the rows in flight that hold back another copy of their event (a replay) are read once per
+# claim, as a hashed list: NOT IN, where NOT EXISTS let the planner (which, from statistics
+# gathered while none were in flight, expects none) read them all again for every row it
+# considered. Neither sink nor event_id is ever NULL, so NOT IN means the same.
+CLAIM_SQL = """
     WITH due AS MATERIALIZED (
         SELECT d.id, d.event_id, d.next_attempt_at FROM deliveries AS d
         WHERE d.state = 'pending' AND d.sink = ? AND d.next_attempt_at <= ?
@@ -159,17 +177,23 @@ CHOOSE_SQL = """
               SELECT 1 FROM deliveries AS p
               WHERE p.sink = d.sink AND p.resource_key = d.resource_key
                 AND p.sequence < d.sequence AND p.state IN ('pending', 'delivering'))
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries AS q
-              WHERE q.sink = d.sink AND q.event_id = d.event_id AND q.state = 'delivering')
+          AND (d.sink, d.event_id) NOT IN (
+              SELECT q.sink, q.event_id FROM deliveries AS q WHERE q.state = 'delivering')
         ORDER BY d.next_attempt_at, d.id
         LIMIT ?
-        FOR UPDATE OF d SKIP LOCKED)
-    SELECT json_agg(id)::text, count(*) FROM due
-    WHERE NOT EXISTS (
-        SELECT 1 FROM due AS earlier
-        WHERE earlier.event_id = due.event_id
-          AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
+        FOR UPDATE OF d SKIP LOCKED),
+    marked AS (
+        UPDATE deliveries AS d SET state = 'delivering', updated_at = ?, claimed_by = ?
+        FROM due
+        WHERE d.id = due.id AND NOT EXISTS (
+            SELECT 1 FROM due AS earlier
+            WHERE earlier.event_id = due.event_id
+              AND (earlier.next_attempt_at, earlier.id) < (due.next_attempt_at, due.id))
+        RETURNING d.id, d.event_id, d.sink, d.attempts, d.schedule_offset, d.next_attempt_at)
+    SELECT json_agg(json_build_array(
+        m.id, m.event_id, e.type, m.sink, m.attempts, e.body, m.schedule_offset,
+        m.next_attempt_at))::text, count(*)
+    FROM marked AS m JOIN events AS e ON e.id = m.event_id
 """
 _IDS = "SELECT value::bigint FROM json_array_elements_text(?::json)"
 # SQLite's, word for word but for the JSON function: the sinks with pending rows found by
@@ -185,18 +209,6 @@ UNROUTED_SQL = """
     WHERE pending.sink NOT IN (SELECT value FROM json_array_elements_text(?::json))
     LIMIT ?
 """
-CLAIMED_SQL = f"""
-    SELECT json_agg(json_build_array(
-        d.id, d.event_id, e.type, d.sink, d.attempts, e.body, d.schedule_offset,
-        d.next_attempt_at))::text
-    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-    WHERE d.id IN ({_IDS})
-"""  # noqa: S608 - constant text
-# The claimed rows record their instance (NULL: a daemon alone), whose death returns them.
-MARK_DELIVERING_SQL = (
-    "UPDATE deliveries SET state = 'delivering', updated_at = ?, claimed_by = ?"  # noqa: S608 - constant text
-    f" WHERE id IN ({_IDS})"
-)
 # An attempt is recorded only on a row still as its attempt found it: in flight on this instance
 # (or pending: a row of a removed sink, or one returned while this instance was taken for gone),
 # its count one short. A record of an instance paused past its heartbeat, whose row another one

@@ -120,6 +120,23 @@ class TestCopy:
         assert (row.id, row.event_id) == (4, event["id"])
         assert pg_rows(pg_database, "SELECT MAX(seq) FROM events") == [(4,)]
 
+    async def test_the_copied_tables_have_statistics(
+        self, tmp_path: Path, pg_database: PgDatabase
+    ) -> None:
+        """Every copied table is analyzed by the copy (the planner knows its rows at once),
+        not left without statistics until autovacuum comes round."""
+        path = tmp_path / "state.db"
+        await sqlite_state(path, 5, FakeClock(NOW))
+        report = copy_state(path, pg_store_config(pg_database), iso_ms(NOW))
+        analyzed = pg_rows(
+            pg_database,
+            "SELECT s.relname, s.last_analyze IS NOT NULL, c.reltuples FROM pg_stat_user_tables"
+            " AS s JOIN pg_class AS c ON c.oid = s.relid",
+        )
+        assert {name: (done, tuples) for name, done, tuples in analyzed if name in TABLES} == {
+            name: (True, float(rows)) for name, rows in report.rows.items()
+        }
+
     async def test_a_failing_copy_writes_nothing(
         self, tmp_path: Path, pg_database: PgDatabase
     ) -> None:
