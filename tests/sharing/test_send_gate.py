@@ -37,11 +37,9 @@ def _order(n: int) -> Observation:
     return Observation(resource, {}, None, changes=[Change("order.approved", {})])
 
 
-async def _two_claimed(
-    service: Service, sharing: HolderSharing
-) -> tuple[GatedSink, asyncio.Task[int]]:
-    """Two events of two orders claimed by this instance's worker (one slot): the first being
-    sent (held in the sink until released), the second queued behind it."""
+async def _two_owed(service: Service, sharing: HolderSharing) -> GatedSink:
+    """The lease taken, two events of two orders owed to sink ``all``, which holds each attempt
+    until released, and the worker down to one slot."""
     await sharing.round()
     store, worker = service.runtime.store, service.worker
     store.sinks = (SinkRoute("all", ("*",)),)
@@ -49,7 +47,16 @@ async def _two_claimed(
     sink = GatedSink("all")
     worker.sinks = {"all": sink}
     worker.config = replace(worker.config, concurrency=1)
-    sending = asyncio.create_task(worker.run_once())
+    return sink
+
+
+async def _two_claimed(
+    service: Service, sharing: HolderSharing
+) -> tuple[GatedSink, asyncio.Task[int]]:
+    """Two events of two orders claimed by this instance's worker (one slot): the first being
+    sent (held in the sink until released), the second queued behind it."""
+    sink = await _two_owed(service, sharing)
+    sending = asyncio.create_task(service.worker.run_once())
     await eventually(lambda: sink.waiting == 1, what="the first attempt under way", task=sending)
     return sink, sending
 
@@ -110,13 +117,8 @@ class TestSendGate:
         """In the running loop, the row an ending attempt would start next is not sent once
         the gate has closed: it goes back to pending at once, and out after the next round."""
         service, sharing, clock = shared_service
-        await sharing.round()
         store, worker = service.runtime.store, service.worker
-        store.sinks = (SinkRoute("all", ("*",)),)
-        await store.commit_events("shop", [_order(1), _order(2)], now=NOW)
-        sink = GatedSink("all")
-        worker.sinks = {"all": sink}
-        worker.config = replace(worker.config, concurrency=1)
+        sink = await _two_owed(service, sharing)
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop, 1.0))
         await eventually(lambda: sink.waiting == 1, what="the first attempt", task=running)
