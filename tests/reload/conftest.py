@@ -8,14 +8,19 @@ Owns the fixtures every reload module shares; helpers that are not fixtures live
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from drgreen_poller.clock import SystemClock
-from drgreen_poller.sandbox import HolderInfo, SandboxState
+from drgreen_poller.sandbox import HolderInfo, LocalSandbox, SandboxState
+from tests.conftest import write_config
 from tests.fakes import WebhookReceiver, start
-from tests.reload.running import CLOCK
+from tests.reload.running import CLOCK, SECRET, sink_toml
+
+# What ``store_config`` makes: a verifying receiver and the config file delivering to it.
+StoreConfigs = Callable[..., Awaitable[tuple[WebhookReceiver, Path]]]
 
 
 @pytest.fixture
@@ -43,3 +48,23 @@ async def receivers() -> AsyncIterator[Callable[[], Awaitable[tuple[WebhookRecei
     yield make
     for server in servers:
         await server.close()
+
+
+@pytest.fixture
+def store_config(
+    box: LocalSandbox,
+    shop: HolderInfo,
+    receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+    tmp_path: Path,
+) -> StoreConfigs:
+    """A factory: a new verifying receiver and the config file (in ``tmp_path``) of holder
+    ``shop``, whose first sync emits, with webhook sink ``store`` to it signed with ``SECRET``;
+    ``delivery``: the lines of a ``[delivery]`` table before it."""
+
+    async def make(delivery: str = "") -> tuple[WebhookReceiver, Path]:
+        (tmp_path / "store.whsec").write_text(SECRET)
+        hook, url = await receivers()
+        extra = (f"[delivery]\n{delivery}" if delivery else "") + sink_toml("store", url)
+        return hook, write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
+
+    return make

@@ -19,6 +19,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.service import apply_config, build_service, open_runtime
 from tests.conftest import write_config
 from tests.fakes import WebhookReceiver
+from tests.reload.conftest import StoreConfigs
 from tests.reload.running import (
     CLOCK,
     SECRET,
@@ -131,15 +132,10 @@ class TestReloadApplied:
         self,
         box: LocalSandbox,
         shop: HolderInfo,
-        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
-        tmp_path: Path,
+        store_config: StoreConfigs,
     ) -> None:
         """Each problem of a bad file is one error line; polling and delivery go on as before."""
-        (tmp_path / "store.whsec").write_text(SECRET)
-        hook, url = await receivers()
-        path = write_config(
-            tmp_path, box.base_url, shop, first_sync="emit", extra=sink_toml("store", url)
-        )
+        hook, path = await store_config()
         good = path.read_text()
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:

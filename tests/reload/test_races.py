@@ -19,6 +19,7 @@ from drgreen_poller.sandbox import HolderInfo, LocalSandbox
 from drgreen_poller.webhook_signing import generate_webhook_secret, verify_webhook
 from tests.conftest import write_config
 from tests.fakes import Delivery, WebhookReceiver
+from tests.reload.conftest import StoreConfigs
 from tests.reload.running import (
     CLOCK,
     SECRET,
@@ -48,15 +49,11 @@ class TestReloadRaces:
         self,
         box: LocalSandbox,
         shop: HolderInfo,
-        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        store_config: StoreConfigs,
         tmp_path: Path,
     ) -> None:
         """After a reload that rotates a sink's secret, the next event is signed with it."""
-        (tmp_path / "store.whsec").write_text(SECRET)
-        hook, url = await receivers()
-        path = write_config(
-            tmp_path, box.base_url, shop, first_sync="emit", extra=sink_toml("store", url)
-        )
+        hook, path = await store_config()
         rotated = generate_webhook_secret()
         with structlog.testing.capture_logs() as logs:
             async with Running(path) as daemon:
@@ -76,16 +73,13 @@ class TestReloadRaces:
         self,
         box: LocalSandbox,
         shop: HolderInfo,
-        receivers: Callable[[], Awaitable[tuple[WebhookReceiver, str]]],
+        store_config: StoreConfigs,
         tmp_path: Path,
     ) -> None:
         """A sink replaced by a reload while its attempt hangs is still closed when a stop
         cuts that attempt (no unclosed HTTP session is left behind)."""
-        (tmp_path / "store.whsec").write_text(SECRET)
-        hook, url = await receivers()
+        hook, path = await store_config('timeout = "1h"\n')
         hook.hang_next = 1
-        extra = '[delivery]\ntimeout = "1h"\n' + sink_toml("store", url)
-        path = write_config(tmp_path, box.base_url, shop, first_sync="emit", extra=extra)
         with structlog.testing.capture_logs() as logs:
             daemon = Running(path)
             await daemon.__aenter__()
