@@ -225,18 +225,28 @@ def _retry(rows: list[DueDelivery]) -> list[AttemptRecord]:
     ]
 
 
+async def _claimed_again(
+    instance_store: Opener, pg_database: PgDatabase, steps: int
+) -> tuple[Store, Store, list[DueDelivery], list[DueDelivery]]:
+    """Instance "paused" claims the first of an order's ``steps`` events, then its heartbeat
+    ages past the TTL and instance "live" takes the holder and claims the row again: both
+    stores, and what each claimed."""
+    paused, live = await instance_store("paused"), await instance_store("live")
+    await paused.commit_events("main", [_lifecycle(1, steps)], now=NOW)
+    claimed = (await paused.settle([], LATER, ROOM)).claimed
+    _age(pg_database, "paused")
+    await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
+    again = (await live.settle([], LATER, ROOM)).claimed
+    return paused, live, claimed, again
+
+
 class TestLateRecords:
     async def test_a_resumed_instances_record_does_not_undo_anothers_delivery(
         self, instance_store: Opener, pg_database: PgDatabase
     ) -> None:
         """An instance paused past its heartbeat records its attempt of a row another instance
         has since delivered: the record is dropped, the row stays delivered, nothing fails."""
-        paused, live = await instance_store("paused"), await instance_store("live")
-        await paused.commit_events("main", [_lifecycle(1, 1)], now=NOW)
-        claimed = (await paused.settle([], LATER, ROOM)).claimed
-        _age(pg_database, "paused")
-        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
-        again = (await live.settle([], LATER, ROOM)).claimed
+        paused, live, claimed, again = await _claimed_again(instance_store, pg_database, 1)
         assert [row.id for row in again] == [row.id for row in claimed]
         await live.settle(_delivered(again), LATER, ROOM)
         await paused.settle(_retry(claimed), LATER, ROOM)
@@ -248,12 +258,7 @@ class TestLateRecords:
     ) -> None:
         """A paused instance's late record of a row another instance now has in flight changes
         nothing: that instance records its own attempt as it ends."""
-        paused, live = await instance_store("paused"), await instance_store("live")
-        await paused.commit_events("main", [_lifecycle(1, 2)], now=NOW)
-        claimed = (await paused.settle([], LATER, ROOM)).claimed
-        _age(pg_database, "paused")
-        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
-        again = (await live.settle([], LATER, ROOM)).claimed
+        paused, live, claimed, again = await _claimed_again(instance_store, pg_database, 2)
         await paused.settle(_retry(claimed), LATER, ROOM)
         assert [row.id for row in await live.deliveries(state="delivering")] == [
             row.id for row in again
@@ -268,12 +273,7 @@ class TestLateRecords:
     ) -> None:
         """A paused instance that stops on resuming hands back only its own claims: a row
         another instance has claimed since stays in flight there, claimable by no third."""
-        paused, live = await instance_store("paused"), await instance_store("live")
-        await paused.commit_events("main", [_lifecycle(1, 1)], now=NOW)
-        claimed = (await paused.settle([], LATER, ROOM)).claimed
-        _age(pg_database, "paused")
-        await live.share_holders(Instance("live", "host", 1), ["main"], TTL_S, LATER)
-        again = (await live.settle([], LATER, ROOM)).claimed
+        paused, live, claimed, again = await _claimed_again(instance_store, pg_database, 1)
         await paused.release([row.id for row in claimed], LATER)
         third = await instance_store("third")
         assert (await third.settle([], LATER, ROOM)).claimed == []
