@@ -9,11 +9,13 @@ transaction and decides nothing about retries.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from drgreen_poller.events import iso_ms
 from drgreen_poller.store import postgres_schema as pg
@@ -101,6 +103,7 @@ _MOVE_ON_SQL = (
 
 
 Statements = list[tuple[str, tuple[Any, ...]]]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ def _claim_sink(
 
 def due_rows(found: Sequence[str]) -> list[DueDelivery]:
     """The claimed rows of ``_claim``'s JSON texts, in due order."""
-    rows = sorted((row for text in found for row in json.loads(text)), key=lambda r: (r[7], r[0]))
+    rows = sorted((row for text in found for row in orjson.loads(text)), key=lambda r: (r[7], r[0]))
     return [DueDelivery(r[0], r[1], r[2], r[3], int(r[4]), r[5], int(r[6])) for r in rows]
 
 
@@ -192,23 +195,47 @@ def record_statements(
         for r in records
     ]  # fmt: skip
     ours: tuple[str | None, ...] = (claimer,) if sql.claims_by else ()
-    statements: Statements = [(sql.insert_attempts, (json.dumps(attempts), *ours))]
+    statements: Statements = [(sql.insert_attempts, (_json_text(attempts), *ours))]
     # One statement per distinct outcome: a batch of successes is one UPDATE.
     moves: dict[tuple[str, int, float | None, str], list[int]] = {}
     for r in records:
-        moves.setdefault((r.state, r.attempt, r.next_attempt_at, outcome_of(r)), []).append(
+        moves.setdefault((r.state, r.attempt, r.next_attempt_at, _valid(outcome_of(r))), []).append(
             r.delivery_id
         )
     stamp = iso_ms(now)
     statements.extend(
         (
             sql.move_on,
-            (state, attempt, next_at, outcome, stamp, json.dumps(ids))
+            (state, attempt, next_at, outcome, stamp, _json_text(ids))
             + ((attempt, claimer) if sql.claims_by else ()),
         )
         for (state, attempt, next_at, outcome), ids in moves.items()
     )
     return statements
+
+
+def _json_text(batch: list[Any]) -> str:
+    """A batch parameter's JSON text (orjson: several times faster than the stdlib, and it runs
+    holding the GIL the event loop waits for). A text holding a lone surrogate (an undecodable
+    byte of a path or an OS message, as Python keeps it), which neither SQLite's JSON nor
+    PostgreSQL's takes, gets U+FFFD in its place: the attempt is recorded, not the turn lost."""
+    try:
+        return orjson.dumps(batch).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_replace_surrogates(batch)).decode()
+
+
+def _valid(text: str) -> str:
+    """``text`` with any lone surrogate replaced by U+FFFD (see ``_json_text``)."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _valid(value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    return value
 
 
 def run_statements(conn: Db, statements: Statements) -> None:

@@ -55,6 +55,27 @@ class TestBatchedClaims:
         [attempt] = await store.attempts(first[0].id)
         assert (attempt["ok"], attempt["status"], attempt["attempt"]) == (1, 204, 1)
 
+    async def test_attempt_text_beyond_utf8_is_recorded(self, store: Store) -> None:
+        """An attempt whose excerpt and error hold text UTF-8 cannot carry (a lone surrogate,
+        as an undecodable path or message becomes in Python) is still recorded, its row moved
+        on: the turn's write does not fail, and the text reads back with the character
+        replaced, not lost."""
+        from drgreen_poller.store import AttemptRecord
+
+        await store.commit_events("main", [approved()], now=NOW)
+        row = next(r for r in (await store.settle([], NOW, ROOMS)).claimed if r.sink == "store")
+        odd = AttemptRecord(
+            row.id, 1, NOW, 1.0, False, None, "bad \udc80 path", "no such file: /x/\udcff",
+            DeliveryState.FAILED,
+        )  # fmt: skip
+        await store.settle([odd], NOW, ROOMS)
+        [attempt] = await store.attempts(row.id)
+        assert (attempt["error_class"], attempt["response_excerpt"]) == (
+            "bad \ufffd path", "no such file: /x/\ufffd",
+        )  # fmt: skip
+        [listed] = [r for r in await store.deliveries(sink="store") if r.id == row.id]
+        assert listed.state == DeliveryState.FAILED
+
 
 class TestUnrouted:
     async def test_pending_rows_of_removed_sinks(self, store: Store) -> None:
