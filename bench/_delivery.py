@@ -206,7 +206,7 @@ async def run_daemon(
         config = write_config(backlog, rundir, receiver.url, concurrency, database)
         state = pg.store(database) if pg is not None else rundir / "state.db"
         run = await run_instances(backlog.count, receiver, config, setup.instances, pg)
-        await _check_delivered(state)
+        await check_delivered(state)
     finally:
         if pg is not None:
             pg.drop_database(database)
@@ -214,7 +214,7 @@ async def run_daemon(
     return run
 
 
-async def _check_delivered(state: Path | StoreConfig) -> None:
+async def check_delivered(state: Path | StoreConfig) -> None:
     """Every row is recorded delivered: the receiver's count is not ahead of the state."""
     store = await Store.open_reader(state)
     try:
