@@ -103,7 +103,8 @@ _MOVE_ON_SQL = (
 
 
 Statements = list[tuple[str, tuple[Any, ...]]]
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# What neither engine keeps in a text (see ``_valid``).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ def record_statements(
         return []
     attempts = [
         [r.delivery_id, r.attempt, iso_ms(r.started_at), r.duration_ms, int(r.ok),
-         r.status, r.error_class, r.excerpt]
+         r.status, _valid_or_none(r.error_class), _valid_or_none(r.excerpt)]
         for r in records
     ]  # fmt: skip
     ours: tuple[str | None, ...] = (claimer,) if sql.claims_by else ()
@@ -215,27 +216,23 @@ def record_statements(
 
 
 def _json_text(batch: list[Any]) -> str:
-    """A batch parameter's JSON text (orjson: several times faster than the stdlib, and it runs
-    holding the GIL the event loop waits for). A text holding a lone surrogate (an undecodable
-    byte of a path or an OS message, as Python keeps it), which neither SQLite's JSON nor
-    PostgreSQL's takes, gets U+FFFD in its place: the attempt is recorded, not the turn lost."""
-    try:
-        return orjson.dumps(batch).decode()
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_replace_surrogates(batch)).decode()
+    """A batch parameter's JSON text: orjson, several times faster than the stdlib, and it runs
+    holding the GIL the event loop waits for."""
+    return orjson.dumps(batch).decode()
 
 
 def _valid(text: str) -> str:
-    """``text`` with any lone surrogate replaced by U+FFFD (see ``_json_text``)."""
-    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+    """``text`` as both engines store it whole: each NUL (a receiver's binary answer, a
+    program's stderr) and each lone surrogate (an undecodable byte of an OS message or path, as
+    Python keeps it) becomes U+FFFD. PostgreSQL refuses either, failing the turn's write, and
+    SQLite's JSON cuts a text at a NUL."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
-def _replace_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return _valid(value)
-    if isinstance(value, list):
-        return [_replace_surrogates(item) for item in value]
-    return value
+def _valid_or_none(text: str | None) -> str | None:
+    return None if text is None else _valid(text)
 
 
 def run_statements(conn: Db, statements: Statements) -> None:

@@ -74,7 +74,25 @@ class TestBatchedClaims:
             "bad \ufffd path", "no such file: /x/\ufffd",
         )  # fmt: skip
         [listed] = [r for r in await store.deliveries(sink="store") if r.id == row.id]
-        assert listed.state == DeliveryState.FAILED
+        assert (listed.state, listed.last_outcome) == (DeliveryState.FAILED, "bad \ufffd path")
+
+    async def test_attempt_text_with_nul_is_recorded_whole(self, store: Store) -> None:
+        """A receiver's answer holding NUL bytes (a binary body; a program's stderr) is recorded
+        whole, each NUL as U+FFFD: neither engine's JSON carries a NUL into a text (PostgreSQL
+        refuses it, failing the turn's write; SQLite's cuts the text there)."""
+        from drgreen_poller.store import AttemptRecord
+
+        await store.commit_events("main", [approved()], now=NOW)
+        row = next(r for r in (await store.settle([], NOW, ROOMS)).claimed if r.sink == "store")
+        binary = AttemptRecord(
+            row.id, 1, NOW, 1.0, False, 500, None, "\x1f\x8b\x08\x00 gzip \x00 tail",
+            DeliveryState.PENDING, next_attempt_at=NOW.timestamp() + 60,
+        )  # fmt: skip
+        await store.settle([binary], NOW, ROOMS)
+        [attempt] = await store.attempts(row.id)
+        assert attempt["response_excerpt"] == "\x1f\x8b\x08\ufffd gzip \ufffd tail"
+        [listed] = [r for r in await store.deliveries(sink="store") if r.id == row.id]
+        assert (listed.state, listed.attempts) == (DeliveryState.PENDING, 1)
 
 
 class TestUnrouted:
