@@ -1,14 +1,18 @@
 """The delivery floor's sender: the least a signed, durable, logged sender does per event, in steps.
 
 Run as its own process by ``delivery_floor.py`` (``python bench/_floor.py STEP STATE URL SECRET
-CONCURRENCY LOG``), like the daemon. ``concurrency`` long-lived coroutines, as in the raw
-baseline, take claimed rows and deliver each through the real ``WebhookSink`` (signed, its answer
-classified and its excerpt kept); the real ``Store`` claims and records, one transaction per
-turn (``synchronous = FULL``) in SQLite's thread. The steps, each adding to the one before:
+CONCURRENCY LOG``), set up as the daemon is (the collector frozen after start-up, output buffered).
+``concurrency`` long-lived coroutines, as in the raw baseline, take claimed rows and send each;
+the real ``Store`` claims and records, one transaction per turn (``synchronous = FULL``) in
+SQLite's thread. The steps, each adding to the one before:
 
-    signed    every row claimed before the first POST; each attempt's record made, not written
+    posted    raw's work in this process: every row claimed and signed before the first POST,
+              sent as raw sends (a control: what this process and its loop cost against raw)
+    signed    each row signed as it is sent, through the real ``WebhookSink`` (its answer
+              classified and its excerpt kept), and each attempt's record made, not written
     claimed   rows claimed a window at a time while sending (as the daemon claims)
-    logged    and the canonical line per attempt, through the daemon's logging set-up
+    logged    and the canonical line per attempt, through the daemon's logging set-up, a turn's
+              lines together after it (as the daemon writes them)
     recorded  and every turn records the ended attempts: the attempt log, the rows moved on
 
 None of them has what the daemon adds beyond that: a task per attempt, the fairness between
@@ -19,10 +23,13 @@ nothing itself (the receiver counts) and judges nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections import deque
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import structlog
 
 from drgreen_poller import logs
@@ -30,16 +37,19 @@ from drgreen_poller.clock import SystemClock
 from drgreen_poller.config import DeliveryConfig, Secret
 from drgreen_poller.config_sinks import WebhookSinkConfig
 from drgreen_poller.delivery import CLAIM_AHEAD
-from drgreen_poller.sinks import WebhookSink
+from drgreen_poller.sinks import EXCERPT_BYTES, WebhookSink
 from drgreen_poller.store import AttemptRecord, DeliveryState, DueDelivery, Store
 
-STEPS = ("signed", "claimed", "logged", "recorded")
+STEPS = ("posted", "signed", "claimed", "logged", "recorded")
+IN_MEMORY = ("posted", "signed")  # every row claimed before the first POST
+LOGGED = ("logged", "recorded")
 SINK = "store"  # as ``_delivery.SINK``
 CLOCK = SystemClock()
+log = structlog.get_logger("drgreen_poller.delivery")
 
 
 class Floor:
-    """One step's sender over the state at ``state``, delivering every due row to ``url``."""
+    """One step's sender: every due row of ``store`` delivered through ``sink``."""
 
     def __init__(self, step: str, store: Store, sink: WebhookSink, concurrency: int) -> None:
         self.step = step
@@ -49,19 +59,39 @@ class Floor:
         self.window = CLAIM_AHEAD * concurrency
         self.rows: deque[DueDelivery] = deque()
         self.ended: list[AttemptRecord] = []
+        self.lines: list[dict[str, Any]] = []  # the canonical lines of the attempts ended
         self.turn: asyncio.Task[None] | None = None
         self.drained = False  # a turn claimed nothing: nothing is left to claim
-        self.lines = structlog.get_logger("drgreen_poller.delivery")
+        # ``posted``: each row's body and headers, signed beforehand (as raw's), and a session
+        # made as raw's is.
+        self.signed: dict[int, tuple[bytes, dict[str, str]]] = {}
+        self.session: aiohttp.ClientSession | None = None
 
-    async def run(self) -> None:
-        first = 10**9 if self.step == "signed" else self.window
-        self.rows.extend((await self.store.settle([], CLOCK.now(), {SINK: first})).claimed)
-        self.drained = self.step == "signed"
-        await asyncio.gather(*(self._slot() for _ in range(self.concurrency)))
-        while self.ended:
+    async def run(self, url: str) -> None:
+        first = 10**9 if self.step in IN_MEMORY else self.window
+        rows = (await self.store.settle([], CLOCK.now(), {SINK: first})).claimed
+        self.rows.extend(rows)
+        self.drained = self.step in IN_MEMORY
+        if self.step == "posted":
+            now = CLOCK.now()
+            for row in rows:
+                body = row.body.encode()
+                self.signed[row.id] = (
+                    body,
+                    self.sink.headers(row.event_id, row.event_type, body, now),
+                )
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        try:
+            await asyncio.gather(*(self._slot(url) for _ in range(self.concurrency)))
+        finally:
+            if self.session is not None:
+                await self.session.close()
+        while self.ended or self.lines:
             await self._start_turn()
 
-    async def _slot(self) -> None:
+    async def _slot(self, url: str) -> None:
         while self.rows or not self.drained:
             if not self.rows:
                 await self._start_turn()
@@ -69,7 +99,18 @@ class Floor:
             row = self.rows.popleft()
             if len(self.rows) < self.window // 2 and not self.drained:
                 self._start_turn()  # claim more before the rows run out, as the daemon does
-            await self._deliver(row)
+            if self.session is not None:
+                await self._post(self.session, url, row)
+            else:
+                await self._deliver(row)
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, row: DueDelivery) -> None:
+        """As raw POSTs (``_delivery.run_raw``)."""
+        body, headers = self.signed[row.id]
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as answer:
+            await answer.content.read(EXCERPT_BYTES)
+            if answer.status != 204:
+                raise SystemExit(f"the receiver answered {answer.status}")
 
     async def _deliver(self, row: DueDelivery) -> None:
         started, t0 = CLOCK.now(), CLOCK.monotonic()
@@ -82,11 +123,13 @@ class Floor:
                 outcome.error_class, outcome.excerpt, state, sink=SINK, event_id=row.event_id,
             )
         )  # fmt: skip
-        if self.step in ("logged", "recorded"):
-            self.lines.info(
-                "delivery_attempt_finished", sink=SINK, event_id=row.event_id,
-                delivery_id=row.id, attempt=row.attempts + 1, duration_ms=duration_ms,
-                outcome="delivered" if outcome.ok else "failed", status=outcome.status,
+        if self.step in LOGGED:
+            self.lines.append(
+                {
+                    "sink": SINK, "event_id": row.event_id, "delivery_id": row.id,
+                    "attempt": row.attempts + 1, "duration_ms": duration_ms,
+                    "outcome": "delivered" if outcome.ok else "failed", "status": outcome.status,
+                }
             )  # fmt: skip
 
     def _start_turn(self) -> asyncio.Task[None]:
@@ -95,13 +138,17 @@ class Floor:
         return self.turn
 
     async def _settle(self) -> None:
-        """One transaction: the ended attempts recorded (step ``recorded`` only), more claimed."""
+        """One transaction: the ended attempts recorded (step ``recorded`` only), more claimed;
+        then the ended attempts' lines (``logged`` and ``recorded``)."""
         ended, self.ended = (self.ended, []) if self.step == "recorded" else ([], [])
+        lines, self.lines = self.lines, []
         room = 0 if self.drained else self.window - len(self.rows)
         settled = await self.store.settle(ended, CLOCK.now(), {SINK: room} if room > 0 else {})
         self.rows.extend(settled.claimed)
         if room > 0 and not settled.claimed:
             self.drained = True
+        for fields in lines:
+            log.info("delivery_attempt_finished", **fields)
 
 
 async def deliver(step: str, state: Path, url: str, secret: str, concurrency: int) -> None:
@@ -111,7 +158,7 @@ async def deliver(step: str, state: Path, url: str, secret: str, concurrency: in
     sink = WebhookSink(sink_config, delivery)
     store = await Store.open(state, sinks=())
     try:
-        await Floor(step, store, sink, concurrency).run()
+        await Floor(step, store, sink, concurrency).run(url)
     finally:
         await sink.close()
         await store.close()
@@ -125,6 +172,8 @@ def main(argv: list[str]) -> int:
     secret = Path(secret_file).read_text().strip()
     with Path(log).open("w") as out:  # buffered, as the daemon's output under systemd
         logs.configure("info", "json", stream=out)
+        gc.collect()  # as the daemon does after its start-up (``commands.cmd_run``)
+        gc.freeze()
         asyncio.run(deliver(step, Path(state), url, secret, int(concurrency)))
     return 0
 
