@@ -34,6 +34,10 @@ __all__ = ["HolderPoller", "PollResult", "PollSettings"]  # PollSettings: where 
 
 log = structlog.get_logger(__name__)
 
+# How many times a dry run reads and previews a tier while another connection keeps committing
+# (each read fetches again from Dr Green, within the politeness budget).
+DRY_RUN_READS = 4
+
 Observer = Callable[[TierRead], Awaitable[list[Observation]]]
 # What each tier reads and detects.
 OBSERVERS: Mapping[str, Observer] = {
@@ -109,19 +113,27 @@ class HolderPoller:
 
         Raises:
             UpstreamError: the API failed; nothing was written.
+            StaleTier: another connection committed under every read (``DRY_RUN_READS``: a
+                dry run beside a daemon delivering without pause); nothing was written.
         """
         first_sync = await self._first_sync(tier)
         requests_before, started = self.api.requests_sent, self.clock.monotonic()
         self._progress = self._new_progress(tier, writer=None if dry_run else self.store)
         try:
-            try:
-                observations = await self.observe(tier, first_sync=first_sync)
-                events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
-            except StaleTier:
-                # Another connection (the CLI's ``track``, say) committed after the tier was
-                # read from memory: nothing was written; once more, from the database.
-                observations = await self.observe(tier, first_sync=first_sync)
-                events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
+            # Another connection committing after the tier was read from memory (the CLI's
+            # ``track``; beside a dry run, the running daemon, whose tiers commit one after
+            # another at its start) means nothing was written: the run is done again from the
+            # database, once, or up to ``DRY_RUN_READS`` times in all for a dry run.
+            reads_left = DRY_RUN_READS if dry_run else 2
+            while True:
+                reads_left -= 1
+                try:
+                    observations = await self.observe(tier, first_sync=first_sync)
+                    events = await self._record(tier, observations, next_due_at, dry_run=dry_run)
+                    break
+                except StaleTier:
+                    if not reads_left:
+                        raise
         finally:
             await self._progress.finish()
         if not dry_run:

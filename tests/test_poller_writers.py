@@ -4,14 +4,17 @@ CLI writing between two sweeps; each transition is committed once, under one id.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drgreen_poller.changes import Change
 from drgreen_poller.errors import ConcurrentUpdate
+from drgreen_poller.events import Resource
 from drgreen_poller.poller import HolderPoller, PollSettings
-from drgreen_poller.store import SinkRoute, Store
+from drgreen_poller.store import Observation, SinkRoute, Store
 from drgreen_poller.tiers import Tier
 from tests.cli_run import run_cli
 from tests.conftest import World, write_config
@@ -49,6 +52,28 @@ class TestConcurrentWriters:
             )
         assert await world.types() == ["order.approved"]
         assert await world.poll(Tier.ACTIVE_ORDERS) == []
+
+
+class _WrittenUnder(Store):
+    """A state another connection commits to (as a running daemon does) while each of the
+    first ``collisions`` previews is under way, after the tier was read."""
+
+    collisions = 0
+    path = Path()
+
+    async def preview(
+        self, holder: str, observations: Any, *, now: datetime
+    ) -> list[dict[str, Any]]:
+        if self.collisions:
+            self.collisions -= 1
+            other = await Store.open(self.path, sinks=[SinkRoute("all", ("*",))])
+            try:  # a client's event: nothing the orders' preview depends on
+                client = Resource("client", f"c-{self.collisions}")
+                seen = Observation(client, {}, None, changes=[Change("client.created", {})])
+                await other.commit_events(holder, [seen], now=now)
+            finally:
+                await other.close()
+        return await super().preview(holder, observations, now=now)
 
 
 class TestOutOfBandWrites:
@@ -108,3 +133,25 @@ class TestOutOfBandWrites:
             await other.close()
         preview = await world.poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
         assert preview.events == []
+
+    async def test_a_dry_run_beside_a_daemon_writing_at_its_start_still_previews(
+        self, make_world: Callable[..., Any], tmp_path: Path
+    ) -> None:
+        """A dry run whose first two previews find that another connection committed meanwhile
+        (a daemon's tier runs, one after another at its start) reads again and previews: it
+        does not fail on the second."""
+        world: World = await make_world()
+        order = world.state.orders.create("shop")
+        await world.poll(Tier.ACTIVE_ORDERS)
+        state = await _WrittenUnder.open(tmp_path / "state.db", sinks=[SinkRoute("all", ("*",))])
+        state.path = tmp_path / "state.db"
+        try:
+            poller = HolderPoller("shop", (), world.api, state, world.clock, PollSettings())
+            await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0)  # the tier is read, kept
+            world.state.lifecycle.approve(order.id)
+            state.collisions = 2
+            preview = await poller.poll_tier(Tier.ACTIVE_ORDERS, next_due_at=0, dry_run=True)
+        finally:
+            await state.close()
+        assert state.collisions == 0
+        assert [e["type"] for e in preview.events] == ["order.approved"]
