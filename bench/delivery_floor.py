@@ -26,15 +26,13 @@ retries, the gate of a shared database, metrics, the poller beside).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-from _common import BENCH_DIR, CpuShare, Receiver, median, profile_arguments, receiver, report
+from _common import BENCH_DIR, CpuShare, Receiver, main_with_profile, median, receiver, report
 from _common import table as markdown_table
 from _daemons import AS_UNDER_SYSTEMD, SLOWEST_RATE, STALL_S
 from _delivery import Backlog, backlog, check_delivered, run_daemon, run_raw, write_config
@@ -132,9 +130,9 @@ def rows(c: int, rounds: list[dict[str, float]]) -> list[list[str]]:
     return found
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(profile: str, append: bool) -> None:
     logs.configure("warning", "console", stream=sys.stderr)
-    count, runs, concurrencies = PROFILES[args.profile]
+    count, runs, concurrencies = PROFILES[profile]
     share = CpuShare()
     share.start()
     found: list[list[str]] = []
@@ -154,14 +152,8 @@ async def main(args: argparse.Namespace) -> None:
         "events/s). The daemon's target is ≥ 0.8 × raw (delivery_throughput.py).",
     ]
     result = markdown_table(headers, found, "rlrrrl")
-    report(SECTION, INTRO, args.profile, result, notes, not args.no_append)
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    profile_arguments(parser)
-    return parser.parse_args(argv)
+    report(SECTION, INTRO, profile, result, notes, append)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args(sys.argv[1:])))
+    main_with_profile(__doc__, main)
