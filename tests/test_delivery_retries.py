@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from structlog.testing import capture_logs
 
 from drgreen_poller.retries import RETRY_AFTER_MAX_S, retry_delay
+from drgreen_poller.sinks import Outcome
 from tests.delivery_bench import (
     SCHEDULE,
     Bench,
@@ -99,3 +101,34 @@ class TestRetries:
         await bench.worker.run_once()
         [row] = await bench.store.deliveries(state="pending")
         assert row.next_attempt_at == pytest.approx(bench.clock.now().timestamp() + 3000)
+
+    async def test_a_sink_that_raises_is_a_failed_attempt_retried(self, bench: Bench) -> None:
+        """A sink raising where it should report (a bug) makes a failed attempt, named by the
+        exception's class and logged with its traceback, retried later under the same
+        webhook-id; the worker carries on."""
+
+        class Broken:
+            name = "store"
+
+            async def deliver(self, *args: object) -> Outcome:
+                raise ZeroDivisionError("a sink bug")
+
+            async def sync(self) -> None: ...
+
+            async def close(self) -> None: ...
+
+        working = bench.worker.sinks["store"]
+        bench.worker.sinks["store"] = Broken()
+        await bench.emit("o-1", "order.paid")
+        with capture_logs() as lines:
+            await bench.worker.run_once()
+        [first] = await bench.attempts_of()
+        assert (first["ok"], first["error_class"]) == (0, "ZeroDivisionError")
+        assert [line["event"] for line in lines if line["log_level"] == "error"] == [
+            "delivery_attempt_crashed"
+        ]
+        bench.worker.sinks["store"] = working
+        await advance_to_next(bench)
+        await bench.worker.run_once()
+        assert await bench.states() == ["delivered"]
+        assert len(bench.hook.accepted()) == 1
