@@ -6,7 +6,8 @@ Real ``run`` processes are tests/test_ha.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -156,30 +157,12 @@ class TestSharingService:
         comes right after that expiry (a few ms), not a third of the time to live later, and
         takes the holder over: a dead instance's holders move within the TTL of its death."""
         service, _, clock = shared_service
-        runtime = service.runtime
-        assert runtime.instance is not None
-        assert isinstance(runtime.store.fence, Fence)
-        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
-        dead = await Store.open(pg_store_config(pg_database), sinks=[])
-        try:
-            await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
+        async with _beside_a_dead_instance(service, pg_database) as (sharing, dead):
             assert (await sharing.round()).held == {}  # the dead one's lease has not expired yet
             assert sharing.next_round_s <= DEAD_TTL_S + EXPIRY_MARGIN_S
             looping = asyncio.create_task(sharing.run())
-            await until_sleeping(clock, looping)
-
-            async def expired() -> bool:  # the database's clock is real: wait for it to pass
-                rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
-                return bool(rows[0][0])
-
-            await eventually(expired, what="the dead instance's lease expired", task=looping)
-            clock.advance(DEAD_TTL_S + LATE_S)  # far short of the usual round (LONG_TTL_S / 3)
-            await eventually(lambda: "shop" in service.runner.pollers, task=looping)
-            assert service.metrics.lease_takeovers._value.get() == 1
-            looping.cancel()
-            await asyncio.gather(looping, return_exceptions=True)
-        finally:
-            await dead.close()
+            await _taken_over_at_the_expiry(service, clock, dead, looping)
+        assert service.metrics.lease_takeovers._value.get() == 1
 
     @pytest.mark.timeout(20)
     async def test_the_loop_follows_the_expiry_its_first_round_saw(
@@ -189,28 +172,10 @@ class TestSharingService:
         comes back just after the expiry that round saw, not a third of the TTL later: an
         instance started late in a dead one's lease takes its holders at the expiry."""
         service, _, clock = shared_service
-        runtime = service.runtime
-        assert runtime.instance is not None
-        assert isinstance(runtime.store.fence, Fence)
-        sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
-        dead = await Store.open(pg_store_config(pg_database), sinks=[])
-        try:
-            await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
+        async with _beside_a_dead_instance(service, pg_database) as (sharing, dead):
             looping = asyncio.create_task(sharing.run())  # the daemon's order: loop, then round
             assert (await sharing.round()).held == {}
-            await until_sleeping(clock, looping)
-
-            async def expired() -> bool:  # the database's clock is real: wait for it to pass
-                rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
-                return bool(rows[0][0])
-
-            await eventually(expired, what="the dead instance's lease expired", task=looping)
-            clock.advance(DEAD_TTL_S + LATE_S)  # far short of the usual round (LONG_TTL_S / 3)
-            await eventually(lambda: "shop" in service.runner.pollers, task=looping)
-            looping.cancel()
-            await asyncio.gather(looping, return_exceptions=True)
-        finally:
-            await dead.close()
+            await _taken_over_at_the_expiry(service, clock, dead, looping)
 
     async def test_a_gone_instances_deliveries_wake_the_worker(
         self,
@@ -236,3 +201,40 @@ class TestSharingService:
         assert (await sharing.round()).reclaimed == 1
         assert "deliveries_reclaimed" in capsys.readouterr().out
         assert (await store.settle([], NOW, {"all": 5})).claimed  # pending again
+
+
+@asynccontextmanager
+async def _beside_a_dead_instance(
+    service: Service, pg_database: PgDatabase
+) -> AsyncIterator[tuple[HolderSharing, Store]]:
+    """A lease loop of ``service`` with a long time to live, and another instance's connection
+    that has just taken the lease of "shop" for ``DEAD_TTL_S`` and then died (it never renews)."""
+    runtime = service.runtime
+    assert runtime.instance is not None
+    assert isinstance(runtime.store.fence, Fence)
+    sharing = HolderSharing(service, runtime.instance, runtime.store.fence, LONG_TTL_S)
+    dead = await Store.open(pg_store_config(pg_database), sinks=[])
+    try:
+        await dead.share_holders(Instance("dead", "host", 1), ["shop"], DEAD_TTL_S, NOW)
+        yield sharing, dead
+    finally:
+        await dead.close()
+
+
+async def _taken_over_at_the_expiry(
+    service: Service, clock: FakeClock, dead: Store, looping: asyncio.Task[None]
+) -> None:
+    """Once the loop sleeps and the dead instance's lease has expired (on the database's real
+    clock), advancing the fake clock by far less than a usual round's wait (``LONG_TTL_S / 3``)
+    brings the round that takes "shop" over; the loop is stopped after."""
+    await until_sleeping(clock, looping)
+
+    async def expired() -> bool:
+        rows = await dead._fetch("SELECT expires_at < clock_timestamp() FROM leases")
+        return bool(rows[0][0])
+
+    await eventually(expired, what="the dead instance's lease expired", task=looping)
+    clock.advance(DEAD_TTL_S + LATE_S)
+    await eventually(lambda: "shop" in service.runner.pollers, task=looping)
+    looping.cancel()
+    await asyncio.gather(looping, return_exceptions=True)
