@@ -225,16 +225,22 @@ async def check_delivered(state: Path | StoreConfig) -> None:
         raise SystemExit(f"rows left undelivered after the run: {owed}")
 
 
+def raw_session(concurrency: int) -> aiohttp.ClientSession:
+    """The session raw POSTs go through (``run_raw``, and ``_floor``'s control step): as many
+    connections as the daemon's concurrency, its default timeout."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
 async def run_raw(backlog: Backlog, receiver: Receiver, concurrency: int) -> RawRun:
     """The same bodies and headers, POSTed by ``concurrency`` coroutines over one session."""
     await receiver.reset()
     receiver_stat = Path(f"/proc/{receiver.process.pid}/stat")
     own, theirs = cpu_s(Path("/proc/self/stat")), cpu_s(receiver_stat)
     pending = iter(backlog.requests)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
+    async with raw_session(concurrency) as session:
+        # Written out here, not called: the baseline's loop is the plainest a sender can be.
         async def post_all() -> None:
             for body, headers in pending:
                 async with session.post(

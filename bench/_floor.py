@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from _delivery import raw_session
 
 from drgreen_poller import logs
 from drgreen_poller.clock import SystemClock
@@ -80,9 +81,7 @@ class Floor:
                     body,
                     self.sink.headers(row.event_id, row.event_type, body, now),
                 )
-            connector = aiohttp.TCPConnector(limit=self.concurrency)
-            timeout = aiohttp.ClientTimeout(total=DeliveryConfig().timeout_s)
-            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            self.session = raw_session(self.concurrency)
         try:
             await asyncio.gather(*(self._slot(url) for _ in range(self.concurrency)))
         finally:
@@ -105,7 +104,7 @@ class Floor:
                 await self._deliver(row)
 
     async def _post(self, session: aiohttp.ClientSession, url: str, row: DueDelivery) -> None:
-        """As raw POSTs (``_delivery.run_raw``)."""
+        """As raw POSTs (``_delivery.run_raw``, whose loop writes the same lines out)."""
         body, headers = self.signed[row.id]
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as answer:
             await answer.content.read(EXCERPT_BYTES)
