@@ -70,7 +70,7 @@ class HolderSharing:
         # Counts the rounds that ended past the sure window of the one before: this instance's
         # heartbeat may have lapsed meanwhile, and its deliveries been reclaimed by another.
         self.epoch = 0
-        self.next_round_s = ttl_s / ROUNDS_PER_TTL  # the last round's choice
+        self.next_round_s = next_round_in(ttl_s, None)  # the last round's choice
         # Set by the first round (the daemon's, before its first runs): the loop, started
         # before it, waits for its choice of the next round rather than a third of the TTL.
         self._first_round = asyncio.Event()
