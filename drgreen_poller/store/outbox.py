@@ -33,6 +33,7 @@ from drgreen_poller.store.delivery_rows import (
     SinkBacklog,
 )
 from drgreen_poller.store.dialect import Db, Dialect
+from drgreen_poller.store.postgres_schema import IDS_SQL
 
 # Pending and failed rows are counted in migration 6's index alone (``deliveries_owed``, whose
 # WHERE the first part repeats word for word, as SQLite needs to use a partial index); rows in
@@ -68,11 +69,10 @@ _RESET_GONE_SQL = """
 
 # PostgreSQL shared by instances: claimed rows handed back unsent (a stop, a gate that closed),
 # in one statement, only those still claimed by this instance.
-_RELEASE_MINE_SQL = """
+_RELEASE_MINE_SQL = f"""
     UPDATE deliveries SET state = 'pending', updated_at = ?
-    WHERE id IN (SELECT value::bigint FROM json_array_elements_text(?::json))
-      AND state = 'delivering' AND claimed_by = ?
-"""
+    WHERE id IN ({IDS_SQL}) AND state = 'delivering' AND claimed_by = ?
+"""  # noqa: S608 - constant text
 
 
 def insert_deliveries(conn: Db, rows: Sequence[tuple[str, str, str, int]], now: datetime) -> None:

@@ -195,7 +195,8 @@ CLAIM_SQL = """
         m.next_attempt_at))::text, count(*)
     FROM marked AS m JOIN events AS e ON e.id = m.event_id
 """
-_IDS = "SELECT value::bigint FROM json_array_elements_text(?::json)"
+# A JSON array of ids bound as one parameter, as rows (the batch statements take ids so).
+IDS_SQL = "SELECT value::bigint FROM json_array_elements_text(?::json)"
 # SQLite's, word for word but for the JSON function: the sinks with pending rows found by
 # skipping through the per-sink index, a seek per sink.
 UNROUTED_SQL = """
@@ -230,5 +231,5 @@ INSERT_ATTEMPTS_SQL = """
 MOVE_ON_SQL = (
     "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at ="  # noqa: S608 - constant text
     " COALESCE(?::double precision, next_attempt_at), last_outcome = ?, updated_at = ?"
-    f" WHERE id IN ({_IDS}) AND {_STILL_OURS}"
+    f" WHERE id IN ({IDS_SQL}) AND {_STILL_OURS}"
 )
